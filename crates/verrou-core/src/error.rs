@@ -1,0 +1,122 @@
+//! The one error type of verrou.
+
+use std::error::Error as StdError;
+
+/// A boxed error from a store's client library, kept as the source of [`Error::Storage`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Everything that can go wrong with a lock.
+///
+/// Acquiring a lock that someone else holds is not an error: `acquire` returns `Ok(false)`.
+/// Errors are misuse (bad keys, durations, arguments), ownership violations, and store failures.
+///
+/// ```
+/// use verrou_core::Error;
+///
+/// fn describe(error: &Error) -> &'static str {
+///     match error {
+///         Error::NotOwned { .. } => "someone else holds it, or it expired",
+///         Error::Storage { .. } => "the store failed; retry later",
+///         _ => "a bug in the caller",
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock is not held by this owner: it was never taken, already released, expired,
+    /// or taken by someone else.
+    #[error("lock `{key}` is not held by this owner (never acquired, released, expired or taken over)")]
+    NotOwned {
+        /// The lock's key.
+        key: String,
+    },
+
+    /// The lock was lost while `run` was executing the critical section, so the section may
+    /// not have been exclusive.
+    #[error("lock `{key}` was lost before the critical section finished; it may not have run exclusively")]
+    LockLost {
+        /// The lock's key.
+        key: String,
+    },
+
+    /// A duration could not be understood or is out of range.
+    #[error("invalid duration `{input}`: {reason}")]
+    InvalidDuration {
+        /// The duration as it was given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A lock key is not acceptable (for example empty).
+    #[error("invalid lock key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key as it was given.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An argument makes no sense for this call.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A serialized lock could not be read.
+    #[error("invalid serialized lock: {reason}")]
+    InvalidSerializedLock {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No store has this name.
+    #[error("unknown store `{name}` (configured stores: {known})")]
+    UnknownStore {
+        /// The name that was asked for.
+        name: String,
+        /// The configured store names, comma separated.
+        known: String,
+    },
+
+    /// A configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A store driver was asked for whose cargo feature is not enabled.
+    #[error("store driver `{driver}` needs the cargo feature `{feature}` of the `verrou` crate")]
+    FeatureDisabled {
+        /// The driver name from the configuration.
+        driver: String,
+        /// The cargo feature to enable.
+        feature: &'static str,
+    },
+
+    /// The store failed (unreachable server, timeout, protocol error...). The cause is the
+    /// [`source`](StdError::source) of this error.
+    #[error("lock store operation failed")]
+    Storage {
+        /// What the store's client library reported.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Wraps a store client error as [`Error::Storage`].
+    pub fn storage(source: impl Into<BoxError>) -> Self {
+        Error::Storage {
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn invalid_duration(input: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidDuration {
+            input: input.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `Result` with verrou's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

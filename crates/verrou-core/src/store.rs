@@ -1,0 +1,104 @@
+//! The contract between a [`Lock`](crate::Lock) and the place its state lives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// What [`LockStore::save`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Acquisition {
+    /// The key was free or expired; it now belongs to the caller.
+    Granted(Grant),
+    /// Someone holds the key and their lock has not expired.
+    Busy,
+}
+
+/// What a store says about a fresh grant. Carries nothing yet; it is where per-grant facts
+/// (such as fencing tokens) will live, so adding them does not change the trait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Grant {}
+
+impl Grant {
+    /// A grant with no extra facts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// What an owner-checked operation ([`LockStore::delete`], [`LockStore::extend`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnerCheck {
+    /// The caller held the unexpired lock and the operation was applied.
+    Applied,
+    /// The caller does not hold the lock (free, expired, or someone else's): nothing changed.
+    NotOwner,
+}
+
+/// Where locks live. One method, one atomic store operation, one round trip.
+///
+/// Implementations must make each method atomic on the store's side (a Lua script, a single
+/// SQL statement, one critical section) and decide expiry with the store's own clock. The
+/// conformance suite ([`conformance`](crate::conformance), feature `test-suite`) checks every
+/// rule below; run it against your store.
+///
+/// Keys reach the store already validated (non-empty, no NUL character). TTLs are positive.
+#[async_trait]
+pub trait LockStore: Send + Sync + 'static {
+    /// Takes `key` for `owner` if it is free or expired, for `ttl` (`None`: until released).
+    async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition>;
+
+    /// Deletes `key` if `owner` holds it and it has not expired.
+    async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck>;
+
+    /// Deletes `key` whoever holds it. Deleting a free key succeeds.
+    async fn force_delete(&self, key: &str) -> Result<()>;
+
+    /// Whether someone holds `key` and their lock has not expired.
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// Makes `key` expire `ttl` from now if `owner` holds it and it has not expired.
+    async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck>;
+
+    /// Waits until `key` may have been released, or at most `max_wait`. A waiting
+    /// [`Lock::acquire`](crate::Lock::acquire) calls this between attempts.
+    ///
+    /// The provided implementation sleeps `max_wait` (plain polling). A store that can hear
+    /// releases returns early when one happens; returning early without a release is allowed.
+    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
+        let _ = key;
+        tokio::time::sleep(max_wait).await;
+    }
+}
+
+#[async_trait]
+impl<S: LockStore + ?Sized> LockStore for Arc<S> {
+    async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+        (**self).save(key, owner, ttl).await
+    }
+
+    async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        (**self).delete(key, owner).await
+    }
+
+    async fn force_delete(&self, key: &str) -> Result<()> {
+        (**self).force_delete(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        (**self).exists(key).await
+    }
+
+    async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        (**self).extend(key, owner, ttl).await
+    }
+
+    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
+        (**self).wait_for_release(key, max_wait).await
+    }
+}

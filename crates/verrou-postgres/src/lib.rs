@@ -1,0 +1,1 @@
+//! PostgreSQL store for verrou, on deadpool-postgres and tokio-postgres.

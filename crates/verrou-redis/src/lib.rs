@@ -1,0 +1,1 @@
+//! Redis store for verrou, on fred.

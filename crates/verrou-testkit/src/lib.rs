@@ -1,0 +1,1 @@
+//! Private throwaway Redis and PostgreSQL servers for verrou's tests and benchmarks.

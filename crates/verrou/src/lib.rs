@@ -1,0 +1,1 @@
+//! verrou facade.
