@@ -1,4 +1,5 @@
 //! Core of verrou.
+pub mod config;
 mod duration;
 mod error;
 mod store;
