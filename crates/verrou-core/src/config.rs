@@ -19,8 +19,8 @@ use crate::duration::{parse_duration, IntoDuration};
 ///     timeout: Duration,
 /// }
 ///
-/// let options: Options = serde_json::from_str(r#"{"timeout": "1.5s"}"#).unwrap();
-/// assert_eq!(options.timeout, Duration::from_millis(1500));
+/// let options: Options = serde_json::from_str(r#"{"timeout": "1m30s"}"#).unwrap();
+/// assert_eq!(options.timeout, Duration::from_secs(90));
 /// let options: Options = serde_json::from_str(r#"{"timeout": 200}"#).unwrap();
 /// assert_eq!(options.timeout, Duration::from_millis(200));
 /// ```

@@ -1,0 +1,455 @@
+//! [`Lock`]: one named lock, held by one owner.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{resume_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::FutureExt;
+
+use crate::duration::{IntoDuration, Ttl};
+use crate::retry::{Retry, RetryPolicy};
+use crate::serialized::SerializedLock;
+use crate::store::{Acquisition, LockStore, OwnerCheck};
+use crate::{Error, Result};
+
+/// A named lock with an owner token, a TTL and a handle to its store.
+///
+/// Made by [`LockFactory::create_lock`](crate::LockFactory::create_lock) or restored from
+/// another process with [`LockFactory::restore_lock`](crate::LockFactory::restore_lock).
+/// Cloning is cheap and the clones are the same lock (same owner, shared expiry).
+///
+/// A lock is not reentrant: acquiring it again while it is held waits like any other owner.
+///
+/// ```
+/// # async fn example(factory: verrou_core::LockFactory) -> verrou_core::Result<()> {
+/// let lock = factory.create_lock("invoice:42")?;
+/// if lock.acquire().await? {
+///     // ... charge the card, once ...
+///     lock.release().await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    inner: Arc<LockInner>,
+}
+
+struct LockInner {
+    key: String,
+    owner: String,
+    ttl: Ttl,
+    retry: RetryPolicy,
+    store: Arc<dyn LockStore>,
+    state: Mutex<Holding>,
+}
+
+/// What this process knows about its hold on the lock, measured on the monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holding {
+    NotHeld,
+    Held { expires_at: Option<Instant> },
+}
+
+impl Lock {
+    pub(crate) fn new(
+        key: String,
+        owner: String,
+        ttl: Ttl,
+        retry: RetryPolicy,
+        store: Arc<dyn LockStore>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(LockInner {
+                key,
+                owner,
+                ttl,
+                retry,
+                store,
+                state: Mutex::new(Holding::NotHeld),
+            }),
+        }
+    }
+
+    /// Builds a lock from its serialized form, taking over the expiry it carries.
+    pub(crate) fn restored(
+        serialized: SerializedLock,
+        retry: RetryPolicy,
+        store: Arc<dyn LockStore>,
+    ) -> Result<Self> {
+        crate::key::validate(&serialized.key)?;
+        if serialized.owner.is_empty() {
+            return Err(Error::InvalidSerializedLock {
+                reason: "the owner is empty".into(),
+            });
+        }
+        let ttl = match serialized.ttl {
+            Some(millis) => Ttl::After(millis.into_duration()?),
+            None => Ttl::Never,
+        };
+        let lock = Self::new(serialized.key, serialized.owner, ttl, retry, store);
+        let holding = match (ttl, serialized.expiration_time) {
+            (Ttl::After(_), Some(epoch_millis)) => Holding::Held {
+                expires_at: Some(instant_from_epoch_millis(epoch_millis)),
+            },
+            _ => Holding::NotHeld,
+        };
+        lock.set_holding(holding);
+        Ok(lock)
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The owner token (a secret: whoever has it can release the lock). Same as the
+    /// reference's `getOwner()`.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The lock's TTL.
+    pub fn ttl(&self) -> Ttl {
+        self.inner.ttl
+    }
+
+    /// Acquires the lock, waiting and retrying by the factory's retry policy.
+    ///
+    /// `Ok(true)` once acquired, `Ok(false)` when the policy gives up (attempts or timeout
+    /// exhausted); `Err` only for store failures.
+    pub async fn acquire(&self) -> Result<bool> {
+        self.acquire_by(self.inner.retry).await
+    }
+
+    /// Like [`acquire`](Self::acquire), with some retry options overridden for this call.
+    ///
+    /// ```
+    /// # async fn example(lock: verrou_core::Lock) -> verrou_core::Result<()> {
+    /// use verrou_core::Retry;
+    ///
+    /// let acquired = lock.acquire_with(Retry::new().timeout("1s")).await?;
+    /// # let _ = acquired; Ok(()) }
+    /// ```
+    pub async fn acquire_with(&self, retry: Retry) -> Result<bool> {
+        self.acquire_by(self.inner.retry.overridden_by(&retry)?).await
+    }
+
+    /// Tries to acquire the lock once, without waiting: `Ok(false)` if someone holds it.
+    pub async fn acquire_immediately(&self) -> Result<bool> {
+        let acquired = self.try_acquire().await?;
+        if acquired {
+            tracing::debug!(key = %self.inner.key, wait = ?Duration::ZERO, "lock acquired");
+        }
+        Ok(acquired)
+    }
+
+    async fn acquire_by(&self, policy: RetryPolicy) -> Result<bool> {
+        let started = Instant::now();
+        let deadline = policy.timeout.map(|timeout| started + timeout);
+        let mut attempts_made = 0u32;
+        loop {
+            attempts_made += 1;
+            if self.try_acquire().await? {
+                tracing::debug!(key = %self.inner.key, wait = ?started.elapsed(), attempts = attempts_made, "lock acquired");
+                return Ok(true);
+            }
+            let out_of_attempts = policy.attempts.is_some_and(|max| attempts_made >= max);
+            let now = Instant::now();
+            let time_left = deadline.map(|deadline| deadline.saturating_duration_since(now));
+            if out_of_attempts || time_left == Some(Duration::ZERO) {
+                tracing::debug!(key = %self.inner.key, wait = ?started.elapsed(), attempts = attempts_made, "gave up acquiring lock");
+                return Ok(false);
+            }
+            let pause = time_left.map_or(policy.delay, |left| left.min(policy.delay));
+            self.inner
+                .store
+                .wait_for_release(&self.inner.key, pause)
+                .await;
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let requested_at = Instant::now();
+        match inner
+            .store
+            .save(&inner.key, &inner.owner, inner.ttl.as_duration())
+            .await?
+        {
+            Acquisition::Granted(_) => {
+                self.set_holding(Holding::Held {
+                    expires_at: inner.ttl.as_duration().map(|ttl| requested_at + ttl),
+                });
+                tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
+                Ok(true)
+            }
+            Acquisition::Busy => Ok(false),
+        }
+    }
+
+    /// Releases the lock. Only the owner can: anyone else, or a holder whose lock expired,
+    /// gets [`Error::NotOwned`] and the lock is left as it is.
+    pub async fn release(&self) -> Result<()> {
+        let inner = &self.inner;
+        let outcome = inner.store.delete(&inner.key, &inner.owner).await?;
+        self.set_holding(Holding::NotHeld);
+        match outcome {
+            OwnerCheck::Applied => {
+                tracing::debug!(key = %inner.key, "lock released");
+                Ok(())
+            }
+            OwnerCheck::NotOwner => Err(self.not_owned()),
+        }
+    }
+
+    /// Releases the lock whoever holds it.
+    pub async fn force_release(&self) -> Result<()> {
+        self.inner.store.force_delete(&self.inner.key).await?;
+        self.set_holding(Holding::NotHeld);
+        tracing::debug!(key = %self.inner.key, "lock force-released");
+        Ok(())
+    }
+
+    /// Whether anyone (this owner or another) holds the lock right now, by the store.
+    pub async fn is_locked(&self) -> Result<bool> {
+        self.inner.store.exists(&self.inner.key).await
+    }
+
+    /// Pushes the expiry to now + the lock's TTL. A lock created without a TTL cannot be
+    /// extended this way ([`Error::InvalidArgument`]); see [`extend_by`](Self::extend_by).
+    /// A lock that expired or is not held gets [`Error::NotOwned`].
+    pub async fn extend(&self) -> Result<()> {
+        match self.inner.ttl {
+            Ttl::After(ttl) => self.extend_for(ttl).await,
+            Ttl::Never => Err(Error::InvalidArgument(format!(
+                "lock `{}` has no TTL: give extend_by a duration",
+                self.inner.key
+            ))),
+        }
+    }
+
+    /// Pushes the expiry to now + `ttl` (the lock's own TTL stays what it was for the next
+    /// acquisition).
+    ///
+    /// ```
+    /// # async fn example(lock: verrou_core::Lock) -> verrou_core::Result<()> {
+    /// lock.extend_by("20s").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn extend_by(&self, ttl: impl IntoDuration) -> Result<()> {
+        self.extend_for(ttl.into_duration()?).await
+    }
+
+    async fn extend_for(&self, ttl: Duration) -> Result<()> {
+        let inner = &self.inner;
+        let requested_at = Instant::now();
+        match inner.store.extend(&inner.key, &inner.owner, ttl).await? {
+            OwnerCheck::Applied => {
+                self.set_holding(Holding::Held {
+                    expires_at: Some(requested_at + ttl),
+                });
+                tracing::debug!(key = %inner.key, ttl = ?ttl, "lock extended");
+                Ok(())
+            }
+            OwnerCheck::NotOwner => {
+                self.set_holding(Holding::NotHeld);
+                Err(self.not_owned())
+            }
+        }
+    }
+
+    /// Whether this process's hold has run past its TTL, by the local monotonic clock started
+    /// before the store request (so it errs on the side of "expired"). No store call. A lock
+    /// without TTL, or not held, is not expired.
+    pub fn is_expired(&self) -> bool {
+        self.remaining_time() == Some(Duration::ZERO)
+    }
+
+    /// How long until the hold expires (zero once expired), by the local monotonic clock. No
+    /// store call. `None` when the lock is not held or has no TTL.
+    pub fn remaining_time(&self) -> Option<Duration> {
+        match self.holding() {
+            Holding::Held {
+                expires_at: Some(expires_at),
+            } => Some(expires_at.saturating_duration_since(Instant::now())),
+            _ => None,
+        }
+    }
+
+    /// The portable form of this lock, for [`LockFactory::restore_lock`](crate::LockFactory::restore_lock)
+    /// in another process. It contains the owner token: treat it as a secret.
+    pub fn serialize(&self) -> SerializedLock {
+        let expiration_time = match self.holding() {
+            Holding::Held {
+                expires_at: Some(expires_at),
+            } => Some(epoch_millis_from_instant(expires_at)),
+            _ => None,
+        };
+        SerializedLock {
+            key: self.inner.key.clone(),
+            owner: self.inner.owner.clone(),
+            ttl: self.inner.ttl.as_duration().map(duration_millis),
+            expiration_time,
+        }
+    }
+
+    /// Acquires the lock (retrying by the factory's policy), runs `work`, and releases the
+    /// lock, whether `work` returns or panics (the panic resumes after the release).
+    ///
+    /// `Ok(None)` if the lock could not be acquired (`work` did not run), `Ok(Some(value))`
+    /// with what `work` returned. If the lock was lost before `work` finished (it expired and
+    /// possibly went to someone else) the section was not exclusive: that is
+    /// [`Error::LockLost`]. Dropping the returned future after the lock was acquired releases
+    /// the lock in the background (on the current Tokio runtime).
+    ///
+    /// ```
+    /// # async fn example(lock: verrou_core::Lock) -> verrou_core::Result<()> {
+    /// match lock.run(|| async { 42 }).await? {
+    ///     Some(answer) => assert_eq!(answer, 42),
+    ///     None => println!("someone else is on it"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<F, Fut, T>(&self, work: F) -> Result<Option<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        if !self.acquire().await? {
+            return Ok(None);
+        }
+        self.run_held(work).await.map(Some)
+    }
+
+    /// Like [`run`](Self::run), with some retry options overridden for this call.
+    pub async fn run_with<F, Fut, T>(&self, retry: Retry, work: F) -> Result<Option<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        if !self.acquire_with(retry).await? {
+            return Ok(None);
+        }
+        self.run_held(work).await.map(Some)
+    }
+
+    /// Like [`run`](Self::run), but tries to acquire only once: `Ok(None)` at once if the
+    /// lock is held.
+    pub async fn run_immediately<F, Fut, T>(&self, work: F) -> Result<Option<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        if !self.acquire_immediately().await? {
+            return Ok(None);
+        }
+        self.run_held(work).await.map(Some)
+    }
+
+    async fn run_held<F, Fut, T>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let release_on_drop = ReleaseOnDrop(Some(self.clone()));
+        let outcome = AssertUnwindSafe(async move { work().await })
+            .catch_unwind()
+            .await;
+        let released = self.release().await;
+        release_on_drop.disarm();
+        let value = match outcome {
+            Ok(value) => value,
+            Err(panic) => resume_unwind(panic),
+        };
+        match released {
+            Ok(()) => Ok(value),
+            Err(Error::NotOwned { key }) => Err(Error::LockLost { key }),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn not_owned(&self) -> Error {
+        Error::NotOwned {
+            key: self.inner.key.clone(),
+        }
+    }
+
+    fn holding(&self) -> Holding {
+        *self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_holding(&self, holding: Holding) {
+        *self.inner.state.lock().unwrap_or_else(PoisonError::into_inner) = holding;
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Lock")
+            .field("key", &self.inner.key)
+            .field("owner", &"<redacted>")
+            .field("ttl", &self.inner.ttl)
+            .field("remaining_time", &self.remaining_time())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Releases a lock in the background if `run`'s future is dropped while the lock is held.
+struct ReleaseOnDrop(Option<Lock>);
+
+impl ReleaseOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(lock) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = lock.release().await {
+                        tracing::debug!(key = %lock.key(), %error, "background release after cancelled run failed");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::debug!(key = %lock.key(), "run cancelled outside a Tokio runtime: lock left to expire");
+            }
+        }
+    }
+}
+
+fn duration_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn epoch_millis_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, duration_millis)
+}
+
+fn epoch_millis_from_instant(instant: Instant) -> u64 {
+    let now = Instant::now();
+    let epoch_now = epoch_millis_now();
+    match instant.checked_duration_since(now) {
+        Some(ahead) => epoch_now.saturating_add(duration_millis(ahead)),
+        None => epoch_now.saturating_sub(duration_millis(now - instant)),
+    }
+}
+
+fn instant_from_epoch_millis(epoch_millis: u64) -> Instant {
+    let now = Instant::now();
+    let epoch_now = epoch_millis_now();
+    if epoch_millis >= epoch_now {
+        now + Duration::from_millis(epoch_millis - epoch_now)
+    } else {
+        now.checked_sub(Duration::from_millis(epoch_now - epoch_millis))
+            .unwrap_or(now)
+    }
+}

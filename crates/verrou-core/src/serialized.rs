@@ -1,0 +1,146 @@
+//! The portable form of a held lock, byte-compatible with the Node.js library.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A lock as it travels between processes: `{"key","owner","ttl","expirationTime"}`, with the
+/// TTL and the expiration time (epoch milliseconds) in milliseconds or `null`. This is the
+/// shape `@verrou/core` writes, so a lock can cross between the two libraries both ways.
+///
+/// Its [`Display`](fmt::Display) is the JSON text and [`FromStr`] reads it back.
+///
+/// ```
+/// use verrou_core::SerializedLock;
+///
+/// let json = r#"{"key":"invoice:42","owner":"f00d","ttl":30000,"expirationTime":null}"#;
+/// let lock: SerializedLock = json.parse()?;
+/// assert_eq!(lock.key, "invoice:42");
+/// assert_eq!(lock.to_string(), json);
+/// # Ok::<(), verrou_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SerializedLock {
+    /// The lock's key.
+    pub key: String,
+    /// The owner token: whoever has it can release the lock. Keep it secret.
+    pub owner: String,
+    /// The lock's TTL in milliseconds (`None`: never expires).
+    pub ttl: Option<u64>,
+    /// When the lock expires, in milliseconds since the Unix epoch (`None`: never, or not
+    /// acquired).
+    pub expiration_time: Option<u64>,
+}
+
+impl fmt::Display for SerializedLock {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        formatter.write_str(&json)
+    }
+}
+
+impl FromStr for SerializedLock {
+    type Err = Error;
+
+    fn from_str(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|error| Error::InvalidSerializedLock {
+            reason: error.to_string(),
+        })
+    }
+}
+
+/// Anything [`LockFactory::restore_lock`](crate::LockFactory::restore_lock) accepts: a
+/// [`SerializedLock`] or its JSON text.
+pub trait IntoSerializedLock {
+    /// Reads the value as a serialized lock.
+    fn into_serialized_lock(self) -> Result<SerializedLock>;
+}
+
+impl IntoSerializedLock for SerializedLock {
+    fn into_serialized_lock(self) -> Result<SerializedLock> {
+        Ok(self)
+    }
+}
+
+impl IntoSerializedLock for &SerializedLock {
+    fn into_serialized_lock(self) -> Result<SerializedLock> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoSerializedLock for &str {
+    fn into_serialized_lock(self) -> Result<SerializedLock> {
+        self.parse()
+    }
+}
+
+impl IntoSerializedLock for String {
+    fn into_serialized_lock(self) -> Result<SerializedLock> {
+        self.parse()
+    }
+}
+
+impl IntoSerializedLock for &String {
+    fn into_serialized_lock(self) -> Result<SerializedLock> {
+        self.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_exactly_what_the_node_library_writes() {
+        // JSON.stringify(lock.serialize()) in @verrou/core, key order included.
+        let node = r#"{"key":"foo","owner":"tzqyh5p2nb8qfbuwmxbzyxnc","ttl":30000,"expirationTime":1732600000000}"#;
+        let lock: SerializedLock = node.parse().unwrap();
+        assert_eq!(lock.ttl, Some(30_000));
+        assert_eq!(lock.expiration_time, Some(1_732_600_000_000));
+        assert_eq!(lock.to_string(), node);
+    }
+
+    #[test]
+    fn reads_nulls() {
+        let lock: SerializedLock = r#"{"key":"k","owner":"o","ttl":null,"expirationTime":null}"#
+            .parse()
+            .unwrap();
+        assert_eq!((lock.ttl, lock.expiration_time), (None, None));
+    }
+
+    #[test]
+    fn ignores_fields_added_by_newer_versions() {
+        let lock: SerializedLock =
+            r#"{"key":"k","owner":"o","ttl":1,"expirationTime":null,"fencingToken":7}"#
+                .parse()
+                .unwrap();
+        assert_eq!(lock.key, "k");
+    }
+
+    #[test]
+    fn malformed_input_is_a_clear_error() {
+        for bad in [
+            "",
+            "not json",
+            "{}",
+            r#"{"key":"k","ttl":1,"expirationTime":null}"#,
+            r#"{"key":"k","owner":"o","ttl":"soon","expirationTime":null}"#,
+            r#"{"key":"k","owner":"o","ttl":-5,"expirationTime":null}"#,
+            "[1,2,3]",
+        ] {
+            match bad.parse::<SerializedLock>() {
+                Err(Error::InvalidSerializedLock { reason }) => assert!(!reason.is_empty()),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        let missing_owner = r#"{"key":"k","ttl":1,"expirationTime":null}"#
+            .parse::<SerializedLock>()
+            .unwrap_err()
+            .to_string();
+        assert!(missing_owner.contains("owner"), "{missing_owner}");
+    }
+}

@@ -1,0 +1,169 @@
+//! [`MemoryStore`]: locks in a map guarded by a mutex.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use verrou_core::{Acquisition, Grant, LockStore, OwnerCheck, Result};
+
+use crate::expiry::{Deadline, ExpiryQueue};
+
+/// Locks held in this process's memory: fast, and shared only by the tasks of one process.
+///
+/// Each operation is one critical section, O(log n). Expiry uses the monotonic clock.
+/// Expired entries never block anyone and never pile up: every operation first drops the
+/// entries whose deadline has passed.
+///
+/// Cloning gives another handle to the same locks.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    table: Arc<Mutex<Table>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<Arc<str>, Entry>,
+    expiry: ExpiryQueue,
+    next_generation: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    owner: Box<str>,
+    expires_at: Option<Instant>,
+    generation: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many locks the store holds, not counting expired ones.
+    pub fn len(&self) -> usize {
+        self.with_table(|table| table.entries.len())
+    }
+
+    /// Whether the store holds no lock.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `operation` on the table after dropping the entries that have expired.
+    fn with_table<T>(&self, operation: impl FnOnce(&mut Table) -> T) -> T {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.drop_expired(Instant::now());
+        operation(&mut table)
+    }
+}
+
+impl Table {
+    fn drop_expired(&mut self, now: Instant) {
+        while let Some(deadline) = self.expiry.pop_due(now) {
+            let current = self
+                .entries
+                .get(&deadline.key)
+                .is_some_and(|entry| entry.generation == deadline.generation);
+            if current {
+                self.entries.remove(&deadline.key);
+            }
+        }
+    }
+
+    /// Whether `owner` holds `key` (expired entries are already gone).
+    fn is_held_by(&self, key: &str, owner: &str) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|entry| &*entry.owner == owner)
+    }
+
+    /// Records `key` for `owner` until `ttl` from now, replacing any entry.
+    fn put(&mut self, key: &str, owner: &str, ttl: Option<Duration>) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let key: Arc<str> = self
+            .entries
+            .get_key_value(key)
+            .map_or_else(|| Arc::from(key), |(existing, _)| Arc::clone(existing));
+        let expires_at = ttl.map(|ttl| Instant::now() + ttl);
+        if let Some(at) = expires_at {
+            self.expiry.push(Deadline {
+                at,
+                generation,
+                key: Arc::clone(&key),
+            });
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                owner: owner.into(),
+                expires_at,
+                generation,
+            },
+        );
+        self.compact_expiry();
+    }
+
+    fn compact_expiry(&mut self) {
+        let entries = &self.entries;
+        self.expiry.compact_if_bloated(entries.len(), || {
+            entries
+                .iter()
+                .filter_map(|(key, entry)| {
+                    entry.expires_at.map(|at| Deadline {
+                        at,
+                        generation: entry.generation,
+                        key: Arc::clone(key),
+                    })
+                })
+                .collect()
+        });
+    }
+}
+
+#[async_trait]
+impl LockStore for MemoryStore {
+    async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+        Ok(self.with_table(|table| {
+            if table.entries.contains_key(key) {
+                Acquisition::Busy
+            } else {
+                table.put(key, owner, ttl);
+                Acquisition::Granted(Grant::new())
+            }
+        }))
+    }
+
+    async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        Ok(self.with_table(|table| {
+            if table.is_held_by(key, owner) {
+                table.entries.remove(key);
+                OwnerCheck::Applied
+            } else {
+                OwnerCheck::NotOwner
+            }
+        }))
+    }
+
+    async fn force_delete(&self, key: &str) -> Result<()> {
+        self.with_table(|table| table.entries.remove(key));
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.with_table(|table| table.entries.contains_key(key)))
+    }
+
+    async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        Ok(self.with_table(|table| {
+            if table.is_held_by(key, owner) {
+                table.put(key, owner, Some(ttl));
+                OwnerCheck::Applied
+            } else {
+                OwnerCheck::NotOwner
+            }
+        }))
+    }
+}
