@@ -42,7 +42,9 @@ impl<'de> Visitor<'de> for DurationVisitor {
     type Value = Duration;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a duration such as \"250ms\", \"5s\" or \"1h30m\", or a number of milliseconds")
+        formatter.write_str(
+            "a duration such as \"250ms\", \"5s\" or \"1h30m\", or a number of milliseconds",
+        )
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Duration, E> {

@@ -100,7 +100,10 @@ const SHORT_TTL: Duration = Duration::from_millis(300);
 const PAST_SHORT_TTL: Duration = Duration::from_millis(600);
 
 fn unique_key(name: &str) -> String {
-    format!("verrou-conformance:{name}:{}", &crate::owner::new_owner_token()[..12])
+    format!(
+        "verrou-conformance:{name}:{}",
+        &crate::owner::new_owner_token()[..12]
+    )
 }
 
 async fn factory<F, Fut>(new_store: &F) -> LockFactory

@@ -79,7 +79,10 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
 
 fn positive(input: impl ToString, duration: Duration) -> Result<Duration> {
     if duration.is_zero() {
-        Err(Error::invalid_duration(input.to_string(), "it must be greater than zero"))
+        Err(Error::invalid_duration(
+            input.to_string(),
+            "it must be greater than zero",
+        ))
     } else {
         Ok(duration)
     }

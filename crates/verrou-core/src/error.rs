@@ -27,7 +27,9 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum Error {
     /// The lock is not held by this owner: it was never taken, already released, expired,
     /// or taken by someone else.
-    #[error("lock `{key}` is not held by this owner (never acquired, released, expired or taken over)")]
+    #[error(
+        "lock `{key}` is not held by this owner (never acquired, released, expired or taken over)"
+    )]
     NotOwned {
         /// The lock's key.
         key: String,

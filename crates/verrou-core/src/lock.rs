@@ -133,7 +133,8 @@ impl Lock {
     /// # let _ = acquired; Ok(()) }
     /// ```
     pub async fn acquire_with(&self, retry: Retry) -> Result<bool> {
-        self.acquire_by(self.inner.retry.overridden_by(&retry)?).await
+        self.acquire_by(self.inner.retry.overridden_by(&retry)?)
+            .await
     }
 
     /// Tries to acquire the lock once, without waiting: `Ok(false)` if someone holds it.
@@ -377,11 +378,19 @@ impl Lock {
     }
 
     fn holding(&self) -> Holding {
-        *self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn set_holding(&self, holding: Holding) {
-        *self.inner.state.lock().unwrap_or_else(PoisonError::into_inner) = holding;
+        *self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = holding;
     }
 }
 

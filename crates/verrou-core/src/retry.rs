@@ -63,7 +63,8 @@ impl Retry {
                 None
             }
             Err(other) => {
-                self.invalid.get_or_insert((String::new(), other.to_string()));
+                self.invalid
+                    .get_or_insert((String::new(), other.to_string()));
                 None
             }
         }

@@ -37,8 +37,17 @@ impl ExpiryQueue {
         self.heap.pop().map(|Reverse(deadline)| deadline)
     }
 
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// Rebuilds the queue from the live deadlines when it has grown well past them.
-    pub(crate) fn compact_if_bloated(&mut self, live: usize, deadlines: impl FnOnce() -> Vec<Deadline>) {
+    pub(crate) fn compact_if_bloated(
+        &mut self,
+        live: usize,
+        deadlines: impl FnOnce() -> Vec<Deadline>,
+    ) {
         if self.heap.len() > 2 * live + 64 {
             self.heap = deadlines().into_iter().map(Reverse).collect();
         }

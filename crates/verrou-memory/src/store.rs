@@ -167,3 +167,38 @@ impl LockStore for MemoryStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn released_and_extended_locks_leave_a_bounded_expiry_queue() {
+        let store = MemoryStore::new();
+        let hour = Some(Duration::from_secs(3600));
+        for _ in 0..10_000 {
+            assert!(matches!(
+                store.save("hot", "me", hour).await.unwrap(),
+                Acquisition::Granted(_)
+            ));
+            assert_eq!(
+                store
+                    .extend("hot", "me", Duration::from_secs(3600))
+                    .await
+                    .unwrap(),
+                OwnerCheck::Applied
+            );
+            assert_eq!(
+                store.delete("hot", "me").await.unwrap(),
+                OwnerCheck::Applied
+            );
+        }
+        store.save("never", "me", None).await.unwrap();
+        assert_eq!(store.len(), 1);
+        let queued = store.with_table(|table| table.expiry.len());
+        assert!(
+            queued <= 2 * 1 + 64 + 1,
+            "{queued} deadlines queued for 1 entry"
+        );
+    }
+}
