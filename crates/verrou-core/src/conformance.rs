@@ -580,7 +580,7 @@ case! {
         let lock = factory(&new_store).await.create_lock(unique_key("run-drop")).unwrap();
         let cancelled = tokio::time::timeout(
             Duration::from_millis(200),
-            lock.run(|| std::future::pending::<()>()),
+            lock.run(std::future::pending::<()>),
         )
         .await;
         assert!(cancelled.is_err(), "the work never finishes");

@@ -86,8 +86,10 @@ pub enum Error {
     InvalidConfig(String),
 
     /// A store driver was asked for whose cargo feature is not enabled.
-    #[error("store driver `{driver}` needs the cargo feature `{feature}` of the `verrou` crate")]
+    #[error("store `{store}` uses driver `{driver}`, which needs the cargo feature `{feature}` of the `verrou` crate")]
     FeatureDisabled {
+        /// The store's name in the configuration.
+        store: String,
         /// The driver name from the configuration.
         driver: String,
         /// The cargo feature to enable.

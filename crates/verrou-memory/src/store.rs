@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(store.len(), 1);
         let queued = store.with_table(|table| table.expiry.len());
         assert!(
-            queued <= 2 * 1 + 64 + 1,
+            queued <= 2 + 64 + 1,
             "{queued} deadlines queued for 1 entry"
         );
     }
