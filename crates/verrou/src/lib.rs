@@ -32,6 +32,11 @@
 //!   `verrou-core` (feature `test-suite`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The examples of the project README, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 mod config;
 mod manager;
 
