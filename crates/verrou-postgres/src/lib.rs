@@ -1,1 +1,13 @@
-//! PostgreSQL store for verrou, on deadpool-postgres and tokio-postgres.
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod identifier;
+mod sql;
+mod store;
+mod sweep;
+
+pub use config::{PostgresConfig, PostgresOptions};
+pub use deadpool_postgres;
+pub use deadpool_postgres::tokio_postgres;
+pub use store::PostgresStore;

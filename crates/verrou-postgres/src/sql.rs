@@ -1,0 +1,128 @@
+//! The SQL text of every statement, built once per store for its table.
+//!
+//! Times are always the database server's: [`NOW_MS`] reads `statement_timestamp()`, which
+//! is the server's clock when the statement arrived and stays the same for the whole
+//! statement, so the row a statement picks and the answer it returns agree on what "now"
+//! is (`clock_timestamp()` would move while the statement runs). The client only ever
+//! sends durations, never instants.
+
+use std::time::Duration;
+
+use crate::identifier::TableName;
+
+/// The server's current time in epoch milliseconds, the unit of the `expiration` column.
+const NOW_MS: &str = "floor(extract(epoch from statement_timestamp()) * 1000)::bigint";
+
+/// The most rows one sweep statement deletes, so it never holds many row locks for long.
+pub(crate) const SWEEP_BATCH: i64 = 1000;
+
+/// Every statement a store runs, with its table name quoted in.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    /// Takes a free or expired key. Params: key, owner, ttl ms (null: never expires).
+    /// One row affected: granted; none: busy.
+    pub(crate) save: String,
+    /// Releases a live lock held by the owner, and deletes the key's row if it has expired
+    /// whoever held it. Params: key, owner. Returns one boolean row, true when the owner's
+    /// live lock was released; no row when nothing was deleted.
+    pub(crate) delete: String,
+    /// Deletes a key whoever holds it. Params: key.
+    pub(crate) force_delete: String,
+    /// Whether a key is held and unexpired. Params: key. Returns one boolean.
+    pub(crate) exists: String,
+    /// Moves a live lock's expiration if the owner holds it. Params: key, owner, ttl ms.
+    /// One row affected: extended; none: not the owner's (or expired).
+    pub(crate) extend: String,
+    /// Deletes up to a batch of expired rows, skipping rows other statements have locked.
+    /// Params: batch size.
+    pub(crate) sweep: String,
+    /// Creates the table if it does not exist. No params.
+    pub(crate) create_table: String,
+}
+
+impl Statements {
+    /// Builds the statements for `table`.
+    pub(crate) fn new(table: &TableName) -> Self {
+        let table = table.quoted();
+        let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
+        let expired = format!("(\"expiration\" IS NOT NULL AND \"expiration\" <= {NOW_MS})");
+        Self {
+            save: format!(
+                "INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
+                 VALUES ($1, $2, {NOW_MS} + $3::bigint) \
+                 ON CONFLICT (\"key\") DO UPDATE \
+                 SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
+                 WHERE held.\"expiration\" IS NOT NULL AND held.\"expiration\" <= {NOW_MS}"
+            ),
+            delete: format!(
+                "DELETE FROM {table} WHERE \"key\" = $1 \
+                 AND ((\"owner\" = $2 AND {live}) OR {expired}) \
+                 RETURNING (\"owner\" = $2 AND {live})"
+            ),
+            force_delete: format!("DELETE FROM {table} WHERE \"key\" = $1"),
+            exists: format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})"),
+            extend: format!(
+                "UPDATE {table} SET \"expiration\" = {NOW_MS} + $3::bigint \
+                 WHERE \"key\" = $1 AND \"owner\" = $2 AND {live}"
+            ),
+            sweep: format!(
+                "DELETE FROM {table} WHERE ctid = ANY (ARRAY(\
+                 SELECT ctid FROM {table} WHERE {expired} LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+                 AND {expired}"
+            ),
+            create_table: format!(
+                "CREATE TABLE IF NOT EXISTS {table} (\
+                 \"key\" text PRIMARY KEY, \"owner\" text NOT NULL, \"expiration\" bigint)"
+            ),
+        }
+    }
+}
+
+/// Whether a relation with the quoted name (param 1) exists, resolved like the statements
+/// resolve it (through `search_path` when unqualified).
+pub(crate) const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+
+/// Serializes table creation between processes until the end of the transaction, keyed by
+/// the text in param 1.
+pub(crate) const CREATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
+
+/// The longest TTL sent to the server, in milliseconds (about 146 million years): large
+/// enough to mean "practically never", small enough that adding it to the current epoch
+/// milliseconds can not overflow `bigint`.
+const MAX_TTL_MS: i64 = i64::MAX / 2;
+
+/// A TTL as whole milliseconds for the `expiration` arithmetic, rounded up so a positive TTL
+/// never becomes an already-expired zero, and capped at [`MAX_TTL_MS`].
+pub(crate) fn ttl_millis(ttl: Duration) -> i64 {
+    let millis = ttl.as_nanos().div_ceil(1_000_000);
+    i64::try_from(millis).map_or(MAX_TTL_MS, |millis| millis.min(MAX_TTL_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_and_are_capped() {
+        assert_eq!(ttl_millis(Duration::from_micros(1)), 1);
+        assert_eq!(ttl_millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(ttl_millis(Duration::from_micros(1_500_001)), 1501);
+        assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn statements_use_the_quoted_table_and_the_server_clock() {
+        let table = TableName::parse("app.locks").expect("valid name");
+        let statements = Statements::new(&table);
+        for sql in [
+            &statements.save,
+            &statements.delete,
+            &statements.exists,
+            &statements.extend,
+            &statements.sweep,
+        ] {
+            assert!(sql.contains("\"app\".\"locks\""), "{sql}");
+            assert!(sql.contains("statement_timestamp()"), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Deleting expired rows that nobody took over.
+//!
+//! Most expired rows never need a sweep: taking a key reuses its expired row (the
+//! `ON CONFLICT ... DO UPDATE` of `save`), and a release that finds its key expired deletes
+//! the row on the way. What is left are the locks of holders that crashed or never released,
+//! on keys nobody asks for again (per-job or per-request keys). Those are deleted by a
+//! bounded sweep that a store starts in the background from `save` at most once per
+//! interval: each batch is one statement deleting at most [`SWEEP_BATCH`] expired rows,
+//! skipping rows that other statements hold, so it never blocks lock traffic, and batches
+//! repeat only while they come back full. A lock operation never waits for a sweep, and
+//! the sweep needs no index on `expiration` (a table created by the Node.js library has
+//! none); its cost is one scan of the table per interval per process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use verrou_core::BoxError;
+
+use crate::sql::{Statements, SWEEP_BATCH};
+
+/// The most batches one sweep runs; whatever is left waits for the next interval.
+const MAX_BATCHES: usize = 100;
+
+/// Decides when the next sweep is due, shared by every clone of a store.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    interval_ms: Option<u64>,
+    started: Instant,
+    /// Milliseconds after `started` when the next sweep is due.
+    next_ms: AtomicU64,
+}
+
+impl Schedule {
+    /// A schedule sweeping every `interval` (`None`: never), the first sweep due at once.
+    pub(crate) fn new(interval: Option<Duration>) -> Self {
+        Self {
+            interval_ms: interval.map(|i| u64::try_from(i.as_millis()).unwrap_or(u64::MAX)),
+            started: Instant::now(),
+            next_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the caller should sweep now. True at most once per interval, however many
+    /// callers ask at the same time.
+    pub(crate) fn claim(&self) -> bool {
+        let Some(interval_ms) = self.interval_ms else {
+            return false;
+        };
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let due_ms = self.next_ms.load(Ordering::Relaxed);
+        now_ms >= due_ms
+            && self
+                .next_ms
+                .compare_exchange(
+                    due_ms,
+                    now_ms.saturating_add(interval_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+/// Starts a sweep in the background if one is due and a Tokio runtime is running.
+pub(crate) fn start_if_due(schedule: &Schedule, pool: &Pool, statements: &Arc<Statements>) {
+    if !schedule.claim() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(sweep(pool.clone(), Arc::clone(statements)));
+    }
+}
+
+/// Deletes expired rows batch by batch until a batch comes back short.
+async fn sweep(pool: Pool, statements: Arc<Statements>) {
+    let mut deleted = 0;
+    for _ in 0..MAX_BATCHES {
+        match sweep_batch(&pool, &statements.sweep).await {
+            Ok(count) => {
+                deleted += count;
+                if count < SWEEP_BATCH.unsigned_abs() {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "verrou: sweeping expired PostgreSQL locks failed");
+                break;
+            }
+        }
+    }
+    tracing::debug!(deleted, "verrou: swept expired PostgreSQL locks");
+}
+
+/// Runs one sweep statement; returns how many rows it deleted.
+async fn sweep_batch(pool: &Pool, sql: &str) -> Result<u64, BoxError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.execute(&statement, &[&SWEEP_BATCH]).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_once_per_interval() {
+        let schedule = Schedule::new(Some(Duration::from_secs(3600)));
+        assert!(schedule.claim());
+        assert!(!schedule.claim());
+    }
+
+    #[test]
+    fn never_claims_without_an_interval() {
+        assert!(!Schedule::new(None).claim());
+    }
+}
