@@ -1,1 +1,54 @@
 //! Private throwaway Redis and PostgreSQL servers for verrou's tests and benchmarks.
+//!
+//! Most tests only need a URL:
+//!
+//! ```no_run
+//! let redis = verrou_testkit::redis_url(); // VERROU_REDIS_URL, or a private server
+//! let postgres = verrou_testkit::postgres_url(); // VERROU_POSTGRES_URL, or a private cluster
+//! ```
+//!
+//! Those are shared by all the tests of one process (one test binary) and stopped when the
+//! process exits. A test that stops, restarts or inspects its server starts its own:
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! let mut server = verrou_testkit::PostgresServer::start()?;
+//! let url = server.url();
+//! // ... connect to `url` ...
+//! server.stop(); // clients now get "connection refused"
+//! server.restart()?; // same port, same data
+//! assert!(!server.log_contents().contains("ERROR:"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Servers listen on 127.0.0.1 only, on ports nothing else uses, and keep their files in a
+//! temporary directory. They are stopped, and their directories removed, when dropped or
+//! when the test process ends, however it ends (a watchdog process notices).
+//!
+//! The binary `verrou-test-servers COMMAND ARGS...` runs a command with one private server of
+//! each kind, named by `VERROU_REDIS_URL` and `VERROU_POSTGRES_URL`; `./scripts/test.sh`
+//! runs `cargo test` that way.
+//!
+//! Needs `redis-server` and the PostgreSQL server programs (`postgres`, `initdb`; found on
+//! `PATH` or in `/usr/lib/postgresql/*/bin`) unless the environment names servers to use.
+//! Unix only.
+
+mod postgres;
+mod process;
+mod redis;
+mod server;
+
+pub use postgres::{postgres_url, PostgresServer};
+pub use redis::{redis_url, RedisServer};
+
+/// The environment variable naming a Redis server to use instead of a private one.
+pub const REDIS_URL_VAR: &str = "VERROU_REDIS_URL";
+
+/// The environment variable naming a PostgreSQL server to use instead of a private one.
+pub const POSTGRES_URL_VAR: &str = "VERROU_POSTGRES_URL";
+
+/// The value of the environment variable `var`, unless it is unset or empty.
+pub fn env_url(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|url| !url.is_empty())
+}

@@ -1,0 +1,292 @@
+//! Private PostgreSQL clusters.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::process::{self, Guarded, RunAs, ScratchDir};
+use crate::server::{Flavor, Supervisor};
+use crate::{env_url, POSTGRES_URL_VAR};
+
+/// The superuser `initdb` creates, and the database the URL names.
+const SUPERUSER: &str = "postgres";
+
+/// The system user that runs PostgreSQL when the tests run as root.
+const SYSTEM_USER: &str = "postgres";
+
+/// How long `initdb` may take.
+const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A private PostgreSQL cluster on 127.0.0.1 and a free port: created by `initdb` in a
+/// temporary directory, trust authentication, durability off for speed (`fsync`,
+/// `synchronous_commit` and `full_page_writes` off), `max_connections = 300`. Its Unix
+/// socket lives in the temporary directory too. Dropping it stops the server and removes
+/// the directory; so does the end of the test process, even if the value is never dropped.
+///
+/// When the tests run as root, the server runs as the `postgres` system user (PostgreSQL
+/// refuses root), which is created if missing.
+#[derive(Debug)]
+pub struct PostgresServer {
+    server: Supervisor<Postgres>,
+}
+
+impl PostgresServer {
+    /// Creates a cluster, starts it and waits until it accepts connections (about a second,
+    /// most of it `initdb`).
+    ///
+    /// Fails if the PostgreSQL server programs are missing (the error says how to install
+    /// them), or if the cluster cannot be created or started (the error shows the end of
+    /// the relevant log).
+    pub fn start() -> io::Result<PostgresServer> {
+        let bin = find_bin_dir()?;
+        let scratch = ScratchDir::create("postgres")?;
+        let run_as = if scratch.created_by_root()? {
+            let user = system_user()?;
+            scratch.give_to(user)?;
+            Some(user)
+        } else {
+            None
+        };
+        init_cluster(&bin.join("initdb"), &scratch, run_as)?;
+        let server = Supervisor::start(Postgres, bin.join("postgres"), scratch, run_as)?;
+        Ok(PostgresServer { server })
+    }
+
+    /// The URL to connect to: `postgres://postgres@127.0.0.1:PORT/postgres` (superuser,
+    /// no password).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{SUPERUSER}@127.0.0.1:{}/{SUPERUSER}",
+            self.port()
+        )
+    }
+
+    /// The port the server listens on (the same across restarts).
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Stops the server (a fast shutdown: sessions are ended, not waited for) and waits
+    /// until it has exited. Does nothing if it is already stopped.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts the server again on the same port and with the same data, stopping it first
+    /// if it runs.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.server.restart()
+    }
+
+    /// Everything the server has logged so far, across restarts. Failed statements are
+    /// logged as `ERROR:` lines followed by a `STATEMENT:` line (`log_min_messages` is
+    /// `warning`, `log_min_error_statement` is `error`). Empty if the log cannot be read.
+    pub fn log_contents(&self) -> String {
+        fs::read(self.server.log_path())
+            .map(|log| String::from_utf8_lossy(&log).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The URL of the PostgreSQL server for this test process: `VERROU_POSTGRES_URL` if it is
+/// set, otherwise a private cluster started on the first call and stopped when the process
+/// exits.
+///
+/// # Panics
+///
+/// If `VERROU_POSTGRES_URL` is not set and no cluster can be started: the message says why
+/// and how to get one. A test that needs PostgreSQL fails loudly rather than passing
+/// silently.
+pub fn postgres_url() -> String {
+    static SHARED: OnceLock<Result<PostgresServer, String>> = OnceLock::new();
+    if let Some(url) = env_url(POSTGRES_URL_VAR) {
+        return url;
+    }
+    match SHARED.get_or_init(|| PostgresServer::start().map_err(|e| e.to_string())) {
+        Ok(server) => server.url(),
+        Err(message) => panic!(
+            "no PostgreSQL server for this test: {message}\n\
+             (set {POSTGRES_URL_VAR} to use a server of your own)"
+        ),
+    }
+}
+
+/// The first directory holding both `postgres` and `initdb`: on `PATH`, else the newest
+/// `/usr/lib/postgresql/VERSION/bin` (where Debian and Ubuntu put them).
+fn find_bin_dir() -> io::Result<PathBuf> {
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|part| part.parse().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    process::path_dirs()
+        .into_iter()
+        .chain(versions.into_iter().map(|(_, dir)| dir))
+        .find(|dir| {
+            process::is_executable(&dir.join("postgres"))
+                && process::is_executable(&dir.join("initdb"))
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the PostgreSQL server programs (postgres, initdb) are neither on PATH nor \
+                     in /usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: \
+                     `sudo apt-get install postgresql`), or set {POSTGRES_URL_VAR} to a \
+                     PostgreSQL server the tests may use (e.g. \
+                     postgres://postgres@127.0.0.1:5432/postgres), or run ./scripts/test.sh, \
+                     which installs what is missing and starts private servers"
+                ),
+            )
+        })
+}
+
+/// The `postgres` system user, created if missing (we run as root).
+fn system_user() -> io::Result<RunAs> {
+    if let Some(user) = RunAs::lookup(SYSTEM_USER)? {
+        return Ok(user);
+    }
+    let useradd = Command::new("useradd")
+        .args(["--system", "--user-group", "--no-create-home"])
+        .args(["--home-dir", "/var/lib/postgresql", "--shell", "/bin/sh"])
+        .arg(SYSTEM_USER)
+        .stdout(Stdio::null())
+        .output();
+    // Another test process may have created it meanwhile: look again either way.
+    if let Some(user) = RunAs::lookup(SYSTEM_USER)? {
+        return Ok(user);
+    }
+    let why = match useradd {
+        Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(io::Error::other(format!(
+        "PostgreSQL refuses to run as root, and there is no `{SYSTEM_USER}` user to run it as \
+         (`useradd --system {SYSTEM_USER}` failed: {why}). Create that user, run the tests as \
+         another user, or set {POSTGRES_URL_VAR} to a PostgreSQL server the tests may use"
+    )))
+}
+
+/// Runs `initdb` into `DIR/data`, logging to `DIR/initdb.log`.
+fn init_cluster(initdb: &Path, scratch: &ScratchDir, run_as: Option<RunAs>) -> io::Result<()> {
+    let dir = scratch.path();
+    let log = dir.join("initdb.log");
+    let args: Vec<OsString> = vec![
+        "-D".into(),
+        dir.join("data").into(),
+        "--username".into(),
+        SUPERUSER.into(),
+        "--auth=trust".into(),
+        "--encoding=UTF8".into(),
+        "--locale=C".into(),
+        "--no-sync".into(),
+    ];
+    let mut initdb = Guarded::spawn(initdb, &args, "TERM", dir, &log, run_as)?;
+    let failure = match initdb.wait_timeout(INITDB_TIMEOUT)? {
+        Some(status) if status.success() => return Ok(()),
+        Some(status) => format!("failed ({status})"),
+        None => format!("did not finish within {} s", INITDB_TIMEOUT.as_secs()),
+    };
+    drop(initdb);
+    Err(io::Error::other(format!(
+        "initdb {failure}; the end of its log ({}):\n{}",
+        log.display(),
+        process::tail(&process::read_from(&log, 0), 20)
+    )))
+}
+
+/// How to run `postgres` on a cluster made by [`init_cluster`].
+#[derive(Debug)]
+struct Postgres;
+
+impl Flavor for Postgres {
+    const NAME: &'static str = "postgres";
+    /// A fast shutdown: ends sessions instead of waiting for them.
+    const STOP_SIGNAL: &'static str = "INT";
+
+    fn args(&self, dir: &Path, port: u16) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "-D".into(),
+            dir.join("data").into(),
+            "-p".into(),
+            port.to_string().into(),
+        ];
+        let mut socket_dir = OsString::from("unix_socket_directories=");
+        socket_dir.push(dir);
+        let settings = [
+            socket_dir,
+            "listen_addresses=127.0.0.1".into(),
+            "max_connections=300".into(),
+            "fsync=off".into(),
+            "synchronous_commit=off".into(),
+            "full_page_writes=off".into(),
+            "logging_collector=off".into(),
+            "log_destination=stderr".into(),
+            "log_min_messages=warning".into(),
+            "log_min_error_statement=error".into(),
+        ];
+        for setting in settings {
+            args.push("-c".into());
+            args.push(setting);
+        }
+        args
+    }
+
+    fn is_ready(&self, dir: &Path, port: u16) -> bool {
+        // The postmaster writes "ready" into its pid file once it listens; only ours writes
+        // there, so whoever then answers on the port is ours.
+        postmaster_ready(&dir.join("data/postmaster.pid"), port)
+            && accepts_connections(port).unwrap_or(false)
+    }
+}
+
+/// Whether the pid file says the postmaster listens on `port` and is ready.
+fn postmaster_ready(pid_file: &Path, port: u16) -> bool {
+    let Ok(contents) = fs::read_to_string(pid_file) else {
+        return false;
+    };
+    // Line 4 is the port, line 8 the status (see pidfile.h).
+    let lines: Vec<&str> = contents.lines().map(str::trim).collect();
+    lines.get(3) == Some(&port.to_string().as_str()) && lines.get(7) == Some(&"ready")
+}
+
+/// Whether the server on `port` lets the superuser in: a protocol 3.0 startup that ends in
+/// AuthenticationOk, then Terminate.
+fn accepts_connections(port: u16) -> io::Result<bool> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut body = 196_608_u32.to_be_bytes().to_vec(); // protocol 3.0
+    for field in ["user", SUPERUSER, "database", SUPERUSER] {
+        body.extend_from_slice(field.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let length = u32::try_from(body.len() + 4).map_err(io::Error::other)?;
+    stream.write_all(&length.to_be_bytes())?;
+    stream.write_all(&body)?;
+    // AuthenticationOk is 'R', length 8, code 0; an error ('E') is at least as long.
+    let mut reply = [0_u8; 9];
+    stream.read_exact(&mut reply)?;
+    let ok = reply == [b'R', 0, 0, 0, 8, 0, 0, 0, 0];
+    if ok {
+        stream.write_all(&[b'X', 0, 0, 0, 4])?;
+    }
+    Ok(ok)
+}
