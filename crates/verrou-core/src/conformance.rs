@@ -66,6 +66,13 @@ macro_rules! conformance_tests {
             unusual_keys_work,
             separate_stores_exclude_each_other,
             remaining_time_tracks_the_ttl,
+            fencing_tokens_strictly_increase,
+            fencing_token_survives_extend_and_serialization,
+            paused_holder_loses_to_a_higher_token,
+            guard_releases_explicitly_and_on_drop,
+            auto_extend_holds_the_lock_through_long_work,
+            loss_fires_when_renewal_is_refused,
+            run_auto_extend_reports_a_lost_lock,
         );
     };
     (@cases $new_store:path; $($case:ident),* $(,)?) => {
@@ -709,10 +716,177 @@ case! {
     }
 }
 
-/// Counts the `save` calls that reach a store.
+case! {
+    /// Every grant of a key carries a fencing token greater than all before it: across
+    /// owners, releases, expiries, force releases and store instances.
+    fencing_tokens_strictly_increase(new_store) {
+        let stores = [factory(&new_store).await, factory(&new_store).await];
+        let key = unique_key("fencing");
+        let mut last = 0;
+        let mut check = |lock: &crate::Lock, step: usize| {
+            let token = lock.fencing_token().expect("every grant carries a fencing token");
+            assert!(token > last, "grant {step}: token {token} after {last}");
+            last = token;
+        };
+        for step in 0..1_000 {
+            let lock = stores[step % 2].create_lock(&key).unwrap();
+            assert!(lock.acquire_immediately().await.unwrap());
+            check(&lock, step);
+            if step % 100 == 0 {
+                lock.force_release().await.unwrap();
+            } else {
+                lock.release().await.unwrap();
+            }
+        }
+        for step in 0..3 {
+            let lock = stores[step % 2].create_lock_with_ttl(&key, 100).unwrap();
+            assert!(lock.acquire_immediately().await.unwrap());
+            check(&lock, 1_000 + step);
+            sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+case! {
+    /// Extending keeps the grant's token, and a restored lock carries it.
+    fencing_token_survives_extend_and_serialization(new_store) {
+        let factory = factory(&new_store).await;
+        let lock = factory.create_lock(unique_key("fencing-kept")).unwrap();
+        assert_eq!(lock.fencing_token(), None, "no token before acquiring");
+        assert!(lock.acquire().await.unwrap());
+        let token = lock.fencing_token();
+        assert!(token.is_some());
+        lock.extend().await.unwrap();
+        assert_eq!(lock.fencing_token(), token);
+        let restored = factory.restore_lock(lock.serialize().to_string()).unwrap();
+        assert_eq!(restored.fencing_token(), token);
+        restored.release().await.unwrap();
+        assert_eq!(restored.fencing_token(), None, "no token once released");
+    }
+}
+
+case! {
+    /// A holder paused past its TTL: another owner acquires with a higher token, the paused
+    /// holder's release and extend are refused, and its loss signal has fired.
+    paused_holder_loses_to_a_higher_token(new_store) {
+        let factory = factory(&new_store).await;
+        let key = unique_key("paused");
+        let paused = factory.create_lock_with_ttl(&key, SHORT_TTL).unwrap();
+        let guard = paused.acquire_guard().await.unwrap().expect("free key");
+        let loss = guard.loss();
+        sleep(PAST_SHORT_TTL).await;
+        assert!(loss.is_lost(), "the loss signal fires once the TTL ran out");
+        let next = factory.create_lock(&key).unwrap();
+        assert!(next.acquire_immediately().await.unwrap());
+        assert!(next.fencing_token() > guard.fencing_token(), "the new grant's token is higher");
+        assert_not_owned(guard.extend().await, "extend by the paused holder");
+        assert_not_owned(guard.release().await, "release by the paused holder");
+        assert!(next.is_locked().await.unwrap());
+        next.release().await.unwrap();
+    }
+}
+
+case! {
+    /// A guard releases when told to, and in the background when dropped.
+    guard_releases_explicitly_and_on_drop(new_store) {
+        let factory = factory(&new_store).await;
+        let lock = factory.create_lock(unique_key("guard")).unwrap();
+        let guard = lock.acquire_guard_immediately().await.unwrap().expect("free key");
+        assert!(guard.fencing_token().is_some());
+        assert!(lock.acquire_guard_with(Retry::new().attempts(1)).await.unwrap().is_none());
+        guard.release().await.unwrap();
+        assert!(!lock.is_locked().await.unwrap());
+        let guard = lock.acquire_guard().await.unwrap().expect("free again");
+        drop(guard);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock.is_locked().await.unwrap() {
+            assert!(Instant::now() < deadline, "dropped guard did not release");
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+case! {
+    /// With automatic extension, work that runs five TTLs keeps the lock all along, the lock
+    /// is free right after, and renewals stop.
+    auto_extend_holds_the_lock_through_long_work(new_store) {
+        let counting = Arc::new(CountingStore::new(new_store().await));
+        let factory = LockFactory::from_shared(counting.clone());
+        let contender_factory = crate::LockFactory::from_shared(new_store().await);
+        let key = unique_key("auto-extend");
+        let lock = factory.create_lock_with_ttl(&key, SHORT_TTL).unwrap();
+        let contender = contender_factory.create_lock(&key).unwrap();
+        let outcome = lock
+            .run_auto_extend(|loss| async move {
+                let until = Instant::now() + SHORT_TTL * 5;
+                while Instant::now() < until {
+                    assert!(!contender.acquire_immediately().await.unwrap(), "another owner got in");
+                    assert!(!loss.is_lost());
+                    sleep(Duration::from_millis(20)).await;
+                }
+                "done"
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, Some("done"));
+        assert!(counting.extends.load(Ordering::SeqCst) >= 4, "the lock was renewed");
+        assert!(!lock.is_locked().await.unwrap(), "released right after the work");
+        let renewals = counting.extends.load(Ordering::SeqCst);
+        sleep(PAST_SHORT_TTL).await;
+        assert_eq!(counting.extends.load(Ordering::SeqCst), renewals, "renewal stopped");
+    }
+}
+
+case! {
+    /// When someone else takes the lock from under an auto-extended guard, the renewal is
+    /// refused, the loss signal fires, and the lock is not taken back.
+    loss_fires_when_renewal_is_refused(new_store) {
+        let factory = factory(&new_store).await;
+        let key = unique_key("refused");
+        let lock = factory.create_lock_with_ttl(&key, SHORT_TTL).unwrap();
+        let mut guard = lock.acquire_guard().await.unwrap().expect("free key");
+        guard.auto_extend();
+        let loss = guard.loss();
+        let intruder = factory.create_lock(&key).unwrap();
+        intruder.force_release().await.unwrap();
+        assert!(intruder.acquire_immediately().await.unwrap());
+        tokio::time::timeout(SHORT_TTL * 2, loss.lost()).await.expect("loss signal fired");
+        intruder.release().await.unwrap();
+        sleep(SHORT_TTL).await;
+        assert!(!lock.is_locked().await.unwrap(), "the lost guard must not take the lock back");
+        drop(guard);
+    }
+}
+
+case! {
+    /// `run_auto_extend` reports a lock lost during the work as `LockLost`.
+    run_auto_extend_reports_a_lost_lock(new_store) {
+        let factory = factory(&new_store).await;
+        let key = unique_key("run-auto-lost");
+        let lock = factory.create_lock_with_ttl(&key, SHORT_TTL).unwrap();
+        let intruder = factory.create_lock(&key).unwrap();
+        let outcome = lock
+            .run_auto_extend(|loss| async {
+                let loss = loss;
+                intruder.force_release().await.unwrap();
+                assert!(intruder.acquire_immediately().await.unwrap());
+                loss.lost().await;
+            })
+            .await;
+        match outcome {
+            Err(Error::LockLost { key: lost }) => assert_eq!(lost, key),
+            other => panic!("expected LockLost, got {other:?}"),
+        }
+        assert!(intruder.is_locked().await.unwrap(), "the intruder keeps the lock");
+        intruder.release().await.unwrap();
+    }
+}
+
+/// Counts the `save` and `extend` calls that reach a store.
 struct CountingStore {
     inner: Arc<dyn LockStore>,
     saves: AtomicUsize,
+    extends: AtomicUsize,
 }
 
 impl CountingStore {
@@ -720,6 +894,7 @@ impl CountingStore {
         Self {
             inner,
             saves: AtomicUsize::new(0),
+            extends: AtomicUsize::new(0),
         }
     }
 }
@@ -744,6 +919,7 @@ impl LockStore for CountingStore {
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        self.extends.fetch_add(1, Ordering::SeqCst);
         self.inner.extend(key, owner, ttl).await
     }
 

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::FutureExt;
 
 use crate::duration::{IntoDuration, Ttl};
+use crate::guard::LockGuard;
+use crate::loss::LossSignal;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::SerializedLock;
 use crate::store::{Acquisition, LockStore, OwnerCheck};
@@ -49,7 +51,10 @@ struct LockInner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Holding {
     NotHeld,
-    Held { expires_at: Option<Instant> },
+    Held {
+        expires_at: Option<Instant>,
+        fencing_token: Option<u64>,
+    },
 }
 
 impl Lock {
@@ -88,10 +93,12 @@ impl Lock {
             Some(millis) => Ttl::After(millis.into_duration()?),
             None => Ttl::Never,
         };
+        let fencing_token = serialized.fencing_token;
         let lock = Self::new(serialized.key, serialized.owner, ttl, retry, store);
         let holding = match (ttl, serialized.expiration_time) {
             (Ttl::After(_), Some(epoch_millis)) => Holding::Held {
                 expires_at: Some(instant_from_epoch_millis(epoch_millis)),
+                fencing_token,
             },
             _ => Holding::NotHeld,
         };
@@ -179,9 +186,10 @@ impl Lock {
             .save(&inner.key, &inner.owner, inner.ttl.as_duration())
             .await?
         {
-            Acquisition::Granted(_) => {
+            Acquisition::Granted(grant) => {
                 self.set_holding(Holding::Held {
                     expires_at: inner.ttl.as_duration().map(|ttl| requested_at + ttl),
+                    fencing_token: grant.fencing_token,
                 });
                 tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
                 Ok(true)
@@ -248,8 +256,10 @@ impl Lock {
         let requested_at = Instant::now();
         match inner.store.extend(&inner.key, &inner.owner, ttl).await? {
             OwnerCheck::Applied => {
+                let fencing_token = self.fencing_token();
                 self.set_holding(Holding::Held {
                     expires_at: Some(requested_at + ttl),
+                    fencing_token,
                 });
                 tracing::debug!(key = %inner.key, ttl = ?ttl, "lock extended");
                 Ok(())
@@ -274,6 +284,7 @@ impl Lock {
         match self.holding() {
             Holding::Held {
                 expires_at: Some(expires_at),
+                ..
             } => Some(expires_at.saturating_duration_since(Instant::now())),
             _ => None,
         }
@@ -285,6 +296,7 @@ impl Lock {
         let expiration_time = match self.holding() {
             Holding::Held {
                 expires_at: Some(expires_at),
+                ..
             } => Some(epoch_millis_from_instant(expires_at)),
             _ => None,
         };
@@ -293,6 +305,16 @@ impl Lock {
             owner: self.inner.owner.clone(),
             ttl: self.inner.ttl.as_duration().map(duration_millis),
             expiration_time,
+            fencing_token: self.fencing_token(),
+        }
+    }
+
+    /// The fencing token of the current hold: strictly greater than any token issued before
+    /// for this key by this store. `None` when not held, or when the store issues none.
+    pub fn fencing_token(&self) -> Option<u64> {
+        match self.holding() {
+            Holding::Held { fencing_token, .. } => fencing_token,
+            Holding::NotHeld => None,
         }
     }
 
@@ -349,26 +371,65 @@ impl Lock {
         self.run_held(work).await.map(Some)
     }
 
+    /// Like [`run`](Self::run), renewing the lock while the work runs (every third of its
+    /// TTL), so work longer than the TTL keeps the lock. The work gets the [`LossSignal`]
+    /// that fires if the lock is lost anyway (renewal refused, or the store unreachable until
+    /// the lock's time ran out); `run_auto_extend` then returns [`Error::LockLost`].
+    ///
+    /// ```
+    /// # async fn example(lock: verrou_core::Lock) -> verrou_core::Result<()> {
+    /// let rows = lock
+    ///     .run_auto_extend(|loss| async move {
+    ///         let mut rows = 0;
+    ///         while rows < 1_000 && !loss.is_lost() {
+    ///             rows += 1; // ... one write, fenced ...
+    ///         }
+    ///         rows
+    ///     })
+    ///     .await?;
+    /// # let _ = rows; Ok(()) }
+    /// ```
+    pub async fn run_auto_extend<F, Fut, T>(&self, work: F) -> Result<Option<T>>
+    where
+        F: FnOnce(LossSignal) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let Some(mut guard) = self.acquire_guard().await? else {
+            return Ok(None);
+        };
+        guard.auto_extend();
+        let loss = guard.loss();
+        guard_run(guard, || work(loss)).await.map(Some)
+    }
+
+    /// Acquires the lock (retrying by the factory's policy) and returns a [`LockGuard`] that
+    /// releases it when dropped, or `None` when the policy gave up.
+    pub async fn acquire_guard(&self) -> Result<Option<LockGuard>> {
+        Ok(self.acquire().await?.then(|| LockGuard::new(self.clone())))
+    }
+
+    /// Like [`acquire_guard`](Self::acquire_guard), with some retry options overridden.
+    pub async fn acquire_guard_with(&self, retry: Retry) -> Result<Option<LockGuard>> {
+        Ok(self
+            .acquire_with(retry)
+            .await?
+            .then(|| LockGuard::new(self.clone())))
+    }
+
+    /// Like [`acquire_guard`](Self::acquire_guard), trying only once.
+    pub async fn acquire_guard_immediately(&self) -> Result<Option<LockGuard>> {
+        Ok(self
+            .acquire_immediately()
+            .await?
+            .then(|| LockGuard::new(self.clone())))
+    }
+
     async fn run_held<F, Fut, T>(&self, work: F) -> Result<T>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        let release_on_drop = ReleaseOnDrop(Some(self.clone()));
-        let outcome = AssertUnwindSafe(async move { work().await })
-            .catch_unwind()
-            .await;
-        let released = self.release().await;
-        release_on_drop.disarm();
-        let value = match outcome {
-            Ok(value) => value,
-            Err(panic) => resume_unwind(panic),
-        };
-        match released {
-            Ok(()) => Ok(value),
-            Err(Error::NotOwned { key }) => Err(Error::LockLost { key }),
-            Err(other) => Err(other),
-        }
+        guard_run(LockGuard::new(self.clone()), work).await
     }
 
     fn not_owned(&self) -> Error {
@@ -406,30 +467,28 @@ impl fmt::Debug for Lock {
     }
 }
 
-/// Releases a lock in the background if `run`'s future is dropped while the lock is held.
-struct ReleaseOnDrop(Option<Lock>);
-
-impl ReleaseOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for ReleaseOnDrop {
-    fn drop(&mut self) {
-        let Some(lock) = self.0.take() else { return };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = lock.release().await {
-                        tracing::debug!(key = %lock.key(), %error, "background release after cancelled run failed");
-                    }
-                });
-            }
-            Err(_) => {
-                tracing::debug!(key = %lock.key(), "run cancelled outside a Tokio runtime: lock left to expire");
-            }
-        }
+/// Runs `work` while `guard` holds the lock, then releases it, whether the work returns or
+/// panics (the panic resumes after the release). A lock lost on the way is
+/// [`Error::LockLost`]. If this future is dropped, the guard releases in the background.
+async fn guard_run<F, Fut, T>(guard: LockGuard, work: F) -> Result<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let outcome = AssertUnwindSafe(async move { work().await })
+        .catch_unwind()
+        .await;
+    let lost_during_work = guard.is_lost();
+    let key = guard.lock().key().to_owned();
+    let released = guard.release().await;
+    let value = match outcome {
+        Ok(value) => value,
+        Err(panic) => resume_unwind(panic),
+    };
+    match released {
+        Ok(()) if !lost_during_work => Ok(value),
+        Ok(()) | Err(Error::NotOwned { .. }) => Err(Error::LockLost { key }),
+        Err(other) => Err(other),
     }
 }
 

@@ -34,6 +34,10 @@ pub struct SerializedLock {
     /// When the lock expires, in milliseconds since the Unix epoch (`None`: never, or not
     /// acquired).
     pub expiration_time: Option<u64>,
+    /// The fencing token of the hold, when the store issues them. Written only when present
+    /// (as `fencingToken`), so the JSON stays what `@verrou/core` reads and writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<u64>,
 }
 
 impl fmt::Display for SerializedLock {
@@ -113,9 +117,22 @@ mod tests {
     }
 
     #[test]
+    fn carries_the_fencing_token_only_when_there_is_one() {
+        let json = r#"{"key":"k","owner":"o","ttl":1,"expirationTime":null,"fencingToken":7}"#;
+        let lock: SerializedLock = json.parse().unwrap();
+        assert_eq!(lock.fencing_token, Some(7));
+        assert_eq!(lock.to_string(), json);
+        let without = SerializedLock {
+            fencing_token: None,
+            ..lock
+        };
+        assert!(!without.to_string().contains("fencing"));
+    }
+
+    #[test]
     fn ignores_fields_added_by_newer_versions() {
         let lock: SerializedLock =
-            r#"{"key":"k","owner":"o","ttl":1,"expirationTime":null,"fencingToken":7}"#
+            r#"{"key":"k","owner":"o","ttl":1,"expirationTime":null,"watchers":[1]}"#
                 .parse()
                 .unwrap();
         assert_eq!(lock.key, "k");

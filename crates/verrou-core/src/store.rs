@@ -17,16 +17,26 @@ pub enum Acquisition {
     Busy,
 }
 
-/// What a store says about a fresh grant. Carries nothing yet; it is where per-grant facts
-/// (such as fencing tokens) will live, so adding them does not change the trait.
+/// What a store says about a fresh grant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Grant {}
+pub struct Grant {
+    /// The fencing token of this grant: strictly greater than every token the store issued
+    /// before for the same key (across owners, releases, expiries and takeovers).
+    pub fencing_token: Option<u64>,
+}
 
 impl Grant {
-    /// A grant with no extra facts.
+    /// A grant without fencing token, for stores that cannot issue one.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A grant with its fencing token.
+    pub fn with_fencing_token(fencing_token: u64) -> Self {
+        Self {
+            fencing_token: Some(fencing_token),
+        }
     }
 }
 

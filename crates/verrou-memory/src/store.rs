@@ -12,6 +12,7 @@ use crate::expiry::{Deadline, ExpiryQueue};
 /// Locks held in this process's memory: fast, and shared only by the tasks of one process.
 ///
 /// Each operation is one critical section, O(log n). Expiry uses the monotonic clock.
+/// Fencing tokens come from one counter for the whole store, so they grow for every key.
 /// Expired entries never block anyone and never pile up: every operation first drops the
 /// entries whose deadline has passed.
 ///
@@ -21,10 +22,11 @@ pub struct MemoryStore {
     table: Arc<Mutex<Table>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     entries: HashMap<Arc<str>, Entry>,
     expiry: ExpiryQueue,
+    /// Starts at 1 so that every fencing token is positive.
     next_generation: u64,
 }
 
@@ -59,6 +61,16 @@ impl MemoryStore {
     }
 }
 
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            expiry: ExpiryQueue::default(),
+            next_generation: 1,
+        }
+    }
+}
+
 impl Table {
     fn drop_expired(&mut self, now: Instant) {
         while let Some(deadline) = self.expiry.pop_due(now) {
@@ -79,8 +91,9 @@ impl Table {
             .is_some_and(|entry| &*entry.owner == owner)
     }
 
-    /// Records `key` for `owner` until `ttl` from now, replacing any entry.
-    fn put(&mut self, key: &str, owner: &str, ttl: Option<Duration>) {
+    /// Records `key` for `owner` until `ttl` from now, replacing any entry. Returns the
+    /// entry's generation: it grows with every call, so it doubles as the fencing token.
+    fn put(&mut self, key: &str, owner: &str, ttl: Option<Duration>) -> u64 {
         let generation = self.next_generation;
         self.next_generation += 1;
         let key: Arc<str> = self
@@ -104,6 +117,7 @@ impl Table {
             },
         );
         self.compact_expiry();
+        generation
     }
 
     fn compact_expiry(&mut self) {
@@ -130,8 +144,8 @@ impl LockStore for MemoryStore {
             if table.entries.contains_key(key) {
                 Acquisition::Busy
             } else {
-                table.put(key, owner, ttl);
-                Acquisition::Granted(Grant::new())
+                let fencing_token = table.put(key, owner, ttl);
+                Acquisition::Granted(Grant::with_fencing_token(fencing_token))
             }
         }))
     }

@@ -1,0 +1,198 @@
+//! [`LockGuard`]: a held lock that releases itself, can renew itself and says when it is lost.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::loss::LossSignal;
+use crate::{Error, Lock, Result};
+
+/// Proof that a lock is held, from [`Lock::acquire_guard`] and friends.
+///
+/// - Dropping the guard releases the lock in the background (best effort, on the current
+///   Tokio runtime); [`release`](Self::release) releases it now and reports errors.
+/// - [`fencing_token`](Self::fencing_token) is the grant's fencing token: pass it with every
+///   write to the protected resource and have the resource refuse tokens older than the
+///   newest it has seen.
+/// - [`auto_extend`](Self::auto_extend) renews the lock every third of its TTL while the
+///   guard lives.
+/// - [`loss`](Self::loss) fires when the lock is known lost.
+///
+/// ```
+/// # async fn example(lock: verrou_core::Lock) -> verrou_core::Result<()> {
+/// if let Some(mut guard) = lock.acquire_guard().await? {
+///     guard.auto_extend();
+///     let token = guard.fencing_token();
+///     // ... write to the resource with `token`, stop if guard.loss().is_lost() ...
+///     # let _ = token;
+///     guard.release().await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct LockGuard {
+    lock: Lock,
+    fencing_token: Option<u64>,
+    loss: LossSignal,
+    keeper: Mutex<Option<Keeper>>,
+    released: bool,
+}
+
+impl LockGuard {
+    /// Guards `lock`, which the caller has just acquired.
+    pub(crate) fn new(lock: Lock) -> Self {
+        Self {
+            fencing_token: lock.fencing_token(),
+            lock,
+            loss: LossSignal::new(),
+            keeper: Mutex::new(None),
+            released: false,
+        }
+    }
+
+    /// The guarded lock.
+    pub fn lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// The fencing token of this grant, when the store issues them.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.fencing_token
+    }
+
+    /// Renews the lock before it expires (every third of its TTL) until the guard is
+    /// released or dropped. A renewal refused with [`Error::NotOwned`] fires the
+    /// [`loss`](Self::loss) signal and stops; a store error is retried until the lock's time
+    /// is up, then the signal fires. A lost lock is never re-acquired.
+    pub fn auto_extend(&mut self) -> &mut Self {
+        self.start_keeper(Renewal::On);
+        self
+    }
+
+    /// The signal that fires when this lock is known lost. Without
+    /// [`auto_extend`](Self::auto_extend) it fires when the lock's TTL runs out.
+    pub fn loss(&self) -> LossSignal {
+        let mut keeper = self.keeper.lock().unwrap_or_else(PoisonError::into_inner);
+        if keeper.is_none() {
+            *keeper = Some(Keeper::start(&self.lock, &self.loss, Renewal::Off));
+        }
+        self.loss.clone()
+    }
+
+    /// Pushes the expiry to now + the lock's TTL (see [`Lock::extend`]). `NotOwned` fires
+    /// the loss signal.
+    pub async fn extend(&self) -> Result<()> {
+        let extended = self.lock.extend().await;
+        if matches!(extended, Err(Error::NotOwned { .. })) {
+            self.loss.fire();
+        }
+        extended
+    }
+
+    /// Stops renewing and releases the lock now. [`Error::NotOwned`] means the lock had
+    /// already been lost.
+    pub async fn release(mut self) -> Result<()> {
+        self.stop_keeper();
+        let released = self.lock.release().await;
+        self.released = true;
+        released
+    }
+
+    /// Whether the lock was known lost, or turned out lost at release time.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.loss.is_lost()
+    }
+
+    fn start_keeper(&self, renewal: Renewal) {
+        let keeper = Keeper::start(&self.lock, &self.loss, renewal);
+        *self.keeper.lock().unwrap_or_else(PoisonError::into_inner) = Some(keeper);
+    }
+
+    fn stop_keeper(&self) {
+        self.keeper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.stop_keeper();
+        if self.released {
+            return;
+        }
+        let lock = self.lock.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = lock.release().await {
+                        tracing::debug!(key = %lock.key(), %error, "background release of a dropped guard failed");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::debug!(key = %lock.key(), "guard dropped outside a Tokio runtime: lock left to expire");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    On,
+    Off,
+}
+
+/// The background task that watches (and maybe renews) a guarded lock; aborted on drop.
+#[derive(Debug)]
+struct Keeper(JoinHandle<()>);
+
+impl Keeper {
+    fn start(lock: &Lock, loss: &LossSignal, renewal: Renewal) -> Self {
+        Self(tokio::spawn(keep(lock.clone(), loss.clone(), renewal)))
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fires `loss` when the lock's local time runs out; with renewal, extends it every third
+/// of its TTL first. Never outlives the guard (the task is aborted with it).
+async fn keep(lock: Lock, loss: LossSignal, renewal: Renewal) {
+    let Some(ttl) = lock.ttl().as_duration() else {
+        return;
+    };
+    loop {
+        let remaining = match lock.remaining_time() {
+            Some(remaining) if !remaining.is_zero() => remaining,
+            _ => break,
+        };
+        if renewal == Renewal::Off {
+            tokio::time::sleep(remaining).await;
+            continue;
+        }
+        tokio::time::sleep(remaining.saturating_sub(ttl * 2 / 3)).await;
+        let Some(remaining) = lock.remaining_time().filter(|left| !left.is_zero()) else {
+            break;
+        };
+        tokio::select! {
+            extended = lock.extend() => match extended {
+                Ok(()) => tracing::trace!(key = %lock.key(), "lock renewed"),
+                Err(Error::NotOwned { .. }) => break,
+                Err(error) => {
+                    tracing::warn!(key = %lock.key(), %error, "lock renewal failed; retrying until the lock expires");
+                    let pause = (ttl / 10).max(Duration::from_millis(10));
+                    tokio::time::sleep(pause.min(remaining)).await;
+                }
+            },
+            () = tokio::time::sleep(remaining) => break,
+        }
+    }
+    tracing::debug!(key = %lock.key(), "lock lost");
+    loss.fire();
+}
