@@ -9,7 +9,7 @@ use verrou_postgres::{PostgresConfig, PostgresStore};
 
 /// A name no other test (in this process or another) uses: a valid identifier, usable as a
 /// table, schema or key.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -22,7 +22,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// The configuration of a store on the shared test server, on `table`.
-pub fn config(table: &str) -> PostgresConfig {
+pub(crate) fn config(table: &str) -> PostgresConfig {
     PostgresConfig {
         table: table.to_owned(),
         ..PostgresConfig::new(verrou_testkit::postgres_url())
@@ -30,14 +30,14 @@ pub fn config(table: &str) -> PostgresConfig {
 }
 
 /// A store on the shared test server, on `table`.
-pub async fn store(table: &str) -> PostgresStore {
+pub(crate) async fn store(table: &str) -> PostgresStore {
     PostgresStore::connect(config(table))
         .await
         .expect("a store on the test server")
 }
 
 /// A plain connection to `url`, for setting up and inspecting tables behind a store's back.
-pub async fn client(url: &str) -> Client {
+pub(crate) async fn client(url: &str) -> Client {
     let (client, connection) = verrou_postgres::tokio_postgres::connect(url, NoTls)
         .await
         .expect("a direct connection to the test server");
@@ -46,7 +46,7 @@ pub async fn client(url: &str) -> Client {
 }
 
 /// The server's clock, in epoch milliseconds.
-pub async fn server_now_ms(client: &Client) -> i64 {
+pub(crate) async fn server_now_ms(client: &Client) -> i64 {
     client
         .query_one(
             "SELECT floor(extract(epoch from clock_timestamp()) * 1000)::bigint",
@@ -58,7 +58,7 @@ pub async fn server_now_ms(client: &Client) -> i64 {
 }
 
 /// The `ERROR` lines of a server log, with the statements that caused them.
-pub fn error_lines(log: &str) -> Vec<&str> {
+pub(crate) fn error_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|line| line.contains("ERROR:") || line.contains("STATEMENT:"))
         .collect()

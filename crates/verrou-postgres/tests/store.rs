@@ -1,0 +1,465 @@
+//! PostgreSQL-specific behaviour on the shared test server (`VERROU_POSTGRES_URL`, or a
+//! private cluster for this test process). Every test works on tables of its own.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{client, config, server_now_ms, store, unique};
+use tokio::sync::Barrier;
+use verrou_core::{Acquisition, Error, LockStore, OwnerCheck};
+use verrou_postgres::deadpool_postgres::{Config as PoolConfig, Pool, Runtime};
+use verrou_postgres::tokio_postgres::NoTls;
+use verrou_postgres::{PostgresConfig, PostgresOptions, PostgresStore};
+
+fn granted(acquisition: Acquisition) -> bool {
+    matches!(acquisition, Acquisition::Granted(_))
+}
+
+/// The message of an `InvalidConfig` error, or a panic naming what came instead.
+fn invalid_config<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
+    match result {
+        Err(Error::InvalidConfig(message)) => message,
+        other => panic!("expected Error::InvalidConfig, got {other:?}"),
+    }
+}
+
+/// An error and all its sources, one per line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}\n{cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn injected_table_name_is_rejected_before_anything_runs() {
+    let injected = "verrou; drop table users";
+    let message = invalid_config(
+        PostgresStore::connect(PostgresConfig {
+            table: injected.into(),
+            ..PostgresConfig::new("postgres://nobody@127.0.0.1:1/none")
+        })
+        .await,
+    );
+    assert!(message.contains(injected), "{message}");
+    assert!(message.contains("';' is not allowed"), "{message}");
+
+    let pool = PoolConfig {
+        url: Some(verrou_testkit::postgres_url()),
+        ..PoolConfig::default()
+    }
+    .create_pool(Some(Runtime::Tokio1), NoTls)
+    .expect("a pool");
+    for bad in [injected, "", "a.b.c", "9lives", "x\"y", "public.\"verrou\""] {
+        let options = PostgresOptions {
+            table: bad.into(),
+            ..PostgresOptions::default()
+        };
+        let message = invalid_config(PostgresStore::from_pool(pool.clone(), options).await);
+        assert!(message.contains("invalid table name"), "{bad:?}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn bad_url_and_pool_size_are_invalid_config() {
+    let message = invalid_config(
+        PostgresStore::connect(PostgresConfig::new("postgres://h:notaport/db")).await,
+    );
+    assert!(message.contains("invalid PostgreSQL url"), "{message}");
+    let message = invalid_config(
+        PostgresStore::connect(PostgresConfig {
+            pool_size: 0,
+            ..PostgresConfig::default()
+        })
+        .await,
+    );
+    assert!(message.contains("pool_size"), "{message}");
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_storage_error_that_says_where() {
+    let config = PostgresConfig {
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresConfig::new("postgres://app:s3cret@127.0.0.1:1/app")
+    };
+    let error = PostgresStore::connect(config)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(error, Error::Storage { .. }), "{error:?}");
+    let chain = chain(&error);
+    assert!(
+        chain.contains("could not reach PostgreSQL at postgres://app:***@127.0.0.1:1/app"),
+        "{chain}"
+    );
+    assert!(!chain.contains("s3cret"), "{chain}");
+}
+
+#[tokio::test]
+async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
+    let url = verrou_testkit::postgres_url();
+    let pool = PoolConfig {
+        url: Some(url.clone()),
+        ..PoolConfig::default()
+    }
+    .create_pool(Some(Runtime::Tokio1), NoTls)
+    .expect("a pool");
+    let table = unique("from_pool");
+    let options = PostgresOptions {
+        table: table.clone(),
+        create_table: false,
+        ..PostgresOptions::default()
+    };
+    let message = invalid_config(PostgresStore::from_pool(pool.clone(), options.clone()).await);
+    assert!(
+        message.contains("does not exist and create_table is off"),
+        "{message}"
+    );
+
+    client(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (key text PRIMARY KEY, owner text NOT NULL, expiration bigint)"
+        ))
+        .await
+        .expect("table created by hand");
+    let store = PostgresStore::from_pool(pool, options)
+        .await
+        .expect("the table exists now");
+    assert!(granted(store.save("k", "me", None).await.expect("save")));
+    assert!(store.exists("k").await.expect("exists"));
+}
+
+#[tokio::test]
+async fn schema_qualified_and_mixed_case_tables_work() {
+    let url = verrou_testkit::postgres_url();
+    let schema = unique("schema");
+    client(&url)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .expect("schema");
+    let table = format!("{schema}.Locks");
+    let store = store(&table).await;
+    assert!(granted(
+        store
+            .save("k", "me", Some(Duration::from_secs(30)))
+            .await
+            .expect("save")
+    ));
+    let rows: i64 = client(&url)
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".\"Locks\""), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1, "the row lives in the quoted, case-kept table");
+}
+
+/// Sixteen pools with a connection each, so the stores built on them start at the same
+/// instant and their table creation really races.
+async fn warm_pools(url: &str) -> Vec<Pool> {
+    let mut pools = Vec::new();
+    for _ in 0..16 {
+        let pool = PoolConfig {
+            url: Some(url.to_owned()),
+            ..PoolConfig::default()
+        }
+        .create_pool(Some(Runtime::Tokio1), NoTls)
+        .expect("a pool");
+        drop(pool.get().await.expect("a connection"));
+        pools.push(pool);
+    }
+    pools
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_stores_created_at_once_on_a_fresh_table_all_succeed() {
+    let url = verrou_testkit::postgres_url();
+    for _round in 0..5 {
+        let schema = unique("fresh");
+        client(&url)
+            .await
+            .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .expect("schema");
+        let options = PostgresOptions {
+            table: format!("{schema}.verrou"),
+            ..PostgresOptions::default()
+        };
+        let start = Arc::new(Barrier::new(16));
+        let starts: Vec<_> = warm_pools(&url)
+            .await
+            .into_iter()
+            .map(|pool| {
+                let (options, start) = (options.clone(), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    PostgresStore::from_pool(pool, options).await
+                })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for start in starts {
+            stores.push(start.await.expect("task").expect("every store starts"));
+        }
+        let key = unique("key");
+        let mut grants = 0;
+        for (index, store) in stores.iter().enumerate() {
+            let owner = format!("owner{index}");
+            grants += usize::from(granted(store.save(&key, &owner, None).await.expect("save")));
+        }
+        assert_eq!(grants, 1, "all sixteen stores share the one table");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_follows_the_server_clock() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("clock");
+    let store = store(&table).await;
+    let client = client(&url).await;
+
+    // The expiration written is the server's now plus the TTL.
+    assert!(granted(
+        store
+            .save("mine", "me", Some(Duration::from_secs(60)))
+            .await
+            .expect("save")
+    ));
+    let remaining: i64 = client
+        .query_one(
+            &format!(
+                "SELECT expiration - floor(extract(epoch from clock_timestamp()) * 1000)::bigint \
+                 FROM \"{table}\" WHERE key = 'mine'"
+            ),
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert!(
+        (58_000..=60_000).contains(&remaining),
+        "{remaining} ms left by the server's clock"
+    );
+
+    // Rows written by someone else with the server's clock are read by the server's clock.
+    let now = server_now_ms(&client).await;
+    let insert =
+        format!("INSERT INTO \"{table}\" (key, owner, expiration) VALUES ($1, 'other', $2)");
+    client
+        .execute(&insert, &[&"live", &(now + 1_500)])
+        .await
+        .expect("insert");
+    client
+        .execute(&insert, &[&"stale", &(now - 1)])
+        .await
+        .expect("insert");
+    assert!(store.exists("live").await.expect("exists"));
+    assert!(!store.exists("stale").await.expect("exists"));
+    assert_eq!(
+        store.save("live", "me", None).await.expect("save"),
+        Acquisition::Busy
+    );
+    assert_eq!(
+        store
+            .extend("stale", "other", Duration::from_secs(5))
+            .await
+            .expect("extend"),
+        OwnerCheck::NotOwner
+    );
+    assert!(granted(
+        store.save("stale", "me", None).await.expect("save")
+    ));
+
+    // Once the server's clock passes the expiration, the key is free.
+    while server_now_ms(&client).await < now + 1_500 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!store.exists("live").await.expect("exists"));
+    assert!(granted(store.save("live", "me", None).await.expect("save")));
+}
+
+#[tokio::test]
+async fn releasing_an_expired_lock_deletes_its_row() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("release_expired");
+    let store = store(&table).await;
+    assert!(granted(
+        store
+            .save("k", "me", Some(Duration::from_millis(50)))
+            .await
+            .expect("save")
+    ));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        store.delete("k", "someone").await.expect("delete"),
+        OwnerCheck::NotOwner
+    );
+    let rows: i64 = client(&url)
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 0, "the expired row is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_rows_nobody_takes_over_are_swept() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("sweep");
+    let store = PostgresStore::connect(PostgresConfig {
+        sweep_interval: Some(Duration::from_millis(100)),
+        ..config(&table)
+    })
+    .await
+    .expect("store");
+    let client = client(&url).await;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO \"{table}\" (key, owner, expiration) \
+                 SELECT 'crashed' || i, 'gone', floor(extract(epoch from now()) * 1000)::bigint - 1000 \
+                 FROM generate_series(1, 2500) AS i"
+            ),
+            &[],
+        )
+        .await
+        .expect("expired rows");
+    assert!(granted(store.save("live", "me", None).await.expect("save")));
+    let count = format!("SELECT count(*) FROM \"{table}\"");
+    let mut rows: i64 = 2501;
+    for _ in 0..100 {
+        rows = client.query_one(&count, &[]).await.expect("count").get(0);
+        if rows == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = store
+            .save("poke", "me", Some(Duration::from_secs(60)))
+            .await
+            .expect("save");
+        client
+            .execute(&format!("DELETE FROM \"{table}\" WHERE key = 'poke'"), &[])
+            .await
+            .expect("delete");
+    }
+    assert_eq!(rows, 1, "only the live lock is left");
+    assert!(store.exists("live").await.expect("exists"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_separate_stores_exclude_each_other_under_contention() {
+    let table = unique("exclusion");
+    let stores: [Arc<PostgresStore>; 2] =
+        [Arc::new(store(&table).await), Arc::new(store(&table).await)];
+    let key = unique("key");
+    let holders = Arc::new(AtomicUsize::new(0));
+    let turns = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..16 {
+        let store = Arc::clone(&stores[worker % 2]);
+        let (key, holders, turns) = (key.clone(), Arc::clone(&holders), Arc::clone(&turns));
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("worker{worker}");
+            let mut mine = 0;
+            while mine < 10 {
+                if !granted(
+                    store
+                        .save(&key, &owner, Some(Duration::from_secs(30)))
+                        .await
+                        .expect("save"),
+                ) {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                assert_eq!(
+                    holders.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders at once"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                holders.fetch_sub(1, Ordering::SeqCst);
+                assert_eq!(
+                    store.delete(&key, &owner).await.expect("delete"),
+                    OwnerCheck::Applied
+                );
+                turns.fetch_add(1, Ordering::SeqCst);
+                mine += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("worker");
+    }
+    assert_eq!(turns.load(Ordering::SeqCst), 160);
+}
+
+#[tokio::test]
+async fn table_created_by_the_node_library_works() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("node_layout");
+    let client = client(&url).await;
+    // The layout @verrou/core's database store creates (knex: string(255), bigint).
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (\"key\" varchar(255) NOT NULL, \"owner\" varchar(255) NOT NULL, \
+             \"expiration\" bigint, CONSTRAINT \"{table}_pkey\" PRIMARY KEY (\"key\"))"
+        ))
+        .await
+        .expect("node table");
+    let store = store(&table).await;
+
+    let ttl = Some(Duration::from_secs(30));
+    assert!(granted(store.save("job", "rust", ttl).await.expect("save")));
+    assert_eq!(
+        store.save("job", "other", ttl).await.expect("save"),
+        Acquisition::Busy
+    );
+    assert!(store.exists("job").await.expect("exists"));
+    assert_eq!(
+        store
+            .extend("job", "rust", Duration::from_secs(60))
+            .await
+            .expect("extend"),
+        OwnerCheck::Applied
+    );
+    assert_eq!(
+        store.delete("job", "other").await.expect("delete"),
+        OwnerCheck::NotOwner
+    );
+    assert_eq!(
+        store.delete("job", "rust").await.expect("delete"),
+        OwnerCheck::Applied
+    );
+    assert!(!store.exists("job").await.expect("exists"));
+
+    // A lock the Node.js library wrote (expiration in epoch ms) holds against us.
+    let now = server_now_ms(&client).await;
+    client
+        .execute(
+            &format!("INSERT INTO \"{table}\" (key, owner, expiration) VALUES ('node', 'node-owner', $1)"),
+            &[&(now + 30_000)],
+        )
+        .await
+        .expect("node lock");
+    assert_eq!(
+        store.save("node", "rust", ttl).await.expect("save"),
+        Acquisition::Busy
+    );
+    assert_eq!(
+        store.delete("node", "node-owner").await.expect("delete"),
+        OwnerCheck::Applied
+    );
+    assert!(granted(
+        store.save("node", "rust", None).await.expect("save")
+    ));
+    store.force_delete("node").await.expect("force delete");
+    assert!(!store.exists("node").await.expect("exists"));
+}
