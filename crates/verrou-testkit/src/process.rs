@@ -109,13 +109,15 @@ impl ScratchDir {
     pub(crate) fn create(kind: &str) -> io::Result<ScratchDir> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let base = std::env::temp_dir();
+        let mut attempts = 0;
         let path = loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = base.join(format!("verrou-{kind}-{}-{n}", std::process::id()));
+            attempts += 1;
             match DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => break path,
                 // Left over by an earlier process that had the same pid.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => continue,
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),

@@ -1,11 +1,13 @@
-//! `redis_url()` and `postgres_url()`: the environment first, else one private server per
-//! test process. The only test in this binary, as it changes the process's environment.
+//! What depends on the process's environment: `redis_url()` and `postgres_url()` take the
+//! environment's URL first, else one private server per test process; a missing program
+//! is reported with how to get it. The only test in this binary, as it changes the
+//! environment.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use tokio_postgres::NoTls;
-use verrou_testkit::{postgres_url, redis_url, POSTGRES_URL_VAR, REDIS_URL_VAR};
+use verrou_testkit::{postgres_url, redis_url, RedisServer, POSTGRES_URL_VAR, REDIS_URL_VAR};
 
 /// The port of a `scheme://[user@]127.0.0.1:PORT[/path]` URL.
 fn local_port(url: &str) -> u16 {
@@ -14,7 +16,7 @@ fn local_port(url: &str) -> u16 {
 }
 
 #[tokio::test]
-async fn urls_come_from_the_environment_else_from_private_servers() {
+async fn urls_and_programs_come_from_the_environment() {
     std::env::set_var(REDIS_URL_VAR, "redis://redis.example:6379");
     std::env::set_var(POSTGRES_URL_VAR, "postgres://u@postgres.example/db");
     assert_eq!(redis_url(), "redis://redis.example:6379");
@@ -47,4 +49,17 @@ async fn urls_come_from_the_environment_else_from_private_servers() {
     // Set again, the environment wins again.
     std::env::set_var(REDIS_URL_VAR, "redis://other.example:6379");
     assert_eq!(redis_url(), "redis://other.example:6379");
+
+    // Without redis-server on PATH, the error says how to get a server.
+    let path = std::env::var_os("PATH").unwrap();
+    std::env::set_var("PATH", "/nonexistent");
+    let missing = RedisServer::start().unwrap_err();
+    std::env::set_var("PATH", path);
+    assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    let message = missing.to_string();
+    assert!(
+        message.contains("apt-get install redis-server"),
+        "{message}"
+    );
+    assert!(message.contains(REDIS_URL_VAR), "{message}");
 }
