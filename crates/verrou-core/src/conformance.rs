@@ -882,18 +882,25 @@ case! {
     }
 }
 
-/// Counts the `save` and `extend` calls that reach a store.
-struct CountingStore {
+/// A store wrapper that counts the calls reaching the store it wraps: a probe for tests
+/// (failed attempts, renewals).
+pub struct CountingStore {
     inner: Arc<dyn LockStore>,
-    saves: AtomicUsize,
-    extends: AtomicUsize,
+    /// `save` calls.
+    pub saves: AtomicUsize,
+    /// `save` calls answered [`Acquisition::Busy`].
+    pub busy: AtomicUsize,
+    /// `extend` calls.
+    pub extends: AtomicUsize,
 }
 
 impl CountingStore {
-    fn new(inner: Arc<dyn LockStore>) -> Self {
+    /// Wraps `inner`, with every count at zero.
+    pub fn new(inner: Arc<dyn LockStore>) -> Self {
         Self {
             inner,
             saves: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             extends: AtomicUsize::new(0),
         }
     }
@@ -903,7 +910,11 @@ impl CountingStore {
 impl LockStore for CountingStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         self.saves.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(key, owner, ttl).await
+        let outcome = self.inner.save(key, owner, ttl).await;
+        if matches!(outcome, Ok(Acquisition::Busy)) {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+        }
+        outcome
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {

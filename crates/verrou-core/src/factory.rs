@@ -5,17 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::duration::{IntoTtl, Ttl};
-use crate::lock::Lock;
+use crate::lock::{Lock, LockContext};
 use crate::owner::new_owner_token;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::IntoSerializedLock;
 use crate::store::LockStore;
+use crate::waiting::WaitRoom;
 use crate::Result;
 
 /// TTL of a lock created without one, as in the Node.js library.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
 /// Makes [`Lock`]s on one store, with one retry policy. Cloning is cheap and shares the store.
+///
+/// Locks of one factory that wait for the same key queue in arrival order, and only the
+/// first of them asks the store: share one factory (or [`Verrou`](https://docs.rs/verrou))
+/// across the tasks of a process rather than making one per task.
 ///
 /// ```
 /// # async fn example(store: impl verrou_core::LockStore) -> verrou_core::Result<()> {
@@ -29,8 +34,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Clone)]
 pub struct LockFactory {
-    store: Arc<dyn LockStore>,
-    retry: RetryPolicy,
+    context: LockContext,
 }
 
 impl LockFactory {
@@ -43,21 +47,24 @@ impl LockFactory {
     /// A factory on a store that is already shared.
     pub fn from_shared(store: Arc<dyn LockStore>) -> Self {
         Self {
-            store,
-            retry: RetryPolicy::default(),
+            context: LockContext {
+                store,
+                retry: RetryPolicy::default(),
+                room: Arc::new(WaitRoom::default()),
+            },
         }
     }
 
     /// This factory with the retry options that `retry` sets; its locks use them unless a
     /// call overrides them.
     pub fn with_retry(mut self, retry: Retry) -> Result<Self> {
-        self.retry = self.retry.overridden_by(&retry)?;
+        self.context.retry = self.context.retry.overridden_by(&retry)?;
         Ok(self)
     }
 
     /// The store this factory's locks live in.
     pub fn store(&self) -> &Arc<dyn LockStore> {
-        &self.store
+        &self.context.store
     }
 
     /// A new lock on `key` that expires [`DEFAULT_TTL`] (30 s) after it is acquired, with a
@@ -72,13 +79,7 @@ impl LockFactory {
         let key = key.into();
         crate::key::validate(&key)?;
         let ttl: Ttl = ttl.into_ttl()?;
-        Ok(Lock::new(
-            key,
-            new_owner_token(),
-            ttl,
-            self.retry,
-            Arc::clone(&self.store),
-        ))
+        Ok(Lock::new(key, new_owner_token(), ttl, &self.context))
     }
 
     /// A lock serialized by [`Lock::serialize`] (here or in another process, in Rust or in
@@ -91,11 +92,7 @@ impl LockFactory {
     /// # Ok(()) }
     /// ```
     pub fn restore_lock(&self, serialized: impl IntoSerializedLock) -> Result<Lock> {
-        Lock::restored(
-            serialized.into_serialized_lock()?,
-            self.retry,
-            Arc::clone(&self.store),
-        )
+        Lock::restored(serialized.into_serialized_lock()?, &self.context)
     }
 }
 
@@ -103,7 +100,7 @@ impl fmt::Debug for LockFactory {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("LockFactory")
-            .field("retry", &self.retry)
+            .field("retry", &self.context.retry)
             .finish_non_exhaustive()
     }
 }

@@ -43,6 +43,7 @@ mod owner;
 mod retry;
 mod serialized;
 mod store;
+mod waiting;
 
 pub use duration::{parse_duration, IntoDuration, IntoTtl, Ttl};
 pub use error::{BoxError, Error, Result};

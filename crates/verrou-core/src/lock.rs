@@ -14,6 +14,7 @@ use crate::loss::LossSignal;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::SerializedLock;
 use crate::store::{Acquisition, LockStore, OwnerCheck};
+use crate::waiting::WaitRoom;
 use crate::{Error, Result};
 
 /// A named lock with an owner token, a TTL and a handle to its store.
@@ -44,7 +45,16 @@ struct LockInner {
     ttl: Ttl,
     retry: RetryPolicy,
     store: Arc<dyn LockStore>,
+    room: Arc<WaitRoom>,
     state: Mutex<Holding>,
+}
+
+/// What a factory gives each of its locks: the store, the retry policy, the waiting room.
+#[derive(Clone)]
+pub(crate) struct LockContext {
+    pub(crate) store: Arc<dyn LockStore>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) room: Arc<WaitRoom>,
 }
 
 /// What this process knows about its hold on the lock, measured on the monotonic clock.
@@ -58,31 +68,22 @@ enum Holding {
 }
 
 impl Lock {
-    pub(crate) fn new(
-        key: String,
-        owner: String,
-        ttl: Ttl,
-        retry: RetryPolicy,
-        store: Arc<dyn LockStore>,
-    ) -> Self {
+    pub(crate) fn new(key: String, owner: String, ttl: Ttl, context: &LockContext) -> Self {
         Self {
             inner: Arc::new(LockInner {
                 key,
                 owner,
                 ttl,
-                retry,
-                store,
+                retry: context.retry,
+                store: Arc::clone(&context.store),
+                room: Arc::clone(&context.room),
                 state: Mutex::new(Holding::NotHeld),
             }),
         }
     }
 
     /// Builds a lock from its serialized form, taking over the expiry it carries.
-    pub(crate) fn restored(
-        serialized: SerializedLock,
-        retry: RetryPolicy,
-        store: Arc<dyn LockStore>,
-    ) -> Result<Self> {
+    pub(crate) fn restored(serialized: SerializedLock, context: &LockContext) -> Result<Self> {
         crate::key::validate(&serialized.key)?;
         if serialized.owner.is_empty() {
             return Err(Error::InvalidSerializedLock {
@@ -94,7 +95,7 @@ impl Lock {
             None => Ttl::Never,
         };
         let fencing_token = serialized.fencing_token;
-        let lock = Self::new(serialized.key, serialized.owner, ttl, retry, store);
+        let lock = Self::new(serialized.key, serialized.owner, ttl, context);
         let holding = match (ttl, serialized.expiration_time) {
             (Ttl::After(_), Some(epoch_millis)) => Holding::Held {
                 expires_at: Some(instant_from_epoch_millis(epoch_millis)),
@@ -153,28 +154,51 @@ impl Lock {
         Ok(acquired)
     }
 
+    /// Asks the store until it grants the lock or the policy gives up. Waiters of this
+    /// factory queue per key (see [`WaitRoom`]): only the front one asks the store, woken by
+    /// a local release, by the store's release notification, or by the retry delay.
     async fn acquire_by(&self, policy: RetryPolicy) -> Result<bool> {
+        let inner = &self.inner;
         let started = Instant::now();
         let deadline = policy.timeout.map(|timeout| started + timeout);
+        let ticket = inner.room.join(&inner.key);
+        let mut front = ticket.try_front();
+        let queue = ticket.front();
+        tokio::pin!(queue);
+        let mut ask = !ticket.held_here();
         let mut attempts_made = 0u32;
         loop {
             attempts_made += 1;
-            if self.try_acquire().await? {
-                tracing::debug!(key = %self.inner.key, wait = ?started.elapsed(), attempts = attempts_made, "lock acquired");
+            if front.is_some() && ask && self.try_acquire().await? {
+                tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made, "lock acquired");
                 return Ok(true);
             }
             let out_of_attempts = policy.attempts.is_some_and(|max| attempts_made >= max);
-            let now = Instant::now();
-            let time_left = deadline.map(|deadline| deadline.saturating_duration_since(now));
+            let time_left =
+                deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
             if out_of_attempts || time_left == Some(Duration::ZERO) {
-                tracing::debug!(key = %self.inner.key, wait = ?started.elapsed(), attempts = attempts_made, "gave up acquiring lock");
+                tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made, "gave up acquiring lock");
                 return Ok(false);
             }
             let pause = time_left.map_or(policy.delay, |left| left.min(policy.delay));
-            self.inner
-                .store
-                .wait_for_release(&self.inner.key, pause)
-                .await;
+            if front.is_some() {
+                let poll_at = Instant::now() + pause;
+                tokio::select! {
+                    () = inner.store.wait_for_release(&inner.key, pause) => {}
+                    () = ticket.released() => {}
+                }
+                // Woken early while a lock of this factory holds the key (a late or doubled
+                // notification): asking would be in vain. The retry delay always asks.
+                ask = Instant::now() >= poll_at || !ticket.held_here();
+            } else {
+                tokio::select! {
+                    permit = &mut queue => {
+                        front = Some(permit);
+                        ask = !ticket.held_here();
+                    }
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
         }
     }
 
@@ -191,6 +215,7 @@ impl Lock {
                     expires_at: inner.ttl.as_duration().map(|ttl| requested_at + ttl),
                     fencing_token: grant.fencing_token,
                 });
+                inner.room.acquired(&inner.key);
                 tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
                 Ok(true)
             }
@@ -204,6 +229,7 @@ impl Lock {
         let inner = &self.inner;
         let outcome = inner.store.delete(&inner.key, &inner.owner).await?;
         self.set_holding(Holding::NotHeld);
+        inner.room.released(&inner.key);
         match outcome {
             OwnerCheck::Applied => {
                 tracing::debug!(key = %inner.key, "lock released");
@@ -217,6 +243,7 @@ impl Lock {
     pub async fn force_release(&self) -> Result<()> {
         self.inner.store.force_delete(&self.inner.key).await?;
         self.set_holding(Holding::NotHeld);
+        self.inner.room.released(&self.inner.key);
         tracing::debug!(key = %self.inner.key, "lock force-released");
         Ok(())
     }
@@ -266,6 +293,7 @@ impl Lock {
             }
             OwnerCheck::NotOwner => {
                 self.set_holding(Holding::NotHeld);
+                inner.room.released(&inner.key);
                 Err(self.not_owned())
             }
         }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use verrou_core::{Acquisition, Grant, LockStore, OwnerCheck, Result};
 
 use crate::expiry::{Deadline, ExpiryQueue};
@@ -25,6 +26,8 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Table {
     entries: HashMap<Arc<str>, Entry>,
+    /// Tasks waiting for a key to be released, woken by release and force release.
+    waiters: HashMap<Arc<str>, Arc<Notify>>,
     expiry: ExpiryQueue,
     /// Starts at 1 so that every fencing token is positive.
     next_generation: u64,
@@ -65,6 +68,7 @@ impl Default for Table {
     fn default() -> Self {
         Self {
             entries: HashMap::new(),
+            waiters: HashMap::new(),
             expiry: ExpiryQueue::default(),
             next_generation: 1,
         }
@@ -80,6 +84,15 @@ impl Table {
                 .is_some_and(|entry| entry.generation == deadline.generation);
             if current {
                 self.entries.remove(&deadline.key);
+            }
+        }
+    }
+
+    /// Removes `key` and wakes the tasks waiting for it.
+    fn remove(&mut self, key: &str) {
+        if self.entries.remove(key).is_some() {
+            if let Some(waiters) = self.waiters.get(key) {
+                waiters.notify_waiters();
             }
         }
     }
@@ -137,6 +150,27 @@ impl Table {
     }
 }
 
+/// Forgets the waiters entry of a key once its last waiter is gone, even if the wait was
+/// cancelled.
+struct LeaveWaiters<'a> {
+    store: &'a MemoryStore,
+    key: &'a str,
+}
+
+impl Drop for LeaveWaiters<'_> {
+    fn drop(&mut self) {
+        self.store.with_table(|table| {
+            let unused = table
+                .waiters
+                .get(self.key)
+                .is_some_and(|notify| Arc::strong_count(notify) == 1);
+            if unused {
+                table.waiters.remove(self.key);
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl LockStore for MemoryStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
@@ -153,7 +187,7 @@ impl LockStore for MemoryStore {
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         Ok(self.with_table(|table| {
             if table.is_held_by(key, owner) {
-                table.entries.remove(key);
+                table.remove(key);
                 OwnerCheck::Applied
             } else {
                 OwnerCheck::NotOwner
@@ -162,12 +196,34 @@ impl LockStore for MemoryStore {
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.with_table(|table| table.entries.remove(key));
+        self.with_table(|table| table.remove(key));
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.with_table(|table| table.entries.contains_key(key)))
+    }
+
+    /// Returns when `key` is released or force-released, when its holder's TTL runs out, or
+    /// after `max_wait`, whichever comes first.
+    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
+        let _leave = LeaveWaiters { store: self, key };
+        let (released, wait) = self.with_table(|table| {
+            let notify = Arc::clone(
+                table
+                    .waiters
+                    .entry(Arc::from(key))
+                    .or_insert_with(|| Arc::new(Notify::new())),
+            );
+            let until_expiry = table
+                .entries
+                .get(key)
+                .and_then(|entry| entry.expires_at)
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            let wait = until_expiry.map_or(max_wait, |left| left.min(max_wait));
+            (notify.notified_owned(), wait)
+        });
+        let _ = tokio::time::timeout(wait, released).await;
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {

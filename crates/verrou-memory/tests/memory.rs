@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use verrou_core::conformance::CountingStore;
 use verrou_core::{LockFactory, LockStore, Retry};
 use verrou_memory::MemoryStore;
 
@@ -81,4 +82,68 @@ async fn clones_share_locks_and_separate_stores_do_not() {
         .acquire_immediately()
         .await
         .unwrap());
+}
+
+/// Eight workers cycle on one key with the default 250 ms retry delay: waiters are woken by
+/// releases (no polling), served in arrival order (a releasing holder that asks again at
+/// once goes to the back of the line), and almost never ask the store in vain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_take_turns_without_polling() {
+    let counting = Arc::new(CountingStore::new(Arc::new(MemoryStore::new())));
+    let factory = LockFactory::from_shared(counting.clone());
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let (factory, order) = (factory.clone(), order.clone());
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let lock = factory.create_lock("queue").unwrap();
+                    assert!(lock.acquire().await.unwrap());
+                    order.lock().unwrap().push(worker);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    lock.release().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 160);
+    // Once all eight are in line, every window of eight turns serves eight different workers.
+    for window in order[8..order.len() - 8].windows(8) {
+        let distinct: std::collections::HashSet<_> = window.iter().collect();
+        assert_eq!(distinct.len(), 8, "unfair turn order: {window:?}");
+    }
+    let in_vain = counting.busy.load(Ordering::SeqCst);
+    assert!(
+        in_vain <= 8,
+        "{in_vain} store attempts failed: waiters are polling"
+    );
+}
+
+/// A waiter on another factory (as another part of the program would be) is woken by the
+/// store when the key is released, long before its retry delay.
+#[tokio::test(start_paused = true)]
+async fn the_store_wakes_waiters_of_other_factories() {
+    let store = MemoryStore::new();
+    let holder = LockFactory::new(store.clone())
+        .create_lock("shared")
+        .unwrap();
+    assert!(holder.acquire().await.unwrap());
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        holder.release().await.unwrap();
+    });
+    let waiter = LockFactory::new(store).create_lock("shared").unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(waiter.acquire_with(Retry::new().delay("1h")).await.unwrap());
+    // Virtual time (the clock is paused): woken by the release, not by the hour-long delay.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    releaser.await.unwrap();
 }

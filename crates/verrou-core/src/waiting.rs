@@ -1,0 +1,111 @@
+//! The waiting line: waiters of one factory queue per key, and only the first asks the store.
+//!
+//! Without it, every waiter polls the store, and a holder that releases and at once acquires
+//! again wins nearly every time (it asks before the woken waiters do). With it, waiters of a
+//! key are served in arrival order; only the one at the front of the line talks to the store
+//! (woken by a local release, by the store's release notification, or by its retry delay),
+//! and a newcomer joins the back of the line instead of overtaking.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// The lines of every key that has waiters, for the locks of one factory.
+#[derive(Debug, Default)]
+pub(crate) struct WaitRoom {
+    lines: Mutex<HashMap<String, Arc<Line>>>,
+}
+
+/// The waiters of one key.
+#[derive(Debug)]
+pub(crate) struct Line {
+    /// One permit: the waiter that holds it is at the front and may ask the store.
+    front: Arc<Semaphore>,
+    /// Whether a lock of this factory holds the key (asking the store would be in vain).
+    held_here: AtomicBool,
+    /// Signalled when a lock of this factory releases the key.
+    released: Notify,
+}
+
+/// A waiter's place in a line; leaving the room when dropped.
+#[derive(Debug)]
+pub(crate) struct Ticket<'room> {
+    room: &'room WaitRoom,
+    key: &'room str,
+    line: Arc<Line>,
+}
+
+impl WaitRoom {
+    /// Joins the line of `key`.
+    pub(crate) fn join<'room>(&'room self, key: &'room str) -> Ticket<'room> {
+        let line = Arc::clone(self.lock().entry(key.to_owned()).or_insert_with(|| {
+            Arc::new(Line {
+                front: Arc::new(Semaphore::new(1)),
+                held_here: AtomicBool::new(false),
+                released: Notify::new(),
+            })
+        }));
+        Ticket {
+            room: self,
+            key,
+            line,
+        }
+    }
+
+    /// A lock of this factory acquired `key`.
+    pub(crate) fn acquired(&self, key: &str) {
+        if let Some(line) = self.lock().get(key) {
+            line.held_here.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A lock of this factory released `key` (or learnt it no longer holds it): wake the
+    /// waiter at the front.
+    pub(crate) fn released(&self, key: &str) {
+        if let Some(line) = self.lock().get(key) {
+            line.held_here.store(false, Ordering::SeqCst);
+            line.released.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Line>>> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Ticket<'_> {
+    /// The front place, if nobody holds it now.
+    pub(crate) fn try_front(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.line.front).try_acquire_owned().ok()
+    }
+
+    /// Waits for the front place, keeping this waiter's turn while the future lives.
+    pub(crate) async fn front(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.line.front)
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the front semaphore is never closed"))
+    }
+
+    /// Whether a lock of this factory holds the key.
+    pub(crate) fn held_here(&self) -> bool {
+        self.line.held_here.load(Ordering::SeqCst)
+    }
+
+    /// Completes when a lock of this factory releases the key.
+    pub(crate) async fn released(&self) {
+        self.line.released.notified().await;
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut lines = self.room.lock();
+        // The map and this ticket: nobody else waits, so the line goes.
+        if Arc::strong_count(&self.line) == 2 {
+            lines.remove(self.key);
+        }
+    }
+}
