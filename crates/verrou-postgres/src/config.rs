@@ -28,9 +28,10 @@ const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
     /// The lock table, `table` or `schema.table` (letters, digits, underscores; quoted, so
-    /// case is kept). Default `verrou`.
+    /// case is kept; at most 51 bytes for the table, 63 for the schema). Default `verrou`.
     pub table: String,
-    /// Create the table if it does not exist. Default `true`.
+    /// Create the table, and the sequence beside it that numbers grants
+    /// (`<table>_fencing_seq`, for fencing tokens), if they do not exist. Default `true`.
     pub create_table: bool,
     /// How often the store deletes expired rows that nobody took over (locks of crashed
     /// holders); `None` never sweeps. Default 60 s.

@@ -20,7 +20,13 @@ pub(crate) const SWEEP_BATCH: i64 = 1000;
 #[derive(Debug)]
 pub(crate) struct Statements {
     /// Takes a free or expired key. Params: key, owner, ttl ms (null: never expires).
-    /// One row affected: granted; none: busy.
+    /// Returns the grant's fencing token (one `bigint` row) when granted, no row when busy.
+    ///
+    /// The token is drawn in `RETURNING`, while this statement holds the key's row: a
+    /// later grant of the key can only draw after this statement has committed, so its
+    /// token is greater, even if the row is deleted in between (release, sweep). Drawing in
+    /// `VALUES` instead would draw before waiting for the row and could hand out a stale,
+    /// smaller token.
     pub(crate) save: String,
     /// Releases a live lock held by the owner, and deletes the key's row if it has expired
     /// whoever held it. Params: key, owner. Returns one boolean row, true when the owner's
@@ -36,13 +42,15 @@ pub(crate) struct Statements {
     /// Deletes up to a batch of expired rows, skipping rows other statements have locked.
     /// Params: batch size.
     pub(crate) sweep: String,
-    /// Creates the table if it does not exist. No params.
+    /// Creates the table and its fencing-token sequence where they do not exist. No params;
+    /// several statements, for `batch_execute`.
     pub(crate) create_table: String,
 }
 
 impl Statements {
     /// Builds the statements for `table`.
     pub(crate) fn new(table: &TableName) -> Self {
+        let sequence = table.sequence_quoted();
         let table = table.quoted();
         let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
         let expired = format!("(\"expiration\" IS NOT NULL AND \"expiration\" <= {NOW_MS})");
@@ -52,7 +60,8 @@ impl Statements {
                  VALUES ($1, $2, {NOW_MS} + $3::bigint) \
                  ON CONFLICT (\"key\") DO UPDATE \
                  SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
-                 WHERE held.\"expiration\" IS NOT NULL AND held.\"expiration\" <= {NOW_MS}"
+                 WHERE held.\"expiration\" IS NOT NULL AND held.\"expiration\" <= {NOW_MS} \
+                 RETURNING nextval('{sequence}')"
             ),
             delete: format!(
                 "DELETE FROM {table} WHERE \"key\" = $1 \
@@ -72,15 +81,18 @@ impl Statements {
             ),
             create_table: format!(
                 "CREATE TABLE IF NOT EXISTS {table} (\
-                 \"key\" text PRIMARY KEY, \"owner\" text NOT NULL, \"expiration\" bigint)"
+                 \"key\" text PRIMARY KEY, \"owner\" text NOT NULL, \"expiration\" bigint); \
+                 CREATE SEQUENCE IF NOT EXISTS {sequence}"
             ),
         }
     }
 }
 
-/// Whether a relation with the quoted name (param 1) exists, resolved like the statements
-/// resolve it (through `search_path` when unqualified).
-pub(crate) const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+/// Whether the relations with the quoted names in params 1 (the table) and 2 (its
+/// sequence) exist, resolved like the statements resolve them (through `search_path` when
+/// unqualified). Returns two booleans.
+pub(crate) const OBJECTS_EXIST: &str =
+    "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL";
 
 /// Serializes table creation between processes until the end of the transaction, keyed by
 /// the text in param 1.

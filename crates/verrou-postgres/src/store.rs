@@ -5,20 +5,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::tokio_postgres::{types::ToSql, NoTls, Row};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
+use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
+use deadpool_postgres::tokio_postgres::{NoTls, Statement};
+use deadpool_postgres::{
+    Client, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use verrou_core::{Acquisition, BoxError, Error, Grant, LockStore, OwnerCheck, Result};
 
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::error::setup_failed;
 use crate::identifier::TableName;
-use crate::sql::{ttl_millis, Statements, CREATION_LOCK, TABLE_EXISTS};
+use crate::sql::{ttl_millis, Statements, CREATION_LOCK, OBJECTS_EXIST};
 use crate::sweep::{self, Schedule};
 
 /// A [`LockStore`] keeping locks in a PostgreSQL table, one row per held key.
 ///
 /// Every operation is one prepared statement (cached per connection) that decides expiry
 /// with the database server's clock, and no statement fails when callers contend for a key.
+/// Grants carry fencing tokens from a sequence beside the table (`<table>_fencing_seq`).
 /// Cloning is cheap and shares the pool.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -42,8 +46,8 @@ impl PostgresStore {
     }
 
     /// A store on a pool you already have (for example one with a TLS connector). Checks
-    /// that the server answers and creates the table unless
-    /// [`create_table`](PostgresOptions::create_table) is off, in which case the table must
+    /// that the server answers and creates the table and its fencing-token sequence unless
+    /// [`create_table`](PostgresOptions::create_table) is off, in which case both must
     /// exist.
     pub async fn from_pool(pool: Pool, options: PostgresOptions) -> Result<Self> {
         let table = TableName::parse(&options.table)?;
@@ -61,21 +65,25 @@ impl PostgresStore {
         options: PostgresOptions,
         server: &str,
     ) -> Result<Self> {
-        let mut client = pool
-            .get()
+        let mut client = pool.get().await.map_err(|error| {
+            setup_failed(format!("could not reach {server}"), pool_failure(error))
+        })?;
+        let (quoted, sequence) = (table.quoted(), table.sequence_quoted());
+        let (table_exists, sequence_exists): (bool, bool) = client
+            .query_one(OBJECTS_EXIST, &[&quoted, &sequence])
             .await
-            .map_err(|error| setup_failed(format!("could not reach {server}"), error))?;
-        let quoted = table.quoted();
-        let exists: bool = client
-            .query_one(TABLE_EXISTS, &[&quoted])
-            .await
-            .and_then(|row| row.try_get(0))
+            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .map_err(|error| setup_failed(format!("could not look up table {quoted}"), error))?;
         let statements = Statements::new(&table);
-        if !exists {
+        if !(table_exists && sequence_exists) {
             if !options.create_table {
+                let missing = if table_exists {
+                    format!("the fencing-token sequence {sequence} (CREATE SEQUENCE {sequence})")
+                } else {
+                    format!("table {quoted}")
+                };
                 return Err(Error::InvalidConfig(format!(
-                    "table {quoted} does not exist and create_table is off"
+                    "{missing} does not exist and create_table is off"
                 )));
             }
             create_table(&mut client, &table, &statements.create_table)
@@ -90,21 +98,33 @@ impl PostgresStore {
         })
     }
 
-    /// Runs a cached statement; returns the number of rows it affected.
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let client = self.pool.get().await.map_err(Error::storage)?;
+    /// A pooled connection with `sql` prepared on it (once per connection, then cached).
+    async fn prepare(&self, sql: &str) -> Result<(Client, Statement)> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| Error::storage(pool_failure(error)))?;
         let statement = client.prepare_cached(sql).await.map_err(Error::storage)?;
+        Ok((client, statement))
+    }
+
+    /// Runs a statement; returns the number of rows it affected.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let (client, statement) = self.prepare(sql).await?;
         client
             .execute(&statement, params)
             .await
             .map_err(Error::storage)
     }
 
-    /// Runs a cached statement returning at most one row of one boolean.
-    async fn query_flag(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<bool>> {
-        let client = self.pool.get().await.map_err(Error::storage)?;
-        let statement = client.prepare_cached(sql).await.map_err(Error::storage)?;
-        let row: Option<Row> = client
+    /// Runs a statement returning at most one row of one value.
+    async fn query_value<T>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<T>>
+    where
+        T: for<'row> FromSql<'row>,
+    {
+        let (client, statement) = self.prepare(sql).await?;
+        let row = client
             .query_opt(&statement, params)
             .await
             .map_err(Error::storage)?;
@@ -114,12 +134,22 @@ impl PostgresStore {
     }
 }
 
-/// Creates the table, serialized between processes: `CREATE TABLE IF NOT EXISTS` alone
-/// races on the catalog (two sessions creating the same name at once, one of them fails
-/// with a unique violation on `pg_type`), so creators queue on an advisory lock held until
-/// their transaction ends, and each one after the first finds the table there.
+/// The cause to report for a pool failure. A connection failure keeps only the driver's
+/// error: deadpool's wrapper repeats it both in its message and as its source, which error
+/// reporters would print twice.
+fn pool_failure(error: PoolError) -> BoxError {
+    match error {
+        PoolError::Backend(error) => error.into(),
+        other => other.into(),
+    }
+}
+
+/// Creates the table and its sequence, serialized between processes: `CREATE ... IF NOT
+/// EXISTS` alone races on the catalog (two sessions creating the same name at once, one of
+/// them fails with a unique violation on `pg_type`), so creators queue on an advisory lock
+/// held until their transaction ends, and each one after the first finds them there.
 async fn create_table(
-    client: &mut deadpool_postgres::Client,
+    client: &mut Client,
     table: &TableName,
     create: &str,
 ) -> Result<(), deadpool_postgres::tokio_postgres::Error> {
@@ -165,20 +195,27 @@ fn build_pool(config: &PostgresConfig) -> Result<Pool> {
 impl LockStore for PostgresStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         let ttl = ttl.map(ttl_millis);
-        let taken = self
-            .execute(&self.statements.save, &[&key, &owner, &ttl])
+        let token: Option<i64> = self
+            .query_value(&self.statements.save, &[&key, &owner, &ttl])
             .await?;
         sweep::start_if_due(&self.sweeps, &self.pool, &self.statements);
-        Ok(if taken == 1 {
-            Acquisition::Granted(Grant::new())
-        } else {
-            Acquisition::Busy
-        })
+        match token {
+            Some(token) => {
+                let token = u64::try_from(token).map_err(|_| {
+                    Error::storage(format!(
+                        "the fencing-token sequence {} returned {token}; it must count up from 1",
+                        self.table.sequence_quoted()
+                    ))
+                })?;
+                Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
+            }
+            None => Ok(Acquisition::Busy),
+        }
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         let released = self
-            .query_flag(&self.statements.delete, &[&key, &owner])
+            .query_value(&self.statements.delete, &[&key, &owner])
             .await?;
         Ok(owner_check(released == Some(true)))
     }
@@ -190,7 +227,7 @@ impl LockStore for PostgresStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        let held = self.query_flag(&self.statements.exists, &[&key]).await?;
+        let held = self.query_value(&self.statements.exists, &[&key]).await?;
         Ok(held == Some(true))
     }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,16 +121,25 @@ async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
         "{message}"
     );
 
-    client(&url)
-        .await
+    let client = client(&url).await;
+    client
         .batch_execute(&format!(
             "CREATE TABLE \"{table}\" (key text PRIMARY KEY, owner text NOT NULL, expiration bigint)"
         ))
         .await
         .expect("table created by hand");
+    let message = invalid_config(PostgresStore::from_pool(pool.clone(), options.clone()).await);
+    assert!(
+        message.contains(&format!("CREATE SEQUENCE \"{table}_fencing_seq\"")),
+        "{message}"
+    );
+    client
+        .batch_execute(&format!("CREATE SEQUENCE \"{table}_fencing_seq\""))
+        .await
+        .expect("sequence created by hand");
     let store = PostgresStore::from_pool(pool, options)
         .await
-        .expect("the table exists now");
+        .expect("the table and its sequence exist now");
     assert!(granted(store.save("k", "me", None).await.expect("save")));
     assert!(store.exists("k").await.expect("exists"));
 }
@@ -355,35 +364,38 @@ async fn expired_rows_nobody_takes_over_are_swept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_separate_stores_exclude_each_other_under_contention() {
+async fn two_separate_stores_exclude_each_other_with_rising_fencing_tokens() {
     let table = unique("exclusion");
     let stores: [Arc<PostgresStore>; 2] =
         [Arc::new(store(&table).await), Arc::new(store(&table).await)];
     let key = unique("key");
     let holders = Arc::new(AtomicUsize::new(0));
     let turns = Arc::new(AtomicUsize::new(0));
+    let last_token = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for worker in 0..16 {
         let store = Arc::clone(&stores[worker % 2]);
         let (key, holders, turns) = (key.clone(), Arc::clone(&holders), Arc::clone(&turns));
+        let last_token = Arc::clone(&last_token);
         tasks.push(tokio::spawn(async move {
             let owner = format!("worker{worker}");
             let mut mine = 0;
             while mine < 10 {
-                if !granted(
-                    store
-                        .save(&key, &owner, Some(Duration::from_secs(30)))
-                        .await
-                        .expect("save"),
-                ) {
+                let ttl = Some(Duration::from_secs(30));
+                let Acquisition::Granted(grant) =
+                    store.save(&key, &owner, ttl).await.expect("save")
+                else {
                     tokio::task::yield_now().await;
                     continue;
-                }
+                };
                 assert_eq!(
                     holders.fetch_add(1, Ordering::SeqCst),
                     0,
                     "two holders at once"
                 );
+                let token = grant.fencing_token.expect("a fencing token");
+                let previous = last_token.swap(token, Ordering::SeqCst);
+                assert!(token > previous, "token {token} granted after {previous}");
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 holders.fetch_sub(1, Ordering::SeqCst);
                 assert_eq!(
