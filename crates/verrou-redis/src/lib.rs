@@ -1,1 +1,18 @@
-//! Redis store for verrou, on fred.
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod fencing;
+mod scripts;
+mod store;
+mod url;
+
+pub use config::{
+    RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
+    DEFAULT_URL,
+};
+pub use error::ConnectError;
+pub use store::RedisStore;
+
+/// The Redis client this store runs on, for building your own client or pool.
+pub use fred;

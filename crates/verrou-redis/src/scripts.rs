@@ -1,0 +1,118 @@
+//! The Lua scripts behind the store's operations. Each runs atomically on the server, so the
+//! owner comparison and the change it guards cannot be separated; every key a script touches
+//! is in one hash slot, so they run on Redis Cluster too. The lock keeps the layout the
+//! Node.js library uses: a string key holding the owner, expiring with a PX TTL.
+
+use std::sync::LazyLock;
+
+use fred::error::Error as FredError;
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
+
+/// Takes `KEYS[1]` for owner `ARGV[1]` if it is free, with a TTL of `ARGV[2]` milliseconds
+/// (`0`: none), and then increments the fencing counter `KEYS[2]`. Returns the counter's new
+/// value (the fencing token), or nil if the key is held.
+pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        r#"local taken
+if ARGV[2] == "0" then
+  taken = redis.call("set", KEYS[1], ARGV[1], "NX")
+else
+  taken = redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2])
+end
+if taken then
+  return redis.call("incr", KEYS[2])
+end
+return false"#,
+    )
+});
+
+/// Deletes `KEYS[1]` if its value is `ARGV[1]` (the owner). Returns 1 if it did, else 0.
+pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        r#"if redis.call("get", KEYS[1]) == ARGV[1] then
+  return redis.call("del", KEYS[1])
+end
+return 0"#,
+    )
+});
+
+/// Sets the TTL of `KEYS[1]` to `ARGV[2]` milliseconds if its value is `ARGV[1]` (the owner).
+/// Returns 1 if it did, else 0.
+pub(crate) static EXTEND_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        r#"if redis.call("get", KEYS[1]) == ARGV[1] then
+  return redis.call("pexpire", KEYS[1], ARGV[2])
+end
+return 0"#,
+    )
+});
+
+/// A Lua script and its SHA-1, the name it has in the server's script cache.
+pub(crate) struct LuaScript {
+    source: &'static str,
+    sha1: String,
+}
+
+impl LuaScript {
+    fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            sha1: fred::util::sha1_hash(source),
+        }
+    }
+
+    /// Runs the script on `keys` (all in the hash slot of the first) with `args`: one
+    /// `EVALSHA` round trip while the server has the script cached. When it does not
+    /// (`NOSCRIPT`: restarted, failed over, `SCRIPT FLUSH`), `EVALSHA` did nothing, so the
+    /// script is sent again in full with `EVAL`, which also puts it back in the cache of the
+    /// node that owns the slot.
+    pub(crate) async fn run<R: FromValue>(
+        &self,
+        client: &impl ClientLike,
+        keys: &[&str],
+        args: &[Value],
+    ) -> Result<R, FredError> {
+        match eval(client, "EVALSHA", &self.sha1, keys, args).await {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                eval(client, "EVAL", self.source, keys, args).await
+            }
+            result => result,
+        }
+    }
+}
+
+/// Sends `command script numkeys keys... args...` (`EVAL` or `EVALSHA`) to the node that owns
+/// the first key.
+///
+/// It goes out as a custom command because fred 10.1 applies per-command options (the
+/// store's timeout and retry policy) to custom commands but not to its own `evalsha`, and
+/// because a custom command is pipelined with the connection's other commands.
+async fn eval<R: FromValue>(
+    client: &impl ClientLike,
+    command: &'static str,
+    script: &str,
+    keys: &[&str],
+    args: &[Value],
+) -> Result<R, FredError> {
+    let slot = keys
+        .first()
+        .map_or(ClusterHash::Random, |key| ClusterHash::from(*key));
+    let command = CustomCommand::new_static(command, slot, false);
+    let mut arguments = Vec::with_capacity(2 + keys.len() + args.len());
+    arguments.extend([Value::from(script), Value::from(keys.len() as i64)]);
+    arguments.extend(keys.iter().map(|key| Value::from(*key)));
+    arguments.extend_from_slice(args);
+    client.custom(command, arguments).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha1_is_the_script_cache_name() {
+        let script = LuaScript::new("return 1");
+        assert_eq!(script.sha1, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+}

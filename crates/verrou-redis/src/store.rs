@@ -1,0 +1,252 @@
+//! [`RedisStore`]: the [`LockStore`] on a fred client or pool.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::clients::{Client, Pool, WithOptions};
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::{ClientLike, KeysInterface};
+use fred::prelude::Options;
+use fred::types::Value;
+use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
+
+use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
+use crate::error::ConnectError;
+use crate::fencing;
+use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, TAKE};
+
+/// Locks in Redis, laid out as the Node.js library lays them out: the lock is the string key
+/// `key_prefix + name`, its value the owner token, its expiry the server's PX TTL.
+///
+/// Every operation is one round trip: a Lua script that runs `SET key owner NX PX ttl` and,
+/// when it took the key, increments the fencing counter of the key's hash slot
+/// (`verrou:fence:{N}`) to issue the grant's fencing token; a Lua script that compares the
+/// owner on the server to release or extend; `DEL` to force a release; `EXISTS` to check.
+///
+/// Build it with [`connect`](Self::connect) from a [`RedisConfig`], or wrap a fred client
+/// or pool you already have with [`from_client`](Self::from_client) or
+/// [`from_pool`](Self::from_pool).
+pub struct RedisStore {
+    connection: Connection,
+    key_prefix: String,
+    command_options: Options,
+}
+
+/// The fred handle the store sends commands through.
+enum Connection {
+    /// The caller's client; the caller manages its lifetime.
+    Client(Client),
+    /// The caller's pool; the caller manages its lifetime.
+    Pool(Pool),
+    /// A pool built by [`RedisStore::connect`], closed when the store is dropped.
+    Owned(Pool),
+}
+
+impl Connection {
+    fn client(&self) -> &Client {
+        match self {
+            Connection::Client(client) => client,
+            Connection::Pool(pool) | Connection::Owned(pool) => pool.next_connected(),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server `config` names and waits until every pooled connection is up.
+    ///
+    /// Fails with [`Error::InvalidConfig`] if the configuration is not acceptable (the
+    /// message names the problem and never shows the password), and with
+    /// [`Error::Storage`] (source: [`ConnectError`]) if the server cannot be reached within
+    /// [`RedisConfig::connect_timeout`].
+    ///
+    /// Once connected, a lost connection is re-established in the background; calls made
+    /// meanwhile wait for it at most [`RedisConfig::command_timeout`].
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let pool = config
+            .builder()?
+            .build_pool(config.pool_size)
+            .map_err(|error| Error::InvalidConfig(error.details().to_owned()))?;
+        let failure = match tokio::time::timeout(config.connect_timeout, pool.init()).await {
+            Ok(Ok(_connection_task)) => {
+                return Ok(Self::new(Connection::Owned(pool), config.options()))
+            }
+            Ok(Err(error)) => error,
+            Err(_elapsed) => FredError::new(
+                ErrorKind::Timeout,
+                format!("no connection within {:?}", config.connect_timeout),
+            ),
+        };
+        // Stop the connections that did come up, without waiting on those that did not.
+        close_in_background(pool);
+        Err(Error::storage(ConnectError::new(
+            config.redacted_url(),
+            failure,
+        )))
+    }
+
+    /// A store on `client`, which you connect (for example with `init`) and close.
+    ///
+    /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) to its
+    /// commands. Give the client a reconnect policy (as [`RedisConfig::builder`] does), or it
+    /// will not come back after losing its connection.
+    pub fn from_client(client: Client, options: RedisOptions) -> Self {
+        Self::new(Connection::Client(client), options)
+    }
+
+    /// A store on `pool`, which you connect (for example with `init`) and close. Each
+    /// operation goes to the next connected client of the pool.
+    ///
+    /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) to its
+    /// commands. Give the pool a reconnect policy (as [`RedisConfig::builder`] does), or it
+    /// will not come back after losing its connections.
+    pub fn from_pool(pool: Pool, options: RedisOptions) -> Self {
+        Self::new(Connection::Pool(pool), options)
+    }
+
+    fn new(connection: Connection, options: RedisOptions) -> Self {
+        fencing::prepare();
+        let timeout = if options.command_timeout.is_zero() {
+            DEFAULT_COMMAND_TIMEOUT
+        } else {
+            options.command_timeout
+        };
+        Self {
+            connection,
+            key_prefix: options.key_prefix,
+            command_options: Options {
+                timeout: Some(timeout),
+                // A command whose connection dropped after it was written may have been
+                // applied; resending it would turn a taken lock into "busy" or a release
+                // into "not owner". Report the failure instead.
+                max_attempts: Some(1),
+                ..Options::default()
+            },
+        }
+    }
+
+    /// The Redis key of lock `key`.
+    fn redis_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
+        if self.key_prefix.is_empty() {
+            Cow::Borrowed(key)
+        } else {
+            Cow::Owned(format!("{}{key}", self.key_prefix))
+        }
+    }
+
+    /// A client for one operation, with the store's timeout and retry options.
+    fn client(&self) -> WithOptions<Client> {
+        self.connection.client().with_options(&self.command_options)
+    }
+}
+
+/// `ttl` in whole milliseconds, rounded up so that a sub-millisecond TTL still expires.
+fn millis(ttl: Duration) -> Result<i64> {
+    i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).map_err(|_| Error::InvalidDuration {
+        input: format!("{ttl:?}"),
+        reason: "too long for a Redis TTL".to_owned(),
+    })
+}
+
+/// What an owner-checked script's reply (1 applied, 0 not the owner) means.
+fn owner_check(applied: i64) -> OwnerCheck {
+    if applied == 1 {
+        OwnerCheck::Applied
+    } else {
+        OwnerCheck::NotOwner
+    }
+}
+
+#[async_trait]
+impl LockStore for RedisStore {
+    async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+        // The take script reads TTL 0 as "none"; a real TTL is at least 1 ms.
+        let ttl = ttl.map(millis).transpose()?.unwrap_or(0);
+        let key = self.redis_key(key);
+        let token: Option<i64> = TAKE
+            .run(
+                &self.client(),
+                &[&key, &fencing::counter_key(&key)],
+                &[Value::from(owner), Value::from(ttl)],
+            )
+            .await
+            .map_err(Error::storage)?;
+        match token.map(u64::try_from) {
+            None => Ok(Acquisition::Busy),
+            Some(Ok(token)) if token > 0 => {
+                Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
+            }
+            Some(_) => Err(Error::storage(format!(
+                "the fencing counter of `{key}` is not positive; was it changed by hand?"
+            ))),
+        }
+    }
+
+    async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        let applied = DELETE_IF_OWNER
+            .run(
+                &self.client(),
+                &[&self.redis_key(key)],
+                &[Value::from(owner)],
+            )
+            .await
+            .map_err(Error::storage)?;
+        Ok(owner_check(applied))
+    }
+
+    async fn force_delete(&self, key: &str) -> Result<()> {
+        self.client()
+            .del::<(), _>(self.redis_key(key).as_ref())
+            .await
+            .map_err(Error::storage)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let count: i64 = self
+            .client()
+            .exists(self.redis_key(key).as_ref())
+            .await
+            .map_err(Error::storage)?;
+        Ok(count > 0)
+    }
+
+    async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        let args = [Value::from(owner), Value::from(millis(ttl)?)];
+        let applied = EXTEND_IF_OWNER
+            .run(&self.client(), &[&self.redis_key(key)], &args)
+            .await
+            .map_err(Error::storage)?;
+        Ok(owner_check(applied))
+    }
+}
+
+impl Drop for RedisStore {
+    /// Closes the connections [`connect`](Self::connect) opened (fred keeps them, and
+    /// reconnects them, until told to quit). Connections the caller gave are left alone.
+    fn drop(&mut self) {
+        if let Connection::Owned(pool) = &self.connection {
+            close_in_background(pool.clone());
+        }
+    }
+}
+
+/// Tells `pool`'s clients to quit, on a task of the current Tokio runtime if there is one
+/// (without one, the runtime that ran the connections is gone, and them with it).
+fn close_in_background(pool: Pool) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            // Nothing to do if it fails: the connections are unusable either way.
+            let _ = pool.quit().await;
+        });
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_options.timeout)
+            .finish_non_exhaustive()
+    }
+}
