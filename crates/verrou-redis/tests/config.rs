@@ -1,0 +1,61 @@
+//! Reading `RedisConfig` from JSON (feature `serde`), as the facade's config-driven manager
+//! does.
+
+use std::time::Duration;
+
+use verrou_redis::{RedisConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+
+fn parse(json: &str) -> Result<RedisConfig, serde_json::Error> {
+    serde_json::from_str(json)
+}
+
+#[test]
+fn only_the_url_is_required() {
+    let config = parse(r#"{"url": "redis://cache:6379/2"}"#).unwrap();
+    assert_eq!(config, RedisConfig::new("redis://cache:6379/2"));
+    assert_eq!(config.key_prefix, "");
+    assert_eq!(config.pool_size, 1);
+    assert_eq!(config.command_timeout, DEFAULT_COMMAND_TIMEOUT);
+    assert_eq!(config.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+
+    let error = parse(r#"{"key_prefix": "locks:"}"#).unwrap_err();
+    assert!(error.to_string().contains("missing field `url`"), "{error}");
+}
+
+#[test]
+fn every_field_can_be_set_and_durations_take_text_or_milliseconds() {
+    let config = parse(
+        r#"{
+            "url": "redis://:pw@cache:6379",
+            "key_prefix": "locks:",
+            "pool_size": 8,
+            "command_timeout": "1500ms",
+            "connect_timeout": 750
+        }"#,
+    )
+    .unwrap();
+    assert_eq!(config.key_prefix, "locks:");
+    assert_eq!(config.pool_size, 8);
+    assert_eq!(config.command_timeout, Duration::from_millis(1500));
+    assert_eq!(config.connect_timeout, Duration::from_millis(750));
+}
+
+#[test]
+fn unknown_fields_and_bad_values_are_rejected() {
+    let error = parse(r#"{"url": "redis://cache", "comand_timeout": "1s"}"#).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown field `comand_timeout`"),
+        "{error}"
+    );
+    let error = parse(r#"{"url": "redis://cache", "command_timeout": "soon"}"#).unwrap_err();
+    assert!(error.to_string().contains("soon"), "{error}");
+    assert!(parse(r#"{"url": "redis://cache", "pool_size": -1}"#).is_err());
+}
+
+#[test]
+fn debug_output_hides_the_password() {
+    let config = parse(r#"{"url": "redis://user:s3cret@cache:6379"}"#).unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("redis://***@cache:6379"), "{shown}");
+}

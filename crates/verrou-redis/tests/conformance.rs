@@ -1,0 +1,20 @@
+//! The store conformance suite against a real Redis server (`VERROU_REDIS_URL`, or a private
+//! throwaway server).
+
+use std::sync::Arc;
+
+use verrou_core::LockStore;
+use verrou_redis::{RedisConfig, RedisStore};
+
+/// A new store, with its own connection, on the test server: stores made for one case
+/// behave like separate processes.
+async fn new_store() -> Arc<dyn LockStore> {
+    let config = RedisConfig::new(verrou_testkit::redis_url());
+    Arc::new(
+        RedisStore::connect(config)
+            .await
+            .expect("the store connects to the test server"),
+    )
+}
+
+verrou_core::conformance_tests!(new_store);

@@ -1,0 +1,340 @@
+//! What the Redis store writes and sends: the Node.js library's layout, one command per
+//! operation, scripts that survive a flushed script cache, exclusion between stores.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{connect, raw_client, unique_key};
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
+use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface, LuaInterface};
+use verrou_redis::fred::types::{ClusterHash, CustomCommand};
+use verrou_redis::fred::util::redis_keyslot;
+use verrou_redis::{RedisOptions, RedisStore};
+use verrou_testkit::{redis_url, RedisServer};
+
+const TTL: Duration = Duration::from_secs(10);
+
+fn granted(outcome: Acquisition) -> bool {
+    matches!(outcome, Acquisition::Granted(_))
+}
+
+async fn pttl(client: &Client, key: &str) -> i64 {
+    client.pttl(key).await.expect("PTTL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_is_a_string_key_holding_the_owner_with_a_px_ttl() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("layout");
+
+    assert!(granted(
+        store.save(&key, "owner-1", Some(TTL)).await.unwrap()
+    ));
+    let value: Option<String> = raw.get(&key).await.unwrap();
+    assert_eq!(value.as_deref(), Some("owner-1"));
+    let left = pttl(&raw, &key).await;
+    assert!(
+        (9_000..=10_000).contains(&left),
+        "PTTL {left} ms for a 10 s TTL"
+    );
+
+    // What another client (the Node.js library) writes is a lock to this store.
+    let foreign = unique_key("layout-foreign");
+    let _: () = raw
+        .set(&foreign, "node-owner", None, None, false)
+        .await
+        .unwrap();
+    assert!(store.exists(&foreign).await.unwrap());
+    assert_eq!(
+        store.delete(&foreign, "node-owner").await.unwrap(),
+        OwnerCheck::Applied
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_without_ttl_has_no_expiry_and_extend_sets_one() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("no-ttl");
+
+    assert!(granted(store.save(&key, "owner-1", None).await.unwrap()));
+    assert_eq!(pttl(&raw, &key).await, -1, "no TTL means no expiry");
+    assert_eq!(
+        store.extend(&key, "owner-1", TTL).await.unwrap(),
+        OwnerCheck::Applied
+    );
+    let left = pttl(&raw, &key).await;
+    assert!(
+        (9_000..=10_000).contains(&left),
+        "PTTL {left} ms after extend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_millisecond_ttls_round_up() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("tiny-ttl");
+
+    let ttl = Duration::from_micros(1_500);
+    assert!(granted(
+        store.save(&key, "owner-1", Some(ttl)).await.unwrap()
+    ));
+    let left = pttl(&raw, &key).await;
+    assert!(left == -2 || (0..=2).contains(&left), "PTTL {left} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_prefix_is_part_of_every_redis_key() {
+    let url = redis_url();
+    let prefix = unique_key("prefix") + ":";
+    let store = connect(&url, |config| config.key_prefix = prefix.clone()).await;
+    let raw = raw_client(&url).await;
+    let key = "job";
+    let redis_key = format!("{prefix}{key}");
+
+    assert!(granted(
+        store.save(key, "owner-1", Some(TTL)).await.unwrap()
+    ));
+    let value: Option<String> = raw.get(&redis_key).await.unwrap();
+    assert_eq!(value.as_deref(), Some("owner-1"));
+    assert!(store.exists(key).await.unwrap());
+    assert_eq!(
+        store.extend(key, "owner-1", TTL * 2).await.unwrap(),
+        OwnerCheck::Applied
+    );
+    assert!(pttl(&raw, &redis_key).await > 10_000);
+    assert_eq!(
+        store.delete(key, "owner-1").await.unwrap(),
+        OwnerCheck::Applied
+    );
+    let exists: i64 = raw.exists(&redis_key).await.unwrap();
+    assert_eq!(exists, 0);
+
+    let _: () = raw
+        .set(&redis_key, "other", None, None, false)
+        .await
+        .unwrap();
+    store.force_delete(key).await.unwrap();
+    assert!(!store.exists(key).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_and_extend_work_after_the_script_cache_is_flushed() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("script-flush");
+
+    assert!(granted(
+        store.save(&key, "owner-1", Some(TTL)).await.unwrap()
+    ));
+    raw.script_flush(false).await.unwrap();
+    assert_eq!(
+        store.extend(&key, "intruder", TTL).await.unwrap(),
+        OwnerCheck::NotOwner
+    );
+    raw.script_flush(false).await.unwrap();
+    assert_eq!(
+        store.extend(&key, "owner-1", TTL * 3).await.unwrap(),
+        OwnerCheck::Applied
+    );
+    assert!(pttl(&raw, &key).await > 20_000);
+    raw.script_flush(false).await.unwrap();
+    assert_eq!(
+        store.delete(&key, "owner-1").await.unwrap(),
+        OwnerCheck::Applied
+    );
+    assert!(!store.exists(&key).await.unwrap());
+}
+
+/// `INFO commandstats` of a private server, as (command, calls) pairs.
+async fn command_calls(raw: &Client) -> Vec<(String, u64)> {
+    let info: String = raw
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Random, false),
+            vec!["commandstats"],
+        )
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_"))
+        .filter_map(|line| {
+            let (name, stats) = line.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && name != "config|resetstat")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_is_one_command() {
+    // A private server: the command counts are ours alone.
+    let server = RedisServer::start().expect("a private redis-server");
+    let (store, raw) = (
+        connect(&server.url(), |_| {}).await,
+        raw_client(&server.url()).await,
+    );
+    let key = unique_key("round-trips");
+    let reset = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
+    // Warm the script cache, as any long-running store has.
+    assert!(granted(
+        store.save(&key, "owner-1", Some(TTL)).await.unwrap()
+    ));
+    store.extend(&key, "owner-1", TTL).await.unwrap();
+    store.delete(&key, "owner-1").await.unwrap();
+    let _: () = raw.custom(reset, vec!["RESETSTAT"]).await.unwrap();
+
+    assert!(granted(
+        store.save(&key, "owner-1", Some(TTL)).await.unwrap()
+    ));
+    assert!(!granted(store.save(&key, "owner-2", None).await.unwrap()));
+    assert!(store.exists(&key).await.unwrap());
+    store.extend(&key, "owner-1", TTL).await.unwrap();
+    store.extend(&key, "owner-2", TTL).await.unwrap();
+    store.delete(&key, "owner-2").await.unwrap();
+    store.delete(&key, "owner-1").await.unwrap();
+    store.force_delete(&key).await.unwrap();
+
+    let mut calls = command_calls(&raw).await;
+    calls.sort();
+    // Sent by the store: evalsha 6 (take, release, extend), exists 1, del 1 (force_delete).
+    // Counted too, run by the scripts on the server: set 2 and incr 1 (take), get 4 and
+    // pexpire 1 and del 1 (release, extend). No EVAL, no SCRIPT LOAD, no second command for
+    // any operation.
+    let expected = [
+        ("del", 2),
+        ("evalsha", 6),
+        ("exists", 1),
+        ("get", 4),
+        ("incr", 1),
+        ("pexpire", 1),
+        ("set", 2),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(name, count)| (name.to_string(), *count))
+        .collect();
+    assert_eq!(calls, expected, "8 operations, 8 commands");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_stores_never_let_two_holders_overlap() {
+    let url = redis_url();
+    let stores = [
+        connect(&url, |_| {}).await,
+        connect(&url, |config| config.pool_size = 4).await,
+    ];
+    let factories: Vec<_> = stores.into_iter().map(LockFactory::new).collect();
+    let key = unique_key("contention");
+    let holders = Arc::new(AtomicUsize::new(0));
+    let turns = Arc::new(AtomicUsize::new(0));
+
+    let tasks: Vec<_> = (0..32)
+        .map(|task| {
+            let factory = factories[task % factories.len()].clone();
+            let (key, holders, turns) = (key.clone(), holders.clone(), turns.clone());
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let lock = factory.create_lock_with_ttl(&key, "30s").unwrap();
+                    let retry = Retry::new().delay(2).timeout("60s");
+                    assert!(lock.acquire_with(retry).await.unwrap(), "gave up waiting");
+                    let before = holders.fetch_add(1, Ordering::SeqCst);
+                    assert_eq!(before, 0, "two holders at once");
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    holders.fetch_sub(1, Ordering::SeqCst);
+                    turns.fetch_add(1, Ordering::SeqCst);
+                    lock.release().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a contending task panicked");
+    }
+    assert_eq!(turns.load(Ordering::SeqCst), 320);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_callers_client_or_pool_leaves_it_open() {
+    let url = redis_url();
+    let config = verrou_redis::RedisConfig::new(&url);
+    let key = unique_key("callers-connection");
+
+    let client = config.builder().unwrap().build().unwrap();
+    client.init().await.unwrap();
+    let pool = config.builder().unwrap().build_pool(2).unwrap();
+    pool.init().await.unwrap();
+
+    for store in [
+        RedisStore::from_client(client.clone(), RedisOptions::default()),
+        RedisStore::from_pool(pool.clone(), RedisOptions::default()),
+    ] {
+        assert!(granted(
+            store.save(&key, "owner-1", Some(TTL)).await.unwrap()
+        ));
+        assert_eq!(
+            store.delete(&key, "owner-1").await.unwrap(),
+            OwnerCheck::Applied
+        );
+        drop(store);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(client.is_connected() && pool.is_connected());
+    let _: () = client.ping(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_come_from_a_counter_in_the_lock_keys_hash_slot() {
+    // A private server: the only counters are ours.
+    let server = RedisServer::start().expect("a private redis-server");
+    let (store, raw) = (
+        connect(&server.url(), |_| {}).await,
+        raw_client(&server.url()).await,
+    );
+    let key = "{user:42}:profile";
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        match store.save(key, "owner-1", Some(TTL)).await.unwrap() {
+            Acquisition::Granted(grant) => tokens.push(grant.fencing_token.expect("a token")),
+            Acquisition::Busy => panic!("the key was released"),
+            _ => panic!("unexpected outcome"),
+        }
+        store.delete(key, "owner-1").await.unwrap();
+    }
+    assert!(
+        tokens.windows(2).all(|pair| pair[0] < pair[1]),
+        "{tokens:?}"
+    );
+
+    let counters: Vec<String> = raw
+        .custom(
+            CustomCommand::new_static("KEYS", ClusterHash::Random, false),
+            vec!["verrou:fence:*"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    let counter = &counters[0];
+    assert_eq!(
+        redis_keyslot(counter.as_bytes()),
+        redis_keyslot(key.as_bytes()),
+        "{counter} is in the slot of {key}"
+    );
+    let value: u64 = raw.get(counter).await.unwrap();
+    assert_eq!(Some(&value), tokens.last());
+    assert_eq!(
+        raw.ttl::<i64, _>(counter).await.unwrap(),
+        -1,
+        "counters never expire"
+    );
+}
