@@ -3,6 +3,8 @@
 mod config;
 mod error;
 mod identifier;
+mod pool;
+mod schema;
 mod sql;
 mod store;
 mod sweep;

@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
-use deadpool_postgres::tokio_postgres::{NoTls, Statement};
-use deadpool_postgres::{
-    Client, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
-};
-use verrou_core::{Acquisition, BoxError, Error, Grant, LockStore, OwnerCheck, Result};
+use deadpool_postgres::tokio_postgres::Statement;
+use deadpool_postgres::{Client, Pool};
+use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::error::setup_failed;
 use crate::identifier::TableName;
-use crate::sql::{ttl_millis, Statements, CREATION_LOCK, OBJECTS_EXIST};
+use crate::pool::{build_pool, pool_failure};
+use crate::schema::ensure_table;
+use crate::sql::{ttl_millis, Statements};
 use crate::sweep::{self, Schedule};
 
 /// A [`LockStore`] keeping locks in a PostgreSQL table, one row per held key.
@@ -68,28 +68,8 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(|error| {
             setup_failed(format!("could not reach {server}"), pool_failure(error))
         })?;
-        let (quoted, sequence) = (table.quoted(), table.sequence_quoted());
-        let (table_exists, sequence_exists): (bool, bool) = client
-            .query_one(OBJECTS_EXIST, &[&quoted, &sequence])
-            .await
-            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .map_err(|error| setup_failed(format!("could not look up table {quoted}"), error))?;
         let statements = Statements::new(&table);
-        if !(table_exists && sequence_exists) {
-            if !options.create_table {
-                let missing = if table_exists {
-                    format!("the fencing-token sequence {sequence} (CREATE SEQUENCE {sequence})")
-                } else {
-                    format!("table {quoted}")
-                };
-                return Err(Error::InvalidConfig(format!(
-                    "{missing} does not exist and create_table is off"
-                )));
-            }
-            create_table(&mut client, &table, &statements.create_table)
-                .await
-                .map_err(|error| setup_failed(format!("could not create table {quoted}"), error))?;
-        }
+        ensure_table(&mut client, &table, &statements, options.create_table).await?;
         Ok(Self {
             pool,
             table,
@@ -132,63 +112,6 @@ impl PostgresStore {
             .transpose()
             .map_err(Error::storage)
     }
-}
-
-/// The cause to report for a pool failure. A connection failure keeps only the driver's
-/// error: deadpool's wrapper repeats it both in its message and as its source, which error
-/// reporters would print twice.
-fn pool_failure(error: PoolError) -> BoxError {
-    match error {
-        PoolError::Backend(error) => error.into(),
-        other => other.into(),
-    }
-}
-
-/// Creates the table and its sequence, serialized between processes: `CREATE ... IF NOT
-/// EXISTS` alone races on the catalog (two sessions creating the same name at once, one of
-/// them fails with a unique violation on `pg_type`), so creators queue on an advisory lock
-/// held until their transaction ends, and each one after the first finds them there.
-async fn create_table(
-    client: &mut Client,
-    table: &TableName,
-    create: &str,
-) -> Result<(), deadpool_postgres::tokio_postgres::Error> {
-    let transaction = client.transaction().await?;
-    let lock_name = format!("verrou create table {}", table.quoted());
-    transaction.execute(CREATION_LOCK, &[&lock_name]).await?;
-    transaction.batch_execute(create).await?;
-    transaction.commit().await
-}
-
-/// A pool of plain (no TLS) connections as `config` describes.
-fn build_pool(config: &PostgresConfig) -> Result<Pool> {
-    if config.pool_size == 0 {
-        return Err(Error::InvalidConfig(
-            "pool_size must be at least 1".to_owned(),
-        ));
-    }
-    let mut pg_config: deadpool_postgres::tokio_postgres::Config =
-        config.url.parse().map_err(|error| {
-            Error::InvalidConfig(format!(
-                "invalid PostgreSQL url {}: {error}",
-                redact_password(&config.url)
-            ))
-        })?;
-    pg_config.connect_timeout(config.connect_timeout);
-    let manager = Manager::from_config(
-        pg_config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(config.pool_size)
-        .runtime(Runtime::Tokio1)
-        .create_timeout(Some(config.connect_timeout))
-        .wait_timeout(config.pool_timeout)
-        .build()
-        .map_err(|error| Error::InvalidConfig(format!("could not build the pool: {error}")))
 }
 
 #[async_trait]

@@ -1,0 +1,47 @@
+//! The connection pool a [`PostgresConfig`] describes, and how its failures are reported.
+
+use deadpool_postgres::tokio_postgres::{Config, NoTls};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use verrou_core::{BoxError, Error, Result};
+
+use crate::config::{redact_password, PostgresConfig};
+
+/// A pool of plain (no TLS) connections as `config` describes.
+pub(crate) fn build_pool(config: &PostgresConfig) -> Result<Pool> {
+    if config.pool_size == 0 {
+        return Err(Error::InvalidConfig(
+            "pool_size must be at least 1".to_owned(),
+        ));
+    }
+    let mut pg_config: Config = config.url.parse().map_err(|error| {
+        Error::InvalidConfig(format!(
+            "invalid PostgreSQL url {}: {error}",
+            redact_password(&config.url)
+        ))
+    })?;
+    pg_config.connect_timeout(config.connect_timeout);
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(config.connect_timeout))
+        .wait_timeout(config.pool_timeout)
+        .build()
+        .map_err(|error| Error::InvalidConfig(format!("could not build the pool: {error}")))
+}
+
+/// The cause to report for a pool failure. A connection failure keeps only the driver's
+/// error: deadpool's wrapper repeats it both in its message and as its source, which error
+/// reporters would print twice.
+pub(crate) fn pool_failure(error: PoolError) -> BoxError {
+    match error {
+        PoolError::Backend(error) => error.into(),
+        other => other.into(),
+    }
+}
