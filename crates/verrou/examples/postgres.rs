@@ -4,7 +4,6 @@
 //! Run it with `cargo run -p verrou --features postgres --example postgres`, with the server
 //! in `VERROU_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). The
 //! store creates its table (`verrou`) if it is missing.
-#![allow(clippy::print_stdout)] // printing is what this example is for
 
 use std::time::Duration;
 

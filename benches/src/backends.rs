@@ -1,0 +1,257 @@
+//! What the benchmarks run against: each store, with a bare-client baseline doing the same
+//! round trips.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use verrou::postgres::deadpool_postgres::{self, Pool};
+use verrou::postgres::{PostgresConfig, PostgresStore};
+use verrou::redis::fred::prelude::{ClientLike, KeysInterface, LuaInterface};
+use verrou::redis::fred::types::{Expiration, SetOptions};
+use verrou::redis::{fred, RedisConfig, RedisStore};
+use verrou::{LockStore, MemoryStore};
+use verrou_testkit::{env_url, PostgresServer, RedisServer, POSTGRES_URL_VAR, REDIS_URL_VAR};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The lock TTL every benchmark uses.
+pub(crate) const TTL: Duration = Duration::from_secs(30);
+
+/// The bare client taking and releasing a lock with the same round trips as the store.
+#[async_trait]
+pub(crate) trait Baseline: Send + Sync {
+    /// Takes `key` for `owner` if free; whether it was taken.
+    async fn take(&self, key: &str, owner: &str) -> bool;
+    /// Frees `key` if `owner` holds it; whether it was freed.
+    async fn release(&self, key: &str, owner: &str) -> bool;
+}
+
+type StoreFuture = Pin<Box<dyn Future<Output = Arc<dyn LockStore>> + Send>>;
+
+/// A store under test and its baseline.
+pub(crate) struct Backend {
+    pub(crate) name: &'static str,
+    new_store: Box<dyn Fn() -> StoreFuture + Send + Sync>,
+    pub(crate) baseline: Arc<dyn Baseline>,
+    /// The private server, kept running while the backend lives.
+    _server: Option<Box<dyn Send + Sync>>,
+}
+
+impl Backend {
+    /// A store instance, as one process would have (memory: a handle on the shared map).
+    pub(crate) async fn new_store(&self) -> Arc<dyn LockStore> {
+        (self.new_store)().await
+    }
+
+    /// The memory store, against a `tokio::sync::Mutex<HashMap>`.
+    pub(crate) fn memory() -> Self {
+        let store = MemoryStore::new();
+        Self {
+            name: "memory",
+            new_store: Box::new(move || {
+                let store: Arc<dyn LockStore> = Arc::new(store.clone());
+                Box::pin(async move { store })
+            }),
+            baseline: Arc::new(MutexMap::default()),
+            _server: None,
+        }
+    }
+
+    /// The Redis store, against fred doing `SET NX PX` and `EVALSHA` of an owner-checked
+    /// delete, on one connection each (the store's default).
+    pub(crate) async fn redis() -> Result<Self, BoxError> {
+        let (url, server) = match env_url(REDIS_URL_VAR) {
+            Some(url) => (url, None),
+            None => {
+                let server = RedisServer::start()?;
+                (server.url(), Some(Box::new(server) as Box<dyn Send + Sync>))
+            }
+        };
+        let baseline = FredBaseline::connect(&url).await?;
+        Ok(Self {
+            name: "redis",
+            new_store: Box::new(move || {
+                let config = RedisConfig::new(url.clone());
+                Box::pin(async move {
+                    let store: Arc<dyn LockStore> = Arc::new(
+                        RedisStore::connect(config)
+                            .await
+                            .expect("Redis store connects"),
+                    );
+                    store
+                })
+            }),
+            baseline: Arc::new(baseline),
+            _server: server,
+        })
+    }
+
+    /// The PostgreSQL store, against tokio-postgres running a take and a release statement,
+    /// prepared, on a pool of the store's default size.
+    pub(crate) async fn postgres() -> Result<Self, BoxError> {
+        let (url, server) = match env_url(POSTGRES_URL_VAR) {
+            Some(url) => (url, None),
+            None => {
+                let server = PostgresServer::start()?;
+                (server.url(), Some(Box::new(server) as Box<dyn Send + Sync>))
+            }
+        };
+        let baseline = PostgresBaseline::connect(&url).await?;
+        Ok(Self {
+            name: "postgres",
+            new_store: Box::new(move || {
+                let config = PostgresConfig::new(url.clone());
+                Box::pin(async move {
+                    let store: Arc<dyn LockStore> = Arc::new(
+                        PostgresStore::connect(config)
+                            .await
+                            .expect("PostgreSQL store connects"),
+                    );
+                    store
+                })
+            }),
+            baseline: Arc::new(baseline),
+            _server: server,
+        })
+    }
+}
+
+/// The Redis baseline: what a user would write with fred alone.
+struct FredBaseline {
+    client: fred::clients::Client,
+    release_sha: String,
+}
+
+const RELEASE_SCRIPT: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+
+impl FredBaseline {
+    async fn connect(url: &str) -> Result<Self, BoxError> {
+        let client = fred::types::Builder::from_config(fred::types::config::Config::from_url(url)?)
+            .build()?;
+        client.init().await?;
+        let release_sha = client.script_load(RELEASE_SCRIPT).await?;
+        Ok(Self {
+            client,
+            release_sha,
+        })
+    }
+}
+
+#[async_trait]
+impl Baseline for FredBaseline {
+    async fn take(&self, key: &str, owner: &str) -> bool {
+        let millis = i64::try_from(TTL.as_millis()).expect("TTL fits");
+        let reply: Option<String> = self
+            .client
+            .set(
+                key,
+                owner,
+                Some(Expiration::PX(millis)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .expect("Redis answers");
+        reply.is_some()
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> bool {
+        let deleted: i64 = self
+            .client
+            .evalsha(&self.release_sha, key, owner)
+            .await
+            .expect("Redis answers");
+        deleted == 1
+    }
+}
+
+/// The PostgreSQL baseline: a hand-written take (insert, or update an expired row) and an
+/// owner-checked delete, prepared once per connection.
+struct PostgresBaseline {
+    pool: Pool,
+}
+
+const BASELINE_TABLE: &str = "CREATE TABLE IF NOT EXISTS verrou_bench_baseline \
+    (key text PRIMARY KEY, owner text NOT NULL, expiration bigint)";
+const BASELINE_TAKE: &str = "INSERT INTO verrou_bench_baseline AS held (key, owner, expiration) \
+    VALUES ($1, $2, (extract(epoch from now()) * 1000)::bigint + $3) \
+    ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expiration = excluded.expiration \
+    WHERE held.expiration <= (extract(epoch from now()) * 1000)::bigint RETURNING 1";
+const BASELINE_RELEASE: &str = "DELETE FROM verrou_bench_baseline WHERE key = $1 AND owner = $2";
+
+impl PostgresBaseline {
+    async fn connect(url: &str) -> Result<Self, BoxError> {
+        let mut config = deadpool_postgres::Config::new();
+        config.url = Some(url.to_owned());
+        config.pool = Some(deadpool_postgres::PoolConfig::new(10));
+        let pool = config.create_pool(
+            Some(deadpool_postgres::Runtime::Tokio1),
+            deadpool_postgres::tokio_postgres::NoTls,
+        )?;
+        pool.get().await?.batch_execute(BASELINE_TABLE).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Baseline for PostgresBaseline {
+    async fn take(&self, key: &str, owner: &str) -> bool {
+        let client = self.pool.get().await.expect("a connection");
+        let statement = client
+            .prepare_cached(BASELINE_TAKE)
+            .await
+            .expect("statement prepares");
+        let ttl = i64::try_from(TTL.as_millis()).expect("TTL fits");
+        let rows = client
+            .query(&statement, &[&key, &owner, &ttl])
+            .await
+            .expect("PostgreSQL answers");
+        !rows.is_empty()
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> bool {
+        let client = self.pool.get().await.expect("a connection");
+        let statement = client
+            .prepare_cached(BASELINE_RELEASE)
+            .await
+            .expect("statement prepares");
+        client
+            .execute(&statement, &[&key, &owner])
+            .await
+            .expect("PostgreSQL answers")
+            == 1
+    }
+}
+
+/// The memory baseline: a map behind a Tokio mutex, no expiry, no tokens.
+#[derive(Default)]
+struct MutexMap {
+    map: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+#[async_trait]
+impl Baseline for MutexMap {
+    async fn take(&self, key: &str, owner: &str) -> bool {
+        let mut map = self.map.lock().await;
+        if map.contains_key(key) {
+            return false;
+        }
+        map.insert(key.to_owned(), owner.to_owned());
+        true
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> bool {
+        let mut map = self.map.lock().await;
+        if map.get(key).is_some_and(|held| held == owner) {
+            map.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Cycle throughput: `acquire_immediately` + `release` of a fresh lock per cycle, with
+//! `in_flight` tasks on distinct keys, beside the baseline doing the same round trips.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use verrou::LockFactory;
+
+use crate::backends::{Backend, Baseline, TTL};
+use crate::stats::{median, new_histogram, record, Percentiles};
+
+/// One side (verrou or the baseline) of a cycle measurement.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Side {
+    pub(crate) cycles_per_second: f64,
+    pub(crate) latency: Percentiles,
+}
+
+/// A cycle measurement: verrou beside its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CycleResult {
+    pub(crate) store: &'static str,
+    pub(crate) in_flight: usize,
+    pub(crate) verrou: Side,
+    pub(crate) baseline: Side,
+    pub(crate) ratio: f64,
+}
+
+/// Runs `rounds` rounds, each a baseline run then a verrou run of `seconds`, and keeps the
+/// median throughput of each side.
+pub(crate) async fn measure(
+    backend: &Backend,
+    in_flight: usize,
+    seconds: f64,
+    rounds: usize,
+) -> CycleResult {
+    let factory = LockFactory::from_shared(backend.new_store().await);
+    let run_for = Duration::from_secs_f64(seconds);
+    let (mut verrou_rates, mut baseline_rates) = (Vec::new(), Vec::new());
+    let (mut verrou_latency, mut baseline_latency) = (new_histogram(), new_histogram());
+    for round in 0..rounds {
+        let (rate, histogram) = run_baseline(&backend.baseline, in_flight, run_for, round).await;
+        baseline_rates.push(rate);
+        baseline_latency
+            .add(&histogram)
+            .expect("same histogram bounds");
+        let (rate, histogram) = run_verrou(&factory, in_flight, run_for, round).await;
+        verrou_rates.push(rate);
+        verrou_latency
+            .add(&histogram)
+            .expect("same histogram bounds");
+    }
+    let verrou = Side {
+        cycles_per_second: median(verrou_rates),
+        latency: Percentiles::of(&verrou_latency),
+    };
+    let baseline = Side {
+        cycles_per_second: median(baseline_rates),
+        latency: Percentiles::of(&baseline_latency),
+    };
+    CycleResult {
+        store: backend.name,
+        in_flight,
+        ratio: verrou.cycles_per_second / baseline.cycles_per_second,
+        verrou,
+        baseline,
+    }
+}
+
+async fn run_verrou(
+    factory: &LockFactory,
+    in_flight: usize,
+    run_for: Duration,
+    round: usize,
+) -> (f64, Histogram<u64>) {
+    run_tasks(in_flight, run_for, |task, deadline| {
+        let factory = factory.clone();
+        async move {
+            let key = format!("bench:cycle:{round}:{task}");
+            let mut latency = new_histogram();
+            let mut cycles = 0u64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let lock = factory
+                    .create_lock_with_ttl(key.as_str(), TTL)
+                    .expect("valid key and TTL");
+                assert!(
+                    lock.acquire_immediately().await.expect("store reachable"),
+                    "distinct keys are free"
+                );
+                lock.release().await.expect("released by its owner");
+                record(&mut latency, started.elapsed());
+                cycles += 1;
+            }
+            (cycles, latency)
+        }
+    })
+    .await
+}
+
+async fn run_baseline(
+    baseline: &Arc<dyn Baseline>,
+    in_flight: usize,
+    run_for: Duration,
+    round: usize,
+) -> (f64, Histogram<u64>) {
+    run_tasks(in_flight, run_for, |task, deadline| {
+        let baseline = Arc::clone(baseline);
+        async move {
+            let key = format!("bench:baseline:{round}:{task}");
+            let owner = format!("owner-{task:026}");
+            let mut latency = new_histogram();
+            let mut cycles = 0u64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                assert!(baseline.take(&key, &owner).await, "distinct keys are free");
+                assert!(
+                    baseline.release(&key, &owner).await,
+                    "released by its owner"
+                );
+                record(&mut latency, started.elapsed());
+                cycles += 1;
+            }
+            (cycles, latency)
+        }
+    })
+    .await
+}
+
+/// Spawns `in_flight` tasks that cycle until the deadline; total cycles per second and the
+/// merged latencies.
+async fn run_tasks<F, Fut>(in_flight: usize, run_for: Duration, task: F) -> (f64, Histogram<u64>)
+where
+    F: Fn(usize, Instant) -> Fut,
+    Fut: std::future::Future<Output = (u64, Histogram<u64>)> + Send + 'static,
+{
+    let started = Instant::now();
+    let deadline = started + run_for;
+    let handles: Vec<_> = (0..in_flight)
+        .map(|index| tokio::spawn(task(index, deadline)))
+        .collect();
+    let mut total = 0;
+    let mut latency = new_histogram();
+    for handle in handles {
+        let (cycles, histogram) = handle.await.expect("benchmark task panicked");
+        total += cycles;
+        latency.add(&histogram).expect("same histogram bounds");
+    }
+    (total as f64 / started.elapsed().as_secs_f64(), latency)
+}

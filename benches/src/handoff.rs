@@ -1,0 +1,213 @@
+//! Handoff: eight workers cycle on one key (acquire, hold 1 ms, release). How soon does a
+//! waiter get the lock after a release, how often do waiters ask the store in vain, is every
+//! worker served, and does anyone ever get a lock someone else holds?
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use verrou::{Acquisition, LockFactory, LockStore, OwnerCheck, Result, Retry};
+use verrou_core::conformance::CountingStore;
+
+use crate::backends::{Backend, TTL};
+use crate::stats::{new_histogram, record, Percentiles};
+
+/// How waiters learn of a release.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) enum Mode {
+    /// One factory for all workers (the tasks of one process): they queue locally, and the
+    /// store's release notifications wake the front one.
+    WakeSharedFactory,
+    /// A factory and store instance per worker (as separate processes): release
+    /// notifications from the store wake them.
+    WakePerWorker,
+    /// A factory and store instance per worker, notifications ignored: pure polling at
+    /// the given retry delay.
+    Poll(Duration),
+}
+
+impl Mode {
+    fn label(self) -> String {
+        match self {
+            Mode::WakeSharedFactory => "wake on release, one factory".into(),
+            Mode::WakePerWorker => "wake on release, factory per worker".into(),
+            Mode::Poll(delay) => format!("polling every {} ms", delay.as_millis()),
+        }
+    }
+
+    fn retry_delay(self) -> Duration {
+        match self {
+            Mode::Poll(delay) => delay,
+            _ => verrou::DEFAULT_RETRY_DELAY,
+        }
+    }
+}
+
+/// What one handoff run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HandoffResult {
+    pub(crate) store: &'static str,
+    pub(crate) mode: String,
+    pub(crate) workers: usize,
+    pub(crate) acquisitions_per_second: f64,
+    pub(crate) handoff: Percentiles,
+    pub(crate) failed_attempts_per_second_per_waiter: f64,
+    pub(crate) min_acquisitions_per_worker: u64,
+    pub(crate) max_acquisitions_per_worker: u64,
+    pub(crate) double_grants: u64,
+}
+
+const WORKERS: usize = 8;
+const HOLD: Duration = Duration::from_millis(1);
+
+/// Runs the handoff scenario for `seconds` in `mode`.
+pub(crate) async fn measure(
+    backend: &Backend,
+    mode: Mode,
+    seconds: f64,
+    round: usize,
+) -> HandoffResult {
+    let key = format!("bench:handoff:{round}:{}", mode.label().replace(' ', "-"));
+    let shared = Arc::new(CountingStore::new(backend.new_store().await));
+    let mut factories = Vec::new();
+    let mut probes = Vec::new();
+    for _ in 0..WORKERS {
+        let store = match mode {
+            Mode::WakeSharedFactory => Arc::clone(&shared),
+            Mode::WakePerWorker => Arc::new(CountingStore::new(backend.new_store().await)),
+            Mode::Poll(_) => Arc::new(CountingStore::new(Arc::new(PollOnly(
+                backend.new_store().await,
+            )))),
+        };
+        probes.push(Arc::clone(&store));
+        let factory = LockFactory::from_shared(store)
+            .with_retry(Retry::new().delay(mode.retry_delay()))
+            .expect("valid retry options");
+        factories.push(factory);
+    }
+    if matches!(mode, Mode::WakeSharedFactory) {
+        let one = factories[0].clone();
+        factories
+            .iter_mut()
+            .for_each(|factory| *factory = one.clone());
+        probes.truncate(1);
+    }
+
+    let shared_state = Arc::new(Shared::default());
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = factories
+        .into_iter()
+        .enumerate()
+        .map(|(worker, factory)| {
+            tokio::spawn(work(
+                worker,
+                factory,
+                key.clone(),
+                deadline,
+                Arc::clone(&shared_state),
+            ))
+        })
+        .collect();
+    let mut per_worker = Vec::new();
+    let mut handoffs = new_histogram();
+    for worker in workers {
+        let (acquisitions, histogram) = worker.await.expect("worker panicked");
+        per_worker.push(acquisitions);
+        handoffs.add(&histogram).expect("same histogram bounds");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let failed: usize = probes
+        .iter()
+        .map(|probe| probe.busy.load(Ordering::SeqCst))
+        .sum();
+    HandoffResult {
+        store: backend.name,
+        mode: mode.label(),
+        workers: WORKERS,
+        acquisitions_per_second: per_worker.iter().sum::<u64>() as f64 / elapsed,
+        handoff: Percentiles::of(&handoffs),
+        failed_attempts_per_second_per_waiter: failed as f64 / elapsed / (WORKERS - 1) as f64,
+        min_acquisitions_per_worker: per_worker.iter().copied().min().unwrap_or(0),
+        max_acquisitions_per_worker: per_worker.iter().copied().max().unwrap_or(0),
+        double_grants: shared_state.double_grants.load(Ordering::SeqCst),
+    }
+}
+
+/// What the workers share: the overlap checker and the last release.
+#[derive(Default)]
+struct Shared {
+    holders: AtomicUsize,
+    double_grants: AtomicU64,
+    last_release: Mutex<Option<(usize, Instant)>>,
+}
+
+async fn work(
+    worker: usize,
+    factory: LockFactory,
+    key: String,
+    deadline: Instant,
+    shared: Arc<Shared>,
+) -> (u64, hdrhistogram::Histogram<u64>) {
+    let mut acquisitions = 0;
+    let mut handoffs = new_histogram();
+    while Instant::now() < deadline {
+        let lock = factory
+            .create_lock_with_ttl(key.as_str(), TTL)
+            .expect("valid key");
+        let retry = Retry::new().timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+        if !lock.acquire_with(retry).await.expect("store reachable") {
+            break;
+        }
+        let acquired_at = Instant::now();
+        if shared.holders.fetch_add(1, Ordering::SeqCst) != 0 {
+            shared.double_grants.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some((previous, released_at)) = *shared.last_release.lock().expect("not poisoned") {
+            if previous != worker {
+                record(
+                    &mut handoffs,
+                    acquired_at.saturating_duration_since(released_at),
+                );
+            }
+        }
+        acquisitions += 1;
+        tokio::time::sleep(HOLD).await;
+        shared.holders.fetch_sub(1, Ordering::SeqCst);
+        *shared.last_release.lock().expect("not poisoned") = Some((worker, Instant::now()));
+        lock.release().await.expect("released by its owner");
+    }
+    (acquisitions, handoffs)
+}
+
+/// A store whose release notifications are ignored: waiters poll at their retry delay.
+struct PollOnly(Arc<dyn LockStore>);
+
+#[async_trait]
+impl LockStore for PollOnly {
+    async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+        self.0.save(key, owner, ttl).await
+    }
+
+    async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        self.0.delete(key, owner).await
+    }
+
+    async fn force_delete(&self, key: &str) -> Result<()> {
+        self.0.force_delete(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.0.exists(key).await
+    }
+
+    async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        self.0.extend(key, owner, ttl).await
+    }
+}

@@ -1,0 +1,120 @@
+//! `verrou-bench`: throughput, latency and handoff of verrou's stores, each beside a
+//! bare-client baseline measured in the same run. Prints markdown tables; `--json` also
+//! writes the numbers.
+//!
+//! ```text
+//! cargo run -p verrou-benches --release -- all
+//! cargo run -p verrou-benches --release -- cycle --stores memory --seconds 2
+//! cargo run -p verrou-benches --release -- handoff --stores redis,postgres --json out.json
+//! ```
+//!
+//! Redis and PostgreSQL run on private throwaway servers unless `VERROU_REDIS_URL` /
+//! `VERROU_POSTGRES_URL` name servers to use.
+
+mod backends;
+mod cycle;
+mod handoff;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::backends::Backend;
+use crate::handoff::Mode;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of verrou's stores against bare-client baselines")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// The stores to measure.
+    #[arg(long, value_delimiter = ',', default_values = ["memory", "redis", "postgres"], global = true)]
+    stores: Vec<StoreName>,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 2.0, global = true)]
+    seconds: f64,
+    /// Rounds of interleaved baseline and verrou runs (the median is kept).
+    #[arg(long, default_value_t = 3, global = true)]
+    rounds: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Scenario {
+    /// acquire_immediately + release cycles at 1 and 64 in flight.
+    Cycle,
+    /// Eight workers handing one key to each other.
+    Handoff,
+    /// Both.
+    All,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum StoreName {
+    Memory,
+    Redis,
+    Postgres,
+}
+
+#[derive(Serialize, Default)]
+struct Results {
+    machine: String,
+    cycle: Vec<cycle::CycleResult>,
+    handoff: Vec<handoff::HandoffResult>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let cli = Cli::parse();
+    let mut results = Results {
+        machine: report::machine_line(),
+        ..Results::default()
+    };
+    println!("machine: {}\n", results.machine);
+    for store in &cli.stores {
+        let backend = match store {
+            StoreName::Memory => Backend::memory(),
+            StoreName::Redis => Backend::redis().await?,
+            StoreName::Postgres => Backend::postgres().await?,
+        };
+        if matches!(cli.scenario, Scenario::Cycle | Scenario::All) {
+            for in_flight in [1, 64] {
+                results
+                    .cycle
+                    .push(cycle::measure(&backend, in_flight, cli.seconds, cli.rounds).await);
+            }
+        }
+        if matches!(cli.scenario, Scenario::Handoff | Scenario::All) {
+            let modes = [
+                Mode::WakeSharedFactory,
+                Mode::WakePerWorker,
+                Mode::Poll(Duration::from_millis(10)),
+                Mode::Poll(Duration::from_millis(250)),
+            ];
+            for (round, mode) in modes.into_iter().enumerate() {
+                results
+                    .handoff
+                    .push(handoff::measure(&backend, mode, cli.seconds, round).await);
+            }
+        }
+    }
+    if !results.cycle.is_empty() {
+        println!("### Cycle throughput (acquire_immediately + release, fresh lock per cycle)\n");
+        println!("{}", report::cycle_table(&results.cycle));
+    }
+    if !results.handoff.is_empty() {
+        println!("### Handoff (8 workers, one key, hold 1 ms)\n");
+        println!("{}", report::handoff_table(&results.handoff));
+    }
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        println!("results written to {}", path.display());
+    }
+    Ok(())
+}
