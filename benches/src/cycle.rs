@@ -129,6 +129,26 @@ async fn run_baseline(
     .await
 }
 
+/// Runs `cycle` until the deadline, timing each run; one clock read per cycle serves as the
+/// end of one cycle and the start of the next.
+async fn timed_cycles<F, Fut>(deadline: Instant, mut cycle: F) -> (u64, Histogram<u64>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut latency = new_histogram();
+    let mut cycles = 0u64;
+    let mut started = Instant::now();
+    while started < deadline {
+        cycle().await;
+        let now = Instant::now();
+        record(&mut latency, now - started);
+        started = now;
+        cycles += 1;
+    }
+    (cycles, latency)
+}
+
 /// Spawns `in_flight` tasks that cycle until the deadline; total cycles per second and the
 /// merged latencies.
 async fn run_tasks<F, Fut>(in_flight: usize, run_for: Duration, task: F) -> (f64, Histogram<u64>)

@@ -7,8 +7,12 @@ use rand::RngExt;
 ///
 /// Whoever knows a lock's owner token can release it, so treat it as a secret.
 pub(crate) fn new_owner_token() -> String {
+    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
     let bits: u128 = rand::rng().random();
-    format!("{bits:032x}")
+    (0..32)
+        .rev()
+        .map(|nibble| char::from(HEX_DIGITS[((bits >> (nibble * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! and a newcomer joins the back of the line instead of overtaking.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -16,6 +16,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Default)]
 pub(crate) struct WaitRoom {
     lines: Mutex<HashMap<String, Arc<Line>>>,
+    /// How many lines there are, read without the mutex so that acquiring and releasing
+    /// cost nothing here while nobody waits.
+    line_count: AtomicUsize,
 }
 
 /// The waiters of one key.
@@ -41,6 +44,7 @@ impl WaitRoom {
     /// Joins the line of `key`.
     pub(crate) fn join<'room>(&'room self, key: &'room str) -> Ticket<'room> {
         let line = Arc::clone(self.lock().entry(key.to_owned()).or_insert_with(|| {
+            self.line_count.fetch_add(1, Ordering::SeqCst);
             Arc::new(Line {
                 front: Arc::new(Semaphore::new(1)),
                 held_here: AtomicBool::new(false),
@@ -56,6 +60,9 @@ impl WaitRoom {
 
     /// A lock of this factory acquired `key`.
     pub(crate) fn acquired(&self, key: &str) {
+        if self.line_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         if let Some(line) = self.lock().get(key) {
             line.held_here.store(true, Ordering::SeqCst);
         }
@@ -64,6 +71,9 @@ impl WaitRoom {
     /// A lock of this factory released `key` (or learnt it no longer holds it): wake the
     /// waiter at the front.
     pub(crate) fn released(&self, key: &str) {
+        if self.line_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         if let Some(line) = self.lock().get(key) {
             line.held_here.store(false, Ordering::SeqCst);
             line.released.notify_one();
@@ -106,6 +116,7 @@ impl Drop for Ticket<'_> {
         // The map and this ticket: nobody else waits, so the line goes.
         if Arc::strong_count(&self.line) == 2 {
             lines.remove(self.key);
+            self.room.line_count.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

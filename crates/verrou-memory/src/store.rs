@@ -1,10 +1,11 @@
 //! [`MemoryStore`]: locks in a map guarded by a mutex.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 use tokio::sync::Notify;
 use verrou_core::{Acquisition, Grant, LockStore, OwnerCheck, Result};
 
@@ -48,7 +49,7 @@ impl MemoryStore {
 
     /// How many locks the store holds, not counting expired ones.
     pub fn len(&self) -> usize {
-        self.with_table(|table| table.entries.len())
+        self.with_table(|table, _| table.entries.len())
     }
 
     /// Whether the store holds no lock.
@@ -56,11 +57,13 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Runs `operation` on the table after dropping the entries that have expired.
-    fn with_table<T>(&self, operation: impl FnOnce(&mut Table) -> T) -> T {
+    /// Runs `operation` on the table, with the time, after dropping the entries that have
+    /// expired.
+    fn with_table<T>(&self, operation: impl FnOnce(&mut Table, Instant) -> T) -> T {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        table.drop_expired(Instant::now());
-        operation(&mut table)
+        let now = Instant::now();
+        table.drop_expired(now);
+        operation(&mut table, now)
     }
 }
 
@@ -88,49 +91,79 @@ impl Table {
         }
     }
 
-    /// Removes `key` and wakes the tasks waiting for it.
-    fn remove(&mut self, key: &str) {
-        if self.entries.remove(key).is_some() {
-            if let Some(waiters) = self.waiters.get(key) {
-                waiters.notify_waiters();
-            }
-        }
-    }
-
-    /// Whether `owner` holds `key` (expired entries are already gone).
-    fn is_held_by(&self, key: &str, owner: &str) -> bool {
-        self.entries
-            .get(key)
-            .is_some_and(|entry| &*entry.owner == owner)
-    }
-
-    /// Records `key` for `owner` until `ttl` from now, replacing any entry. Returns the
-    /// entry's generation: it grows with every call, so it doubles as the fencing token.
-    fn put(&mut self, key: &str, owner: &str, ttl: Option<Duration>) -> u64 {
+    /// A new generation: it grows with every grant and extension, so it doubles as the
+    /// fencing token.
+    fn next_generation(&mut self) -> u64 {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let key: Arc<str> = self
-            .entries
-            .get_key_value(key)
-            .map_or_else(|| Arc::from(key), |(existing, _)| Arc::clone(existing));
-        let expires_at = ttl.map(|ttl| Instant::now() + ttl);
-        if let Some(at) = expires_at {
-            self.expiry.push(Deadline {
-                at,
-                generation,
-                key: Arc::clone(&key),
-            });
-        }
-        self.entries.insert(
-            key,
+        generation
+    }
+
+    /// Takes `key` for `owner` until `ttl` after `now` if it is free; the fencing token.
+    fn take(&mut self, key: &str, owner: &str, ttl: Option<Duration>, now: Instant) -> Option<u64> {
+        let generation = self.next_generation;
+        let EntryRef::Vacant(vacant) = self.entries.entry_ref(key) else {
+            return None;
+        };
+        let expires_at = ttl.map(|ttl| now + ttl);
+        let entry = vacant.insert_entry_with_key(
+            Arc::from(key),
             Entry {
                 owner: owner.into(),
                 expires_at,
                 generation,
             },
         );
+        if let Some(at) = expires_at {
+            let key = Arc::clone(entry.key());
+            self.expiry.push(Deadline {
+                at,
+                generation,
+                key,
+            });
+        }
+        self.next_generation();
         self.compact_expiry();
-        generation
+        Some(generation)
+    }
+
+    /// Moves the expiry of `key` to `ttl` after `now` if `owner` holds it.
+    fn extend(&mut self, key: &str, owner: &str, ttl: Duration, now: Instant) -> bool {
+        let generation = self.next_generation;
+        let Some((key, entry)) = self.entries.get_key_value_mut(key) else {
+            return false;
+        };
+        if &*entry.owner != owner {
+            return false;
+        }
+        let at = now + ttl;
+        entry.expires_at = Some(at);
+        entry.generation = generation;
+        let key = Arc::clone(key);
+        self.expiry.push(Deadline {
+            at,
+            generation,
+            key,
+        });
+        self.next_generation();
+        self.compact_expiry();
+        true
+    }
+
+    /// Removes `key` if `owner` holds it (or whoever holds it, without owner) and wakes the
+    /// tasks waiting for it; whether it removed anything.
+    fn remove(&mut self, key: &str, owner: Option<&str>) -> bool {
+        let EntryRef::Occupied(occupied) = self.entries.entry_ref(key) else {
+            return false;
+        };
+        if owner.is_some_and(|owner| &*occupied.get().owner != owner) {
+            return false;
+        }
+        occupied.remove();
+        if let Some(waiters) = self.waiters.get(key) {
+            waiters.notify_waiters();
+        }
+        true
     }
 
     fn compact_expiry(&mut self) {
@@ -159,7 +192,7 @@ struct LeaveWaiters<'a> {
 
 impl Drop for LeaveWaiters<'_> {
     fn drop(&mut self) {
-        self.store.with_table(|table| {
+        self.store.with_table(|table, _| {
             let unused = table
                 .waiters
                 .get(self.key)
@@ -174,41 +207,39 @@ impl Drop for LeaveWaiters<'_> {
 #[async_trait]
 impl LockStore for MemoryStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        Ok(self.with_table(|table| {
-            if table.entries.contains_key(key) {
-                Acquisition::Busy
-            } else {
-                let fencing_token = table.put(key, owner, ttl);
-                Acquisition::Granted(Grant::with_fencing_token(fencing_token))
-            }
-        }))
+        Ok(
+            self.with_table(|table, now| match table.take(key, owner, ttl, now) {
+                Some(fencing_token) => {
+                    Acquisition::Granted(Grant::with_fencing_token(fencing_token))
+                }
+                None => Acquisition::Busy,
+            }),
+        )
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        Ok(self.with_table(|table| {
-            if table.is_held_by(key, owner) {
-                table.remove(key);
-                OwnerCheck::Applied
-            } else {
-                OwnerCheck::NotOwner
-            }
-        }))
+        Ok(
+            self.with_table(|table, _| match table.remove(key, Some(owner)) {
+                true => OwnerCheck::Applied,
+                false => OwnerCheck::NotOwner,
+            }),
+        )
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.with_table(|table| table.remove(key));
+        self.with_table(|table, _| table.remove(key, None));
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.with_table(|table| table.entries.contains_key(key)))
+        Ok(self.with_table(|table, _| table.entries.contains_key(key)))
     }
 
     /// Returns when `key` is released or force-released, when its holder's TTL runs out, or
     /// after `max_wait`, whichever comes first.
     async fn wait_for_release(&self, key: &str, max_wait: Duration) {
         let _leave = LeaveWaiters { store: self, key };
-        let (released, wait) = self.with_table(|table| {
+        let (released, wait) = self.with_table(|table, now| {
             let notify = Arc::clone(
                 table
                     .waiters
@@ -219,7 +250,7 @@ impl LockStore for MemoryStore {
                 .entries
                 .get(key)
                 .and_then(|entry| entry.expires_at)
-                .map(|at| at.saturating_duration_since(Instant::now()));
+                .map(|at| at.saturating_duration_since(now));
             let wait = until_expiry.map_or(max_wait, |left| left.min(max_wait));
             (notify.notified_owned(), wait)
         });
@@ -227,14 +258,12 @@ impl LockStore for MemoryStore {
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
-        Ok(self.with_table(|table| {
-            if table.is_held_by(key, owner) {
-                table.put(key, owner, Some(ttl));
-                OwnerCheck::Applied
-            } else {
-                OwnerCheck::NotOwner
-            }
-        }))
+        Ok(
+            self.with_table(|table, now| match table.extend(key, owner, ttl, now) {
+                true => OwnerCheck::Applied,
+                false => OwnerCheck::NotOwner,
+            }),
+        )
     }
 }
 
@@ -265,7 +294,7 @@ mod tests {
         }
         store.save("never", "me", None).await.unwrap();
         assert_eq!(store.len(), 1);
-        let queued = store.with_table(|table| table.expiry.len());
+        let queued = store.with_table(|table, _| table.expiry.len());
         assert!(
             queued <= 2 + 64 + 1,
             "{queued} deadlines queued for 1 entry"
