@@ -79,10 +79,7 @@ async fn run_verrou(
         let factory = factory.clone();
         async move {
             let key = format!("bench:cycle:{round}:{task}");
-            let mut latency = new_histogram();
-            let mut cycles = 0u64;
-            while Instant::now() < deadline {
-                let started = Instant::now();
+            timed_cycles(deadline, || async {
                 let lock = factory
                     .create_lock_with_ttl(key.as_str(), TTL)
                     .expect("valid key and TTL");
@@ -91,10 +88,8 @@ async fn run_verrou(
                     "distinct keys are free"
                 );
                 lock.release().await.expect("released by its owner");
-                record(&mut latency, started.elapsed());
-                cycles += 1;
-            }
-            (cycles, latency)
+            })
+            .await
         }
     })
     .await
@@ -111,19 +106,14 @@ async fn run_baseline(
         async move {
             let key = format!("bench:baseline:{round}:{task}");
             let owner = format!("owner-{task:026}");
-            let mut latency = new_histogram();
-            let mut cycles = 0u64;
-            while Instant::now() < deadline {
-                let started = Instant::now();
+            timed_cycles(deadline, || async {
                 assert!(baseline.take(&key, &owner).await, "distinct keys are free");
                 assert!(
                     baseline.release(&key, &owner).await,
                     "released by its owner"
                 );
-                record(&mut latency, started.elapsed());
-                cycles += 1;
-            }
-            (cycles, latency)
+            })
+            .await
         }
     })
     .await
