@@ -74,13 +74,14 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
             )
         })?
     };
-    positive(input, duration)
+    positive(duration, || input.to_owned())
 }
 
-fn positive(input: impl ToString, duration: Duration) -> Result<Duration> {
+/// `duration` if it is above zero; `input` (called only then) names it in the error.
+fn positive(duration: Duration, input: impl FnOnce() -> String) -> Result<Duration> {
     if duration.is_zero() {
         Err(Error::invalid_duration(
-            input.to_string(),
+            input(),
             "it must be greater than zero",
         ))
     } else {
@@ -90,7 +91,7 @@ fn positive(input: impl ToString, duration: Duration) -> Result<Duration> {
 
 impl IntoDuration for Duration {
     fn into_duration(self) -> Result<Duration> {
-        positive(format!("{self:?}"), self)
+        positive(self, || format!("{self:?}"))
     }
 }
 
@@ -118,7 +119,7 @@ macro_rules! millis_into_duration {
             fn into_duration(self) -> Result<Duration> {
                 let millis = u64::try_from(self)
                     .map_err(|_| Error::invalid_duration(self.to_string(), "it is negative"))?;
-                positive(self, Duration::from_millis(millis))
+                positive(Duration::from_millis(millis), || self.to_string())
             }
         }
     )*};

@@ -9,10 +9,11 @@ use rand::RngExt;
 pub(crate) fn new_owner_token() -> String {
     const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
     let bits: u128 = rand::rng().random();
-    (0..32)
-        .rev()
-        .map(|nibble| char::from(HEX_DIGITS[((bits >> (nibble * 4)) & 0xf) as usize]))
-        .collect()
+    let mut digits = [0u8; 32];
+    for (index, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX_DIGITS[((bits >> ((31 - index) * 4)) & 0xf) as usize];
+    }
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
 #[cfg(test)]
