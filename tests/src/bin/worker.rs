@@ -1,0 +1,106 @@
+//! A separate process that uses one lock store, driven by the end-to-end tests. It prints
+//! one line per event on stdout, so the test can check what the processes did together.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use verrou::{LockFactory, LockStore, Retry};
+
+#[derive(Parser)]
+struct Cli {
+    /// The store, at VERROU_REDIS_URL or VERROU_POSTGRES_URL.
+    #[arg(long)]
+    store: Store,
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(ValueEnum, Clone, Copy)]
+enum Store {
+    Redis,
+    Postgres,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Takes `key` `turns` times, holding it `hold_ms` each time; prints
+    /// `held <start_ns> <end_ns> <fencing token>` per turn (wall clock, inside the hold).
+    Contend {
+        key: String,
+        turns: u32,
+        hold_ms: u64,
+    },
+    /// Takes `key` and prints the serialized lock, then exits without releasing it.
+    Hand { key: String, ttl: String },
+    /// Restores a serialized lock (the argument) and releases it; prints `released`.
+    Release { serialized: String },
+    /// Takes `key` and prints `acquired`, then waits to be killed.
+    HoldForever { key: String, ttl: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> verrou::Result<()> {
+    let cli = Cli::parse();
+    let factory = LockFactory::from_shared(connect(cli.store).await?)
+        .with_retry(Retry::new().delay("5ms").timeout("60s"))?;
+    match cli.task {
+        Task::Contend {
+            key,
+            turns,
+            hold_ms,
+        } => {
+            for _ in 0..turns {
+                let lock = factory.create_lock_with_ttl(key.as_str(), "30s")?;
+                assert!(lock.acquire().await?, "gave up after 60 s");
+                let started = epoch_nanos();
+                tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+                let ended = epoch_nanos();
+                let token = lock.fencing_token().unwrap_or_default();
+                println!("held {started} {ended} {token}");
+                lock.release().await?;
+            }
+        }
+        Task::Hand { key, ttl } => {
+            let lock = factory.create_lock_with_ttl(key, ttl.as_str())?;
+            assert!(lock.acquire_immediately().await?, "the key is free");
+            println!("{}", lock.serialize());
+        }
+        Task::Release { serialized } => {
+            factory.restore_lock(serialized)?.release().await?;
+            println!("released");
+        }
+        Task::HoldForever { key, ttl } => {
+            let lock = factory.create_lock_with_ttl(key, ttl.as_str())?;
+            assert!(lock.acquire_immediately().await?, "the key is free");
+            println!("acquired");
+            std::future::pending::<()>().await;
+        }
+    }
+    Ok(())
+}
+
+async fn connect(store: Store) -> verrou::Result<std::sync::Arc<dyn LockStore>> {
+    let url = |var: &str| {
+        std::env::var(var).map_err(|_| verrou::Error::InvalidConfig(format!("{var} is not set")))
+    };
+    Ok(match store {
+        Store::Redis => std::sync::Arc::new(
+            verrou::redis::RedisStore::connect(verrou::redis::RedisConfig::new(url(
+                "VERROU_REDIS_URL",
+            )?))
+            .await?,
+        ),
+        Store::Postgres => std::sync::Arc::new(
+            verrou::postgres::PostgresStore::connect(verrou::postgres::PostgresConfig::new(url(
+                "VERROU_POSTGRES_URL",
+            )?))
+            .await?,
+        ),
+    })
+}
+
+fn epoch_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos())
+}

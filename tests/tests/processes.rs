@@ -1,0 +1,200 @@
+//! Several processes share one Redis or PostgreSQL store: they exclude each other, their
+//! fencing tokens grow in the order they held the lock, a lock serialized in one process is
+//! released in another, and a crashed holder's lock expires for the others.
+
+use std::process::{Child, Command, Output, Stdio};
+
+use verrou::{LockFactory, LockStore, Ttl};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_verrou-e2e-worker");
+
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    Redis,
+    Postgres,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Redis => "redis",
+            Store::Postgres => "postgres",
+        }
+    }
+
+    fn worker(self, args: &[&str]) -> Command {
+        let mut command = Command::new(WORKER);
+        command
+            .args(["--store", self.name()])
+            .args(args)
+            .env("VERROU_REDIS_URL", verrou_testkit::redis_url())
+            .env("VERROU_POSTGRES_URL", verrou_testkit::postgres_url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    async fn factory(self) -> LockFactory {
+        let store: std::sync::Arc<dyn LockStore> = match self {
+            Store::Redis => std::sync::Arc::new(
+                verrou::redis::RedisStore::connect(verrou::redis::RedisConfig::new(
+                    verrou_testkit::redis_url(),
+                ))
+                .await
+                .unwrap(),
+            ),
+            Store::Postgres => std::sync::Arc::new(
+                verrou::postgres::PostgresStore::connect(verrou::postgres::PostgresConfig::new(
+                    verrou_testkit::postgres_url(),
+                ))
+                .await
+                .unwrap(),
+            ),
+        };
+        LockFactory::from_shared(store)
+    }
+}
+
+fn unique_key(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("e2e:{name}:{}:{nanos}", std::process::id())
+}
+
+fn finish(child: Child) -> String {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(status.success(), "worker failed ({status}): {stderr}");
+    String::from_utf8(stdout).unwrap()
+}
+
+/// A hold seen by one process: wall-clock start and end, and its fencing token.
+#[derive(Debug)]
+struct Hold {
+    started: u128,
+    ended: u128,
+    token: u64,
+}
+
+fn holds(output: &str) -> Vec<Hold> {
+    output
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(fields[0], "held", "{line}");
+            Hold {
+                started: fields[1].parse().unwrap(),
+                ended: fields[2].parse().unwrap(),
+                token: fields[3].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn processes_take_turns_with_growing_tokens(store: Store) {
+    let key = unique_key("turns");
+    let workers: Vec<Child> = (0..4)
+        .map(|_| store.worker(&["contend", &key, "15", "2"]).spawn().unwrap())
+        .collect();
+    let mut all: Vec<Hold> = workers
+        .into_iter()
+        .flat_map(|worker| holds(&finish(worker)))
+        .collect();
+    assert_eq!(all.len(), 60);
+    all.sort_by_key(|hold| hold.started);
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].ended <= pair[1].started,
+            "two processes held the lock at once: {pair:?}"
+        );
+        assert!(
+            pair[0].token < pair[1].token,
+            "fencing token did not grow: {pair:?}"
+        );
+    }
+}
+
+#[test]
+fn redis_processes_take_turns_with_growing_tokens() {
+    processes_take_turns_with_growing_tokens(Store::Redis);
+}
+
+#[test]
+fn postgres_processes_take_turns_with_growing_tokens() {
+    processes_take_turns_with_growing_tokens(Store::Postgres);
+}
+
+async fn lock_handed_to_another_process_is_released_there(store: Store) {
+    let key = unique_key("handover");
+    let serialized = finish(store.worker(&["hand", &key, "30s"]).spawn().unwrap());
+    let factory = store.factory().await;
+    let observer = factory.create_lock(&key).unwrap();
+    assert!(
+        observer.is_locked().await.unwrap(),
+        "the first process left the lock held"
+    );
+    let released = finish(
+        store
+            .worker(&["release", serialized.trim()])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(released.trim(), "released");
+    assert!(
+        !observer.is_locked().await.unwrap(),
+        "the second process released it"
+    );
+}
+
+#[tokio::test]
+async fn redis_lock_handed_to_another_process_is_released_there() {
+    lock_handed_to_another_process_is_released_there(Store::Redis).await;
+}
+
+#[tokio::test]
+async fn postgres_lock_handed_to_another_process_is_released_there() {
+    lock_handed_to_another_process_is_released_there(Store::Postgres).await;
+}
+
+async fn a_killed_holders_lock_expires(store: Store) {
+    let key = unique_key("crash");
+    let mut holder = store.worker(&["hold-forever", &key, "1s"]).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "acquired");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let factory = store.factory().await;
+    let next = factory.create_lock_with_ttl(&key, Ttl::Never).unwrap();
+    assert!(
+        !next.acquire_immediately().await.unwrap(),
+        "the dead holder's lock lives until its TTL"
+    );
+    let started = Instant::now();
+    assert!(next
+        .acquire_with(verrou::Retry::new().delay(20).timeout("10s"))
+        .await
+        .unwrap());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    next.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_killed_holders_lock_expires() {
+    a_killed_holders_lock_expires(Store::Redis).await;
+}
+
+#[tokio::test]
+async fn postgres_killed_holders_lock_expires() {
+    a_killed_holders_lock_expires(Store::Postgres).await;
+}
