@@ -180,12 +180,11 @@ async fn a_killed_holders_lock_expires(store: Store) {
         !next.acquire_immediately().await.unwrap(),
         "the dead holder's lock lives until its TTL"
     );
-    let started = Instant::now();
-    assert!(next
-        .acquire_with(verrou::Retry::new().delay(20).timeout("10s"))
-        .await
-        .unwrap());
-    assert!(started.elapsed() < Duration::from_secs(10));
+    let retry = verrou::Retry::new().delay(20).timeout("10s");
+    assert!(
+        next.acquire_with(retry).await.unwrap(),
+        "the lock expired and was taken"
+    );
     next.release().await.unwrap();
 }
 
