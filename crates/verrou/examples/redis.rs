@@ -4,7 +4,6 @@
 //!
 //! Run it with `cargo run -p verrou --features redis --example redis`, with the server in
 //! `VERROU_REDIS_URL` (default `redis://127.0.0.1:6379`).
-#![allow(clippy::print_stdout)] // printing is what this example is for
 
 use std::time::Duration;
 

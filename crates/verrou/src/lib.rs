@@ -44,8 +44,8 @@ pub use config::{DisabledDriver, MemoryConfig, StoreConfig, VerrouConfig};
 pub use manager::{Verrou, VerrouBuilder};
 pub use verrou_core::{
     config as duration_config, parse_duration, Acquisition, BoxError, Error, Grant, IntoDuration,
-    IntoSerializedLock, IntoTtl, Lock, LockFactory, LockStore, OwnerCheck, Result, Retry,
-    SerializedLock, Ttl, DEFAULT_RETRY_DELAY, DEFAULT_TTL,
+    IntoSerializedLock, IntoTtl, Lock, LockFactory, LockGuard, LockStore, LossSignal, OwnerCheck,
+    Result, Retry, SerializedLock, Ttl, DEFAULT_RETRY_DELAY, DEFAULT_TTL,
 };
 
 /// The in-process memory store ([`verrou_memory`]).
