@@ -14,7 +14,7 @@ use crate::loss::LossSignal;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::SerializedLock;
 use crate::store::{Acquisition, LockStore, OwnerCheck};
-use crate::waiting::WaitRoom;
+use crate::waiting::{WaitRoom, HANDOVER_GRACE};
 use crate::{Error, Result};
 
 /// A named lock with an owner token, a TTL and a handle to its store.
@@ -165,7 +165,7 @@ impl Lock {
         let mut front = ticket.try_front();
         let queue = ticket.front();
         tokio::pin!(queue);
-        let mut ask = !ticket.held_here();
+        let mut ask = !ticket.held_here() && !inner.room.recently_handed_over(&inner.key);
         let mut attempts_made = 0u32;
         loop {
             attempts_made += 1;
@@ -180,7 +180,13 @@ impl Lock {
                 tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made, "gave up acquiring lock");
                 return Ok(false);
             }
-            let pause = time_left.map_or(policy.delay, |left| left.min(policy.delay));
+            let mut pause = time_left.map_or(policy.delay, |left| left.min(policy.delay));
+            if !ask {
+                // Expecting the key to stay taken (a local holder, or a waiter elsewhere that
+                // was just handed it): wait for its release, but check back soon in case
+                // that expectation was wrong.
+                pause = pause.min(HANDOVER_GRACE);
+            }
             if front.is_some() {
                 let poll_at = Instant::now() + pause;
                 tokio::select! {
@@ -231,7 +237,10 @@ impl Lock {
         self.set_holding(Holding::NotHeld);
         inner.room.released(&inner.key);
         match outcome {
-            OwnerCheck::Applied => {
+            OwnerCheck::Applied | OwnerCheck::AppliedWithWaiters => {
+                if outcome == OwnerCheck::AppliedWithWaiters {
+                    inner.room.handed_over(&inner.key);
+                }
                 tracing::debug!(key = %inner.key, "lock released");
                 Ok(())
             }
@@ -282,7 +291,7 @@ impl Lock {
         let inner = &self.inner;
         let requested_at = Instant::now();
         match inner.store.extend(&inner.key, &inner.owner, ttl).await? {
-            OwnerCheck::Applied => {
+            OwnerCheck::Applied | OwnerCheck::AppliedWithWaiters => {
                 let fencing_token = self.fencing_token();
                 self.set_holding(Holding::Held {
                     expires_at: Some(requested_at + ttl),

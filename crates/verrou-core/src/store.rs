@@ -46,6 +46,11 @@ impl Grant {
 pub enum OwnerCheck {
     /// The caller held the unexpired lock and the operation was applied.
     Applied,
+    /// A release was applied, and the store knows that others are waiting for the key. The
+    /// releasing factory then lets them have it before it asks for the key again, so that a
+    /// holder that releases and at once re-acquires does not starve them. Stores that
+    /// cannot tell answer [`Applied`](Self::Applied).
+    AppliedWithWaiters,
     /// The caller does not hold the lock (free, expired, or someone else's): nothing changed.
     NotOwner,
 }
@@ -63,7 +68,8 @@ pub trait LockStore: Send + Sync + 'static {
     /// Takes `key` for `owner` if it is free or expired, for `ttl` (`None`: until released).
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition>;
 
-    /// Deletes `key` if `owner` holds it and it has not expired.
+    /// Deletes `key` if `owner` holds it and it has not expired, and wakes the tasks waiting
+    /// for it in [`wait_for_release`](Self::wait_for_release) (if the store can).
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck>;
 
     /// Deletes `key` whoever holds it. Deleting a free key succeeds.

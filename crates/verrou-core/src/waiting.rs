@@ -9,12 +9,23 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// How long a factory that released a key to waiters elsewhere leaves it to them before its
+/// own next `acquire` of the key asks the store (it asks earlier when it hears the key
+/// released again).
+pub(crate) const HANDOVER_GRACE: Duration = Duration::from_millis(50);
 
 /// The lines of every key that has waiters, for the locks of one factory.
 #[derive(Debug, Default)]
 pub(crate) struct WaitRoom {
+    /// Keys this factory released while others elsewhere waited, and until when it leaves
+    /// them to those waiters.
+    handovers: Mutex<HashMap<String, Instant>>,
+    /// Whether `handovers` may hold anything, read without its mutex.
+    any_handovers: AtomicBool,
     lines: Mutex<HashMap<String, Arc<Line>>>,
     /// How many lines there are, read without the mutex so that acquiring and releasing
     /// cost nothing here while nobody waits.
@@ -78,6 +89,36 @@ impl WaitRoom {
             line.held_here.store(false, Ordering::SeqCst);
             line.released.notify_one();
         }
+    }
+
+    /// A lock of this factory released `key` while others waited for it elsewhere.
+    pub(crate) fn handed_over(&self, key: &str) {
+        let now = Instant::now();
+        let mut handovers = self
+            .handovers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        handovers.retain(|_, until| *until > now);
+        handovers.insert(key.to_owned(), now + HANDOVER_GRACE);
+        self.any_handovers.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this factory recently handed `key` over to waiters elsewhere, so that asking
+    /// for it now would overtake them.
+    pub(crate) fn recently_handed_over(&self, key: &str) -> bool {
+        if !self.any_handovers.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = Instant::now();
+        let mut handovers = self
+            .handovers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        handovers.retain(|_, until| *until > now);
+        if handovers.is_empty() {
+            self.any_handovers.store(false, Ordering::SeqCst);
+        }
+        handovers.contains_key(key)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Line>>> {

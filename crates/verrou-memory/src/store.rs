@@ -34,6 +34,14 @@ struct Table {
     next_generation: u64,
 }
 
+/// What [`Table::remove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    NotHeld,
+    Removed,
+    RemovedWithWaiters,
+}
+
 #[derive(Debug)]
 struct Entry {
     owner: Box<str>,
@@ -151,19 +159,23 @@ impl Table {
     }
 
     /// Removes `key` if `owner` holds it (or whoever holds it, without owner) and wakes the
-    /// tasks waiting for it; whether it removed anything.
-    fn remove(&mut self, key: &str, owner: Option<&str>) -> bool {
+    /// task that has waited longest for it.
+    fn remove(&mut self, key: &str, owner: Option<&str>) -> Removal {
         let EntryRef::Occupied(occupied) = self.entries.entry_ref(key) else {
-            return false;
+            return Removal::NotHeld;
         };
         if owner.is_some_and(|owner| &*occupied.get().owner != owner) {
-            return false;
+            return Removal::NotHeld;
         }
         occupied.remove();
-        if let Some(waiters) = self.waiters.get(key) {
-            waiters.notify_waiters();
+        match self.waiters.get(key) {
+            // Each waiter holds a clone while it waits.
+            Some(waiters) if Arc::strong_count(waiters) > 1 => {
+                waiters.notify_one();
+                Removal::RemovedWithWaiters
+            }
+            _ => Removal::Removed,
         }
-        true
     }
 
     fn compact_expiry(&mut self) {
@@ -220,8 +232,9 @@ impl LockStore for MemoryStore {
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         Ok(
             self.with_table(|table, _| match table.remove(key, Some(owner)) {
-                true => OwnerCheck::Applied,
-                false => OwnerCheck::NotOwner,
+                Removal::Removed => OwnerCheck::Applied,
+                Removal::RemovedWithWaiters => OwnerCheck::AppliedWithWaiters,
+                Removal::NotHeld => OwnerCheck::NotOwner,
             }),
         )
     }

@@ -147,3 +147,41 @@ async fn the_store_wakes_waiters_of_other_factories() {
     );
     releaser.await.unwrap();
 }
+
+/// Workers with factories of their own (as separate parts of a program, or processes, would
+/// have) share the key fairly too: a releasing holder leaves the key to the waiter the store
+/// woke instead of taking it straight back, and woken waiters rarely ask in vain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_with_their_own_factories_do_not_starve_each_other() {
+    let store = MemoryStore::new();
+    let probes: Vec<_> = (0..4)
+        .map(|_| Arc::new(CountingStore::new(Arc::new(store.clone()))))
+        .collect();
+    let workers: Vec<_> = probes
+        .iter()
+        .map(|probe| {
+            let factory = LockFactory::from_shared(probe.clone());
+            tokio::spawn(async move {
+                let mut turns = 0;
+                let until = tokio::time::Instant::now() + Duration::from_millis(600);
+                while tokio::time::Instant::now() < until {
+                    let lock = factory.create_lock("shared-fairly").unwrap();
+                    assert!(lock.acquire_with(Retry::new().timeout("5s")).await.unwrap());
+                    turns += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    lock.release().await.unwrap();
+                }
+                turns
+            })
+        })
+        .collect();
+    let mut turns = Vec::new();
+    for worker in workers {
+        turns.push(worker.await.unwrap());
+    }
+    let (fewest, most) = (*turns.iter().min().unwrap(), *turns.iter().max().unwrap());
+    assert!(fewest * 2 >= most, "unfair shares: {turns:?}");
+    let in_vain: usize = probes.iter().map(|probe| probe.busy.load(Ordering::SeqCst)).sum();
+    let total: usize = turns.iter().sum();
+    assert!(in_vain * 4 <= total, "{in_vain} failed attempts for {total} turns");
+}
