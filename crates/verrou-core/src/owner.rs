@@ -13,7 +13,10 @@ pub(crate) fn new_owner_token() -> String {
     for (index, digit) in digits.iter_mut().enumerate() {
         *digit = HEX_DIGITS[((bits >> ((31 - index) * 4)) & 0xf) as usize];
     }
-    String::from_utf8_lossy(&digits).into_owned()
+    // Hex digits are ASCII, so the conversion cannot fail; the lossy path only keeps this
+    // function free of panics.
+    String::from_utf8(digits.to_vec())
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

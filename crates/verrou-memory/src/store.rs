@@ -1,10 +1,11 @@
 //! [`MemoryStore`]: locks in a map guarded by a mutex.
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hashbrown::hash_map::EntryRef;
+use hashbrown::hash_map::{EntryRef, RawEntryMut};
 use hashbrown::HashMap;
 use tokio::sync::Notify;
 use verrou_core::{Acquisition, Grant, LockStore, OwnerCheck, Result};
@@ -110,20 +111,23 @@ impl Table {
     /// Takes `key` for `owner` until `ttl` after `now` if it is free; the fencing token.
     fn take(&mut self, key: &str, owner: &str, ttl: Option<Duration>, now: Instant) -> Option<u64> {
         let generation = self.next_generation;
-        let EntryRef::Vacant(vacant) = self.entries.entry_ref(key) else {
+        let hash = self.entries.hasher().hash_one(key);
+        let RawEntryMut::Vacant(vacant) = self
+            .entries
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, key)
+        else {
             return None;
         };
         let expires_at = ttl.map(|ttl| now + ttl);
-        let entry = vacant.insert_entry_with_key(
-            Arc::from(key),
-            Entry {
-                owner: owner.into(),
-                expires_at,
-                generation,
-            },
-        );
+        let entry = Entry {
+            owner: owner.into(),
+            expires_at,
+            generation,
+        };
+        let (key, _) = vacant.insert_hashed_nocheck(hash, Arc::from(key), entry);
         if let Some(at) = expires_at {
-            let key = Arc::clone(entry.key());
+            let key = Arc::clone(key);
             self.expiry.push(Deadline {
                 at,
                 generation,

@@ -181,7 +181,13 @@ async fn holders_with_their_own_factories_do_not_starve_each_other() {
     }
     let (fewest, most) = (*turns.iter().min().unwrap(), *turns.iter().max().unwrap());
     assert!(fewest * 2 >= most, "unfair shares: {turns:?}");
-    let in_vain: usize = probes.iter().map(|probe| probe.busy.load(Ordering::SeqCst)).sum();
+    let in_vain: usize = probes
+        .iter()
+        .map(|probe| probe.busy.load(Ordering::SeqCst))
+        .sum();
     let total: usize = turns.iter().sum();
-    assert!(in_vain * 4 <= total, "{in_vain} failed attempts for {total} turns");
+    assert!(
+        in_vain * 4 <= total,
+        "{in_vain} failed attempts for {total} turns"
+    );
 }
