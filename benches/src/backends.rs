@@ -38,7 +38,7 @@ pub(crate) struct Backend {
     new_store: Box<dyn Fn() -> StoreFuture + Send + Sync>,
     pub(crate) baseline: Arc<dyn Baseline>,
     /// The private server, kept running while the backend lives.
-    _server: Option<Box<dyn Send + Sync>>,
+    _server: Option<KeptServer>,
 }
 
 impl Backend {
@@ -64,59 +64,75 @@ impl Backend {
     /// The Redis store, against fred doing `SET NX PX` and `EVALSHA` of an owner-checked
     /// delete, on one connection each (the store's default).
     pub(crate) async fn redis() -> Result<Self, BoxError> {
-        let (url, server) = match env_url(REDIS_URL_VAR) {
-            Some(url) => (url, None),
-            None => {
-                let server = RedisServer::start()?;
-                (server.url(), Some(Box::new(server) as Box<dyn Send + Sync>))
-            }
-        };
+        let (url, server) = server_url(REDIS_URL_VAR, || {
+            RedisServer::start().map(|server| (server.url(), Box::new(server) as KeptServer))
+        })?;
         let baseline = FredBaseline::connect(&url).await?;
-        Ok(Self {
-            name: "redis",
-            new_store: Box::new(move || {
-                let config = RedisConfig::new(url.clone());
-                Box::pin(async move {
-                    let store: Arc<dyn LockStore> = Arc::new(
-                        RedisStore::connect(config)
-                            .await
-                            .expect("Redis store connects"),
-                    );
-                    store
-                })
-            }),
-            baseline: Arc::new(baseline),
-            _server: server,
-        })
+        let new_store = move || {
+            let config = RedisConfig::new(url.clone());
+            async move { RedisStore::connect(config).await }
+        };
+        Ok(Self::served("redis", new_store, Arc::new(baseline), server))
     }
 
     /// The PostgreSQL store, against tokio-postgres running a take and a release statement,
     /// prepared, on a pool of the store's default size.
     pub(crate) async fn postgres() -> Result<Self, BoxError> {
-        let (url, server) = match env_url(POSTGRES_URL_VAR) {
-            Some(url) => (url, None),
-            None => {
-                let server = PostgresServer::start()?;
-                (server.url(), Some(Box::new(server) as Box<dyn Send + Sync>))
-            }
-        };
+        let (url, server) = server_url(POSTGRES_URL_VAR, || {
+            PostgresServer::start().map(|server| (server.url(), Box::new(server) as KeptServer))
+        })?;
         let baseline = PostgresBaseline::connect(&url).await?;
-        Ok(Self {
-            name: "postgres",
+        let new_store = move || {
+            let config = PostgresConfig::new(url.clone());
+            async move { PostgresStore::connect(config).await }
+        };
+        Ok(Self::served(
+            "postgres",
+            new_store,
+            Arc::new(baseline),
+            server,
+        ))
+    }
+
+    /// A backend whose stores `connect` makes, on a server that lives as long as it does.
+    fn served<S, F, Fut>(
+        name: &'static str,
+        connect: F,
+        baseline: Arc<dyn Baseline>,
+        server: Option<KeptServer>,
+    ) -> Self
+    where
+        S: LockStore,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = verrou::Result<S>> + Send + 'static,
+    {
+        Self {
+            name,
             new_store: Box::new(move || {
-                let config = PostgresConfig::new(url.clone());
+                let connecting = connect();
                 Box::pin(async move {
-                    let store: Arc<dyn LockStore> = Arc::new(
-                        PostgresStore::connect(config)
-                            .await
-                            .expect("PostgreSQL store connects"),
-                    );
+                    let store: Arc<dyn LockStore> =
+                        Arc::new(connecting.await.expect("the store connects"));
                     store
                 })
             }),
-            baseline: Arc::new(baseline),
+            baseline,
             _server: server,
-        })
+        }
+    }
+}
+
+/// A private server kept running for as long as a backend uses it.
+type KeptServer = Box<dyn Send + Sync>;
+
+/// The server named by `var`, or a private one from `start`.
+fn server_url(
+    var: &str,
+    start: impl FnOnce() -> std::io::Result<(String, KeptServer)>,
+) -> std::io::Result<(String, Option<KeptServer>)> {
+    match env_url(var) {
+        Some(url) => Ok((url, None)),
+        None => start().map(|(url, server)| (url, Some(server))),
     }
 }
 
