@@ -2,8 +2,8 @@
 
 mod config;
 mod error;
-mod fencing;
 mod scripts;
+mod slots;
 mod store;
 mod url;
 

@@ -14,8 +14,8 @@ use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
 use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
 use crate::error::ConnectError;
-use crate::fencing;
-use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, TAKE};
+use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, TAKE};
+use crate::slots;
 
 /// Locks in Redis, laid out as the Node.js library lays them out: the lock is the string key
 /// `key_prefix + name`, its value the owner token, its expiry the server's PX TTL.
@@ -24,6 +24,9 @@ use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, TAKE};
 /// when it took the key, increments the fencing counter of the key's hash slot
 /// (`verrou:fence:{N}`) to issue the grant's fencing token; a Lua script that compares the
 /// owner on the server to release or extend; `DEL` to force a release; `EXISTS` to check.
+///
+/// Releasing and force-releasing publish the freed key (`SPUBLISH`, in the same script) on
+/// its release channel `verrou:released:{N}:KEY`, a sharded channel in the key's hash slot.
 ///
 /// Build it with [`connect`](Self::connect) from a [`RedisConfig`], or wrap a fred client
 /// or pool you already have with [`from_client`](Self::from_client) or
@@ -106,7 +109,7 @@ impl RedisStore {
     }
 
     fn new(connection: Connection, options: RedisOptions) -> Self {
-        fencing::prepare();
+        slots::prepare();
         let timeout = if options.command_timeout.is_zero() {
             DEFAULT_COMMAND_TIMEOUT
         } else {
@@ -167,7 +170,7 @@ impl LockStore for RedisStore {
         let token: Option<i64> = TAKE
             .run(
                 &self.client(),
-                &[&key, &fencing::counter_key(&key)],
+                &[&key, &slots::counter_key(&key)],
                 &[Value::from(owner), Value::from(ttl)],
             )
             .await
@@ -184,11 +187,13 @@ impl LockStore for RedisStore {
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        let key = self.redis_key(key);
+        let channel = slots::release_channel(&key);
         let applied = DELETE_IF_OWNER
             .run(
                 &self.client(),
-                &[&self.redis_key(key)],
-                &[Value::from(owner)],
+                &[&key],
+                &[Value::from(owner), Value::from(channel)],
             )
             .await
             .map_err(Error::storage)?;
@@ -196,8 +201,10 @@ impl LockStore for RedisStore {
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.client()
-            .del::<(), _>(self.redis_key(key).as_ref())
+        let key = self.redis_key(key);
+        let channel = slots::release_channel(&key);
+        FORCE_DELETE
+            .run::<()>(&self.client(), &[&key], &[Value::from(channel)])
             .await
             .map_err(Error::storage)
     }

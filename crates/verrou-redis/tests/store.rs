@@ -192,6 +192,7 @@ async fn each_operation_is_one_command() {
     ));
     store.extend(&key, "owner-1", TTL).await.unwrap();
     store.delete(&key, "owner-1").await.unwrap();
+    store.force_delete(&key).await.unwrap();
     let _: () = raw.custom(reset, vec!["RESETSTAT"]).await.unwrap();
 
     assert!(granted(
@@ -207,18 +208,20 @@ async fn each_operation_is_one_command() {
 
     let mut calls = command_calls(&raw).await;
     calls.sort();
-    // Sent by the store: evalsha 6 (take, release, extend), exists 1, del 1 (force_delete).
+    // Sent by the store: evalsha 7 (take, release, extend, force release), exists 1.
     // Counted too, run by the scripts on the server: set 2 and incr 1 (take), get 4 and
-    // pexpire 1 and del 1 (release, extend). No EVAL, no SCRIPT LOAD, no second command for
-    // any operation.
+    // pexpire 1 (release, extend), del 2 (release, force release), spublish 1 (the release
+    // that freed the key; the force release found it free). No EVAL, no SCRIPT LOAD, no
+    // second command for any operation.
     let expected = [
         ("del", 2),
-        ("evalsha", 6),
+        ("evalsha", 7),
         ("exists", 1),
         ("get", 4),
         ("incr", 1),
         ("pexpire", 1),
         ("set", 2),
+        ("spublish", 1),
     ];
     let expected: Vec<_> = expected
         .iter()
