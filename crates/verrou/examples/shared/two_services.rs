@@ -6,7 +6,7 @@ use std::time::Duration;
 use verrou::Verrou;
 
 /// Runs the two services' turns, then the handover, printing what happens.
-pub async fn take_turns_and_hand_over(services: [Verrou; 2]) -> verrou::Result<()> {
+pub(crate) async fn take_turns_and_hand_over(services: [Verrou; 2]) -> verrou::Result<()> {
     let workers: Vec<_> = services
         .iter()
         .cloned()
