@@ -165,7 +165,9 @@ impl Lock {
         let mut front = ticket.try_front();
         let queue = ticket.front();
         tokio::pin!(queue);
-        let mut ask = !ticket.held_here() && !inner.room.recently_handed_over(&inner.key);
+        // Just released to waiters elsewhere: leave it to them rather than overtake.
+        let mut yielding = inner.room.recently_handed_over(&inner.key);
+        let mut ask = !ticket.held_here() && !yielding;
         let mut attempts_made = 0u32;
         loop {
             attempts_made += 1;
@@ -181,10 +183,9 @@ impl Lock {
                 return Ok(false);
             }
             let mut pause = time_left.map_or(policy.delay, |left| left.min(policy.delay));
-            if !ask {
-                // Expecting the key to stay taken (a local holder, or a waiter elsewhere that
-                // was just handed it): wait for its release, but check back soon in case
-                // that expectation was wrong.
+            if std::mem::take(&mut yielding) {
+                // Wait for the woken waiter's release, but check back soon in case it did
+                // not take the key after all.
                 pause = pause.min(HANDOVER_GRACE);
             }
             if front.is_some() {

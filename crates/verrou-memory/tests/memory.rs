@@ -191,3 +191,36 @@ async fn holders_with_their_own_factories_do_not_starve_each_other() {
         "{in_vain} failed attempts for {total} turns"
     );
 }
+
+/// While a lock of the same factory holds the key, the waiter at the front asks the store no
+/// more often than its retry delay (its safety net), since it is woken by the release.
+#[tokio::test]
+async fn a_long_local_hold_costs_one_attempt_per_retry_delay() {
+    let counting = Arc::new(CountingStore::new(Arc::new(MemoryStore::new())));
+    let factory = LockFactory::from_shared(counting.clone())
+        .with_retry(Retry::new().delay(100))
+        .unwrap();
+    let first = factory.create_lock("long").unwrap();
+    assert!(first.acquire().await.unwrap());
+    // Two waiters line up; the first release hands the key to the first of them.
+    let (long_holder, last) = (
+        factory.create_lock("long").unwrap(),
+        factory.create_lock("long").unwrap(),
+    );
+    let holding = tokio::spawn(async move {
+        assert!(long_holder.acquire().await.unwrap());
+        long_holder
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waiting = tokio::spawn(async move { last.acquire().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    first.release().await.unwrap();
+    let long_holder = holding.await.unwrap();
+    let before = counting.busy.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let during = counting.busy.load(Ordering::SeqCst) - before;
+    long_holder.release().await.unwrap();
+    assert!(waiting.await.unwrap());
+    // 1.2 s at a 100 ms delay: about 12 safety-net attempts at most.
+    assert!(during <= 13, "{during} failed attempts during a 1.2 s hold");
+}
