@@ -18,7 +18,7 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`RedisConfig::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reconnection after a lost connection: 100 ms, doubling up to 2 s, forever.
+/// The bounds of [`reconnect_policy`]'s delays.
 const RECONNECT_MIN_DELAY_MS: u32 = 100;
 const RECONNECT_MAX_DELAY_MS: u32 = 2_000;
 
@@ -123,12 +123,7 @@ impl RedisConfig {
 
         let mut builder = Builder::from_config(config);
         builder
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                RECONNECT_MIN_DELAY_MS,
-                RECONNECT_MAX_DELAY_MS,
-                2,
-            ))
+            .set_policy(reconnect_policy())
             .with_connection_config(|connection| {
                 connection.connection_timeout = self.connect_timeout;
                 connection.internal_command_timeout = self.connect_timeout;
@@ -190,6 +185,11 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
+}
+
+/// Reconnection after a lost connection: 100 ms, doubling up to 2 s, forever.
+pub(crate) fn reconnect_policy() -> ReconnectPolicy {
+    ReconnectPolicy::new_exponential(0, RECONNECT_MIN_DELAY_MS, RECONNECT_MAX_DELAY_MS, 2)
 }
 
 /// rustls needs a process-wide crypto provider when more than one is compiled in (another

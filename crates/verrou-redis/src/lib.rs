@@ -6,6 +6,7 @@ mod scripts;
 mod slots;
 mod store;
 mod url;
+mod wake;
 
 pub use config::{
     RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,

@@ -22,6 +22,9 @@ use fred::util::redis_keyslot;
 /// Hash slots in Redis Cluster (and in the key hashing of a single server, unused there).
 const SLOTS: usize = 16_384;
 
+/// What every release channel starts with, up to the slot's number.
+pub(crate) const CHANNEL_START: &str = "verrou:released:{";
+
 /// For each hash slot, the smallest number whose decimal text hashes to it.
 static SLOT_TAGS: LazyLock<Vec<u32>> = LazyLock::new(|| {
     let mut tags = vec![None; SLOTS];
@@ -57,7 +60,16 @@ pub(crate) fn counter_key(lock_key: &str) -> String {
 
 /// The sharded channel on which releases of `lock_key` are published.
 pub(crate) fn release_channel(lock_key: &str) -> String {
-    format!("verrou:released:{{{}}}:{lock_key}", tag(lock_key))
+    format!("{CHANNEL_START}{}}}:{lock_key}", tag(lock_key))
+}
+
+/// The lock key whose releases `channel` carries, if it is a release channel.
+pub(crate) fn released_key(channel: &str) -> Option<&str> {
+    let (number, key) = channel.strip_prefix(CHANNEL_START)?.split_once("}:")?;
+    number
+        .bytes()
+        .all(|byte| byte.is_ascii_digit())
+        .then_some(key)
 }
 
 #[cfg(test)]
@@ -98,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn the_release_channel_is_in_the_lock_keys_slot() {
+    fn the_release_channel_is_in_the_lock_keys_slot_and_names_the_key() {
         for key in AWKWARD_KEYS
             .into_iter()
             .chain(["}:", "verrou:released:{1}:x"])
@@ -109,6 +121,19 @@ mod tests {
                 redis_keyslot(key.as_bytes()),
                 "{key:?} -> {channel:?}"
             );
+            assert_eq!(released_key(&channel), Some(key), "{channel:?}");
+        }
+    }
+
+    #[test]
+    fn other_channels_name_no_key() {
+        for channel in [
+            "",
+            "verrou:released:",
+            "verrou:released:{x}:k",
+            "other:{1}:k",
+        ] {
+            assert_eq!(released_key(channel), None, "{channel:?}");
         }
     }
 }

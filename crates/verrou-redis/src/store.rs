@@ -16,6 +16,7 @@ use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
 use crate::error::ConnectError;
 use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, TAKE};
 use crate::slots;
+use crate::wake::Wakeups;
 
 /// Locks in Redis, laid out as the Node.js library lays them out: the lock is the string key
 /// `key_prefix + name`, its value the owner token, its expiry the server's PX TTL.
@@ -27,6 +28,8 @@ use crate::slots;
 ///
 /// Releasing and force-releasing publish the freed key (`SPUBLISH`, in the same script) on
 /// its release channel `verrou:released:{N}:KEY`, a sharded channel in the key's hash slot.
+/// Waiting acquirers of every store hear it on a subscriber connection each store opens at
+/// its first wait, and ask again at once instead of sleeping out their retry delay.
 ///
 /// Build it with [`connect`](Self::connect) from a [`RedisConfig`], or wrap a fred client
 /// or pool you already have with [`from_client`](Self::from_client) or
@@ -35,6 +38,7 @@ pub struct RedisStore {
     connection: Connection,
     key_prefix: String,
     command_options: Options,
+    wakeups: Wakeups,
 }
 
 /// The fred handle the store sends commands through.
@@ -126,6 +130,7 @@ impl RedisStore {
                 max_attempts: Some(1),
                 ..Options::default()
             },
+            wakeups: Wakeups::default(),
         }
     }
 
@@ -167,6 +172,7 @@ impl LockStore for RedisStore {
         // The take script reads TTL 0 as "none"; a real TTL is at least 1 ms.
         let ttl = ttl.map(millis).transpose()?.unwrap_or(0);
         let key = self.redis_key(key);
+        self.wakeups.before_take(&key);
         let token: Option<i64> = TAKE
             .run(
                 &self.client(),
@@ -225,6 +231,20 @@ impl LockStore for RedisStore {
             .await
             .map_err(Error::storage)?;
         Ok(owner_check(applied))
+    }
+
+    /// Returns when a release or force release of `key` is published (by any store on the
+    /// server), or after `max_wait`. Never fails: without a working subscriber connection it
+    /// simply sleeps `max_wait`.
+    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
+        self.wakeups
+            .wait(
+                &self.redis_key(key),
+                max_wait,
+                self.connection.client(),
+                &self.command_options,
+            )
+            .await;
     }
 }
 

@@ -1,0 +1,376 @@
+//! Wake-on-release: a waiter with a one-hour retry delay still gets the lock within moments
+//! of a release by another store, because the release is published and heard.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{connect, raw_client, unique_key};
+use verrou_core::{LockFactory, LockStore, Retry};
+use verrou_redis::fred::prelude::{Client, ClientLike, Value};
+use verrou_redis::fred::types::{ClusterHash, CustomCommand};
+use verrou_redis::fred::util::redis_keyslot;
+use verrou_redis::RedisStore;
+use verrou_testkit::{redis_url, RedisServer};
+
+/// A retry delay no test waits out: acquiring within [`PROMPT`] of a release means the
+/// release was heard.
+const HOUR: Duration = Duration::from_secs(3600);
+/// Generous for a heard release (about a round trip), far below [`HOUR`].
+const PROMPT: Duration = Duration::from_secs(2);
+/// Long enough for a waiter to have asked the store and subscribed.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// A factory on `store` whose waiters only ask the store again when woken (or after an hour).
+fn patient(store: &Arc<RedisStore>) -> LockFactory {
+    LockFactory::from_shared(Arc::clone(store) as Arc<dyn LockStore>)
+        .with_retry(Retry::new().delay(HOUR))
+        .expect("valid retry options")
+}
+
+/// Starts acquiring `key` through `factory` in the background; the task returns when it is
+/// acquired, with the lock.
+fn acquire_in_background(
+    factory: &LockFactory,
+    key: &str,
+) -> tokio::task::JoinHandle<verrou_core::Lock> {
+    let lock = factory.create_lock_with_ttl(key, "60s").unwrap();
+    tokio::spawn(async move {
+        assert!(lock.acquire().await.unwrap(), "no timeout: acquires");
+        lock
+    })
+}
+
+/// Waits for `waiter` to acquire, at most [`PROMPT`] from now; how long it took.
+async fn acquired_promptly(waiter: tokio::task::JoinHandle<verrou_core::Lock>) -> Duration {
+    let started = Instant::now();
+    let lock = tokio::time::timeout(PROMPT, waiter)
+        .await
+        .unwrap_or_else(|_| panic!("the waiter slept through the release ({PROMPT:?})"))
+        .expect("the waiter did not panic");
+    lock.release().await.unwrap();
+    started.elapsed()
+}
+
+/// The sharded channels with subscribers on the server of `raw` carrying releases of `key`,
+/// with their subscriber counts.
+async fn release_channels(raw: &Client, key: &str) -> Vec<(String, i64)> {
+    let command = || CustomCommand::new_static("PUBSUB", ClusterHash::Random, false);
+    let channels: Vec<String> = raw
+        .custom(command(), vec!["SHARDCHANNELS", "verrou:released:*"])
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    for channel in channels
+        .into_iter()
+        .filter(|channel| channel.ends_with(&format!("}}:{key}")))
+    {
+        let counts: Vec<Value> = raw
+            .custom(command(), vec!["SHARDNUMSUB", channel.as_str()])
+            .await
+            .unwrap();
+        let count = counts.get(1).and_then(Value::as_i64).unwrap_or_default();
+        found.push((channel, count));
+    }
+    found
+}
+
+/// Polls until `key` has `expected` subscribed release channels with one subscriber each,
+/// for at most `within`.
+async fn wait_for_subscriptions(raw: &Client, key: &str, expected: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let channels = release_channels(raw, key).await;
+        if channels.len() == expected && channels.iter().all(|(_, count)| *count == 1) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {expected} subscribed release channel(s) for {key} within {within:?}, found {channels:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_on_another_store_wakes_a_waiter_at_once() {
+    let url = redis_url();
+    let (a, b) = (
+        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |_| {}).await),
+    );
+    let key = unique_key("wake-release");
+    let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+
+    let waiter = acquire_in_background(&patient(&a), &key);
+    tokio::time::sleep(SETTLE).await;
+    assert!(!waiter.is_finished(), "acquired a held lock");
+    holder.release().await.unwrap();
+    acquired_promptly(waiter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_release_on_another_store_wakes_a_waiter_at_once() {
+    let url = redis_url();
+    let (a, b) = (
+        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |_| {}).await),
+    );
+    let key = unique_key("wake-force-release");
+    let holder = patient(&b).create_lock(&key).unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+
+    let waiter = acquire_in_background(&patient(&a), &key);
+    tokio::time::sleep(SETTLE).await;
+    assert!(!waiter.is_finished(), "acquired a held lock");
+    let intruder = patient(&b).create_lock(&key).unwrap();
+    intruder.force_release().await.unwrap();
+    acquired_promptly(waiter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_prefix_is_part_of_the_release_channel() {
+    let url = redis_url();
+    let (a, b, raw) = (
+        Arc::new(connect(&url, |config| config.key_prefix = "app-a:".into()).await),
+        Arc::new(connect(&url, |config| config.key_prefix = "app-a:".into()).await),
+        raw_client(&url).await,
+    );
+    let name = unique_key("wake-prefix");
+    let holder = patient(&b).create_lock_with_ttl(&name, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let waiter = acquire_in_background(&patient(&a), &name);
+
+    let redis_key = format!("app-a:{name}");
+    wait_for_subscriptions(&raw, &redis_key, 1, PROMPT).await;
+    let (channel, _) = &release_channels(&raw, &redis_key).await[0];
+    assert!(
+        channel.starts_with("verrou:released:{") && channel.ends_with(&format!("}}:{redis_key}")),
+        "{channel}"
+    );
+    assert_eq!(
+        redis_keyslot(channel.as_bytes()),
+        redis_keyslot(redis_key.as_bytes()),
+        "{channel} is in the slot of {redis_key}"
+    );
+    holder.release().await.unwrap();
+    acquired_promptly(waiter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_outlives_its_waiters_briefly_then_goes() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("wake-unsubscribe");
+    store.wait_for_release(&key, SETTLE).await;
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+    // Nobody waits any more: the subscription lingers a few seconds, then is dropped.
+    wait_for_subscriptions(&raw, &key, 0, Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_returns_after_max_wait_when_nothing_is_released() {
+    let url = redis_url();
+    let store = connect(&url, |_| {}).await;
+    let key = unique_key("wake-nothing");
+    // The first wait may return early, once its subscription is live; later ones may not.
+    store.wait_for_release(&key, PROMPT).await;
+    for _ in 0..2 {
+        let started = Instant::now();
+        store.wait_for_release(&key, SETTLE).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= SETTLE && waited < SETTLE + PROMPT,
+            "waited {waited:?} for {SETTLE:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_resubscribes_after_the_server_restarts() {
+    let mut server = RedisServer::start().expect("a private redis-server");
+    let url = server.url();
+    let (a, b, raw) = (
+        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |_| {}).await),
+        raw_client(&url).await,
+    );
+    let key = unique_key("wake-restart");
+    let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let first = acquire_in_background(&patient(&a), &key);
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+
+    server.stop();
+    server.restart().expect("the server restarts on its port");
+    // The restarted server is empty, so the lock is free; the waiter is woken once its
+    // subscription is renewed (releases may have gone unheard), asks, and gets it. Within the
+    // reconnection backoff, not the hour.
+    let first = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the waiter was woken after the reconnection")
+        .unwrap();
+    let raw = raw_client(&url).await;
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+
+    // A second waiter of the same store relies on the renewed subscription: the key is
+    // watched already, so nothing new is subscribed for it.
+    let second = acquire_in_background(&patient(&a), &key);
+    tokio::time::sleep(SETTLE).await;
+    assert!(!second.is_finished(), "acquired a held lock");
+    first.release().await.unwrap();
+    acquired_promptly(second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscriber_connection_comes_back_and_lock_operations_never_notice() {
+    // A private server: killing subscriber connections must not disturb other tests.
+    let server = RedisServer::start().expect("a private redis-server");
+    let url = server.url();
+    let (a, b, raw) = (
+        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |_| {}).await),
+        raw_client(&url).await,
+    );
+    let key = unique_key("wake-killed");
+    let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let waiter = acquire_in_background(&patient(&a), &key);
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+
+    // Kill the store's subscriber connection.
+    let _: Value = raw
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await
+        .unwrap();
+    // Lock operations of the waiting store go on meanwhile.
+    let other = patient(&a)
+        .create_lock_with_ttl(unique_key("wake-killed-other"), "10s")
+        .unwrap();
+    for _ in 0..20 {
+        assert!(other.acquire_immediately().await.unwrap());
+        other.release().await.unwrap();
+    }
+    wait_for_subscriptions(&raw, &key, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(SETTLE).await;
+    assert!(!waiter.is_finished(), "acquired a held lock");
+    holder.release().await.unwrap();
+    acquired_promptly(waiter).await;
+}
+
+/// Creates the ACL user `name` (password `pw`) with `rules` on the private server of `admin`.
+async fn acl_user(admin: &Client, name: &str, rules: &[&str]) {
+    let mut arguments = vec!["SETUSER", name, "reset", "on", ">pw"];
+    arguments.extend_from_slice(rules);
+    let _: Value = admin
+        .custom(
+            CustomCommand::new_static("ACL", ClusterHash::Random, false),
+            arguments,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_rules_the_readme_lists_are_enough() {
+    let server = RedisServer::start().expect("a private redis-server");
+    let admin = raw_client(&server.url()).await;
+    acl_user(
+        &admin,
+        "locker",
+        &[
+            "~locks:*",
+            "~verrou:fence:*",
+            "&verrou:released:*",
+            "+evalsha",
+            "+eval",
+            "+exists",
+            "+get",
+            "+set",
+            "+del",
+            "+incr",
+            "+pexpire",
+            "+spublish",
+            "+ssubscribe",
+            "+sunsubscribe",
+        ],
+    )
+    .await;
+    let url = format!("redis://locker:pw@127.0.0.1:{}", server.port());
+    let prefixed = |config: &mut verrou_redis::RedisConfig| config.key_prefix = "locks:".into();
+    let (a, b) = (
+        Arc::new(connect(&url, prefixed).await),
+        Arc::new(connect(&url, prefixed).await),
+    );
+    let key = unique_key("wake-acl");
+    let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    holder.extend().await.unwrap();
+    assert!(holder.is_locked().await.unwrap());
+    let waiter = acquire_in_background(&patient(&a), &key);
+    tokio::time::sleep(SETTLE).await;
+    assert!(!waiter.is_finished(), "acquired a held lock");
+    holder.release().await.unwrap();
+    acquired_promptly(waiter).await;
+    holder.force_release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pubsub_rights_locks_work_and_waiters_poll() {
+    // A user that may use keys and scripts but no pub/sub channel (the Redis 7 default for
+    // new users): publishing and subscribing are refused.
+    let server = RedisServer::start().expect("a private redis-server");
+    let admin = raw_client(&server.url()).await;
+    acl_user(&admin, "locker", &["~*", "+@all", "resetchannels"]).await;
+    let url = format!("redis://locker:pw@127.0.0.1:{}", server.port());
+    let (a, b) = (
+        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |_| {}).await),
+    );
+    let key = unique_key("wake-refused");
+    let delay = Duration::from_millis(400);
+    let polling = LockFactory::from_shared(Arc::clone(&a) as Arc<dyn LockStore>)
+        .with_retry(Retry::new().delay(delay))
+        .unwrap();
+
+    for _ in 0..2 {
+        let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+        assert!(holder.acquire_immediately().await.unwrap());
+        let waiter = acquire_in_background(&polling, &key);
+        tokio::time::sleep(SETTLE).await;
+        assert!(!waiter.is_finished(), "acquired a held lock");
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        holder.acquire_immediately().await.unwrap_or_default();
+        holder.force_release().await.unwrap();
+        let lock = tokio::time::timeout(delay + PROMPT, waiter)
+            .await
+            .expect("the waiter polls at its retry delay")
+            .unwrap();
+        assert!(released.elapsed() <= delay + PROMPT);
+        lock.release().await.unwrap();
+    }
+    // A bare wait neither hangs nor fails.
+    let started = Instant::now();
+    a.wait_for_release(&key, SETTLE).await;
+    assert!(started.elapsed() < SETTLE + PROMPT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_store_that_waited_closes_its_subscriber_too() {
+    let server = RedisServer::start().expect("a private redis-server");
+    let url = server.url();
+    let raw = raw_client(&url).await;
+    let store = connect(&url, |_| {}).await;
+    let key = unique_key("wake-drop");
+    store.wait_for_release(&key, SETTLE).await;
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+
+    drop(store);
+    wait_for_subscriptions(&raw, &key, 0, PROMPT).await;
+}
