@@ -13,6 +13,9 @@ const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Default time between sweeps of expired rows.
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Default bound on one lock operation.
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Options of a store built on an existing pool with
 /// [`PostgresStore::from_pool`](crate::PostgresStore::from_pool).
 ///
@@ -36,6 +39,14 @@ pub struct PostgresOptions {
     /// How often the store deletes expired rows that nobody took over (locks of crashed
     /// holders); `None` never sweeps. Default 60 s.
     pub sweep_interval: Option<Duration>,
+    /// Longest time one lock operation may take, from asking the pool for a connection to
+    /// the server's answer. Past it the operation fails with
+    /// [`Error::Storage`](verrou_core::Error::Storage) and its connection is closed (its
+    /// state is unknown), so a network partition or a hung server costs this long, not
+    /// the minutes TCP takes to give up. It is a client-side bound: the server is not
+    /// told, and an operation that timed out may still have been applied. Must be
+    /// positive. Default 5 s.
+    pub command_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -44,6 +55,7 @@ impl Default for PostgresOptions {
             table: DEFAULT_TABLE.into(),
             create_table: true,
             sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }
@@ -100,6 +112,12 @@ pub struct PostgresConfig {
         serde(deserialize_with = "verrou_core::config::optional_duration")
     )]
     pub sweep_interval: Option<Duration>,
+    /// See [`PostgresOptions::command_timeout`]. Default 5 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "verrou_core::config::duration")
+    )]
+    pub command_timeout: Duration,
 }
 
 impl PostgresConfig {
@@ -117,6 +135,7 @@ impl PostgresConfig {
             table: self.table.clone(),
             create_table: self.create_table,
             sweep_interval: self.sweep_interval,
+            command_timeout: self.command_timeout,
         }
     }
 }
@@ -132,6 +151,7 @@ impl Default for PostgresConfig {
             connect_timeout: Duration::from_secs(5),
             pool_timeout: Some(Duration::from_secs(10)),
             sweep_interval: options.sweep_interval,
+            command_timeout: options.command_timeout,
         }
     }
 }
@@ -147,6 +167,7 @@ impl fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_timeout", &self.pool_timeout)
             .field("sweep_interval", &self.sweep_interval)
+            .field("command_timeout", &self.command_timeout)
             .finish()
     }
 }

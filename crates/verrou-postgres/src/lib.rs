@@ -4,6 +4,7 @@ mod config;
 mod error;
 mod identifier;
 mod pool;
+mod run;
 mod schema;
 mod sql;
 mod store;

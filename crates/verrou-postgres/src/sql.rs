@@ -37,10 +37,10 @@ pub(crate) struct Statements {
     /// Whether a key is held and unexpired. Params: key. Returns one boolean.
     pub(crate) exists: String,
     /// Moves a live lock's expiration if the owner holds it. Params: key, owner, ttl ms.
-    /// One row affected: extended; none: not the owner's (or expired).
+    /// One row (`true`): extended; none: not the owner's (or expired).
     pub(crate) extend: String,
     /// Deletes up to a batch of expired rows, skipping rows other statements have locked.
-    /// Params: batch size.
+    /// Params: batch size. Returns one row: how many it deleted.
     pub(crate) sweep: String,
     /// Creates the table and its fencing-token sequence where they do not exist. No params;
     /// several statements, for `batch_execute`.
@@ -72,12 +72,12 @@ impl Statements {
             exists: format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})"),
             extend: format!(
                 "UPDATE {table} SET \"expiration\" = {NOW_MS} + $3::bigint \
-                 WHERE \"key\" = $1 AND \"owner\" = $2 AND {live}"
+                 WHERE \"key\" = $1 AND \"owner\" = $2 AND {live} RETURNING true"
             ),
             sweep: format!(
-                "DELETE FROM {table} WHERE ctid = ANY (ARRAY(\
+                "WITH swept AS (DELETE FROM {table} WHERE ctid = ANY (ARRAY(\
                  SELECT ctid FROM {table} WHERE {expired} LIMIT $1 FOR UPDATE SKIP LOCKED)) \
-                 AND {expired}"
+                 AND {expired} RETURNING 1) SELECT count(*) FROM swept"
             ),
             create_table: format!(
                 "CREATE TABLE IF NOT EXISTS {table} (\

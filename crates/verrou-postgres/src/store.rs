@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
-use deadpool_postgres::tokio_postgres::Statement;
-use deadpool_postgres::{Client, Pool};
+use deadpool_postgres::Pool;
 use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::error::setup_failed;
 use crate::identifier::TableName;
 use crate::pool::{build_pool, pool_failure};
+use crate::run::Runner;
 use crate::schema::ensure_table;
 use crate::sql::{ttl_millis, Statements};
 use crate::sweep::{self, Schedule};
@@ -23,10 +23,10 @@ use crate::sweep::{self, Schedule};
 /// Every operation is one prepared statement (cached per connection) that decides expiry
 /// with the database server's clock, and no statement fails when callers contend for a key.
 /// Grants carry fencing tokens from a sequence beside the table (`<table>_fencing_seq`).
-/// Cloning is cheap and shares the pool.
+/// Each operation is bounded by the command timeout. Cloning is cheap and shares the pool.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: Pool,
+    runner: Runner,
     table: TableName,
     statements: Arc<Statements>,
     sweeps: Arc<Schedule>,
@@ -34,7 +34,8 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Builds a pool from `config` and a store on it. Fails with
-    /// [`Error::InvalidConfig`] for a bad table name, URL or pool size, and with
+    /// [`Error::InvalidConfig`] for a bad table name, URL, pool size or command timeout, and
+    /// with
     /// [`Error::Storage`] when the server can not be reached or the table can not be
     /// created.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
@@ -56,7 +57,7 @@ impl PostgresStore {
 
     /// The pool the store runs its statements on.
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        self.runner.pool()
     }
 
     async fn open(
@@ -65,49 +66,39 @@ impl PostgresStore {
         options: PostgresOptions,
         server: &str,
     ) -> Result<Self> {
+        if options.command_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "command_timeout must be positive".to_owned(),
+            ));
+        }
         let mut client = pool.get().await.map_err(|error| {
             setup_failed(format!("could not reach {server}"), pool_failure(error))
         })?;
         let statements = Statements::new(&table);
-        ensure_table(&mut client, &table, &statements, options.create_table).await?;
+        let creation = ensure_table(&mut client, &table, &statements, options.create_table);
+        tokio::time::timeout(options.command_timeout, creation)
+            .await
+            .map_err(|_| {
+                Error::storage(format!(
+                    "{server} did not set up table {} within the command timeout ({:?})",
+                    table.quoted(),
+                    options.command_timeout
+                ))
+            })??;
         Ok(Self {
-            pool,
+            runner: Runner::new(pool, options.command_timeout),
             table,
             statements: Arc::new(statements),
             sweeps: Arc::new(Schedule::new(options.sweep_interval)),
         })
     }
 
-    /// A pooled connection with `sql` prepared on it (once per connection, then cached).
-    async fn prepare(&self, sql: &str) -> Result<(Client, Statement)> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|error| Error::storage(pool_failure(error)))?;
-        let statement = client.prepare_cached(sql).await.map_err(Error::storage)?;
-        Ok((client, statement))
-    }
-
-    /// Runs a statement; returns the number of rows it affected.
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let (client, statement) = self.prepare(sql).await?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(Error::storage)
-    }
-
-    /// Runs a statement returning at most one row of one value.
+    /// Runs a statement returning at most one row, and reads the row's first value.
     async fn query_value<T>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<T>>
     where
         T: for<'row> FromSql<'row>,
     {
-        let (client, statement) = self.prepare(sql).await?;
-        let row = client
-            .query_opt(&statement, params)
-            .await
-            .map_err(Error::storage)?;
+        let row = self.runner.query_opt(sql, params).await?;
         row.map(|row| row.try_get(0))
             .transpose()
             .map_err(Error::storage)
@@ -121,7 +112,7 @@ impl LockStore for PostgresStore {
         let token: Option<i64> = self
             .query_value(&self.statements.save, &[&key, &owner, &ttl])
             .await?;
-        sweep::start_if_due(&self.sweeps, &self.pool, &self.statements);
+        sweep::start_if_due(&self.sweeps, &self.runner, &self.statements);
         match token {
             Some(token) => {
                 let token = u64::try_from(token).map_err(|_| {
@@ -144,7 +135,8 @@ impl LockStore for PostgresStore {
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.execute(&self.statements.force_delete, &[&key])
+        self.runner
+            .query_opt(&self.statements.force_delete, &[&key])
             .await
             .map(drop)
     }
@@ -157,9 +149,9 @@ impl LockStore for PostgresStore {
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
         let ttl = ttl_millis(ttl);
         let extended = self
-            .execute(&self.statements.extend, &[&key, &owner, &ttl])
+            .query_value(&self.statements.extend, &[&key, &owner, &ttl])
             .await?;
-        Ok(owner_check(extended == 1))
+        Ok(owner_check(extended == Some(true)))
     }
 }
 
@@ -176,7 +168,8 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.table.quoted())
-            .field("pool", &self.pool.status())
+            .field("pool", &self.runner.pool().status())
+            .field("command_timeout", &self.runner.timeout())
             .finish_non_exhaustive()
     }
 }

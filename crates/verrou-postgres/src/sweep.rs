@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
-use verrou_core::BoxError;
+use verrou_core::Result;
 
+use crate::run::Runner;
 use crate::sql::{Statements, SWEEP_BATCH};
 
 /// The most batches one sweep runs; whatever is left waits for the next interval.
@@ -64,20 +64,20 @@ impl Schedule {
 }
 
 /// Starts a sweep in the background if one is due and a Tokio runtime is running.
-pub(crate) fn start_if_due(schedule: &Schedule, pool: &Pool, statements: &Arc<Statements>) {
+pub(crate) fn start_if_due(schedule: &Schedule, runner: &Runner, statements: &Arc<Statements>) {
     if !schedule.claim() {
         return;
     }
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(sweep(pool.clone(), Arc::clone(statements)));
+        runtime.spawn(sweep(runner.clone(), Arc::clone(statements)));
     }
 }
 
 /// Deletes expired rows batch by batch until a batch comes back short.
-async fn sweep(pool: Pool, statements: Arc<Statements>) {
+async fn sweep(runner: Runner, statements: Arc<Statements>) {
     let mut deleted = 0;
     for _ in 0..MAX_BATCHES {
-        match sweep_batch(&pool, &statements.sweep).await {
+        match sweep_batch(&runner, &statements.sweep).await {
             Ok(count) => {
                 deleted += count;
                 if count < SWEEP_BATCH.unsigned_abs() {
@@ -94,10 +94,14 @@ async fn sweep(pool: Pool, statements: Arc<Statements>) {
 }
 
 /// Runs one sweep statement; returns how many rows it deleted.
-async fn sweep_batch(pool: &Pool, sql: &str) -> Result<u64, BoxError> {
-    let client = pool.get().await?;
-    let statement = client.prepare_cached(sql).await?;
-    Ok(client.execute(&statement, &[&SWEEP_BATCH]).await?)
+async fn sweep_batch(runner: &Runner, sql: &str) -> Result<u64> {
+    let row = runner.query_opt(sql, &[&SWEEP_BATCH]).await?;
+    let deleted: i64 = row
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(verrou_core::Error::storage)?
+        .unwrap_or(0);
+    Ok(deleted.unsigned_abs())
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ fn every_field_is_read_and_durations_take_both_forms() {
             "pool_size": 4,
             "connect_timeout": "2s",
             "pool_timeout": 1500,
-            "sweep_interval": null
+            "sweep_interval": null,
+            "command_timeout": "750ms"
         }"#,
     )
     .expect("a full configuration");
@@ -33,6 +34,7 @@ fn every_field_is_read_and_durations_take_both_forms() {
             connect_timeout: Duration::from_secs(2),
             pool_timeout: Some(Duration::from_millis(1500)),
             sweep_interval: None,
+            command_timeout: Duration::from_millis(750),
         }
     );
 }
@@ -64,6 +66,8 @@ fn bad_durations_are_rejected() {
         r#"{"connect_timeout": null}"#,
         r#"{"pool_timeout": "-5s"}"#,
         r#"{"sweep_interval": 0}"#,
+        r#"{"command_timeout": null}"#,
+        r#"{"command_timeout": 0}"#,
     ] {
         assert!(read(json).is_err(), "{json} should be rejected");
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{client, config, server_now_ms, store, unique};
 use tokio::sync::Barrier;
@@ -474,4 +474,60 @@ async fn table_created_by_the_node_library_works() {
     ));
     store.force_delete("node").await.expect("force delete");
     assert!(!store.exists("node").await.expect("exists"));
+}
+
+/// An operation the server does not answer (here it waits behind a table lock, as it would
+/// behind a hung server or a network partition) fails with a storage error once the command
+/// timeout is up, and the store works again once the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_operation_fails_after_the_command_timeout() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("timeout");
+    let timeout = Duration::from_millis(300);
+    let store = PostgresStore::connect(PostgresConfig {
+        command_timeout: timeout,
+        ..config(&table)
+    })
+    .await
+    .expect("store");
+    let mut blocker = client(&url).await;
+    let blocking = blocker.transaction().await.expect("transaction");
+    blocking
+        .batch_execute(&format!("LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .expect("table lock");
+
+    for operation in ["save", "exists", "delete"] {
+        let started = Instant::now();
+        let outcome = match operation {
+            "save" => store.save("k", "me", None).await.map(drop),
+            "exists" => store.exists("k").await.map(drop),
+            _ => store.delete("k", "me").await.map(drop),
+        };
+        let waited = started.elapsed();
+        let error = outcome.expect_err("the table is locked");
+        assert!(matches!(error, Error::Storage { .. }), "{error:?}");
+        let chain = chain(&error);
+        assert!(chain.contains("command timeout"), "{chain}");
+        assert!(
+            waited >= timeout && waited < Duration::from_secs(3),
+            "{operation} gave up after {waited:?}"
+        );
+    }
+
+    blocking.commit().await.expect("commit");
+    assert!(granted(store.save("k", "me", None).await.expect("save")));
+    assert!(store.exists("k").await.expect("exists"));
+}
+
+#[tokio::test]
+async fn a_zero_command_timeout_is_invalid_config() {
+    let message = invalid_config(
+        PostgresStore::connect(PostgresConfig {
+            command_timeout: Duration::ZERO,
+            ..config(&unique("zero_timeout"))
+        })
+        .await,
+    );
+    assert!(message.contains("command_timeout"), "{message}");
 }
