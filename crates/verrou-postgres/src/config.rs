@@ -118,6 +118,13 @@ pub struct PostgresConfig {
         serde(deserialize_with = "verrou_core::config::duration")
     )]
     pub command_timeout: Duration,
+    /// Keep one more connection, outside the pool, that `LISTEN`s for releases, so that
+    /// a waiting `acquire` wakes as soon as the lock it waits for is released (by this
+    /// process or another), instead of at its next retry. Turn it off behind a
+    /// transaction-pooling proxy (PgBouncer in transaction mode), which breaks `LISTEN` and
+    /// session-level advisory locks; waiters then poll at their retry delay. Default
+    /// `true`.
+    pub listen: bool,
 }
 
 impl PostgresConfig {
@@ -152,6 +159,7 @@ impl Default for PostgresConfig {
             pool_timeout: Some(Duration::from_secs(10)),
             sweep_interval: options.sweep_interval,
             command_timeout: options.command_timeout,
+            listen: true,
         }
     }
 }
@@ -168,6 +176,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_timeout", &self.pool_timeout)
             .field("sweep_interval", &self.sweep_interval)
             .field("command_timeout", &self.command_timeout)
+            .field("listen", &self.listen)
             .finish()
     }
 }

@@ -15,6 +15,7 @@ const SEQUENCE_SUFFIX: &str = "_fencing_seq";
 /// name of its fencing-token sequence (`<table>_fencing_seq`, in the same schema).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableName {
+    plain: String,
     quoted: String,
     sequence_quoted: String,
 }
@@ -45,9 +46,15 @@ impl TableName {
             None => format!("\"{name}\""),
         };
         Ok(Self {
+            plain: name.to_owned(),
             quoted: qualify(table),
             sequence_quoted: qualify(&format!("{table}{SEQUENCE_SUFFIX}")),
         })
+    }
+
+    /// The name as configured (and validated), e.g. `public.verrou`.
+    pub(crate) fn plain(&self) -> &str {
+        &self.plain
     }
 
     /// The name as it goes into SQL, e.g. `"public"."verrou"`.

@@ -1,16 +1,21 @@
 #![doc = include_str!("../README.md")]
 
+mod announce;
 mod config;
+mod connector;
 mod error;
 mod identifier;
+mod listener;
 mod pool;
 mod run;
 mod schema;
 mod sql;
 mod store;
 mod sweep;
+mod watch;
 
 pub use config::{PostgresConfig, PostgresOptions};
+pub use connector::LISTENER_APPLICATION_NAME;
 pub use deadpool_postgres;
 pub use deadpool_postgres::tokio_postgres;
 pub use store::PostgresStore;

@@ -6,13 +6,8 @@ use verrou_core::{BoxError, Error, Result};
 
 use crate::config::{redact_password, PostgresConfig};
 
-/// A pool of plain (no TLS) connections as `config` describes.
-pub(crate) fn build_pool(config: &PostgresConfig) -> Result<Pool> {
-    if config.pool_size == 0 {
-        return Err(Error::InvalidConfig(
-            "pool_size must be at least 1".to_owned(),
-        ));
-    }
+/// The driver's configuration for `config`'s URL, with its connect timeout.
+pub(crate) fn driver_config(config: &PostgresConfig) -> Result<Config> {
     let mut pg_config: Config = config.url.parse().map_err(|error| {
         Error::InvalidConfig(format!(
             "invalid PostgreSQL url {}: {error}",
@@ -20,6 +15,16 @@ pub(crate) fn build_pool(config: &PostgresConfig) -> Result<Pool> {
         ))
     })?;
     pg_config.connect_timeout(config.connect_timeout);
+    Ok(pg_config)
+}
+
+/// A pool of plain (no TLS) connections to `pg_config`, as `config` describes.
+pub(crate) fn build_pool(config: &PostgresConfig, pg_config: Config) -> Result<Pool> {
+    if config.pool_size == 0 {
+        return Err(Error::InvalidConfig(
+            "pool_size must be at least 1".to_owned(),
+        ));
+    }
     let manager = Manager::from_config(
         pg_config,
         NoTls,

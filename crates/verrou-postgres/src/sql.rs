@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use crate::announce::Announcements;
 use crate::identifier::TableName;
 
 /// The server's current time in epoch milliseconds (rounded down), the unit of the
@@ -39,10 +40,12 @@ pub(crate) struct Statements {
     /// smaller token.
     pub(crate) save: String,
     /// Releases a live lock held by the owner, and deletes the key's row if it has expired
-    /// whoever held it. Params: key, owner. Returns one boolean row, true when the owner's
-    /// live lock was released; no row when nothing was deleted.
+    /// whoever held it. Params: key, owner, key id (see `Announcements::key_id`). Returns
+    /// one row whose first column is true when the owner's live lock was released; no row
+    /// when nothing was deleted. Announces the release (see [`ANNOUNCE`]).
     pub(crate) delete: String,
-    /// Deletes a key whoever holds it. Params: key.
+    /// Deletes a key whoever holds it, and announces it. Params: key, key id. One row
+    /// (announcement column only) if a row was deleted.
     pub(crate) force_delete: String,
     /// Whether a key is held and unexpired. Params: key. Returns one boolean.
     pub(crate) exists: String,
@@ -55,13 +58,39 @@ pub(crate) struct Statements {
     /// Creates the table and its fencing-token sequence where they do not exist. No params;
     /// several statements, for `batch_execute`.
     pub(crate) create_table: String,
+    /// Subscribes the listener's session to the table's announcements. No params.
+    pub(crate) listen: String,
+    /// Takes the session-level shared advisory locks of keys that have waiters here, so
+    /// that their releases announce themselves; never waits. Params: key ids (`bigint[]`).
+    /// One row per id: the id and whether its lock was taken (false: someone holds it
+    /// exclusively, most likely a release of that key committing right now).
+    pub(crate) register: String,
+    /// Which of the given keys are free now. Run after `register`, in a statement of its
+    /// own so that it sees every release committed before the locks were taken (a release
+    /// committing later sees the lock and announces itself). Params: key ids (`bigint[]`),
+    /// keys (`text[]`), in the same order. One row per free key: its id.
+    pub(crate) probe: String,
+    /// Gives back advisory locks taken by `register`. Params: key ids (`bigint[]`).
+    pub(crate) unregister: String,
 }
 
+/// How `delete` and `force_delete` announce a release, evaluated on the row they deleted,
+/// while they hold it: if taking the key's advisory lock exclusively fails, some session
+/// holds it shared (a listener whose store has waiters for the key), and the release is
+/// announced on the table's channel with the key id as payload; the notification goes out
+/// when the statement commits. An uncontended release takes and drops one advisory lock
+/// and sends nothing, sparing the server `NOTIFY`'s serialized commits. `{channel}` and
+/// `{id}` are filled in.
+const ANNOUNCE: &str =
+    "CASE WHEN NOT pg_try_advisory_xact_lock({id}) THEN pg_notify('{channel}', {id}::text) END";
+
 impl Statements {
-    /// Builds the statements for `table`.
-    pub(crate) fn new(table: &TableName) -> Self {
+    /// Builds the statements for `table`, announcing releases as `announcements` says.
+    pub(crate) fn new(table: &TableName, announcements: &Announcements) -> Self {
         let sequence = table.sequence_quoted();
         let table = table.quoted();
+        let channel = announcements.channel();
+        let announce = |id: &str| ANNOUNCE.replace("{id}", id).replace("{channel}", channel);
         let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
         let expired = format!("\"expiration\" <= {NOW_MS}");
         Self {
@@ -75,9 +104,13 @@ impl Statements {
             ),
             delete: format!(
                 "DELETE FROM {table} WHERE \"key\" = $1 AND (\"owner\" = $2 OR {expired}) \
-                 RETURNING \"owner\" = $2 AND {live}"
+                 RETURNING \"owner\" = $2 AND {live}, {}",
+                announce("$3")
             ),
-            force_delete: format!("DELETE FROM {table} WHERE \"key\" = $1"),
+            force_delete: format!(
+                "DELETE FROM {table} WHERE \"key\" = $1 RETURNING {}",
+                announce("$2")
+            ),
             exists: format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})"),
             extend: format!(
                 "UPDATE {table} SET \"expiration\" = {EXPIRES_FROM_NOW} + $3::bigint \
@@ -93,6 +126,15 @@ impl Statements {
                  \"key\" text PRIMARY KEY, \"owner\" text NOT NULL, \"expiration\" bigint); \
                  CREATE SEQUENCE IF NOT EXISTS {sequence}"
             ),
+            listen: format!("LISTEN \"{channel}\""),
+            register: "SELECT id, pg_try_advisory_lock_shared(id) FROM unnest($1::bigint[]) AS id"
+                .to_owned(),
+            probe: format!(
+                "SELECT w.id FROM unnest($1::bigint[], $2::text[]) AS w (id, key) \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = w.key AND {live})"
+            ),
+            unregister: "SELECT pg_advisory_unlock_shared(id) FROM unnest($1::bigint[]) AS id"
+                .to_owned(),
         }
     }
 }
@@ -134,16 +176,30 @@ mod tests {
     #[test]
     fn statements_use_the_quoted_table_and_the_server_clock() {
         let table = TableName::parse("app.locks").expect("valid name");
-        let statements = Statements::new(&table);
+        let statements = Statements::new(&table, &Announcements::new(&table));
         for sql in [
             &statements.save,
             &statements.delete,
             &statements.exists,
             &statements.extend,
             &statements.sweep,
+            &statements.probe,
         ] {
             assert!(sql.contains("\"app\".\"locks\""), "{sql}");
             assert!(sql.contains("statement_timestamp()"), "{sql}");
         }
+    }
+
+    #[test]
+    fn releases_announce_on_the_tables_channel() {
+        let table = TableName::parse("app.locks").expect("valid name");
+        let statements = Statements::new(&table, &Announcements::new(&table));
+        assert!(statements.delete.ends_with(
+            "pg_try_advisory_xact_lock($3) THEN pg_notify('verrou:app.locks', $3::text) END"
+        ));
+        assert!(statements.force_delete.ends_with(
+            "pg_try_advisory_xact_lock($2) THEN pg_notify('verrou:app.locks', $2::text) END"
+        ));
+        assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }

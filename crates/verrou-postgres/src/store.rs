@@ -5,54 +5,123 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_postgres::tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
+use deadpool_postgres::tokio_postgres::{Config, NoTls, Socket};
 use deadpool_postgres::Pool;
 use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
+use crate::announce::Announcements;
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
+use crate::connector::{connector, Connect};
 use crate::error::setup_failed;
 use crate::identifier::TableName;
-use crate::pool::{build_pool, pool_failure};
+use crate::listener::{Listener, Setup};
+use crate::pool::{build_pool, driver_config, pool_failure};
 use crate::run::Runner;
 use crate::schema::ensure_table;
 use crate::sql::{ttl_millis, Statements};
 use crate::sweep::{self, Schedule};
+use crate::watch::Watches;
 
 /// A [`LockStore`] keeping locks in a PostgreSQL table, one row per held key.
 ///
 /// Every operation is one prepared statement (cached per connection) that decides expiry
 /// with the database server's clock, and no statement fails when callers contend for a key.
 /// Grants carry fencing tokens from a sequence beside the table (`<table>_fencing_seq`).
-/// Each operation is bounded by the command timeout. Cloning is cheap and shares the pool.
+/// Each operation is bounded by the command timeout.
+///
+/// A store built with [`connect`](Self::connect) or
+/// [`from_pool_with_listener`](Self::from_pool_with_listener) also keeps one connection
+/// outside the pool that `LISTEN`s for releases, so a waiting `acquire` gets the lock as
+/// soon as it is released instead of at its next retry.
+///
+/// Cloning is cheap and shares the pool and the listener.
 #[derive(Clone)]
 pub struct PostgresStore {
     runner: Runner,
     table: TableName,
     statements: Arc<Statements>,
+    announcements: Announcements,
     sweeps: Arc<Schedule>,
+    listening: Option<Arc<Listening>>,
+}
+
+/// The keys waited for here, and the listener that wakes their waiters (stopped when the
+/// last clone of the store is dropped).
+#[derive(Debug)]
+struct Listening {
+    watches: Arc<Watches>,
+    _listener: Listener,
 }
 
 impl PostgresStore {
-    /// Builds a pool from `config` and a store on it. Fails with
-    /// [`Error::InvalidConfig`] for a bad table name, URL, pool size or command timeout, and
-    /// with
-    /// [`Error::Storage`] when the server can not be reached or the table can not be
-    /// created.
+    /// Builds a pool from `config` and a store on it, with a listener unless
+    /// [`listen`](PostgresConfig::listen) is off. Fails with [`Error::InvalidConfig`] for a
+    /// bad table name, URL, pool size or command timeout, and with [`Error::Storage`] when
+    /// the server can not be reached or the table can not be created.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let options = config.options();
         let table = TableName::parse(&options.table)?;
         let server = redact_password(&config.url);
-        let pool = build_pool(&config)?;
-        Self::open(pool, table, options, &format!("PostgreSQL at {server}")).await
+        let pg_config = driver_config(&config)?;
+        let pool = build_pool(&config, pg_config.clone())?;
+        let listen = config
+            .listen
+            .then(|| connector(pg_config, NoTls, config.connect_timeout));
+        Self::open(
+            pool,
+            table,
+            options,
+            &format!("PostgreSQL at {server}"),
+            listen,
+        )
+        .await
     }
 
     /// A store on a pool you already have (for example one with a TLS connector). Checks
     /// that the server answers and creates the table and its fencing-token sequence unless
     /// [`create_table`](PostgresOptions::create_table) is off, in which case both must
     /// exist.
+    ///
+    /// This store has no listener: its waiters poll at their retry delay (releases by any
+    /// store still wake the waiters of stores that listen). For wake-ups, use
+    /// [`from_pool_with_listener`](Self::from_pool_with_listener).
     pub async fn from_pool(pool: Pool, options: PostgresOptions) -> Result<Self> {
         let table = TableName::parse(&options.table)?;
-        Self::open(pool, table, options, "PostgreSQL through the given pool").await
+        Self::open(
+            pool,
+            table,
+            options,
+            "PostgreSQL through the given pool",
+            None,
+        )
+        .await
+    }
+
+    /// Like [`from_pool`](Self::from_pool), with a listener that connects with `config`
+    /// and `tls` (usually what the pool was built from), outside the pool. Connecting gives
+    /// up after `config`'s connect timeout, or else the command timeout.
+    pub async fn from_pool_with_listener<T>(
+        pool: Pool,
+        options: PostgresOptions,
+        config: Config,
+        tls: T,
+    ) -> Result<Self>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let table = TableName::parse(&options.table)?;
+        let timeout = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(options.command_timeout);
+        let listen = connector(config, tls, timeout);
+        let server = "PostgreSQL through the given pool";
+        Self::open(pool, table, options, server, Some(listen)).await
     }
 
     /// The pool the store runs its statements on.
@@ -65,6 +134,7 @@ impl PostgresStore {
         table: TableName,
         options: PostgresOptions,
         server: &str,
+        listen: Option<Connect>,
     ) -> Result<Self> {
         if options.command_timeout.is_zero() {
             return Err(Error::InvalidConfig(
@@ -74,7 +144,8 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(|error| {
             setup_failed(format!("could not reach {server}"), pool_failure(error))
         })?;
-        let statements = Statements::new(&table);
+        let announcements = Announcements::new(&table);
+        let statements = Arc::new(Statements::new(&table, &announcements));
         let creation = ensure_table(&mut client, &table, &statements, options.create_table);
         tokio::time::timeout(options.command_timeout, creation)
             .await
@@ -85,11 +156,26 @@ impl PostgresStore {
                     options.command_timeout
                 ))
             })??;
+        let listening = listen.map(|connect| {
+            let watches = Arc::new(Watches::default());
+            let listener = Listener::start(Setup {
+                connect,
+                watches: Arc::clone(&watches),
+                statements: Arc::clone(&statements),
+                timeout: options.command_timeout,
+            });
+            Arc::new(Listening {
+                watches,
+                _listener: listener,
+            })
+        });
         Ok(Self {
             runner: Runner::new(pool, options.command_timeout),
             table,
-            statements: Arc::new(statements),
+            statements,
+            announcements,
             sweeps: Arc::new(Schedule::new(options.sweep_interval)),
+            listening,
         })
     }
 
@@ -109,6 +195,11 @@ impl PostgresStore {
 impl LockStore for PostgresStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         let ttl = ttl.map(ttl_millis);
+        let before = self.listening.as_ref().and_then(|listening| {
+            listening
+                .watches
+                .before_take(|| self.announcements.key_id(key))
+        });
         let token: Option<i64> = self
             .query_value(&self.statements.save, &[&key, &owner, &ttl])
             .await?;
@@ -123,20 +214,27 @@ impl LockStore for PostgresStore {
                 })?;
                 Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
             }
-            None => Ok(Acquisition::Busy),
+            None => {
+                if let Some(before) = before {
+                    before.busy();
+                }
+                Ok(Acquisition::Busy)
+            }
         }
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        let id = self.announcements.key_id(key);
         let released = self
-            .query_value(&self.statements.delete, &[&key, &owner])
+            .query_value(&self.statements.delete, &[&key, &owner, &id])
             .await?;
         Ok(owner_check(released == Some(true)))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
+        let id = self.announcements.key_id(key);
         self.runner
-            .query_opt(&self.statements.force_delete, &[&key])
+            .query_opt(&self.statements.force_delete, &[&key, &id])
             .await
             .map(drop)
     }
@@ -153,6 +251,21 @@ impl LockStore for PostgresStore {
             .await?;
         Ok(owner_check(extended == Some(true)))
     }
+
+    /// Returns when the listener hears `key` released (by any store on the table that
+    /// announces releases), or after `max_wait`. Without a listener, or when this store
+    /// already watches the most keys it may, it just sleeps `max_wait`.
+    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
+        let id = self.announcements.key_id(key);
+        let waiter = self
+            .listening
+            .as_ref()
+            .and_then(|listening| listening.watches.join(key, id));
+        match waiter {
+            Some(waiter) => waiter.wait(max_wait).await,
+            None => tokio::time::sleep(max_wait).await,
+        }
+    }
 }
 
 fn owner_check(applied: bool) -> OwnerCheck {
@@ -163,13 +276,15 @@ fn owner_check(applied: bool) -> OwnerCheck {
     }
 }
 
-/// Shows the table and the pool's state; never the connection string.
+/// Shows the table, the pool's state and whether the store listens; never the connection
+/// string.
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.table.quoted())
             .field("pool", &self.runner.pool().status())
             .field("command_timeout", &self.runner.timeout())
+            .field("listening", &self.listening.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -20,7 +20,8 @@ fn every_field_is_read_and_durations_take_both_forms() {
             "connect_timeout": "2s",
             "pool_timeout": 1500,
             "sweep_interval": null,
-            "command_timeout": "750ms"
+            "command_timeout": "750ms",
+            "listen": false
         }"#,
     )
     .expect("a full configuration");
@@ -35,6 +36,7 @@ fn every_field_is_read_and_durations_take_both_forms() {
             pool_timeout: Some(Duration::from_millis(1500)),
             sweep_interval: None,
             command_timeout: Duration::from_millis(750),
+            listen: false,
         }
     );
 }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use verrou_postgres::tokio_postgres::{Client, NoTls};
 use verrou_postgres::{PostgresConfig, PostgresStore};
+use verrou_testkit::PostgresServer;
 
 /// A name no other test (in this process or another) uses: a valid identifier, usable as a
 /// table, schema or key.
@@ -19,6 +20,11 @@ pub(crate) fn unique(prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A PostgreSQL server of the test's own, to stop, restart or read the log of.
+pub(crate) fn private_server() -> PostgresServer {
+    PostgresServer::start().expect("a private PostgreSQL server (see verrou-testkit)")
 }
 
 /// The configuration of a store on the shared test server, on `table`.
@@ -61,5 +67,13 @@ pub(crate) async fn server_now_ms(client: &Client) -> i64 {
 pub(crate) fn error_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|line| line.contains("ERROR:") || line.contains("STATEMENT:"))
+        .collect()
+}
+
+/// The `WARNING` lines of a server log (for example giving back an advisory lock that is
+/// not held).
+pub(crate) fn warning_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.contains("WARNING:"))
         .collect()
 }

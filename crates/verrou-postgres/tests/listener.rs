@@ -1,0 +1,162 @@
+//! The listener on private servers: it listens again after a restart, and its statements
+//! (and the announcing releases) leave the server log clean.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{client, error_lines, private_server, unique, warning_lines};
+use verrou_core::{LockFactory, Retry};
+use verrou_postgres::{PostgresConfig, PostgresStore, LISTENER_APPLICATION_NAME};
+
+/// A factory on a new store (and listener) on `url`, whose waiters retry every `delay`.
+async fn factory(url: &str, delay: &str) -> LockFactory {
+    let config = PostgresConfig {
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresConfig::new(url)
+    };
+    let store = PostgresStore::connect(config).await.expect("store");
+    LockFactory::new(store)
+        .with_retry(Retry::new().delay(delay).timeout("60s"))
+        .expect("valid retry options")
+}
+
+/// Waits until `count` listeners are connected to the server at `url`.
+async fn listeners_connected(url: &str, count: i64) {
+    let admin = client(url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let connected: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&LISTENER_APPLICATION_NAME],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if connected == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{connected} listeners, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_listens_again_after_a_server_restart() {
+    let mut server = private_server();
+    let url = server.url();
+    let waiters = factory(&url, "1h").await;
+    let holders = factory(&url, "1h").await;
+    let key = unique("restart");
+    let holder = holders.create_lock(&key).expect("valid key");
+    assert!(holder.acquire().await.expect("acquire"));
+    listeners_connected(&url, 2).await;
+
+    server.stop();
+    server.restart().expect("the server restarts");
+    listeners_connected(&url, 2).await;
+    // The pool finds out about the restart on its first use after it.
+    while holder.is_locked().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let waiter = waiters.create_lock(&key).expect("valid key");
+    let waiting = tokio::spawn(async move {
+        assert!(waiter.acquire().await.expect("acquire"));
+        Instant::now()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the lock survived the restart");
+    holder.release().await.expect("release");
+    let released_at = Instant::now();
+    let acquired_at = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter was not woken")
+        .expect("waiter");
+    let waited = acquired_at.saturating_duration_since(released_at);
+    assert!(waited < Duration::from_secs(2), "woken {waited:?} after");
+}
+
+/// Three stores hand keys around with wake-ups, more keys are waited for at once than a
+/// store watches (some waiters poll, idle keys make room), and registrations linger and
+/// expire: the server logs neither an error nor a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_leave_the_server_log_clean() {
+    let server = private_server();
+    let url = server.url();
+    let factories = [
+        factory(&url, "1h").await,
+        factory(&url, "1h").await,
+        factory(&url, "1h").await,
+    ];
+
+    // One hot key, nine workers in three stores; some releases are forced.
+    let hot = unique("hot");
+    let mut workers = Vec::new();
+    for worker in 0..9 {
+        let lock = factories[worker % 3].create_lock(&hot).expect("valid key");
+        workers.push(tokio::spawn(async move {
+            for round in 0..10 {
+                assert!(lock.acquire().await.expect("acquire"));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if (worker + round) % 7 == 0 {
+                    lock.force_release().await.expect("force release");
+                } else {
+                    lock.release().await.expect("release");
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+
+    // More waited-for keys than a store watches: the others poll (every 200 ms).
+    let pollers = factory(&url, "200ms").await;
+    let mut held = Vec::new();
+    let mut waiting = Vec::new();
+    for index in 0..70 {
+        let key = format!("{hot}:{index}");
+        let holder = factories[0].create_lock(&key).expect("valid key");
+        assert!(holder.acquire().await.expect("acquire"));
+        held.push(holder);
+        let waiter = pollers.create_lock(&key).expect("valid key");
+        waiting.push(tokio::spawn(async move {
+            assert!(waiter.acquire().await.expect("acquire"));
+            waiter.release().await.expect("release");
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for holder in held {
+        holder.release().await.expect("release");
+    }
+    for waiter in waiting {
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("every waiter gets its lock")
+            .expect("waiter");
+    }
+    // Idle keys make room for new ones, and go once they have lingered.
+    let key = unique("late");
+    let holder = factories[1].create_lock(&key).expect("valid key");
+    assert!(holder.acquire().await.expect("acquire"));
+    let waiter = pollers.create_lock(&key).expect("valid key");
+    let late = tokio::spawn(async move { waiter.acquire().await.expect("acquire") });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.release().await.expect("release");
+    assert!(late.await.expect("waiter"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let log = server.log_contents();
+    let mut problems = error_lines(&log);
+    problems.extend(warning_lines(&log));
+    assert!(
+        problems.is_empty(),
+        "the server logged:\n{}",
+        problems.join("\n")
+    );
+}

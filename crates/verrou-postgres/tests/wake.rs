@@ -1,0 +1,154 @@
+//! Waiters wake on release: a waiter whose retry delay is an hour gets the lock within a
+//! moment of its release by another store (another process, as far as the stores know), and
+//! lock operations never depend on the listener.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{config, store, unique};
+use tokio::task::JoinHandle;
+use verrou_core::{Lock, LockFactory, Retry};
+use verrou_postgres::tokio_postgres::{Config, NoTls};
+use verrou_postgres::{PostgresOptions, PostgresStore};
+
+/// Without a wake-up, the waiters below would wait this long.
+const RETRY_DELAY: &str = "1h";
+
+/// How soon after a release a woken waiter must have the lock (generous: loaded machines).
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+/// A factory whose waiters retry only every hour.
+fn patient(store: PostgresStore) -> LockFactory {
+    LockFactory::new(store)
+        .with_retry(Retry::new().delay(RETRY_DELAY))
+        .expect("valid retry options")
+}
+
+/// Starts `waiter.acquire()`, and returns once it has asked the store, failed and is
+/// waiting.
+async fn start_waiting(waiter: Lock) -> JoinHandle<(bool, Instant)> {
+    let task = tokio::spawn(async move {
+        let acquired = waiter.acquire().await.expect("acquire");
+        (acquired, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "the waiter got a held lock");
+    task
+}
+
+/// How long after `released_at` the waiter got the lock.
+async fn acquired_after(task: JoinHandle<(bool, Instant)>, released_at: Instant) -> Duration {
+    let (acquired, at) = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the waiter was not woken")
+        .expect("waiter task");
+    assert!(acquired);
+    at.saturating_duration_since(released_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_by_another_store_wakes_the_waiter() {
+    let table = unique("wake");
+    let waiters = patient(store(&table).await);
+    let holders = LockFactory::new(store(&table).await);
+    // A long key travels as its hash: NOTIFY payloads stop at 8000 bytes.
+    for key in [unique("key"), "k".repeat(20_000)] {
+        let holder = holders.create_lock(key.as_str()).expect("valid key");
+        assert!(holder.acquire().await.expect("acquire"));
+        let waiting = start_waiting(waiters.create_lock(key.as_str()).expect("key")).await;
+        holder.release().await.expect("release");
+        let waited = acquired_after(waiting, Instant::now()).await;
+        assert!(waited < PROMPTLY, "acquired {waited:?} after the release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_release_by_another_store_wakes_the_waiter() {
+    let table = unique("wake_force");
+    let key = unique("key");
+    let waiters = patient(store(&table).await);
+    let others = LockFactory::new(store(&table).await);
+    let holder = others.create_lock(&key).expect("valid key");
+    assert!(holder.acquire().await.expect("acquire"));
+    let waiting = start_waiting(waiters.create_lock(&key).expect("key")).await;
+    let intruder = others.create_lock(&key).expect("valid key");
+    intruder.force_release().await.expect("force release");
+    let waited = acquired_after(waiting, Instant::now()).await;
+    assert!(
+        waited < PROMPTLY,
+        "acquired {waited:?} after the force release"
+    );
+}
+
+/// Many waiters in several stores, one key: every hand-over is a wake-up, never a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_several_stores_are_served_one_after_another() {
+    let table = unique("wake_many");
+    let key = unique("key");
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..4 {
+        let factory = patient(store(&table).await);
+        for _ in 0..3 {
+            let lock = factory.create_lock(&key).expect("valid key");
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    assert!(lock.acquire().await.expect("acquire"));
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    lock.release().await.expect("release");
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("a waiter was left waiting for its retry")
+            .expect("worker");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// A store whose listener can not connect works as usual; its waiters poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_operations_do_not_need_the_listener() {
+    let table = unique("no_listener");
+    let key = unique("key");
+    let pool = PostgresStore::connect(config(&table))
+        .await
+        .expect("store")
+        .pool()
+        .clone();
+    let mut nowhere: Config = "postgres://nobody@127.0.0.1:1/none".parse().expect("url");
+    nowhere.connect_timeout(Duration::from_millis(200));
+    let options = PostgresOptions {
+        table: table.clone(),
+        ..PostgresOptions::default()
+    };
+    let deaf = PostgresStore::from_pool_with_listener(pool, options, nowhere, NoTls)
+        .await
+        .expect("the store starts without its listener");
+    let factory = LockFactory::new(deaf)
+        .with_retry(Retry::new().delay(50).timeout("10s"))
+        .expect("valid retry options");
+    let holder = factory
+        .create_lock_with_ttl(&key, "30s")
+        .expect("valid key");
+    let started = Instant::now();
+    assert!(holder.acquire_immediately().await.expect("acquire"));
+    assert!(holder.is_locked().await.expect("is_locked"));
+    holder.extend().await.expect("extend");
+    let waiter = factory.create_lock(&key).expect("valid key");
+    let waiting = tokio::spawn(async move { waiter.acquire().await.expect("acquire") });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.release().await.expect("release");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiter polls")
+            .expect("waiter"),
+        "the waiter got the lock by polling"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
