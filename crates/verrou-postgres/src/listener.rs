@@ -30,8 +30,8 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause between reconnection attempts.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// How often idle keys are let go and refused ones tried again.
-const TIDY_EVERY: Duration = Duration::from_secs(1);
+/// How often keys whose registration was refused are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the connection is checked when nothing else travels on it.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -112,7 +112,7 @@ async fn serve(setup: &Setup, client: &Client, messages: Messages) -> BoxError {
         Ok(session) => session,
         Err(error) => return error,
     };
-    let mut tidy = tokio::time::interval(TIDY_EVERY);
+    let mut tick = tokio::time::interval(RETRY_EVERY);
     let mut last_ping = Instant::now();
     loop {
         if let Err(error) = session.sync().await {
@@ -120,8 +120,8 @@ async fn serve(setup: &Setup, client: &Client, messages: Messages) -> BoxError {
         }
         tokio::select! {
             () = setup.watches.work() => {}
-            _ = tidy.tick() => {
-                setup.watches.tidy(std::time::Instant::now());
+            _ = tick.tick() => {
+                setup.watches.retry_refused();
                 if last_ping.elapsed() >= PING_EVERY {
                     if let Err(error) = session.ping().await {
                         return error;

@@ -41,11 +41,12 @@ pub(crate) struct Statements {
     pub(crate) save: String,
     /// Releases a live lock held by the owner, and deletes the key's row if it has expired
     /// whoever held it. Params: key, owner, key id (see `Announcements::key_id`). Returns
-    /// one row whose first column is true when the owner's live lock was released; no row
-    /// when nothing was deleted. Announces the release (see [`ANNOUNCE`]).
+    /// no row when nothing was deleted, else one row of two booleans: whether the owner's
+    /// live lock was released, and whether someone waited for the key (the release was
+    /// announced, see [`ANNOUNCE`]).
     pub(crate) delete: String,
     /// Deletes a key whoever holds it, and announces it. Params: key, key id. One row
-    /// (announcement column only) if a row was deleted.
+    /// (whether it announced) if a row was deleted.
     pub(crate) force_delete: String,
     /// Whether a key is held and unexpired. Params: key. Returns one boolean.
     pub(crate) exists: String,
@@ -76,13 +77,14 @@ pub(crate) struct Statements {
 
 /// How `delete` and `force_delete` announce a release, evaluated on the row they deleted,
 /// while they hold it: if taking the key's advisory lock exclusively fails, some session
-/// holds it shared (a listener whose store has waiters for the key), and the release is
-/// announced on the table's channel with the key id as payload; the notification goes out
-/// when the statement commits. An uncontended release takes and drops one advisory lock
-/// and sends nothing, sparing the server `NOTIFY`'s serialized commits. `{channel}` and
-/// `{id}` are filled in.
-const ANNOUNCE: &str =
-    "CASE WHEN NOT pg_try_advisory_xact_lock({id}) THEN pg_notify('{channel}', {id}::text) END";
+/// holds it shared (the listener of a store whose waiters wait for the key), and the release
+/// is announced on the table's channel with the key id as payload; the notification goes
+/// out when the statement commits. The expression is true when it announced. An
+/// uncontended release takes and drops one advisory lock and sends nothing, sparing the
+/// server `NOTIFY`'s serialized commits. `CASE` fixes the order (`pg_notify`, in an
+/// `InitPlan`, runs only if needed). `{channel}` and `{id}` are filled in.
+const ANNOUNCE: &str = "CASE WHEN pg_try_advisory_xact_lock({id}) THEN false \
+     ELSE (SELECT true FROM pg_notify('{channel}', {id}::text)) END";
 
 impl Statements {
     /// Builds the statements for `table`, announcing releases as `announcements` says.
@@ -194,12 +196,14 @@ mod tests {
     fn releases_announce_on_the_tables_channel() {
         let table = TableName::parse("app.locks").expect("valid name");
         let statements = Statements::new(&table, &Announcements::new(&table));
-        assert!(statements.delete.ends_with(
-            "pg_try_advisory_xact_lock($3) THEN pg_notify('verrou:app.locks', $3::text) END"
-        ));
-        assert!(statements.force_delete.ends_with(
-            "pg_try_advisory_xact_lock($2) THEN pg_notify('verrou:app.locks', $2::text) END"
-        ));
+        let announce = |id: &str| {
+            format!(
+                "CASE WHEN pg_try_advisory_xact_lock({id}) THEN false \
+                 ELSE (SELECT true FROM pg_notify('verrou:app.locks', {id}::text)) END"
+            )
+        };
+        assert!(statements.delete.ends_with(&announce("$3")));
+        assert!(statements.force_delete.ends_with(&announce("$2")));
         assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }

@@ -225,10 +225,24 @@ impl LockStore for PostgresStore {
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         let id = self.announcements.key_id(key);
-        let released = self
-            .query_value(&self.statements.delete, &[&key, &owner, &id])
+        let row = self
+            .runner
+            .query_opt(&self.statements.delete, &[&key, &owner, &id])
             .await?;
-        Ok(owner_check(released == Some(true)))
+        let (released, waited) = match row {
+            Some(row) => (
+                row.try_get(0).map_err(Error::storage)?,
+                row.try_get(1).map_err(Error::storage)?,
+            ),
+            None => (false, false),
+        };
+        Ok(match (released, waited) {
+            (false, _) => OwnerCheck::NotOwner,
+            // Waiters (in this process or elsewhere) heard of it: the releasing factory lets
+            // them have the key rather than take it straight back.
+            (true, true) => OwnerCheck::AppliedWithWaiters,
+            (true, false) => OwnerCheck::Applied,
+        })
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {

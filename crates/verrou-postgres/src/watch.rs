@@ -14,24 +14,23 @@
 //!   watch counts the releases it heard, the store notes the count before each take, and
 //!   a waiter that finds the count moved returns at once.
 //!
-//! At most [`MAX_WATCHED_KEYS`] keys are watched at once, so that a process with many
-//! waiters cannot fill the server's lock table; waiters of further keys poll at their retry
-//! delay. A watch outlives its last waiter by [`LINGER`], so that a key handed from waiter to
-//! waiter is registered once, not once per hand-over.
+//! A key is let go (its advisory lock given back) when the listener next syncs after its
+//! last waiter left, so that a release is announced only while someone waits: the releasing
+//! store can then tell its factory that others wait (`OwnerCheck::AppliedWithWaiters`). A
+//! key that gets a new waiter before that keeps its registration. At most
+//! [`MAX_WATCHED_KEYS`] keys are watched at once, so that a process with many waiters
+//! cannot fill the server's lock table; waiters of further keys poll at their retry delay.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 /// The most keys one store watches at once: the advisory locks a session may hold on
 /// average with PostgreSQL's default `max_locks_per_transaction`.
 pub(crate) const MAX_WATCHED_KEYS: usize = 64;
-
-/// How long a key stays registered after its last waiter left.
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// The watched keys of one store, shared by the store and its listener.
 #[derive(Debug, Default)]
@@ -55,7 +54,6 @@ struct Slots {
 struct Slot {
     watch: Arc<Watch>,
     waiters: usize,
-    idle_since: Instant,
     registration: Registration,
     /// Whether the registration attempt before the current one was refused.
     refused_last_time: bool,
@@ -70,7 +68,7 @@ enum Registration {
     Requested,
     /// Held by the listener's session: releases of the key announce themselves.
     Held,
-    /// The last attempt was refused; tried again at the next tidy-up.
+    /// The last attempt was refused; tried again at the listener's next tick.
     Refused,
 }
 
@@ -136,8 +134,11 @@ impl Watches {
                 watch,
             });
         }
-        if slots.by_id.len() >= MAX_WATCHED_KEYS && !slots.evict_one_idle() {
-            return None;
+        if slots.by_id.len() >= MAX_WATCHED_KEYS {
+            slots.drop_idle();
+            if slots.by_id.len() >= MAX_WATCHED_KEYS {
+                return None;
+            }
         }
         let watch = Arc::new(Watch {
             key: key.to_owned(),
@@ -150,7 +151,6 @@ impl Watches {
             Slot {
                 watch: Arc::clone(&watch),
                 waiters: 1,
-                idle_since: Instant::now(),
                 registration: Registration::Wanted,
                 refused_last_time: false,
             },
@@ -197,7 +197,7 @@ impl Watches {
     /// Records which keys the listener could register (`true`) and which it could not:
     /// someone held the advisory lock exclusively, most likely a release of that very key
     /// committing, so the key's waiters are woken to ask again. A refused key is tried
-    /// again at the next tidy-up, and a second refusal in a row wakes nobody (an
+    /// again at the listener's next tick, and a second refusal in a row wakes nobody (an
     /// application's own advisory lock with the same number would otherwise keep them
     /// busy).
     pub(crate) fn registered(&self, outcomes: &[(i64, bool)]) {
@@ -219,9 +219,13 @@ impl Watches {
         }
     }
 
-    /// The ids whose advisory locks the listener should give back.
+    /// Lets go of the keys nobody waits for any more; returns the ids whose advisory locks
+    /// the listener should give back.
     pub(crate) fn take_unlocks(&self) -> Vec<i64> {
-        std::mem::take(&mut self.lock().to_unlock)
+        let mut slots = self.lock();
+        slots.drop_idle();
+        self.len.store(slots.by_id.len(), Ordering::SeqCst);
+        std::mem::take(&mut slots.to_unlock)
     }
 
     /// The listener lost its session, and with it every advisory lock: all keys need
@@ -234,25 +238,13 @@ impl Watches {
         }
     }
 
-    /// Stops watching keys that nobody waited for during the last [`LINGER`]. Keys whose
-    /// registration was refused are tried again.
-    pub(crate) fn tidy(&self, now: Instant) {
-        let mut slots = self.lock();
-        let idle: Vec<i64> = slots
-            .by_id
-            .iter()
-            .filter(|(_, slot)| slot.is_idle() && now.duration_since(slot.idle_since) >= LINGER)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in idle {
-            slots.remove(id);
-        }
-        for slot in slots.by_id.values_mut() {
+    /// Makes the keys whose registration was refused wanted again.
+    pub(crate) fn retry_refused(&self) {
+        for slot in self.lock().by_id.values_mut() {
             if slot.registration == Registration::Refused {
                 slot.registration = Registration::Wanted;
             }
         }
-        self.len.store(slots.by_id.len(), Ordering::SeqCst);
     }
 
     fn lock(&self) -> MutexGuard<'_, Slots> {
@@ -261,33 +253,17 @@ impl Watches {
 }
 
 impl Slots {
-    /// Stops watching the key idle for longest, if any key is idle.
-    fn evict_one_idle(&mut self) -> bool {
-        let oldest = self
-            .by_id
-            .iter()
-            .filter(|(_, slot)| slot.is_idle())
-            .min_by_key(|(_, slot)| slot.idle_since)
-            .map(|(id, _)| *id);
-        oldest.is_some_and(|id| {
-            self.remove(id);
-            true
-        })
-    }
-
-    fn remove(&mut self, id: i64) {
-        if let Some(slot) = self.by_id.remove(&id) {
-            if slot.registration == Registration::Held {
-                self.to_unlock.push(id);
+    /// Stops watching the keys nobody waits for (but not those being registered: their
+    /// answer must find them).
+    fn drop_idle(&mut self) {
+        let to_unlock = &mut self.to_unlock;
+        self.by_id.retain(|id, slot| {
+            let idle = slot.waiters == 0 && slot.registration != Registration::Requested;
+            if idle && slot.registration == Registration::Held {
+                to_unlock.push(*id);
             }
-        }
-    }
-}
-
-impl Slot {
-    /// Nobody waits, and no registration is in flight (its answer must find the slot).
-    fn is_idle(&self) -> bool {
-        self.waiters == 0 && self.registration != Registration::Requested
+            !idle
+        });
     }
 }
 
@@ -329,7 +305,8 @@ impl Drop for Waiter<'_> {
         if let Some(slot) = slots.by_id.get_mut(&self.id) {
             slot.waiters -= 1;
             if slot.waiters == 0 {
-                slot.idle_since = Instant::now();
+                drop(slots);
+                self.watches.work.notify_one();
             }
         }
     }
@@ -405,9 +382,9 @@ mod tests {
         assert!(returns_soon(&waiter).await);
         assert!(
             watches.take_wanted().is_empty(),
-            "not again before the tidy-up"
+            "not again before the next tick"
         );
-        watches.tidy(Instant::now());
+        watches.retry_refused();
         assert_eq!(watches.take_wanted().len(), 1);
         watches.registered(&[(1, false)]);
         assert!(
@@ -419,17 +396,17 @@ mod tests {
     }
 
     #[test]
-    fn idle_keys_linger_then_are_unlocked() {
+    fn keys_nobody_waits_for_are_let_go_unless_a_waiter_came_back() {
         let watches = Watches::default();
         drop(watches.join("a", 1).expect("room"));
         let _ = watches.take_wanted();
         watches.registered(&[(1, true)]);
-        let now = Instant::now();
-        watches.tidy(now);
-        assert!(watches.before_take(|| 1).is_some(), "still lingering");
-        watches.tidy(now + LINGER);
-        assert!(watches.before_take(|| 1).is_none());
+        let again = watches.join("a", 1).expect("room");
+        assert!(watches.take_unlocks().is_empty(), "a waiter came back");
+        assert!(watches.take_wanted().is_empty(), "still registered");
+        drop(again);
         assert_eq!(watches.take_unlocks(), vec![1]);
+        assert!(watches.before_take(|| 1).is_none());
         assert!(watches.take_unlocks().is_empty());
     }
 
@@ -446,8 +423,12 @@ mod tests {
         let _ = watches.take_wanted();
         watches.registered(&[(0, true)]);
         drop(waiters);
-        assert!(watches.join("full", -1).is_some(), "an idle key made room");
-        assert_eq!(watches.take_unlocks(), vec![0], "the oldest idle key goes");
+        assert!(watches.join("full", -1).is_some(), "idle keys made room");
+        assert_eq!(
+            watches.take_unlocks(),
+            vec![0],
+            "the registered one is unlocked"
+        );
     }
 
     #[test]

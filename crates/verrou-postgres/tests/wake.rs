@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, store, unique};
 use tokio::task::JoinHandle;
-use verrou_core::{Lock, LockFactory, Retry};
+use verrou_core::{Acquisition, Lock, LockFactory, LockStore, OwnerCheck, Retry};
 use verrou_postgres::tokio_postgres::{Config, NoTls};
 use verrou_postgres::{PostgresOptions, PostgresStore};
 
@@ -151,4 +151,45 @@ async fn lock_operations_do_not_need_the_listener() {
         "the waiter got the lock by polling"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A release tells its factory whether anyone waited, so that the factory lets the waiters
+/// have the key instead of taking it straight back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_says_whether_someone_waited() {
+    let table = unique("waited");
+    let key = unique("key");
+    let waiters = patient(store(&table).await);
+    let releaser = store(&table).await;
+    let take = || async {
+        let taken = releaser.save(&key, "holder", None).await.expect("save");
+        assert!(matches!(taken, Acquisition::Granted(_)));
+    };
+
+    take().await;
+    let waiting = start_waiting(waiters.create_lock(&key).expect("key")).await;
+    assert_eq!(
+        releaser.delete(&key, "holder").await.expect("delete"),
+        OwnerCheck::AppliedWithWaiters
+    );
+    let _ = acquired_after(waiting, Instant::now()).await;
+    waiters
+        .create_lock(&key)
+        .expect("key")
+        .force_release()
+        .await
+        .expect("force release");
+
+    // Nobody waits any more: once the waiter's store has let the key go, releases are
+    // plain again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        take().await;
+        let released = releaser.delete(&key, "holder").await.expect("delete");
+        if released == OwnerCheck::Applied {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {released:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
