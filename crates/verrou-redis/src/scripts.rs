@@ -3,9 +3,10 @@
 //! is in one hash slot, so they run on Redis Cluster too. The lock keeps the layout the
 //! Node.js library uses: a string key holding the owner, expiring with a PX TTL.
 //!
-//! Releasing publishes the freed key with `SPUBLISH` on its release channel (a sharded
-//! channel in the key's hash slot, see [`crate::slots`]) in the same script, so waiters in
-//! other processes hear of it within the one round trip. It goes through `redis.pcall`: on a
+//! Releasing publishes on the freed key's release channel (a sharded channel in the key's
+//! hash slot, see [`crate::slots`]) with `SPUBLISH`, in the same script, so waiters in other
+//! processes hear of it within the one round trip. The message is the releasing store's id,
+//! so that a store ignores its own releases (it wakes its own waiters directly). It goes through `redis.pcall`: on a
 //! server without sharded pub/sub (before Redis 7), or for a user whose ACL forbids the
 //! channel, the release still happens and waiters learn of it by polling.
 
@@ -33,26 +34,30 @@ return false"#,
     )
 });
 
-/// Deletes `KEYS[1]` if its value is `ARGV[1]` (the owner), then publishes the key on the
-/// release channel `ARGV[2]`. Returns 1 if it did, else 0.
+/// Deletes `KEYS[1]` if its value is `ARGV[1]` (the owner), then publishes `ARGV[3]` (the
+/// releasing store's id) on the release channel `ARGV[2]`. Returns 0 if it was not the
+/// owner's, else 1 + the number of subscribers the release reached.
 pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
         r#"if redis.call("get", KEYS[1]) == ARGV[1] then
   redis.call("del", KEYS[1])
-  redis.pcall("spublish", ARGV[2], KEYS[1])
+  local heard = redis.pcall("spublish", ARGV[2], ARGV[3])
+  if type(heard) == "number" then
+    return 1 + heard
+  end
   return 1
 end
 return 0"#,
     )
 });
 
-/// Deletes `KEYS[1]` whoever holds it and, if it existed, publishes the key on the release
-/// channel `ARGV[1]`. Returns the number of keys deleted.
+/// Deletes `KEYS[1]` whoever holds it and, if it existed, publishes `ARGV[2]` (the releasing
+/// store's id) on the release channel `ARGV[1]`. Returns the number of keys deleted.
 pub(crate) static FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
         r#"local deleted = redis.call("del", KEYS[1])
 if deleted == 1 then
-  redis.pcall("spublish", ARGV[1], KEYS[1])
+  redis.pcall("spublish", ARGV[1], ARGV[2])
 end
 return deleted"#,
     )

@@ -130,7 +130,7 @@ impl RedisStore {
                 max_attempts: Some(1),
                 ..Options::default()
             },
-            wakeups: Wakeups::default(),
+            wakeups: Wakeups::new(),
         }
     }
 
@@ -157,7 +157,7 @@ fn millis(ttl: Duration) -> Result<i64> {
     })
 }
 
-/// What an owner-checked script's reply (1 applied, 0 not the owner) means.
+/// What the extend script's reply (1 applied, 0 not the owner) means.
 fn owner_check(applied: i64) -> OwnerCheck {
     if applied == 1 {
         OwnerCheck::Applied
@@ -195,24 +195,47 @@ impl LockStore for RedisStore {
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         let key = self.redis_key(key);
         let channel = slots::release_channel(&key);
-        let applied = DELETE_IF_OWNER
+        let reply: i64 = DELETE_IF_OWNER
             .run(
                 &self.client(),
                 &[&key],
-                &[Value::from(owner), Value::from(channel)],
+                &[
+                    Value::from(owner),
+                    Value::from(channel),
+                    Value::from(self.wakeups.id()),
+                ],
             )
             .await
             .map_err(Error::storage)?;
-        Ok(owner_check(applied))
+        if reply > 0 {
+            self.wakeups.released(&key);
+        }
+        Ok(match reply {
+            ..=0 => OwnerCheck::NotOwner,
+            // Tell the releasing factory when waiters elsewhere heard of it, so that it lets
+            // them have the key rather than take it straight back.
+            applied if self.wakeups.others_wait(&key, applied - 1) => {
+                OwnerCheck::AppliedWithWaiters
+            }
+            _ => OwnerCheck::Applied,
+        })
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
         let key = self.redis_key(key);
         let channel = slots::release_channel(&key);
-        FORCE_DELETE
-            .run::<()>(&self.client(), &[&key], &[Value::from(channel)])
+        let deleted: i64 = FORCE_DELETE
+            .run(
+                &self.client(),
+                &[&key],
+                &[Value::from(channel), Value::from(self.wakeups.id())],
+            )
             .await
-            .map_err(Error::storage)
+            .map_err(Error::storage)?;
+        if deleted > 0 {
+            self.wakeups.released(&key);
+        }
+        Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{connect, raw_client, unique_key};
-use verrou_core::{LockFactory, LockStore, Retry};
+use verrou_core::{LockFactory, LockStore, OwnerCheck, Retry};
 use verrou_redis::fred::prelude::{Client, ClientLike, Value};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
@@ -373,4 +373,45 @@ async fn dropping_a_store_that_waited_closes_its_subscriber_too() {
 
     drop(store);
     wait_for_subscriptions(&raw, &key, 0, PROMPT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_says_whether_waiters_elsewhere_heard_it() {
+    // A private server: no other test's subscriber may hear the release.
+    let server = RedisServer::start().expect("a private redis-server");
+    let url = server.url();
+    let (a, b) = (
+        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |_| {}).await),
+    );
+    let key = unique_key("wake-waiters-elsewhere");
+    let take = |store: Arc<RedisStore>| {
+        let key = key.clone();
+        async move {
+            assert!(matches!(
+                store
+                    .save(&key, "holder", Some(Duration::from_secs(60)))
+                    .await
+                    .unwrap(),
+                verrou_core::Acquisition::Granted(_)
+            ));
+        }
+    };
+
+    take(Arc::clone(&b)).await;
+    assert_eq!(b.delete(&key, "holder").await.unwrap(), OwnerCheck::Applied);
+
+    // The releasing store's own subscription is no waiter elsewhere.
+    take(Arc::clone(&b)).await;
+    b.wait_for_release(&key, SETTLE).await;
+    assert_eq!(b.delete(&key, "holder").await.unwrap(), OwnerCheck::Applied);
+
+    take(Arc::clone(&b)).await;
+    let waiter = acquire_in_background(&patient(&a), &key);
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        b.delete(&key, "holder").await.unwrap(),
+        OwnerCheck::AppliedWithWaiters
+    );
+    acquired_promptly(waiter).await;
 }

@@ -11,6 +11,8 @@
 mod registry;
 mod subscriber;
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,17 +23,47 @@ use registry::Registry;
 use subscriber::Subscriber;
 
 /// The wake-on-release machinery of one store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Wakeups {
+    /// What this store's releases publish: the subscriber ignores them, since the store
+    /// wakes its own waiters directly.
+    id: Arc<str>,
     registry: Arc<Registry>,
     /// Started at the first wait; `None` if it could not be built (waiters then poll).
     subscriber: OnceLock<Option<Subscriber>>,
 }
 
 impl Wakeups {
+    /// Wake-ups for a new store, with a new random id.
+    pub(crate) fn new() -> Self {
+        Self {
+            id: new_id().into(),
+            registry: Arc::default(),
+            subscriber: OnceLock::new(),
+        }
+    }
+
+    /// The store's id, the message of its releases.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// This store released `key` (the Redis key): wakes its waiters of the key now (the
+    /// subscriber ignores the store's own releases).
+    pub(crate) fn released(&self, key: &str) {
+        self.registry.wake_waiting(key);
+    }
     /// A take of `key` (the Redis key) is about to be sent.
     pub(crate) fn before_take(&self, key: &str) {
         self.registry.mark_take(key);
+    }
+
+    /// Whether a release of `key` that reached `listeners` subscribers may wake waiters
+    /// other than the releaser: those of another store (this store's own subscription, if
+    /// it watches the key, is one of the listeners), or those of this store.
+    pub(crate) fn others_wait(&self, key: &str, listeners: i64) -> bool {
+        let (watched, waiters) = self.registry.interest(key);
+        listeners > i64::from(watched) || waiters > 0
     }
 
     /// Waits until a release of `key` (the Redis key) is heard, or at most `max_wait`. The
@@ -47,7 +79,12 @@ impl Wakeups {
         let (watch, new) = self.registry.watch(key);
         if new {
             let subscriber = self.subscriber.get_or_init(|| {
-                Subscriber::start(template, options, Arc::clone(&self.registry))
+                Subscriber::start(
+                    template,
+                    options,
+                    Arc::clone(&self.id),
+                    Arc::clone(&self.registry),
+                )
                     .inspect_err(|error| {
                         tracing::warn!(%error, "cannot start the lock release subscriber; waiters will poll");
                     })
@@ -59,4 +96,11 @@ impl Wakeups {
         }
         watch.wait(max_wait).await;
     }
+}
+
+/// 64 random bits (the OS-seeded keys of std's `RandomState`) and the process id, in hex.
+fn new_id() -> String {
+    static STORES: AtomicU64 = AtomicU64::new(0);
+    let random = RandomState::new().hash_one(STORES.fetch_add(1, Ordering::Relaxed));
+    format!("{random:016x}-{:x}", std::process::id())
 }

@@ -107,12 +107,32 @@ impl Registry {
         }
     }
 
+    /// Wakes the waiters of `key`, if it has any now.
+    pub(crate) fn wake_waiting(&self, key: &str) {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(watched) = self.lock().get(key).filter(|watched| watched.waiters > 0) {
+            watched.signal.wake();
+        }
+    }
+
     /// Wakes every waiter (releases may have been missed: messages dropped, or the
     /// subscriptions renewed after a lost connection).
     pub(crate) fn wake_all(&self) {
         self.lock()
             .values()
             .for_each(|watched| watched.signal.wake());
+    }
+
+    /// Whether `key` is watched (and subscribed, or about to be), and by how many waiters.
+    pub(crate) fn interest(&self, key: &str) -> (bool, usize) {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return (false, 0);
+        }
+        self.lock()
+            .get(key)
+            .map_or((false, 0), |watched| (true, watched.waiters))
     }
 
     /// Whether `key` is watched.

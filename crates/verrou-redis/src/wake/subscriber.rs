@@ -9,6 +9,7 @@ use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Options;
 use fred::types::Builder;
+use fred::types::Message;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
@@ -36,11 +37,13 @@ pub(crate) struct Subscriber {
 
 impl Subscriber {
     /// Starts a subscriber on a new connection configured like `template` (server,
-    /// credentials, TLS, timeouts; reconnecting forever), waking the waiters of `registry`. Its commands use
-    /// `options`. The connection is made in the background, and remade whenever it is lost.
+    /// credentials, TLS, timeouts; reconnecting forever), waking the waiters of `registry`
+    /// when releases other than those of store `id` are heard. Its commands use `options`.
+    /// The connection is made in the background, and remade whenever it is lost.
     pub(crate) fn start(
         template: &Client,
         options: &Options,
+        id: Arc<str>,
         registry: Arc<Registry>,
     ) -> Result<Self, FredError> {
         let mut builder = Builder::from_config(template.client_config());
@@ -65,6 +68,7 @@ impl Subscriber {
                 fail_fast: true,
                 ..Options::default()
             },
+            id,
             registry,
             subscribed: HashSet::new(),
             warned: false,
@@ -84,6 +88,8 @@ impl Subscriber {
 struct Task {
     client: Client,
     options: Options,
+    /// The store's id: releases carrying it are the store's own.
+    id: Arc<str>,
     registry: Arc<Registry>,
     /// The keys subscribed to on the current connection.
     subscribed: HashSet<Arc<str>>,
@@ -110,11 +116,7 @@ impl Task {
                     None => break,
                 },
                 message = messages.recv() => match message {
-                    Ok(message) => {
-                        if let Some(key) = slots::released_key(&message.channel) {
-                            self.registry.wake(key);
-                        }
-                    }
+                    Ok(message) => self.heard(&message),
                     Err(RecvError::Lagged(_)) => self.registry.wake_all(),
                     Err(RecvError::Closed) => break,
                 },
@@ -127,6 +129,17 @@ impl Task {
         }
         // Nothing to do if it fails: the connection is unusable either way.
         let _ = self.client.quit().await;
+    }
+
+    /// Wakes the waiters of the key a release `message` is about, unless the release was
+    /// the store's own.
+    fn heard(&self, message: &Message) {
+        if message.value.as_bytes() == Some(self.id.as_bytes()) {
+            return;
+        }
+        if let Some(key) = slots::released_key(&message.channel) {
+            self.registry.wake(key);
+        }
     }
 
     /// Subscribes to a newly watched key, unless that is done already (the connection came
