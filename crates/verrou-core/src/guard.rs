@@ -63,15 +63,16 @@ impl LockGuard {
 
     /// Renews the lock before it expires (every third of its TTL) until the guard is
     /// released or dropped. A renewal refused with [`Error::NotOwned`] fires the
-    /// [`loss`](Self::loss) signal and stops; a store error is retried until the lock's time
-    /// is up, then the signal fires. A lost lock is never re-acquired.
+    /// [`loss`](Self::loss) signal and stops; a store error is retried until a safety margin
+    /// before the lock's time is up, then the signal fires. A lost lock is never re-acquired.
     pub fn auto_extend(&mut self) -> &mut Self {
         self.start_keeper(Renewal::On);
         self
     }
 
-    /// The signal that fires when this lock is known lost. Without
-    /// [`auto_extend`](Self::auto_extend) it fires when the lock's TTL runs out.
+    /// The signal that fires when this lock is known lost, or about to be with no way to
+    /// renew it: a tenth of the TTL (at most a second) before its local expiry. Without
+    /// [`auto_extend`](Self::auto_extend) that is when the TTL is about to run out.
     pub fn loss(&self) -> LossSignal {
         let mut keeper = self.keeper.lock().unwrap_or_else(PoisonError::into_inner);
         if keeper.is_none() {
@@ -161,23 +162,34 @@ impl Drop for Keeper {
     }
 }
 
-/// Fires `loss` when the lock's local time runs out; with renewal, extends it every third
-/// of its TTL first. Never outlives the guard (the task is aborted with it).
+/// How long before a lock's local expiry its loss is declared when it cannot be renewed: a
+/// tenth of the TTL, at most a second. The work hears of the loss while the store still
+/// holds the lock for it, not a timer tick after someone else may have taken it.
+fn loss_margin(ttl: Duration) -> Duration {
+    (ttl / 10).min(Duration::from_secs(1))
+}
+
+/// Fires `loss` a safety margin before the lock's local time runs out; with renewal, extends
+/// it every third of its TTL first. Never outlives the guard (the task is aborted with it).
 async fn keep(lock: Lock, loss: LossSignal, renewal: Renewal) {
     let Some(ttl) = lock.ttl().as_duration() else {
         return;
     };
-    loop {
-        let remaining = match lock.remaining_time() {
-            Some(remaining) if !remaining.is_zero() => remaining,
-            _ => break,
-        };
+    let margin = loss_margin(ttl);
+    // How long the lock can still be counted on: until the margin before its expiry.
+    let dependable = || {
+        lock.remaining_time()
+            .and_then(|remaining| remaining.checked_sub(margin))
+            .filter(|left| !left.is_zero())
+    };
+    while let Some(left) = dependable() {
         if renewal == Renewal::Off {
-            tokio::time::sleep(remaining).await;
+            tokio::time::sleep(left).await;
             continue;
         }
-        tokio::time::sleep(remaining.saturating_sub(ttl * 2 / 3)).await;
-        let Some(remaining) = lock.remaining_time().filter(|left| !left.is_zero()) else {
+        // Renew once a third of the TTL has passed, when two thirds remain.
+        tokio::time::sleep((left + margin).saturating_sub(ttl * 2 / 3)).await;
+        let Some(left) = dependable() else {
             break;
         };
         tokio::select! {
@@ -187,10 +199,10 @@ async fn keep(lock: Lock, loss: LossSignal, renewal: Renewal) {
                 Err(error) => {
                     tracing::warn!(key = %lock.key(), %error, "lock renewal failed; retrying until the lock expires");
                     let pause = (ttl / 10).max(Duration::from_millis(10));
-                    tokio::time::sleep(pause.min(remaining)).await;
+                    tokio::time::sleep(pause.min(left)).await;
                 }
             },
-            () = tokio::time::sleep(remaining) => break,
+            () = tokio::time::sleep(left) => break,
         }
     }
     tracing::debug!(key = %lock.key(), "lock lost");

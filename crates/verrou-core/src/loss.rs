@@ -2,9 +2,11 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Fires once the lock of a [`LockGuard`](crate::LockGuard) is known lost: its local TTL ran
-/// out, a renewal was refused because someone else owns the lock, or the store stayed
-/// unreachable until the lock's time was up. Once fired it stays fired.
+/// Fires once the lock of a [`LockGuard`](crate::LockGuard) is known lost, or about to be
+/// with no way to keep it: a renewal was refused because someone else owns the lock, or the
+/// lock could not be renewed (store unreachable, or no automatic extension) and its local
+/// TTL is within a safety margin (a tenth of the TTL, at most a second) of running out. Once
+/// fired it stays fired.
 ///
 /// Await [`lost`](Self::lost) (for example in `tokio::select!` against the work) or poll
 /// [`is_lost`](Self::is_lost) before each side effect. Cloning is cheap; clones fire together.
