@@ -12,9 +12,12 @@
 
 use std::sync::LazyLock;
 
+use fred::bytes_utils::Str;
 use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
-use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
+use fred::types::{CustomCommand, FromValue, Value};
+
+use crate::slots::Slot;
 
 /// Takes `KEYS[1]` for owner `ARGV[1]` if it is free, with a TTL of `ARGV[2]` milliseconds
 /// (`0`: none), and then increments the fencing counter `KEYS[2]`. Returns the counter's new
@@ -76,19 +79,19 @@ return 0"#,
 
 /// A Lua script and its SHA-1, the name it has in the server's script cache.
 pub(crate) struct LuaScript {
-    source: &'static str,
-    sha1: String,
+    source: Str,
+    sha1: Str,
 }
 
 impl LuaScript {
     fn new(source: &'static str) -> Self {
         Self {
-            source,
-            sha1: fred::util::sha1_hash(source),
+            source: Str::from_static(source),
+            sha1: Str::from(fred::util::sha1_hash(source)),
         }
     }
 
-    /// Runs the script on `keys` (all in the hash slot of the first) with `args`: one
+    /// Runs the script on `keys` (all in `slot`) and the arguments `args` pushes: one
     /// `EVALSHA` round trip while the server has the script cached. When it does not
     /// (`NOSCRIPT`: restarted, failed over, `SCRIPT FLUSH`), `EVALSHA` did nothing, so the
     /// script is sent again in full with `EVAL`, which also puts it back in the cache of the
@@ -96,20 +99,29 @@ impl LuaScript {
     pub(crate) async fn run<R: FromValue>(
         &self,
         client: &impl ClientLike,
+        slot: Slot,
         keys: &[&str],
-        args: &[Value],
+        args: impl Fn(&mut Vec<Value>),
     ) -> Result<R, FredError> {
-        match eval(client, "EVALSHA", &self.sha1, keys, args).await {
+        let call = |script: &Str| {
+            let mut arguments = Vec::with_capacity(2 + keys.len() + 3);
+            arguments.push(Value::String(script.clone()));
+            arguments.push(Value::Integer(keys.len() as i64));
+            arguments.extend(keys.iter().map(|key| Value::from(*key)));
+            args(&mut arguments);
+            arguments
+        };
+        match eval(client, "EVALSHA", slot, call(&self.sha1)).await {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
-                eval(client, "EVAL", self.source, keys, args).await
+                eval(client, "EVAL", slot, call(&self.source)).await
             }
             result => result,
         }
     }
 }
 
-/// Sends `command script numkeys keys... args...` (`EVAL` or `EVALSHA`) to the node that owns
-/// the first key.
+/// Sends `command script numkeys keys... args...` (`EVAL` or `EVALSHA`, then `arguments`) to
+/// the node that owns `slot`.
 ///
 /// It goes out as a custom command because fred 10.1 applies per-command options (the
 /// store's timeout and retry policy) to custom commands but not to its own `evalsha`, and
@@ -117,18 +129,10 @@ impl LuaScript {
 async fn eval<R: FromValue>(
     client: &impl ClientLike,
     command: &'static str,
-    script: &str,
-    keys: &[&str],
-    args: &[Value],
+    slot: Slot,
+    arguments: Vec<Value>,
 ) -> Result<R, FredError> {
-    let slot = keys
-        .first()
-        .map_or(ClusterHash::Random, |key| ClusterHash::from(*key));
-    let command = CustomCommand::new_static(command, slot, false);
-    let mut arguments = Vec::with_capacity(2 + keys.len() + args.len());
-    arguments.extend([Value::from(script), Value::from(keys.len() as i64)]);
-    arguments.extend(keys.iter().map(|key| Value::from(*key)));
-    arguments.extend_from_slice(args);
+    let command = CustomCommand::new_static(command, slot.hash(), false);
     client.custom(command, arguments).await
 }
 

@@ -17,21 +17,26 @@
 
 use std::sync::LazyLock;
 
+use fred::types::ClusterHash;
 use fred::util::redis_keyslot;
 
 /// Hash slots in Redis Cluster (and in the key hashing of a single server, unused there).
 const SLOTS: usize = 16_384;
 
+/// What the fencing counters' names start with, up to the slot's number.
+const COUNTER_START: &str = "verrou:fence:{";
+
 /// What every release channel starts with, up to the slot's number.
-pub(crate) const CHANNEL_START: &str = "verrou:released:{";
+const CHANNEL_START: &str = "verrou:released:{";
 
 /// For each hash slot, the smallest number whose decimal text hashes to it.
 static SLOT_TAGS: LazyLock<Vec<u32>> = LazyLock::new(|| {
     let mut tags = vec![None; SLOTS];
     let mut missing = SLOTS;
+    let mut digits = Digits::default();
     // Every slot is reached well before 2^20 numbers (a test checks it).
     for number in 0..u32::MAX {
-        let slot = &mut tags[usize::from(redis_keyslot(number.to_string().as_bytes())) % SLOTS];
+        let slot = &mut tags[usize::from(redis_keyslot(digits.of(number))) % SLOTS];
         if slot.is_none() {
             *slot = Some(number);
             missing -= 1;
@@ -48,19 +53,68 @@ pub(crate) fn prepare() {
     LazyLock::force(&SLOT_TAGS);
 }
 
-/// The number that puts a name in the hash slot of `key`.
-fn tag(key: &str) -> u32 {
-    SLOT_TAGS[usize::from(redis_keyslot(key.as_bytes())) % SLOTS]
+/// The hash slot of a lock key, and the names that share it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot(u16);
+
+impl Slot {
+    /// The slot of `key`.
+    pub(crate) fn of(key: &str) -> Self {
+        Self(redis_keyslot(key.as_bytes()))
+    }
+
+    /// Where a command on keys of this slot goes on Redis Cluster.
+    pub(crate) fn hash(self) -> ClusterHash {
+        ClusterHash::Custom(self.0)
+    }
+
+    /// The fencing counter of this slot.
+    pub(crate) fn counter_key(self) -> String {
+        self.name(COUNTER_START, "")
+    }
+
+    /// The sharded channel on which releases of `lock_key`, a key of this slot, are
+    /// published.
+    pub(crate) fn release_channel(self, lock_key: &str) -> String {
+        self.name(CHANNEL_START, lock_key)
+    }
+
+    /// `start`, the slot's number, `}`, then `:` and `end` unless `end` is empty. Built by
+    /// hand: it runs twice per lock taken and released, and `format!` costs more than the
+    /// rest of the work.
+    fn name(self, start: &str, end: &str) -> String {
+        let mut digits = Digits::default();
+        let number = digits.of(SLOT_TAGS[usize::from(self.0) % SLOTS]);
+        let mut name = String::with_capacity(start.len() + number.len() + 2 + end.len());
+        name.push_str(start);
+        name.extend(number.iter().copied().map(char::from));
+        name.push('}');
+        if !end.is_empty() {
+            name.push(':');
+            name.push_str(end);
+        }
+        name
+    }
 }
 
-/// The fencing counter for `lock_key`: the counter of its hash slot.
-pub(crate) fn counter_key(lock_key: &str) -> String {
-    format!("verrou:fence:{{{}}}", tag(lock_key))
-}
+/// A buffer for the decimal digits of a `u32`.
+#[derive(Default)]
+struct Digits([u8; 10]);
 
-/// The sharded channel on which releases of `lock_key` are published.
-pub(crate) fn release_channel(lock_key: &str) -> String {
-    format!("{CHANNEL_START}{}}}:{lock_key}", tag(lock_key))
+impl Digits {
+    /// The decimal digits of `number`.
+    fn of(&mut self, mut number: u32) -> &[u8] {
+        let mut start = self.0.len();
+        loop {
+            start -= 1;
+            // A remainder by 10 always fits in a byte.
+            self.0[start] = b'0' + (number % 10) as u8;
+            number /= 10;
+            if number == 0 {
+                return &self.0[start..];
+            }
+        }
+    }
 }
 
 /// The lock key whose releases `channel` carries, if it is a release channel.
@@ -89,6 +143,14 @@ mod tests {
     ];
 
     #[test]
+    fn digits_are_decimal() {
+        let mut digits = Digits::default();
+        for number in [0, 7, 10, 16_383, 1_048_575, u32::MAX] {
+            assert_eq!(digits.of(number), number.to_string().as_bytes());
+        }
+    }
+
+    #[test]
     fn every_slot_has_a_tag_that_hashes_to_it() {
         for (slot, tag) in SLOT_TAGS.iter().enumerate() {
             assert_eq!(usize::from(redis_keyslot(tag.to_string().as_bytes())), slot);
@@ -99,7 +161,7 @@ mod tests {
     #[test]
     fn the_counter_is_in_the_lock_keys_slot_whatever_its_braces() {
         for key in AWKWARD_KEYS {
-            let counter = counter_key(key);
+            let counter = Slot::of(key).counter_key();
             assert!(counter.starts_with("verrou:fence:{"), "{counter}");
             assert_eq!(
                 redis_keyslot(counter.as_bytes()),
@@ -115,7 +177,7 @@ mod tests {
             .into_iter()
             .chain(["}:", "verrou:released:{1}:x"])
         {
-            let channel = release_channel(key);
+            let channel = Slot::of(key).release_channel(key);
             assert_eq!(
                 redis_keyslot(channel.as_bytes()),
                 redis_keyslot(key.as_bytes()),

@@ -15,7 +15,7 @@ use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
 use crate::error::ConnectError;
 use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, TAKE};
-use crate::slots;
+use crate::slots::{self, Slot};
 use crate::wake::Wakeups;
 
 /// Locks in Redis, laid out as the Node.js library lays them out: the lock is the string key
@@ -172,13 +172,12 @@ impl LockStore for RedisStore {
         // The take script reads TTL 0 as "none"; a real TTL is at least 1 ms.
         let ttl = ttl.map(millis).transpose()?.unwrap_or(0);
         let key = self.redis_key(key);
+        let slot = Slot::of(&key);
         self.wakeups.before_take(&key);
         let token: Option<i64> = TAKE
-            .run(
-                &self.client(),
-                &[&key, &slots::counter_key(&key)],
-                &[Value::from(owner), Value::from(ttl)],
-            )
+            .run(&self.client(), slot, &[&key, &slot.counter_key()], |args| {
+                args.extend([Value::from(owner), Value::Integer(ttl)])
+            })
             .await
             .map_err(Error::storage)?;
         match token.map(u64::try_from) {
@@ -194,17 +193,15 @@ impl LockStore for RedisStore {
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         let key = self.redis_key(key);
-        let channel = slots::release_channel(&key);
+        let slot = Slot::of(&key);
         let reply: i64 = DELETE_IF_OWNER
-            .run(
-                &self.client(),
-                &[&key],
-                &[
+            .run(&self.client(), slot, &[&key], |args| {
+                args.extend([
                     Value::from(owner),
-                    Value::from(channel),
-                    Value::from(self.wakeups.id()),
-                ],
-            )
+                    Value::from(slot.release_channel(&key)),
+                    self.wakeups.id(),
+                ]);
+            })
             .await
             .map_err(Error::storage)?;
         if reply > 0 {
@@ -223,13 +220,11 @@ impl LockStore for RedisStore {
 
     async fn force_delete(&self, key: &str) -> Result<()> {
         let key = self.redis_key(key);
-        let channel = slots::release_channel(&key);
+        let slot = Slot::of(&key);
         let deleted: i64 = FORCE_DELETE
-            .run(
-                &self.client(),
-                &[&key],
-                &[Value::from(channel), Value::from(self.wakeups.id())],
-            )
+            .run(&self.client(), slot, &[&key], |args| {
+                args.extend([Value::from(slot.release_channel(&key)), self.wakeups.id()]);
+            })
             .await
             .map_err(Error::storage)?;
         if deleted > 0 {
@@ -248,9 +243,12 @@ impl LockStore for RedisStore {
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
-        let args = [Value::from(owner), Value::from(millis(ttl)?)];
+        let ttl = millis(ttl)?;
+        let key = self.redis_key(key);
         let applied = EXTEND_IF_OWNER
-            .run(&self.client(), &[&self.redis_key(key)], &args)
+            .run(&self.client(), Slot::of(&key), &[&key], |args| {
+                args.extend([Value::from(owner), Value::Integer(ttl)]);
+            })
             .await
             .map_err(Error::storage)?;
         Ok(owner_check(applied))

@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fred::bytes_utils::Str;
 use fred::clients::Client;
 use fred::prelude::Options;
+use fred::types::Value;
 
 use registry::Registry;
 use subscriber::Subscriber;
@@ -27,7 +29,7 @@ use subscriber::Subscriber;
 pub(crate) struct Wakeups {
     /// What this store's releases publish: the subscriber ignores them, since the store
     /// wakes its own waiters directly.
-    id: Arc<str>,
+    id: Str,
     registry: Arc<Registry>,
     /// Started at the first wait; `None` if it could not be built (waiters then poll).
     subscriber: OnceLock<Option<Subscriber>>,
@@ -37,15 +39,15 @@ impl Wakeups {
     /// Wake-ups for a new store, with a new random id.
     pub(crate) fn new() -> Self {
         Self {
-            id: new_id().into(),
+            id: Str::from(new_id()),
             registry: Arc::default(),
             subscriber: OnceLock::new(),
         }
     }
 
     /// The store's id, the message of its releases.
-    pub(crate) fn id(&self) -> &str {
-        &self.id
+    pub(crate) fn id(&self) -> Value {
+        Value::String(self.id.clone())
     }
 
     /// This store released `key` (the Redis key): wakes its waiters of the key now (the
@@ -82,7 +84,7 @@ impl Wakeups {
                 Subscriber::start(
                     template,
                     options,
-                    Arc::clone(&self.id),
+                    self.id.clone(),
                     Arc::clone(&self.registry),
                 )
                     .inspect_err(|error| {

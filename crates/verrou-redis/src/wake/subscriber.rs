@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fred::bytes_utils::Str;
 use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
@@ -14,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::registry::Registry;
-use crate::slots;
+use crate::slots::{self, Slot};
 
 /// How long a key stays subscribed after its last waiter left. A key waited on again soon
 /// (a lock handed around between processes) keeps its subscription instead of paying a
@@ -43,7 +44,7 @@ impl Subscriber {
     pub(crate) fn start(
         template: &Client,
         options: &Options,
-        id: Arc<str>,
+        id: Str,
         registry: Arc<Registry>,
     ) -> Result<Self, FredError> {
         let mut builder = Builder::from_config(template.client_config());
@@ -89,7 +90,7 @@ struct Task {
     client: Client,
     options: Options,
     /// The store's id: releases carrying it are the store's own.
-    id: Arc<str>,
+    id: Str,
     registry: Arc<Registry>,
     /// The keys subscribed to on the current connection.
     subscribed: HashSet<Arc<str>>,
@@ -156,7 +157,7 @@ impl Task {
 
     /// Subscribes to `key`'s release channel; whether the server confirmed.
     async fn subscribe(&mut self, key: Arc<str>) -> bool {
-        let channel = slots::release_channel(&key);
+        let channel = Slot::of(&key).release_channel(&key);
         match self
             .client
             .with_options(&self.options)
@@ -188,7 +189,7 @@ impl Task {
             .take_idle(LINGER)
             .into_iter()
             .filter(|key| self.subscribed.remove(key))
-            .map(|key| slots::release_channel(&key))
+            .map(|key| Slot::of(&key).release_channel(&key))
             .collect();
         if channels.is_empty() {
             return;
