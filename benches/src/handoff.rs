@@ -52,6 +52,9 @@ pub(crate) struct HandoffResult {
     pub(crate) mode: String,
     pub(crate) workers: usize,
     pub(crate) acquisitions_per_second: f64,
+    /// Acquisitions right after another worker's release (none when one worker starves the
+    /// others).
+    pub(crate) handoffs: u64,
     pub(crate) handoff: Percentiles,
     pub(crate) failed_attempts_per_second_per_waiter: f64,
     pub(crate) min_acquisitions_per_worker: u64,
@@ -128,6 +131,7 @@ pub(crate) async fn measure(
         mode: mode.label(),
         workers: WORKERS,
         acquisitions_per_second: per_worker.iter().sum::<u64>() as f64 / elapsed,
+        handoffs: handoffs.len(),
         handoff: Percentiles::of(&handoffs),
         failed_attempts_per_second_per_waiter: failed as f64 / elapsed / (WORKERS - 1) as f64,
         min_acquisitions_per_worker: per_worker.iter().copied().min().unwrap_or(0),

@@ -34,13 +34,21 @@ pub(crate) fn handoff_table(results: &[HandoffResult]) -> String {
          | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for result in results {
+        let handoff = if result.handoffs == 0 {
+            "no handoff".to_owned()
+        } else {
+            format!(
+                "{} / {}",
+                show_us(result.handoff.p50_us),
+                show_us(result.handoff.p99_us)
+            )
+        };
         table.push_str(&format!(
-            "| {} | {} | {:.0} | {} / {} | {:.2} | {} / {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {:.2} | {} / {} | {} |\n",
             result.store,
             result.mode,
             result.acquisitions_per_second,
-            show_us(result.handoff.p50_us),
-            show_us(result.handoff.p99_us),
+            handoff,
             result.failed_attempts_per_second_per_waiter,
             result.min_acquisitions_per_worker,
             result.max_acquisitions_per_worker,
