@@ -19,6 +19,10 @@ pub(crate) fn driver_config(config: &PostgresConfig) -> Result<Config> {
 }
 
 /// A pool of plain (no TLS) connections to `pg_config`, as `config` describes.
+///
+/// The pool hands out the connection returned last: at low concurrency one connection (and
+/// one server process, its caches warm) serves one statement after the other, instead of
+/// every idle connection in turn, which measurably lengthens each round trip.
 pub(crate) fn build_pool(config: &PostgresConfig, pg_config: Config) -> Result<Pool> {
     if config.pool_size == 0 {
         return Err(Error::InvalidConfig(
@@ -34,6 +38,7 @@ pub(crate) fn build_pool(config: &PostgresConfig, pg_config: Config) -> Result<P
     );
     Pool::builder(manager)
         .max_size(config.pool_size)
+        .queue_mode(deadpool_postgres::QueueMode::Lifo)
         .runtime(Runtime::Tokio1)
         .create_timeout(Some(config.connect_timeout))
         .wait_timeout(config.pool_timeout)
