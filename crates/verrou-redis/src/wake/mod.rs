@@ -1,7 +1,7 @@
 //! Wake-on-release: waiters of a [`RedisStore`](crate::RedisStore) return as soon as a
 //! release of their key is published, instead of sleeping out their retry delay.
 //!
-//! Release and force release publish the freed key on its release channel (see
+//! Release and force release publish on the freed key's release channel (see
 //! [`crate::slots`]) in the same script. Each store subscribes, on one connection of its own
 //! opened at the first wait, to the channels of the keys its waiters watch. Polling at the
 //! retry delay stays the safety net: for locks that expire without release, for peers that
@@ -55,6 +55,7 @@ impl Wakeups {
     pub(crate) fn released(&self, key: &str) {
         self.registry.wake_waiting(key);
     }
+
     /// A take of `key` (the Redis key) is about to be sent.
     pub(crate) fn before_take(&self, key: &str) {
         self.registry.mark_take(key);
@@ -80,23 +81,28 @@ impl Wakeups {
     ) {
         let (watch, new) = self.registry.watch(key);
         if new {
-            let subscriber = self.subscriber.get_or_init(|| {
-                Subscriber::start(
-                    template,
-                    options,
-                    self.id.clone(),
-                    Arc::clone(&self.registry),
-                )
-                    .inspect_err(|error| {
-                        tracing::warn!(%error, "cannot start the lock release subscriber; waiters will poll");
-                    })
-                    .ok()
-            });
+            let subscriber = self
+                .subscriber
+                .get_or_init(|| self.start_subscriber(template, options));
             if let Some(subscriber) = subscriber {
                 subscriber.subscribe(Arc::clone(watch.key()));
             }
         }
         watch.wait(max_wait).await;
+    }
+
+    /// A subscriber for this store, or `None` (logged) if it cannot be built.
+    fn start_subscriber(&self, template: &Client, options: &Options) -> Option<Subscriber> {
+        let started = Subscriber::start(
+            template,
+            options,
+            self.id.clone(),
+            Arc::clone(&self.registry),
+        );
+        if let Err(error) = &started {
+            tracing::warn!(%error, "cannot start the lock release subscriber; waiters will poll");
+        }
+        started.ok()
     }
 }
 
