@@ -284,9 +284,6 @@ async fn dropping_a_connected_store_closes_its_connections() {
 const GUARDED_TTL: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until verrou-core's guard keeper fires the loss signal a safety margin \
-            before the lock's local expiry: today it fires at the expiry itself, a millisecond \
-            or two after the server may have freed the key"]
 async fn killing_the_server_fires_the_loss_signal_before_the_ttl_runs_out_there() {
     let mut server = RedisServer::start().expect("a private redis-server");
     let store = connect(&server.url(), |config| {
