@@ -235,15 +235,9 @@ fn epoch_ms_now() -> i64 {
 }
 
 /// A guarded, auto-extended lock whose server dies during the work: the loss signal fires
-/// before the lock's TTL runs out on the server, that is before anyone else could take it.
-///
-/// Ignored until the core's guard keeper keeps a safety margin: it fires the signal when
-/// the holder's local TTL reaches zero, which is later than the server's expiry by up to a
-/// millisecond or two as often as not (the local TTL starts before the request is sent, so
-/// it leads the server's by only the one-way latency; the keeper's last sleep is computed
-/// before its failed renewal and rounded up by the timer). Run it with `--ignored`.
+/// before the lock's TTL runs out on the server, that is before anyone else could take it
+/// (the core's guard keeper declares the loss a safety margin before the local expiry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the core's guard keeper fires the loss signal at, not before, the expiry"]
 async fn a_dead_server_fires_the_loss_signal_before_the_lock_expires_there() {
     let mut server = private_server();
     let table = unique("loss");
