@@ -52,3 +52,30 @@ pub const POSTGRES_URL_VAR: &str = "VERROU_POSTGRES_URL";
 pub fn env_url(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|url| !url.is_empty())
 }
+
+/// The URL in the environment variable `var`, else that of this process's private server of
+/// kind `what`, started by `start` on the first call and kept in `shared` until the process
+/// exits.
+///
+/// # Panics
+///
+/// If `var` is not set and no server can be started, with a message that says why and how
+/// to get one.
+fn shared_server_url<S>(
+    shared: &'static std::sync::OnceLock<Result<S, String>>,
+    var: &str,
+    what: &str,
+    start: impl FnOnce() -> std::io::Result<S>,
+    url: impl FnOnce(&S) -> String,
+) -> String {
+    if let Some(url) = env_url(var) {
+        return url;
+    }
+    match shared.get_or_init(|| start().map_err(|error| error.to_string())) {
+        Ok(server) => url(server),
+        Err(message) => panic!(
+            "no {what} server for this test: {message}\n\
+             (set {var} to use a server of your own)"
+        ),
+    }
+}

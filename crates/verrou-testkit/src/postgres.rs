@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::process::{self, Guarded, RunAs, ScratchDir};
 use crate::server::{Flavor, Supervisor};
-use crate::{env_url, POSTGRES_URL_VAR};
+use crate::POSTGRES_URL_VAR;
 
 /// The superuser `initdb` creates, and the database the URL names.
 const SUPERUSER: &str = "postgres";
@@ -104,16 +104,13 @@ impl PostgresServer {
 /// silently.
 pub fn postgres_url() -> String {
     static SHARED: OnceLock<Result<PostgresServer, String>> = OnceLock::new();
-    if let Some(url) = env_url(POSTGRES_URL_VAR) {
-        return url;
-    }
-    match SHARED.get_or_init(|| PostgresServer::start().map_err(|e| e.to_string())) {
-        Ok(server) => server.url(),
-        Err(message) => panic!(
-            "no PostgreSQL server for this test: {message}\n\
-             (set {POSTGRES_URL_VAR} to use a server of your own)"
-        ),
-    }
+    crate::shared_server_url(
+        &SHARED,
+        POSTGRES_URL_VAR,
+        "PostgreSQL",
+        PostgresServer::start,
+        PostgresServer::url,
+    )
 }
 
 /// The first directory holding both `postgres` and `initdb`: on `PATH`, else the newest

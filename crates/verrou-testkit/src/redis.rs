@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::process::{self, ScratchDir};
 use crate::server::{Flavor, Supervisor};
-use crate::{env_url, REDIS_URL_VAR};
+use crate::REDIS_URL_VAR;
 
 /// A private `redis-server` on 127.0.0.1 and a free port, without persistence, working in
 /// a temporary directory. Dropping it stops the server and removes the directory; so does
@@ -64,16 +64,13 @@ impl RedisServer {
 /// and how to get one. A test that needs Redis fails loudly rather than passing silently.
 pub fn redis_url() -> String {
     static SHARED: OnceLock<Result<RedisServer, String>> = OnceLock::new();
-    if let Some(url) = env_url(REDIS_URL_VAR) {
-        return url;
-    }
-    match SHARED.get_or_init(|| RedisServer::start().map_err(|e| e.to_string())) {
-        Ok(server) => server.url(),
-        Err(message) => panic!(
-            "no Redis server for this test: {message}\n\
-             (set {REDIS_URL_VAR} to use a server of your own)"
-        ),
-    }
+    crate::shared_server_url(
+        &SHARED,
+        REDIS_URL_VAR,
+        "Redis",
+        RedisServer::start,
+        RedisServer::url,
+    )
 }
 
 /// `redis-server` on `PATH`.
