@@ -93,13 +93,8 @@ impl WaitRoom {
 
     /// A lock of this factory released `key` while others waited for it elsewhere.
     pub(crate) fn handed_over(&self, key: &str) {
-        let now = Instant::now();
-        let mut handovers = self
-            .handovers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        handovers.retain(|_, until| *until > now);
-        handovers.insert(key.to_owned(), now + HANDOVER_GRACE);
+        let until = Instant::now() + HANDOVER_GRACE;
+        self.current_handovers().insert(key.to_owned(), until);
         self.any_handovers.store(true, Ordering::SeqCst);
     }
 
@@ -109,16 +104,22 @@ impl WaitRoom {
         if !self.any_handovers.load(Ordering::SeqCst) {
             return false;
         }
+        let handovers = self.current_handovers();
+        if handovers.is_empty() {
+            self.any_handovers.store(false, Ordering::SeqCst);
+        }
+        handovers.contains_key(key)
+    }
+
+    /// The handovers whose grace has not run out yet (the others are forgotten).
+    fn current_handovers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         let now = Instant::now();
         let mut handovers = self
             .handovers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         handovers.retain(|_, until| *until > now);
-        if handovers.is_empty() {
-            self.any_handovers.store(false, Ordering::SeqCst);
-        }
-        handovers.contains_key(key)
+        handovers
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Line>>> {
