@@ -5,7 +5,6 @@ use std::time::Duration;
 use deadpool_postgres::tokio_postgres::types::ToSql;
 use deadpool_postgres::tokio_postgres::Row;
 use deadpool_postgres::{Object, Pool};
-use tokio::time::{timeout_at, Instant};
 use verrou_core::{Error, Result};
 
 use crate::pool::pool_failure;
@@ -39,35 +38,38 @@ impl Runner {
     /// Fails with [`Error::Storage`] if no connection comes, the server fails the
     /// statement, or the answer does not come within the timeout. A connection that timed
     /// out is closed rather than returned to the pool: it may still be waiting for the
-    /// answer, or be cut off from the server.
+    /// answer, or be cut off from the server. One timer covers the whole operation.
     pub(crate) async fn query_opt(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        let deadline = Instant::now() + self.timeout;
-        let client = timeout_at(deadline, self.pool.get())
-            .await
-            .map_err(|_| self.timed_out("waiting for a connection"))?
-            .map_err(|error| Error::storage(pool_failure(error)))?;
-        let answer = timeout_at(deadline, async {
-            let statement = client.prepare_cached(sql).await?;
-            client.query_opt(&statement, params).await
+        let mut leased: Option<Object> = None;
+        let answer = tokio::time::timeout(self.timeout, async {
+            let connection = self
+                .pool
+                .get()
+                .await
+                .map_err(|error| Error::storage(pool_failure(error)))?;
+            let connection = leased.insert(connection);
+            let statement = connection
+                .prepare_cached(sql)
+                .await
+                .map_err(Error::storage)?;
+            connection
+                .query_opt(&statement, params)
+                .await
+                .map_err(Error::storage)
         })
         .await;
-        match answer {
-            Ok(row) => row.map_err(Error::storage),
-            Err(_elapsed) => {
-                drop(Object::take(client));
-                Err(self.timed_out("waiting for the answer"))
+        answer.unwrap_or_else(|_elapsed| {
+            if let Some(connection) = leased.take() {
+                drop(Object::take(connection));
             }
-        }
-    }
-
-    fn timed_out(&self, doing: &str) -> Error {
-        Error::storage(format!(
-            "PostgreSQL did not answer within the command timeout ({:?}): gave up {doing}",
-            self.timeout
-        ))
+            Err(Error::storage(format!(
+                "PostgreSQL did not answer within the command timeout ({:?})",
+                self.timeout
+            )))
+        })
     }
 }
