@@ -81,10 +81,12 @@ pub(crate) struct Statements {
 /// is announced on the table's channel with the key id as payload; the notification goes
 /// out when the statement commits. The expression is true when it announced. An
 /// uncontended release takes and drops one advisory lock and sends nothing, sparing the
-/// server `NOTIFY`'s serialized commits. `CASE` fixes the order (`pg_notify`, in an
-/// `InitPlan`, runs only if needed). `{channel}` and `{id}` are filled in.
+/// server `NOTIFY`'s serialized commits. `CASE` fixes the order; `pg_notify` returns
+/// `void`, whose text is empty. (A `(SELECT true FROM pg_notify(...))` sub-select reads
+/// better but costs the server a third more per release, measured at 64 in flight.)
+/// `{channel}` and `{id}` are filled in.
 const ANNOUNCE: &str = "CASE WHEN pg_try_advisory_xact_lock({id}) THEN false \
-     ELSE (SELECT true FROM pg_notify('{channel}', {id}::text)) END";
+     ELSE pg_notify('{channel}', {id}::text)::text = '' END";
 
 impl Statements {
     /// Builds the statements for `table`, announcing releases as `announcements` says.
@@ -199,7 +201,7 @@ mod tests {
         let announce = |id: &str| {
             format!(
                 "CASE WHEN pg_try_advisory_xact_lock({id}) THEN false \
-                 ELSE (SELECT true FROM pg_notify('verrou:app.locks', {id}::text)) END"
+                 ELSE pg_notify('verrou:app.locks', {id}::text)::text = '' END"
             )
         };
         assert!(statements.delete.ends_with(&announce("$3")));
