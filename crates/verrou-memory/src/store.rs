@@ -126,16 +126,8 @@ impl Table {
             generation,
         };
         let (key, _) = vacant.insert_hashed_nocheck(hash, Arc::from(key), entry);
-        if let Some(at) = expires_at {
-            let key = Arc::clone(key);
-            self.expiry.push(Deadline {
-                at,
-                generation,
-                key,
-            });
-        }
-        self.next_generation();
-        self.compact_expiry();
+        let key = Arc::clone(key);
+        self.granted(key, expires_at, generation);
         Some(generation)
     }
 
@@ -152,14 +144,22 @@ impl Table {
         entry.expires_at = Some(at);
         entry.generation = generation;
         let key = Arc::clone(key);
-        self.expiry.push(Deadline {
-            at,
-            generation,
-            key,
-        });
+        self.granted(key, Some(at), generation);
+        true
+    }
+
+    /// Books the expiry of the entry of `key` just given `generation`, and moves the
+    /// generation on.
+    fn granted(&mut self, key: Arc<str>, expires_at: Option<Instant>, generation: u64) {
+        if let Some(at) = expires_at {
+            self.expiry.push(Deadline {
+                at,
+                generation,
+                key,
+            });
+        }
         self.next_generation();
         self.compact_expiry();
-        true
     }
 
     /// Removes `key` if `owner` holds it (or whoever holds it, without owner) and wakes the
