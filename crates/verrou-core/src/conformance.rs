@@ -908,6 +908,10 @@ impl CountingStore {
 
 #[async_trait]
 impl LockStore for CountingStore {
+    fn validate_key(&self, key: &str) -> Result<()> {
+        self.inner.validate_key(key)
+    }
+
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         self.saves.fetch_add(1, Ordering::SeqCst);
         let outcome = self.inner.save(key, owner, ttl).await;

@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
+/// The longest duration verrou accepts anywhere: a TTL, an extension, a retry delay or a
+/// retry timeout (3650 days, about ten years). Longer ones are [`Error::InvalidDuration`]
+/// before any store is asked, so that no deadline computed from one can overflow, on any
+/// store. A lock that should never expire has [`Ttl::Never`].
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+
 /// How long a lock lives before it expires on its own.
 ///
 /// Anything that is [`IntoDuration`] converts into a TTL; [`Ttl::Never`] makes a lock that
@@ -64,6 +70,9 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
     }
     let duration = if let Ok(millis) = trimmed.parse::<u64>() {
         Duration::from_millis(millis)
+    } else if trimmed.bytes().all(|byte| byte.is_ascii_digit()) {
+        // Digits only, yet too many for a u64: certainly longer than the maximum.
+        Duration::MAX
     } else if trimmed.starts_with('-') {
         return Err(Error::invalid_duration(input, "it is negative"));
     } else {
@@ -77,12 +86,18 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
     positive(duration, || input.to_owned())
 }
 
-/// `duration` if it is above zero; `input` (called only then) names it in the error.
+/// `duration` if it is above zero and at most [`MAX_DURATION`]; `input` (called only when
+/// it is not) names it in the error.
 fn positive(duration: Duration, input: impl FnOnce() -> String) -> Result<Duration> {
     if duration.is_zero() {
         Err(Error::invalid_duration(
             input(),
             "it must be greater than zero",
+        ))
+    } else if duration > MAX_DURATION {
+        Err(Error::invalid_duration(
+            input(),
+            "it must be at most 3650 days (verrou::MAX_DURATION); use Ttl::Never for a lock that never expires",
         ))
     } else {
         Ok(duration)
@@ -191,6 +206,21 @@ mod tests {
         assert_invalid(0.into_duration(), "0");
         assert_invalid((-100).into_duration(), "-100");
         assert_invalid(Duration::ZERO.into_duration(), "0ns");
+    }
+
+    #[test]
+    fn durations_above_the_maximum_are_refused_in_every_form() {
+        assert_eq!(MAX_DURATION.into_duration().unwrap(), MAX_DURATION);
+        let just_over = MAX_DURATION + Duration::from_nanos(1);
+        assert_invalid(just_over.into_duration(), &format!("{just_over:?}"));
+        assert_invalid(Duration::MAX.into_duration(), &format!("{:?}", Duration::MAX));
+        assert_invalid(u64::MAX.into_duration(), &u64::MAX.to_string());
+        assert_invalid(i64::MAX.into_duration(), &i64::MAX.to_string());
+        assert_invalid("3651d".into_duration(), "3651d");
+        assert_invalid("99999999999999999999999".into_duration(), "99999999999999999999999");
+        assert!("3650d".into_duration().is_ok());
+        let message = Duration::MAX.into_duration().unwrap_err().to_string();
+        assert!(message.contains("3650 days"), "{message}");
     }
 
     #[test]

@@ -114,6 +114,15 @@ impl Error {
         }
     }
 
+    /// [`Error::InvalidKey`] for `key`, shown whole when short and cut (with its length)
+    /// when long, so that an oversized key does not flood a log line.
+    pub fn invalid_key(key: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidKey {
+            key: crate::key::shortened(key),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn invalid_duration(input: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidDuration {
             input: input.into(),

@@ -77,7 +77,7 @@ impl LockFactory {
     /// milliseconds, or [`Ttl::Never`].
     pub fn create_lock_with_ttl(&self, key: impl Into<String>, ttl: impl IntoTtl) -> Result<Lock> {
         let key = key.into();
-        crate::key::validate(&key)?;
+        crate::key::validate(&key, self.context.store.as_ref())?;
         let ttl: Ttl = ttl.into_ttl()?;
         Ok(Lock::new(key, new_owner_token(), ttl, &self.context))
     }

@@ -45,10 +45,11 @@ mod serialized;
 mod store;
 mod waiting;
 
-pub use duration::{parse_duration, IntoDuration, IntoTtl, Ttl};
+pub use duration::{parse_duration, IntoDuration, IntoTtl, Ttl, MAX_DURATION};
 pub use error::{BoxError, Error, Result};
 pub use factory::{LockFactory, DEFAULT_TTL};
 pub use guard::LockGuard;
+pub use key::MAX_KEY_LEN;
 pub use lock::Lock;
 pub use loss::LossSignal;
 pub use retry::{Retry, DEFAULT_RETRY_DELAY};

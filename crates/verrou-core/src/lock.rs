@@ -84,7 +84,7 @@ impl Lock {
 
     /// Builds a lock from its serialized form, taking over the expiry it carries.
     pub(crate) fn restored(serialized: SerializedLock, context: &LockContext) -> Result<Self> {
-        crate::key::validate(&serialized.key)?;
+        crate::key::validate(&serialized.key, context.store.as_ref())?;
         if serialized.owner.is_empty() {
             return Err(Error::InvalidSerializedLock {
                 reason: "the owner is empty".into(),

@@ -62,9 +62,21 @@ pub enum OwnerCheck {
 /// conformance suite ([`conformance`](crate::conformance), feature `test-suite`) checks every
 /// rule below; run it against your store.
 ///
-/// Keys reach the store already validated (non-empty, no NUL character). TTLs are positive.
+/// Keys reach the store already validated (non-empty, no NUL character, at most
+/// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, and accepted by [`validate_key`](Self::validate_key)).
+/// TTLs are positive and at most [`MAX_DURATION`](crate::MAX_DURATION).
 #[async_trait]
 pub trait LockStore: Send + Sync + 'static {
+    /// Checks a key against this store's own rules (a shorter length limit, names reserved
+    /// for the store's internal state), without a round trip; a key it refuses is
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) naming the rule. Called when a lock is
+    /// created or restored, before any store operation. The provided implementation accepts
+    /// every key.
+    fn validate_key(&self, key: &str) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+
     /// Takes `key` for `owner` if it is free or expired, for `ttl` (`None`: until released).
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition>;
 
@@ -94,6 +106,10 @@ pub trait LockStore: Send + Sync + 'static {
 
 #[async_trait]
 impl<S: LockStore + ?Sized> LockStore for Arc<S> {
+    fn validate_key(&self, key: &str) -> Result<()> {
+        (**self).validate_key(key)
+    }
+
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         (**self).save(key, owner, ttl).await
     }
