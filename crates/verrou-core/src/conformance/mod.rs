@@ -7,6 +7,10 @@
 //! Cases use TTLs of a few hundred milliseconds and real time: run them against a store on
 //! the same machine or a near one.
 
+mod faults;
+
+pub use faults::{FaultInjector, FaultyStore};
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
