@@ -17,6 +17,8 @@
 //! // ... connect to `url` ...
 //! server.stop(); // clients now get "connection refused"
 //! server.restart()?; // same port, same data
+//! server.crash(); // no shutdown checkpoint: the next start recovers
+//! server.restart()?; // committed transactions are all there
 //! assert!(!server.log_contents().contains("ERROR:"));
 //! # Ok(())
 //! # }

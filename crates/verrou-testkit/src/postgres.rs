@@ -23,8 +23,9 @@ const SYSTEM_USER: &str = "postgres";
 const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A private PostgreSQL cluster on 127.0.0.1 and a free port: created by `initdb` in a
-/// temporary directory, trust authentication, durability off for speed (`fsync`,
-/// `synchronous_commit` and `full_page_writes` off), `max_connections = 300`. Its Unix
+/// temporary directory, trust authentication, durability off for speed (`fsync` and
+/// `full_page_writes` off: safe against a crash of the server, not of the machine),
+/// `max_connections = 300`. Its Unix
 /// socket lives in the temporary directory too. Dropping it stops the server and removes
 /// the directory; so does the end of the test process, even if the value is never dropped.
 ///
@@ -75,6 +76,16 @@ impl PostgresServer {
     /// until it has exited. Does nothing if it is already stopped.
     pub fn stop(&mut self) {
         self.server.stop();
+    }
+
+    /// Crashes the server: an immediate shutdown (`SIGQUIT` to the postmaster, as
+    /// `pg_ctl stop -m immediate` does), which ends every process at once without a
+    /// shutdown checkpoint. Waits until it has exited. Does nothing if it is already
+    /// stopped. [`restart`](Self::restart) brings it back, after crash recovery, with every
+    /// committed transaction (commits are synchronous; only `fsync` is off, and the
+    /// operating system keeps what the server wrote).
+    pub fn crash(&mut self) {
+        self.server.kill("QUIT");
     }
 
     /// Starts the server again on the same port and with the same data, stopping it first
@@ -230,7 +241,10 @@ impl Flavor for Postgres {
             "listen_addresses=127.0.0.1".into(),
             "max_connections=300".into(),
             "fsync=off".into(),
-            "synchronous_commit=off".into(),
+            // On, so that a transaction committed before a crash survives it: with it
+            // off, the last commits may still sit in shared memory when the server dies.
+            // Without fsync it only costs a write() per commit.
+            "synchronous_commit=on".into(),
             "full_page_writes=off".into(),
             "logging_collector=off".into(),
             "log_destination=stderr".into(),

@@ -16,7 +16,7 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -27,7 +27,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 /// `sh -c GUARD sh DIR SIGNAL PROGRAM ARGS...`: runs PROGRAM in the background; when stdin
-/// reaches end-of-file, sends it SIGNAL, then SIGKILL if it is still alive after 30 s.
+/// reaches end-of-file, sends it SIGNAL, then SIGKILL if it is still alive after 30 s. A
+/// line on stdin names another signal to send instead of SIGNAL (see [`Guarded::kill`]).
 /// Exits with PROGRAM's status as soon as PROGRAM exits, for whatever reason. While
 /// PROGRAM runs, `DIR/.running` exists (the janitor waits for it to go).
 const GUARD_SCRIPT: &str = r#"
@@ -39,6 +40,7 @@ exec 3<&0
 srv=$!
 {
   read -r line <&3
+  [ -z "$line" ] || sig=$line
   kill -s "$sig" "$srv" 2>/dev/null
   n=0
   while kill -0 "$srv" 2>/dev/null && [ "$n" -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
@@ -219,6 +221,17 @@ impl Guarded {
     /// The process's exit status, if it has exited.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         self.child.try_wait()
+    }
+
+    /// Sends the process `signal` (a name such as `KILL`) instead of its stop signal, and
+    /// waits until it has exited.
+    pub(crate) fn kill(mut self, signal: &str) {
+        if let Some(mut stdin) = self.stdin.take() {
+            // Fails only if the guard has already exited, and so has the process.
+            let _ = writeln!(stdin, "{signal}");
+        }
+        // Dropping closes stdin (if the line could not be written, end-of-file sends the
+        // stop signal instead) and waits for the guard, which exits once the process has.
     }
 
     /// Waits at most `timeout` for the process to exit by itself.

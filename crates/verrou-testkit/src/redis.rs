@@ -48,6 +48,13 @@ impl RedisServer {
         self.server.stop();
     }
 
+    /// Kills the server outright (`SIGKILL`: no shutdown, nothing saved), as a crash would,
+    /// and waits until it has exited. Clients see their connections reset, then refused.
+    /// Does nothing if it is already stopped. [`restart`](Self::restart) brings it back.
+    pub fn kill(&mut self) {
+        self.server.kill("KILL");
+    }
+
     /// Starts the server again on the same port, stopping it first if it runs. It comes
     /// back empty: nothing is persisted.
     pub fn restart(&mut self) -> io::Result<()> {

@@ -98,6 +98,14 @@ impl<F: Flavor> Supervisor<F> {
         self.process = None;
     }
 
+    /// Sends the server `signal` (a name such as `KILL`) instead of its stop signal and
+    /// waits until it has exited. Does nothing if it is not running.
+    pub(crate) fn kill(&mut self, signal: &str) {
+        if let Some(process) = self.process.take() {
+            process.kill(signal);
+        }
+    }
+
     /// Stops the server if it runs, then starts it again on the same port.
     pub(crate) fn restart(&mut self) -> io::Result<()> {
         self.stop();

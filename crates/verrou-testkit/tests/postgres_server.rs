@@ -1,5 +1,5 @@
-//! A private PostgreSQL cluster answers queries, logs failed statements, stops and comes
-//! back on the same port with the same data.
+//! A private PostgreSQL cluster answers queries, logs failed statements, stops (or crashes)
+//! and comes back on the same port with the same data.
 
 use std::io;
 use std::net::TcpStream;
@@ -82,5 +82,44 @@ async fn serves_logs_stops_and_restarts_with_the_same_data() {
         refused.kind(),
         io::ErrorKind::ConnectionRefused,
         "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn crash_then_restart_recovers_committed_rows() {
+    let mut server = PostgresServer::start().unwrap();
+    let port = server.port();
+    let client = connect(&server.url()).await;
+    client
+        .batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+        .await
+        .unwrap();
+
+    // Right after the commit, before any background writer or checkpoint could help.
+    server.crash();
+    let refused = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
+    assert!(client.query_one("SELECT 1", &[]).await.is_err());
+    server.crash(); // idempotent
+
+    server.restart().unwrap();
+    assert_eq!(server.port(), port);
+    let client = connect(&server.url()).await;
+    let kept: i32 = client
+        .query_one("SELECT n FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 7);
+    // A crash, not a shutdown: the server had to recover.
+    let log = server.log_contents();
+    assert!(log.contains("received immediate shutdown request"), "{log}");
+    assert!(
+        log.contains("database system was not properly shut down; automatic recovery in progress"),
+        "{log}"
     );
 }
