@@ -213,11 +213,17 @@ mod tests {
         assert_eq!(MAX_DURATION.into_duration().unwrap(), MAX_DURATION);
         let just_over = MAX_DURATION + Duration::from_nanos(1);
         assert_invalid(just_over.into_duration(), &format!("{just_over:?}"));
-        assert_invalid(Duration::MAX.into_duration(), &format!("{:?}", Duration::MAX));
+        assert_invalid(
+            Duration::MAX.into_duration(),
+            &format!("{:?}", Duration::MAX),
+        );
         assert_invalid(u64::MAX.into_duration(), &u64::MAX.to_string());
         assert_invalid(i64::MAX.into_duration(), &i64::MAX.to_string());
         assert_invalid("3651d".into_duration(), "3651d");
-        assert_invalid("99999999999999999999999".into_duration(), "99999999999999999999999");
+        assert_invalid(
+            "99999999999999999999999".into_duration(),
+            "99999999999999999999999",
+        );
         assert!("3650d".into_duration().is_ok());
         let message = Duration::MAX.into_duration().unwrap_err().to_string();
         assert!(message.contains("3650 days"), "{message}");

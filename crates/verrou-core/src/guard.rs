@@ -188,7 +188,11 @@ async fn keep(lock: Lock, loss: LossSignal, renewal: Renewal) {
             continue;
         }
         // Renew once a third of the TTL has passed, when two thirds remain.
-        tokio::time::sleep((left + margin).saturating_sub(ttl * 2 / 3)).await;
+        tokio::time::sleep(
+            left.saturating_add(margin)
+                .saturating_sub(ttl.saturating_mul(2) / 3),
+        )
+        .await;
         let Some(left) = dependable() else {
             break;
         };

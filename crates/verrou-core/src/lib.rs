@@ -29,6 +29,7 @@
 //! The macro writes one `#[test]` per rule. Each test gets fresh stores from `new_store` and
 //! uses its own random keys, so the tests can share one server and run in parallel.
 
+mod clock;
 pub mod config;
 #[cfg(feature = "test-suite")]
 pub mod conformance;
@@ -43,6 +44,7 @@ mod owner;
 mod retry;
 mod serialized;
 mod store;
+mod take;
 mod waiting;
 
 pub use duration::{parse_duration, IntoDuration, IntoTtl, Ttl, MAX_DURATION};

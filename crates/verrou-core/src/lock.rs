@@ -4,16 +4,18 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
+use crate::clock;
 use crate::duration::{IntoDuration, Ttl};
 use crate::guard::LockGuard;
 use crate::loss::LossSignal;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::SerializedLock;
 use crate::store::{Acquisition, LockStore, OwnerCheck};
+use crate::take::{give_back, GiveBacks, InFlightTake};
 use crate::waiting::{WaitRoom, HANDOVER_GRACE};
 use crate::{Error, Result};
 
@@ -39,13 +41,15 @@ pub struct Lock {
     inner: Arc<LockInner>,
 }
 
-struct LockInner {
-    key: String,
-    owner: String,
-    ttl: Ttl,
+pub(crate) struct LockInner {
+    pub(crate) key: String,
+    pub(crate) owner: String,
+    pub(crate) ttl: Ttl,
     retry: RetryPolicy,
-    store: Arc<dyn LockStore>,
-    room: Arc<WaitRoom>,
+    pub(crate) store: Arc<dyn LockStore>,
+    pub(crate) room: Arc<WaitRoom>,
+    /// Grants of this lock being given back (see [`crate::take`]).
+    pub(crate) give_backs: GiveBacks,
     state: Mutex<Holding>,
 }
 
@@ -57,14 +61,48 @@ pub(crate) struct LockContext {
     pub(crate) room: Arc<WaitRoom>,
 }
 
-/// What this process knows about its hold on the lock, measured on the monotonic clock.
+/// What this process knows about its hold on the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Holding {
     NotHeld,
     Held {
+        /// When the hold expires on the monotonic clock (`None`: never).
         expires_at: Option<Instant>,
+        /// The same moment on the wall clock, in epoch milliseconds, as the serialized form
+        /// carries it: computed once per grant or extension (or taken as restored), so that
+        /// serializing again gives the same value.
+        expiration_time: Option<u64>,
         fencing_token: Option<u64>,
     },
+}
+
+impl Holding {
+    /// A hold that started (was requested) at `requested_at` / `requested_at_epoch` and
+    /// lasts `ttl`; `None` if it has already run out, or runs out further ahead than the
+    /// clock can tell.
+    fn starting(
+        requested_at: Instant,
+        requested_at_epoch: u64,
+        ttl: Option<Duration>,
+        fencing_token: Option<u64>,
+    ) -> Option<Self> {
+        let (expires_at, expiration_time) = match ttl {
+            None => (None, None),
+            Some(ttl) => {
+                let expires_at = clock::after(requested_at, ttl)?;
+                if expires_at <= Instant::now() {
+                    return None;
+                }
+                let expiration_time = requested_at_epoch.saturating_add(clock::millis_ceil(ttl));
+                (Some(expires_at), Some(expiration_time))
+            }
+        };
+        Some(Holding::Held {
+            expires_at,
+            expiration_time,
+            fencing_token,
+        })
+    }
 }
 
 impl Lock {
@@ -77,32 +115,53 @@ impl Lock {
                 retry: context.retry,
                 store: Arc::clone(&context.store),
                 room: Arc::clone(&context.room),
+                give_backs: GiveBacks::default(),
                 state: Mutex::new(Holding::NotHeld),
             }),
         }
     }
 
     /// Builds a lock from its serialized form, taking over the expiry it carries.
+    ///
+    /// A lock with a TTL is held when it carries an expiration time; a lock without TTL
+    /// (whose expiration time is always `null`) is held when it carries a fencing token.
     pub(crate) fn restored(serialized: SerializedLock, context: &LockContext) -> Result<Self> {
         crate::key::validate(&serialized.key, context.store.as_ref())?;
-        if serialized.owner.is_empty() {
-            return Err(Error::InvalidSerializedLock {
-                reason: "the owner is empty".into(),
-            });
-        }
-        let ttl = match serialized.ttl {
-            Some(millis) => Ttl::After(millis.into_duration()?),
-            None => Ttl::Never,
+        let invalid = |reason: &str| Error::InvalidSerializedLock {
+            reason: reason.to_owned(),
         };
+        if serialized.owner.is_empty() {
+            return Err(invalid("the owner is empty"));
+        }
+        let ttl =
+            match serialized.ttl {
+                Some(millis) => Ttl::After(millis.into_duration().map_err(|error| {
+                    invalid(&format!("its ttl is not a usable duration: {error}"))
+                })?),
+                None => Ttl::Never,
+            };
         let fencing_token = serialized.fencing_token;
-        let lock = Self::new(serialized.key, serialized.owner, ttl, context);
         let holding = match (ttl, serialized.expiration_time) {
             (Ttl::After(_), Some(epoch_millis)) => Holding::Held {
-                expires_at: Some(instant_from_epoch_millis(epoch_millis)),
+                expires_at: Some(clock::instant_at_epoch_millis(epoch_millis).ok_or_else(
+                    || invalid("its expirationTime is more than 3650 days ahead (verrou::MAX_DURATION)"),
+                )?),
+                expiration_time: Some(epoch_millis),
                 fencing_token,
             },
+            (Ttl::Never, None) if fencing_token.is_some() => Holding::Held {
+                expires_at: None,
+                expiration_time: None,
+                fencing_token,
+            },
+            (Ttl::Never, Some(_)) => {
+                return Err(invalid(
+                    "it has an expirationTime but no ttl: a lock without TTL never expires",
+                ))
+            }
             _ => Holding::NotHeld,
         };
+        let lock = Self::new(serialized.key, serialized.owner, ttl, context);
         lock.set_holding(holding);
         Ok(lock)
     }
@@ -157,10 +216,19 @@ impl Lock {
     /// Asks the store until it grants the lock or the policy gives up. Waiters of this
     /// factory queue per key (see [`WaitRoom`]): only the front one asks the store, woken by
     /// a local release, by the store's release notification, or by the retry delay.
+    ///
+    /// An attempt is a store call, or a retry delay spent behind another waiter of this
+    /// factory (who asked in its place). A call made early, on a wake-up, that finds the key
+    /// still held is not counted: a notification that was not a release (or a release
+    /// someone else won) never shortens the policy.
     async fn acquire_by(&self, policy: RetryPolicy) -> Result<bool> {
         let inner = &self.inner;
         let started = Instant::now();
-        let deadline = policy.timeout.map(|timeout| started + timeout);
+        // Durations are at most MAX_DURATION, so a deadline always exists; if the clock
+        // could not count that far, there is no deadline to keep.
+        let deadline = policy
+            .timeout
+            .and_then(|timeout| clock::after(started, timeout));
         let ticket = inner.room.join(&inner.key);
         let mut front = ticket.try_front();
         let queue = ticket.front();
@@ -168,12 +236,19 @@ impl Lock {
         // Just released to waiters elsewhere: leave it to them rather than overtake.
         let mut yielding = inner.room.recently_handed_over(&inner.key);
         let mut ask = !ticket.held_here() && !yielding;
+        let mut woken_early = false;
         let mut attempts_made = 0u32;
         loop {
-            attempts_made += 1;
-            if front.is_some() && ask && self.try_acquire().await? {
-                tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made, "lock acquired");
-                return Ok(true);
+            if front.is_some() && ask {
+                if self.try_acquire().await? {
+                    tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made + 1, "lock acquired");
+                    return Ok(true);
+                }
+                if !woken_early {
+                    attempts_made += 1;
+                }
+            } else if !woken_early {
+                attempts_made += 1;
             }
             let out_of_attempts = policy.attempts.is_some_and(|max| attempts_made >= max);
             let time_left =
@@ -189,45 +264,54 @@ impl Lock {
                 pause = pause.min(HANDOVER_GRACE);
             }
             if front.is_some() {
-                let poll_at = Instant::now() + pause;
+                let waited_from = Instant::now();
                 tokio::select! {
                     () = inner.store.wait_for_release(&inner.key, pause) => {}
                     () = ticket.released() => {}
                 }
+                woken_early = waited_from.elapsed() < pause;
                 // Woken early while a lock of this factory holds the key (a late or doubled
                 // notification): asking would be in vain. The retry delay always asks.
-                ask = Instant::now() >= poll_at || !ticket.held_here();
+                ask = !woken_early || !ticket.held_here();
             } else {
                 tokio::select! {
                     permit = &mut queue => {
                         front = Some(permit);
                         ask = !ticket.held_here();
+                        woken_early = true;
                     }
-                    () = tokio::time::sleep(pause) => {}
+                    () = tokio::time::sleep(pause) => woken_early = false,
                 }
             }
         }
     }
 
+    /// Asks the store once. A grant whose local validity, counted from before the request,
+    /// has already run out when it arrives is no grant: it is given back, and this is
+    /// `Ok(false)` like a busy key.
     async fn try_acquire(&self) -> Result<bool> {
         let inner = &self.inner;
+        // A release meant for a grant given back must not meet the next one.
+        inner.give_backs.settled().await;
         let requested_at = Instant::now();
-        match inner
-            .store
-            .save(&inner.key, &inner.owner, inner.ttl.as_duration())
-            .await?
-        {
-            Acquisition::Granted(grant) => {
-                self.set_holding(Holding::Held {
-                    expires_at: inner.ttl.as_duration().map(|ttl| requested_at + ttl),
-                    fencing_token: grant.fencing_token,
-                });
-                inner.room.acquired(&inner.key);
-                tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
-                Ok(true)
-            }
-            Acquisition::Busy => Ok(false),
-        }
+        let requested_at_epoch = clock::epoch_millis_now();
+        let Acquisition::Granted(grant) = InFlightTake::send(Arc::clone(inner)).await? else {
+            return Ok(false);
+        };
+        let Some(holding) = Holding::starting(
+            requested_at,
+            requested_at_epoch,
+            inner.ttl.as_duration(),
+            grant.fencing_token,
+        ) else {
+            tracing::debug!(key = %inner.key, round_trip = ?requested_at.elapsed(), "grant arrived after its TTL ran out; giving it back");
+            give_back(Arc::clone(inner), "the grant arrived after its TTL ran out");
+            return Ok(false);
+        };
+        self.set_holding(holding);
+        inner.room.acquired(&inner.key);
+        tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
+        Ok(true)
     }
 
     /// Releases the lock. Only the owner can: anyone else, or a holder whose lock expired,
@@ -291,13 +375,18 @@ impl Lock {
     async fn extend_for(&self, ttl: Duration) -> Result<()> {
         let inner = &self.inner;
         let requested_at = Instant::now();
+        let requested_at_epoch = clock::epoch_millis_now();
         match inner.store.extend(&inner.key, &inner.owner, ttl).await? {
             OwnerCheck::Applied | OwnerCheck::AppliedWithWaiters => {
-                let fencing_token = self.fencing_token();
-                self.set_holding(Holding::Held {
-                    expires_at: Some(requested_at + ttl),
-                    fencing_token,
-                });
+                // An extension that arrives after its own TTL ran out leaves nothing to hold.
+                let holding = Holding::starting(
+                    requested_at,
+                    requested_at_epoch,
+                    Some(ttl),
+                    self.fencing_token(),
+                )
+                .unwrap_or(Holding::NotHeld);
+                self.set_holding(holding);
                 tracing::debug!(key = %inner.key, ttl = ?ttl, "lock extended");
                 Ok(())
             }
@@ -333,15 +422,14 @@ impl Lock {
     pub fn serialize(&self) -> SerializedLock {
         let expiration_time = match self.holding() {
             Holding::Held {
-                expires_at: Some(expires_at),
-                ..
-            } => Some(epoch_millis_from_instant(expires_at)),
-            _ => None,
+                expiration_time, ..
+            } => expiration_time,
+            Holding::NotHeld => None,
         };
         SerializedLock {
             key: self.inner.key.clone(),
             owner: self.inner.owner.clone(),
-            ttl: self.inner.ttl.as_duration().map(duration_millis),
+            ttl: self.inner.ttl.as_duration().map(clock::millis_ceil),
             expiration_time,
             fencing_token: self.fencing_token(),
         }
@@ -527,35 +615,5 @@ where
         Ok(()) if !lost_during_work => Ok(value),
         Ok(()) | Err(Error::NotOwned { .. }) => Err(Error::LockLost { key }),
         Err(other) => Err(other),
-    }
-}
-
-fn duration_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn epoch_millis_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, duration_millis)
-}
-
-fn epoch_millis_from_instant(instant: Instant) -> u64 {
-    let now = Instant::now();
-    let epoch_now = epoch_millis_now();
-    match instant.checked_duration_since(now) {
-        Some(ahead) => epoch_now.saturating_add(duration_millis(ahead)),
-        None => epoch_now.saturating_sub(duration_millis(now - instant)),
-    }
-}
-
-fn instant_from_epoch_millis(epoch_millis: u64) -> Instant {
-    let now = Instant::now();
-    let epoch_now = epoch_millis_now();
-    if epoch_millis >= epoch_now {
-        now + Duration::from_millis(epoch_millis - epoch_now)
-    } else {
-        now.checked_sub(Duration::from_millis(epoch_now - epoch_millis))
-            .unwrap_or(now)
     }
 }

@@ -29,10 +29,14 @@ pub struct SerializedLock {
     pub key: String,
     /// The owner token: whoever has it can release the lock. Keep it secret.
     pub owner: String,
-    /// The lock's TTL in milliseconds (`None`: never expires).
+    /// The lock's TTL in milliseconds (`None`: never expires). Required when reading: an
+    /// explicit `null`, never a missing field.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub ttl: Option<u64>,
     /// When the lock expires, in milliseconds since the Unix epoch (`None`: never, or not
-    /// acquired).
+    /// acquired). Required when reading: an explicit `null`, never a missing field, so that
+    /// an expiry cannot silently disappear.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub expiration_time: Option<u64>,
     /// The fencing token of the hold, when the store issues them. Written only when present
     /// (as `fencingToken`), so the JSON stays what `@verrou/core` reads and writes.
@@ -147,6 +151,9 @@ mod tests {
             r#"{"key":"k","ttl":1,"expirationTime":null}"#,
             r#"{"key":"k","owner":"o","ttl":"soon","expirationTime":null}"#,
             r#"{"key":"k","owner":"o","ttl":-5,"expirationTime":null}"#,
+            r#"{"key":"k","owner":"o","expirationTime":1732600000000}"#,
+            r#"{"key":"k","owner":"o","ttl":30000}"#,
+            r#"{"key":"k","owner":"o"}"#,
             "[1,2,3]",
         ] {
             match bad.parse::<SerializedLock>() {
@@ -159,5 +166,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing_owner.contains("owner"), "{missing_owner}");
+        let missing_expiry = r#"{"key":"k","owner":"o","ttl":30000}"#
+            .parse::<SerializedLock>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing_expiry.contains("expirationTime"),
+            "{missing_expiry}"
+        );
     }
 }

@@ -93,7 +93,9 @@ impl WaitRoom {
 
     /// A lock of this factory released `key` while others waited for it elsewhere.
     pub(crate) fn handed_over(&self, key: &str) {
-        let until = Instant::now() + HANDOVER_GRACE;
+        let Some(until) = crate::clock::after(Instant::now(), HANDOVER_GRACE) else {
+            return;
+        };
         self.current_handovers().insert(key.to_owned(), until);
         self.any_handovers.store(true, Ordering::SeqCst);
     }
