@@ -2,13 +2,13 @@
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use hashbrown::hash_map::{EntryRef, RawEntryMut};
 use hashbrown::HashMap;
 use tokio::sync::Notify;
-use verrou_core::{Acquisition, Grant, LockStore, OwnerCheck, Result};
+use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result, MAX_DURATION};
 
 use crate::expiry::{Deadline, ExpiryQueue};
 
@@ -16,6 +16,9 @@ use crate::expiry::{Deadline, ExpiryQueue};
 ///
 /// Each operation is one critical section, O(log n). Expiry uses the monotonic clock.
 /// Fencing tokens come from one counter for the whole store, so they grow for every key.
+/// The counter starts at the wall clock's nanoseconds since the Unix epoch, so tokens also
+/// keep growing across restarts of the process (as long as the wall clock does not run
+/// backwards and the store issued fewer than one token per nanosecond of its life).
 /// Expired entries never block anyone and never pile up: every operation first drops the
 /// entries whose deadline has passed.
 ///
@@ -31,7 +34,7 @@ struct Table {
     /// Tasks waiting for a key to be released, woken by release and force release.
     waiters: HashMap<Arc<str>, Arc<Notify>>,
     expiry: ExpiryQueue,
-    /// Starts at 1 so that every fencing token is positive.
+    /// Starts at the wall clock in nanoseconds (at least 1, so every token is positive).
     next_generation: u64,
 }
 
@@ -82,7 +85,7 @@ impl Default for Table {
             entries: HashMap::new(),
             waiters: HashMap::new(),
             expiry: ExpiryQueue::default(),
-            next_generation: 1,
+            next_generation: epoch_nanos_now().max(1),
         }
     }
 }
@@ -104,7 +107,7 @@ impl Table {
     /// fencing token.
     fn next_generation(&mut self) -> u64 {
         let generation = self.next_generation;
-        self.next_generation += 1;
+        self.next_generation = self.next_generation.saturating_add(1);
         generation
     }
 
@@ -119,7 +122,7 @@ impl Table {
         else {
             return None;
         };
-        let expires_at = ttl.map(|ttl| now + ttl);
+        let expires_at = ttl.map(|ttl| deadline(now, ttl));
         let entry = Entry {
             owner: owner.into(),
             expires_at,
@@ -140,7 +143,7 @@ impl Table {
         if &*entry.owner != owner {
             return false;
         }
-        let at = now + ttl;
+        let at = deadline(now, ttl);
         entry.expires_at = Some(at);
         entry.generation = generation;
         let key = Arc::clone(key);
@@ -220,9 +223,38 @@ impl Drop for LeaveWaiters<'_> {
     }
 }
 
+/// The wall clock in nanoseconds since the Unix epoch (0 before it, `u64::MAX` after 2554).
+fn epoch_nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
+}
+
+/// `now + ttl` for a TTL checked by [`checked_ttl`].
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    // At most MAX_DURATION ahead: representable on every platform Tokio runs on.
+    now.checked_add(ttl).unwrap_or(now)
+}
+
+/// `ttl` if it is at most [`MAX_DURATION`], which every caller going through a lock
+/// respects; a direct call with a longer one is [`Error::InvalidDuration`].
+fn checked_ttl(ttl: Duration) -> Result<Duration> {
+    if ttl <= MAX_DURATION {
+        Ok(ttl)
+    } else {
+        Err(Error::InvalidDuration {
+            input: format!("{ttl:?}"),
+            reason: "a TTL must be at most verrou::MAX_DURATION (3650 days)".to_owned(),
+        })
+    }
+}
+
 #[async_trait]
 impl LockStore for MemoryStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+        let ttl = ttl.map(checked_ttl).transpose()?;
         Ok(
             self.with_table(|table, now| match table.take(key, owner, ttl, now) {
                 Some(fencing_token) => {
@@ -275,6 +307,7 @@ impl LockStore for MemoryStore {
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        let ttl = checked_ttl(ttl)?;
         Ok(
             self.with_table(|table, now| match table.extend(key, owner, ttl, now) {
                 true => OwnerCheck::Applied,

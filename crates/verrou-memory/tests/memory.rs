@@ -224,3 +224,49 @@ async fn a_long_local_hold_costs_one_attempt_per_retry_delay() {
     // 1.2 s at a 100 ms delay: about 12 safety-net attempts at most.
     assert!(during <= 13, "{during} failed attempts during a 1.2 s hold");
 }
+
+#[tokio::test]
+async fn fencing_tokens_keep_growing_across_process_restarts() {
+    // A new store stands for the same program started again: its tokens must be above
+    // every token the previous one issued, although it remembers nothing.
+    let before = MemoryStore::new();
+    let mut last = 0;
+    for _ in 0..10_000 {
+        let verrou_core::Acquisition::Granted(grant) =
+            before.save("card:1", "owner", None).await.unwrap()
+        else {
+            panic!("a free key must be granted");
+        };
+        last = grant
+            .fencing_token
+            .expect("the memory store issues fencing tokens");
+        before.delete("card:1", "owner").await.unwrap();
+    }
+    drop(before);
+    let after = MemoryStore::new();
+    let verrou_core::Acquisition::Granted(grant) =
+        after.save("card:1", "owner", None).await.unwrap()
+    else {
+        panic!("a free key must be granted");
+    };
+    let first = grant.fencing_token.unwrap();
+    assert!(
+        first > last,
+        "token {first} after a restart is not above {last}"
+    );
+}
+
+#[tokio::test]
+async fn a_ttl_above_the_maximum_is_refused_by_the_store_itself() {
+    let store = MemoryStore::new();
+    for result in [
+        store.save("k", "o", Some(Duration::MAX)).await.map(|_| ()),
+        store.extend("k", "o", Duration::MAX).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(verrou_core::Error::InvalidDuration { .. })),
+            "{result:?}"
+        );
+    }
+    assert!(store.is_empty(), "nothing may be taken by a refused call");
+}
