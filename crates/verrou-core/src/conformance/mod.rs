@@ -8,8 +8,10 @@
 //! the same machine or a near one.
 
 mod faults;
+mod history;
 
-pub use faults::{FaultInjector, FaultyStore};
+pub use faults::*;
+pub use history::{History, Hold, OpenHold, Verdict};
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -1,0 +1,264 @@
+//! The history checker: a record of who held which key when, with which fencing token, and
+//! the verdict on it.
+//!
+//! Every holder records its grant when `acquire` returns (the start of its hold), with the
+//! end of its local validity (`remaining_time` then), and records the moment it starts to
+//! release. Its hold is the interval from the grant to the release or the end of validity,
+//! whichever is first: the time it could act believing it held the lock. The checker then
+//! finds, per key:
+//!
+//! - **overlaps**: two holds of the key that intersect (mutual exclusion broken);
+//! - **token regressions**: a hold that starts after another ended, with a fencing token not
+//!   greater than that one's (a resource would refuse the newer holder, or accept the older).
+//!
+//! Grants nobody owns (taken on the server, unknown to every caller) are seen from outside:
+//! once every caller has stopped, the store must report the key free within a command
+//! timeout (see the fault group).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::Lock;
+
+/// A shared, append-only record of holds, for any number of concurrent holders.
+#[derive(Debug)]
+pub struct History {
+    started: Instant,
+    holds: Mutex<Vec<Hold>>,
+}
+
+/// One hold of a key, as its holder saw it.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    /// The key held.
+    pub key: String,
+    /// Who held it (a name for the report).
+    pub holder: String,
+    /// The fencing token of the grant, if the store issues them.
+    pub fencing_token: Option<u64>,
+    /// When `acquire` returned the grant.
+    pub granted_at: Instant,
+    /// When the holder stopped relying on it: it began releasing, or its validity ran out.
+    pub ended_at: Instant,
+}
+
+/// A hold started but not finished: finish it with [`History::released`].
+#[derive(Debug)]
+#[must_use = "a hold is recorded when it is released"]
+pub struct OpenHold {
+    key: String,
+    holder: String,
+    fencing_token: Option<u64>,
+    granted_at: Instant,
+    valid_until: Option<Instant>,
+}
+
+/// What the checker found.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Holds recorded.
+    pub holds: usize,
+    /// Pairs of holds of one key that intersect.
+    pub overlaps: Vec<(Hold, Hold)>,
+    /// Pairs (earlier, later) of holds of one key whose tokens do not increase.
+    pub token_regressions: Vec<(Hold, Hold)>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl History {
+    /// An empty history; times in reports are counted from now.
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            holds: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `lock` was just granted to `holder`: its hold starts now and can last until its
+    /// remaining time runs out.
+    pub fn granted(&self, lock: &Lock, holder: impl Into<String>) -> OpenHold {
+        let granted_at = Instant::now();
+        OpenHold {
+            key: lock.key().to_owned(),
+            holder: holder.into(),
+            fencing_token: lock.fencing_token(),
+            granted_at,
+            valid_until: lock
+                .remaining_time()
+                .and_then(|left| granted_at.checked_add(left)),
+        }
+    }
+
+    /// The holder of `hold` starts releasing now (or gives up relying on the lock).
+    pub fn released(&self, hold: OpenHold) {
+        let now = Instant::now();
+        let ended_at = hold.valid_until.map_or(now, |until| until.min(now));
+        self.holds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Hold {
+                key: hold.key,
+                holder: hold.holder,
+                fencing_token: hold.fencing_token,
+                granted_at: hold.granted_at,
+                ended_at: ended_at.max(hold.granted_at),
+            });
+    }
+
+    /// Checks every key's holds for overlaps and token regressions.
+    pub fn verdict(&self) -> Verdict {
+        let holds = self
+            .holds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut by_key: BTreeMap<&str, Vec<&Hold>> = BTreeMap::new();
+        for hold in &holds {
+            by_key.entry(&hold.key).or_default().push(hold);
+        }
+        let mut verdict = Verdict {
+            holds: holds.len(),
+            ..Verdict::default()
+        };
+        for key_holds in by_key.values_mut() {
+            key_holds.sort_by_key(|hold| hold.granted_at);
+            for (index, earlier) in key_holds.iter().enumerate() {
+                for later in &key_holds[index + 1..] {
+                    if later.granted_at < earlier.ended_at {
+                        verdict
+                            .overlaps
+                            .push(((*earlier).clone(), (*later).clone()));
+                    } else if let (Some(old), Some(new)) =
+                        (earlier.fencing_token, later.fencing_token)
+                    {
+                        if new <= old {
+                            verdict
+                                .token_regressions
+                                .push(((*earlier).clone(), (*later).clone()));
+                        }
+                    }
+                }
+            }
+        }
+        verdict
+    }
+
+    /// Panics with the whole report if any hold overlapped another or a token went back;
+    /// otherwise returns how many holds were checked.
+    ///
+    /// # Panics
+    ///
+    /// On any overlap or token regression: that is how a test fails.
+    pub fn assert_clean(&self) -> usize {
+        let verdict = self.verdict();
+        assert!(
+            verdict.overlaps.is_empty() && verdict.token_regressions.is_empty(),
+            "{}",
+            Report {
+                verdict: &verdict,
+                started: self.started
+            }
+        );
+        verdict.holds
+    }
+}
+
+/// A verdict as text, times in milliseconds since the history started.
+struct Report<'a> {
+    verdict: &'a Verdict,
+    started: Instant,
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |instant: Instant| {
+            instant
+                .saturating_duration_since(self.started)
+                .as_secs_f64()
+                * 1000.0
+        };
+        let hold = |hold: &Hold| {
+            format!(
+                "{} held {:?} with token {:?} from {:.1} ms to {:.1} ms",
+                hold.holder,
+                hold.key,
+                hold.fencing_token,
+                at(hold.granted_at),
+                at(hold.ended_at)
+            )
+        };
+        writeln!(
+            formatter,
+            "history of {} holds: {} overlaps, {} token regressions",
+            self.verdict.holds,
+            self.verdict.overlaps.len(),
+            self.verdict.token_regressions.len()
+        )?;
+        for (earlier, later) in &self.verdict.overlaps {
+            writeln!(formatter, "  overlap: {} / {}", hold(earlier), hold(later))?;
+        }
+        for (earlier, later) in &self.verdict.token_regressions {
+            writeln!(
+                formatter,
+                "  token regression: {} / then {}",
+                hold(earlier),
+                hold(later)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// How long an interval lasted, for reports.
+pub(crate) fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(holder: &str, token: u64, from_ms: u64, to_ms: u64, origin: Instant) -> Hold {
+        Hold {
+            key: "k".into(),
+            holder: holder.into(),
+            fencing_token: Some(token),
+            granted_at: origin + Duration::from_millis(from_ms),
+            ended_at: origin + Duration::from_millis(to_ms),
+        }
+    }
+
+    fn verdict_of(holds: Vec<Hold>) -> Verdict {
+        let history = History::new();
+        *history.holds.lock().unwrap() = holds;
+        history.verdict()
+    }
+
+    #[test]
+    fn finds_overlaps_and_regressions_and_nothing_else() {
+        let origin = Instant::now();
+        let clean = verdict_of(vec![
+            hold("a", 1, 0, 10, origin),
+            hold("b", 2, 10, 20, origin),
+            hold("c", 5, 30, 40, origin),
+        ]);
+        assert!(clean.overlaps.is_empty() && clean.token_regressions.is_empty());
+        let overlap = verdict_of(vec![
+            hold("a", 1, 0, 10, origin),
+            hold("b", 2, 9, 20, origin),
+        ]);
+        assert_eq!(overlap.overlaps.len(), 1);
+        let regression = verdict_of(vec![
+            hold("a", 7, 0, 10, origin),
+            hold("b", 7, 11, 20, origin),
+        ]);
+        assert_eq!(regression.token_regressions.len(), 1);
+    }
+}
