@@ -84,13 +84,13 @@ fn builder_rejects_inconsistent_setups() {
 async fn config_from_json_and_toml_builds_the_same_manager() {
     let json = VerrouConfig::from_json(
         r#"{"default": "b", "stores": {"a": {"driver": "memory"}, "b": {"driver": "memory"}},
-            "retry": {"attempts": 2, "delay": 10, "timeout": "1s"}}"#,
+            "retry": {"attempts": 2, "delay": 10, "timeout": "30s"}}"#,
     )
     .unwrap();
     let toml = VerrouConfig::from_toml(
         r#"
         default = "b"
-        retry = { attempts = 2, delay = 10, timeout = "1s" }
+        retry = { attempts = 2, delay = 10, timeout = "30s" }
         [stores.a]
         driver = "memory"
         [stores.b]
@@ -104,10 +104,11 @@ async fn config_from_json_and_toml_builds_the_same_manager() {
         assert_eq!(verrou.default_store_name(), "b");
         let holder = verrou.create_lock("k").unwrap();
         assert!(holder.acquire().await.unwrap());
-        // The configured retry (2 attempts) applies: a second acquire gives up.
+        // The configured retry (2 attempts 10 ms apart) applies: a second acquire gives up
+        // long before the 30 s timeout.
         let started = std::time::Instant::now();
         assert!(!verrou.create_lock("k").unwrap().acquire().await.unwrap());
-        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }
 
