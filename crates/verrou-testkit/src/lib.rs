@@ -1,4 +1,10 @@
-//! Private throwaway Redis and PostgreSQL servers for verrou's tests and benchmarks.
+//! Private throwaway Redis and PostgreSQL servers for verrou's tests and benchmarks, and a
+//! proxy that injects network faults between a client and its server.
+//!
+//! * [`RedisServer`], [`PostgresServer`]: private servers to start, stop, crash, restart;
+//! * [`redis_url`], [`postgres_url`]: the servers shared by a test process;
+//! * [`FaultProxy`]: latency, black holes, cut and refused connections, in front of any
+//!   server on 127.0.0.1.
 //!
 //! Most tests only need a URL:
 //!
@@ -24,6 +30,25 @@
 //! # }
 //! ```
 //!
+//! To test what a client does when the network fails, put a [`FaultProxy`] between it and
+//! its server; it implements the conformance suite's
+//! [`FaultInjector`](verrou_core::conformance::FaultInjector):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use verrou_core::conformance::FaultInjector;
+//! # fn main() -> std::io::Result<()> {
+//! let (proxy, url) = verrou_testkit::FaultProxy::in_front_of(&verrou_testkit::redis_url())?;
+//! // ... connect to `url` ...
+//! proxy.set_latency(Duration::from_millis(200), Duration::ZERO); // slow requests
+//! proxy.blackhole(); // nothing gets through, nothing is lost
+//! proxy.cut(); // every connection closed
+//! proxy.refuse(); // new connections closed at once
+//! proxy.heal(); // all is well again
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Servers listen on 127.0.0.1 only, on ports nothing else uses, and keep their files in a
 //! temporary directory. They are stopped, and their directories removed, when dropped or
 //! when the test process ends, however it ends (a watchdog process notices).
@@ -38,10 +63,12 @@
 
 mod postgres;
 mod process;
+mod proxy;
 mod redis;
 mod server;
 
 pub use postgres::{postgres_url, PostgresServer};
+pub use proxy::FaultProxy;
 pub use redis::{redis_url, RedisServer};
 
 /// The environment variable naming a Redis server to use instead of a private one.
