@@ -15,7 +15,7 @@ use crate::loss::LossSignal;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::SerializedLock;
 use crate::store::{Acquisition, LockStore, OwnerCheck};
-use crate::take::{give_back, GiveBacks, InFlightTake};
+use crate::take::{self, Takes};
 use crate::waiting::{WaitRoom, HANDOVER_GRACE};
 use crate::{Error, Result};
 
@@ -48,8 +48,8 @@ pub(crate) struct LockInner {
     retry: RetryPolicy,
     pub(crate) store: Arc<dyn LockStore>,
     pub(crate) room: Arc<WaitRoom>,
-    /// Grants of this lock being given back (see [`crate::take`]).
-    pub(crate) give_backs: GiveBacks,
+    /// What this lock's takes may have left on the store (see [`crate::take`]).
+    pub(crate) takes: Takes,
     state: Mutex<Holding>,
 }
 
@@ -115,7 +115,7 @@ impl Lock {
                 retry: context.retry,
                 store: Arc::clone(&context.store),
                 room: Arc::clone(&context.room),
-                give_backs: GiveBacks::default(),
+                takes: Takes::default(),
                 state: Mutex::new(Holding::NotHeld),
             }),
         }
@@ -291,27 +291,31 @@ impl Lock {
     /// `Ok(false)` like a busy key.
     async fn try_acquire(&self) -> Result<bool> {
         let inner = &self.inner;
-        // A release meant for a grant given back must not meet the next one.
-        inner.give_backs.settled().await;
-        let requested_at = Instant::now();
-        let requested_at_epoch = clock::epoch_millis_now();
-        let Acquisition::Granted(grant) = InFlightTake::send(Arc::clone(inner)).await? else {
-            return Ok(false);
-        };
-        let Some(holding) = Holding::starting(
-            requested_at,
-            requested_at_epoch,
-            inner.ttl.as_duration(),
-            grant.fencing_token,
-        ) else {
-            tracing::debug!(key = %inner.key, round_trip = ?requested_at.elapsed(), "grant arrived after its TTL ran out; giving it back");
-            give_back(Arc::clone(inner), "the grant arrived after its TTL ran out");
-            return Ok(false);
-        };
-        self.set_holding(holding);
-        inner.room.acquired(&inner.key);
-        tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
-        Ok(true)
+        let mut holding = None;
+        let answer = take::take(inner, |answer, sent| {
+            if let Acquisition::Granted(grant) = answer {
+                holding = Holding::starting(
+                    sent.at,
+                    sent.epoch_millis,
+                    inner.ttl.as_duration(),
+                    grant.fencing_token,
+                );
+                if holding.is_none() {
+                    tracing::debug!(key = %inner.key, round_trip = ?sent.at.elapsed(), "grant arrived after its TTL ran out; giving it back");
+                }
+            }
+            holding.is_some()
+        })
+        .await?;
+        match (answer, holding) {
+            (Acquisition::Granted(_), Some(holding)) => {
+                self.set_holding(holding);
+                inner.room.acquired(&inner.key);
+                tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Releases the lock. Only the owner can: anyone else, or a holder whose lock expired,

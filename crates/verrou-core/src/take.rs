@@ -1,175 +1,226 @@
-//! A take that cannot be lost: if nobody is left to hear a grant, the grant is given back.
+//! A take that cannot be lost: if nobody is left to use a grant, the grant is given back.
 //!
 //! A take travels to the store and back. If the `acquire` that sent it is dropped on the
 //! way (a timeout around it, a `select!` that picked another branch, a cancelled task), the
 //! store may still apply it, and then nobody owns the grant: every contender would wait its
 //! whole TTL. The same holds when the store answers with an error (a timeout, a connection
 //! lost after the command was written: it may have been applied), and when a grant arrives
-//! too late to be used (its local validity has already run out). In each case the grant is
-//! *given back*: the owner-checked release is sent in the background, once the take's own
-//! answer is in, so it reaches the store after the take.
+//! too late to be used (its local validity has already run out).
 //!
-//! While a give-back is under way, the lock sends no new take ([`GiveBacks::settled`]): a
-//! release meant for the lost grant must never remove the next one.
+//! So each lock keeps what it may have left on the store, [`Unsettled`], behind an async
+//! mutex, and *settles* it — awaits the answer of a take still on the wire, then releases a
+//! grant nobody uses, owner-checked — before it sends its next take, and in the background
+//! as soon as it is left unsettled. The release goes out after the take's own answer, so it
+//! cannot overtake it, and no take is sent while a release for an earlier grant may still be
+//! sent, so that release can never remove the next grant.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::lock::LockInner;
 use crate::store::{Acquisition, OwnerCheck};
-use crate::Result;
+use crate::{Error, Result};
 
-/// The longest a give-back keeps retrying a store that fails, whatever the TTL: past that,
-/// the grant has expired (if it has a TTL) or needs an operator (if it has none).
+/// The longest the background keeps retrying a store that fails, whatever the TTL: past
+/// that, the grant has expired (if it has a TTL), or the lock's next take settles it.
 const GIVE_BACK_PATIENCE: Duration = Duration::from_secs(60);
 
-/// The lock a take is for.
-type Grantee = Arc<LockInner>;
+/// What a lock may have left on its store without knowing it holds it.
+enum Unsettled {
+    /// Nothing: the lock knows everything it holds.
+    Nothing,
+    /// A take whose answer nobody has heard yet.
+    Answer(BoxFuture<'static, Result<Acquisition>>),
+    /// A grant that may be held on the store and that nobody uses; `failed_at` is when the
+    /// last attempt to release it failed.
+    Grant { failed_at: Option<Instant> },
+}
 
-/// How many give-backs of one lock are under way.
-#[derive(Debug)]
-pub(crate) struct GiveBacks(watch::Sender<usize>);
+/// One lock's unsettled state, shared by its clones.
+pub(crate) struct Takes(Arc<Mutex<Unsettled>>);
 
-impl Default for GiveBacks {
+impl Default for Takes {
     fn default() -> Self {
-        Self(watch::Sender::new(0))
+        Self(Arc::new(Mutex::new(Unsettled::Nothing)))
     }
 }
 
-impl GiveBacks {
-    /// Completes once no give-back of the lock is under way (at once, nearly always).
-    pub(crate) async fn settled(&self) {
-        if *self.0.borrow() == 0 {
+/// When a take left, on both clocks: the start of the validity of the grant it brings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    /// On the monotonic clock.
+    pub(crate) at: Instant,
+    /// On the wall clock, in epoch milliseconds.
+    pub(crate) epoch_millis: u64,
+}
+
+/// Sends a take of `lock`'s key once what an earlier take left is settled, and returns the
+/// store's answer. A grant for which `usable` (told when the take left) says no is given
+/// back, and answered [`Acquisition::Busy`].
+///
+/// Fails with the store's error if the take fails, or if a grant left earlier cannot be
+/// given back (the store does not answer): no take is sent then.
+pub(crate) async fn take(
+    lock: &Arc<LockInner>,
+    usable: impl FnOnce(&Acquisition, Sent) -> bool,
+) -> Result<Acquisition> {
+    let waited_from = Instant::now();
+    let mut settling = Settling {
+        state: Some(Arc::clone(&lock.takes.0).lock_owned().await),
+        lock: Arc::clone(lock),
+    };
+    settling.settle(Some(waited_from)).await?;
+    let sent_at = Sent {
+        at: Instant::now(),
+        epoch_millis: crate::clock::epoch_millis_now(),
+    };
+    let sent = Arc::clone(lock);
+    settling.set(Unsettled::Answer(Box::pin(async move {
+        sent.store
+            .save(&sent.key, &sent.owner, sent.ttl.as_duration())
+            .await
+    })));
+    let answer = settling.answer().await;
+    match &answer {
+        Ok(granted @ Acquisition::Granted(_)) if !usable(granted, sent_at) => {
+            settling.set(Unsettled::Grant { failed_at: None });
+            Ok(Acquisition::Busy)
+        }
+        Ok(_) => {
+            settling.set(Unsettled::Nothing);
+            answer
+        }
+        // The take may have been applied before the failure.
+        Err(_) => {
+            settling.set(Unsettled::Grant { failed_at: None });
+            answer
+        }
+    }
+}
+
+/// A lock's unsettled state, held locked. Dropped while something is unsettled (the
+/// future holding it was dropped, or a grant is to be given back), it settles it on a
+/// background task.
+struct Settling {
+    state: Option<OwnedMutexGuard<Unsettled>>,
+    lock: Arc<LockInner>,
+}
+
+impl Settling {
+    fn set(&mut self, unsettled: Unsettled) {
+        if let Some(state) = self.state.as_mut() {
+            **state = unsettled;
+        }
+    }
+
+    /// Waits for the answer of the take in flight (the state must be
+    /// [`Unsettled::Answer`]), leaving the state as it is for the caller to set.
+    async fn answer(&mut self) -> Result<Acquisition> {
+        match self.state.as_deref_mut() {
+            Some(Unsettled::Answer(answer)) => answer.await,
+            _ => Ok(Acquisition::Busy),
+        }
+    }
+
+    /// Settles the state once: hears the answer of a take in flight, and releases a grant
+    /// nobody uses. Fails, leaving the grant to settle later, if the release fails, or at
+    /// once if it failed since `waited_from` (the background just tried).
+    async fn settle(&mut self, waited_from: Option<Instant>) -> Result<()> {
+        let lock = Arc::clone(&self.lock);
+        loop {
+            let Some(state) = self.state.as_deref_mut() else {
+                return Ok(());
+            };
+            match state {
+                Unsettled::Nothing => return Ok(()),
+                Unsettled::Answer(answer) => {
+                    *state = match answer.await {
+                        Ok(Acquisition::Busy) => Unsettled::Nothing,
+                        _ => Unsettled::Grant { failed_at: None },
+                    };
+                }
+                Unsettled::Grant { failed_at } => {
+                    if let (Some(failed), Some(from)) = (*failed_at, waited_from) {
+                        if failed >= from {
+                            return Err(Error::storage(
+                                "an earlier grant of this lock, which nobody uses, could not be given back: the store does not answer",
+                            ));
+                        }
+                    }
+                    match lock.store.delete(&lock.key, &lock.owner).await {
+                        Ok(outcome) => {
+                            if outcome != OwnerCheck::NotOwner {
+                                tracing::debug!(key = %lock.key, "gave back a grant nobody used");
+                                lock.room.released(&lock.key);
+                            }
+                            *state = Unsettled::Nothing;
+                        }
+                        Err(error) => {
+                            *failed_at = Some(Instant::now());
+                            return Err(error);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        if matches!(*state, Unsettled::Nothing) {
             return;
         }
-        let mut pending = self.0.subscribe();
-        // The sender lives as long as `self`: the wait cannot fail.
-        let _ = pending.wait_for(|count| *count == 0).await;
-    }
-
-    fn started(&self) {
-        self.0.send_modify(|count| *count += 1);
-    }
-
-    fn finished(&self) {
-        self.0.send_modify(|count| *count = count.saturating_sub(1));
-    }
-}
-
-/// A take on its way to the store. Await it for the store's answer; drop it unanswered and
-/// the take finishes in the background, giving back what it got.
-pub(crate) struct InFlightTake {
-    grantee: Grantee,
-    take: Option<BoxFuture<'static, Result<Acquisition>>>,
-}
-
-impl InFlightTake {
-    /// Sends the take of `grantee`'s key. Await [`GiveBacks::settled`] first.
-    pub(crate) fn send(grantee: Grantee) -> Self {
-        let sent = Arc::clone(&grantee);
-        let take = Box::pin(async move {
-            sent.store
-                .save(&sent.key, &sent.owner, sent.ttl.as_duration())
-                .await
-        });
-        Self {
-            grantee,
-            take: Some(take),
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                tracing::debug!(key = %self.lock.key, "settling a take nobody waits for, in the background");
+                runtime.spawn(settle_in_background(state, Arc::clone(&self.lock)));
+            }
+            // The state stays: the lock's next take settles it first.
+            Err(_) => {
+                tracing::debug!(key = %self.lock.key, "no Tokio runtime to settle a take on: the lock's next take will")
+            }
         }
     }
 }
 
-impl Future for InFlightTake {
-    type Output = Result<Acquisition>;
-
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(take) = self.take.as_mut() else {
-            return Poll::Pending;
-        };
-        let answer = ready!(take.as_mut().poll(context));
-        self.take = None;
-        if answer.is_err() {
-            // The take may have been applied before the failure: give it back.
-            give_back(Arc::clone(&self.grantee), "the take failed");
-        }
-        Poll::Ready(answer)
-    }
-}
-
-impl Drop for InFlightTake {
-    fn drop(&mut self) {
-        if let Some(take) = self.take.take() {
-            let why = "acquire was dropped while its take was on the wire";
-            give_back_after(Arc::clone(&self.grantee), why, Some(take));
-        }
-    }
-}
-
-/// Gives back a grant nobody will use (it arrived too late, or its take failed and may have
-/// been applied): releases it in the background; the lock takes again only after that.
-pub(crate) fn give_back(grantee: Grantee, why: &'static str) {
-    give_back_after(grantee, why, None);
-}
-
-/// Gives back, in the background, what `take` grants once it answers (or, without a take,
-/// the grant already in): the owner-checked release is sent after the take's answer, so it
-/// cannot overtake it. Without a Tokio runtime nothing can be sent, and the grant is left
-/// to expire (said at debug level).
-fn give_back_after(
-    grantee: Grantee,
-    why: &'static str,
-    take: Option<BoxFuture<'static, Result<Acquisition>>>,
-) {
-    tracing::debug!(key = %grantee.key, why, "giving back a grant nobody will use");
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::debug!(key = %grantee.key, "no Tokio runtime to give the grant back on: it is left to expire");
-        return;
-    };
-    grantee.give_backs.started();
-    runtime.spawn(async move {
-        let granted = match take {
-            Some(take) => !matches!(take.await, Ok(Acquisition::Busy)),
-            None => true,
-        };
-        if granted {
-            release_with_patience(&grantee).await;
-        }
-        grantee.give_backs.finished();
-    });
-}
-
-/// The owner-checked release, retried while the store fails, until the grant has expired on
-/// its own or [`GIVE_BACK_PATIENCE`] has passed.
-async fn release_with_patience(grantee: &Grantee) {
+/// Settles `state` (held locked), retrying a failing store with growing pauses — during
+/// which the lock's own takes may settle it instead — until the grant has expired on its
+/// own or [`GIVE_BACK_PATIENCE`] has passed; the lock's next take settles what is left.
+async fn settle_in_background(state: OwnedMutexGuard<Unsettled>, lock: Arc<LockInner>) {
     let started = Instant::now();
-    let patience = grantee
+    let patience = lock
         .ttl
         .as_duration()
         .map_or(GIVE_BACK_PATIENCE, |ttl| ttl.min(GIVE_BACK_PATIENCE));
     let mut pause = Duration::from_millis(50);
+    let mut settling = Settling {
+        state: Some(state),
+        lock,
+    };
     loop {
-        match grantee.store.delete(&grantee.key, &grantee.owner).await {
-            Ok(OwnerCheck::Applied | OwnerCheck::AppliedWithWaiters) => {
-                tracing::debug!(key = %grantee.key, "gave back a grant nobody would use");
-                grantee.room.released(&grantee.key);
-                return;
-            }
-            Ok(OwnerCheck::NotOwner) => return,
+        match settling.settle(None).await {
+            Ok(()) => return,
             Err(error) if started.elapsed() < patience => {
-                tracing::debug!(key = %grantee.key, %error, "giving back a grant failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = pause.saturating_mul(2).min(Duration::from_secs(1));
+                tracing::debug!(key = %settling.lock.key, %error, "giving back a grant failed; retrying");
             }
             Err(error) => {
-                tracing::warn!(key = %grantee.key, %error, "could not give back a grant nobody uses: it stays until it expires");
+                tracing::warn!(key = %settling.lock.key, %error, "could not give back a grant nobody uses: it stays until it expires or the lock takes again");
+                // Leave it for the lock's next take, without another background task.
+                settling.state = None;
                 return;
             }
         }
+        // Unlocked while pausing, so that a take of the lock can settle it itself.
+        settling.state = None;
+        tokio::time::sleep(pause).await;
+        pause = pause.saturating_mul(2).min(Duration::from_secs(1));
+        settling.state = Some(Arc::clone(&settling.lock.takes.0).lock_owned().await);
     }
 }

@@ -202,10 +202,16 @@ impl FaultInjector for FaultProxy {
         });
     }
 
-    /// Closes every connection made from now on as soon as it is accepted; open ones
-    /// are forwarded without delay.
+    /// Closes both sides of every open connection, as [`cut`](Self::cut) does, and every
+    /// connection made from now on as soon as it is accepted, until healed: the server
+    /// looks down.
     fn refuse(&self) {
-        self.set(Mode::Refuse, Duration::ZERO, Duration::ZERO);
+        self.shared.change(|faults| {
+            faults.mode = Mode::Refuse;
+            faults.to_server = Duration::ZERO;
+            faults.to_client = Duration::ZERO;
+            faults.cuts = faults.cuts.wrapping_add(1);
+        });
     }
 }
 

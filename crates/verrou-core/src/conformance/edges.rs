@@ -113,7 +113,7 @@ case! {
 
         let forever = factory.create_lock_with_ttl(unique_key("forever"), Ttl::Never).unwrap();
         assert!(forever.acquire().await.unwrap());
-        let restored = factory.restore_lock(&forever.serialize().to_string()).unwrap();
+        let restored = factory.restore_lock(forever.serialize().to_string()).unwrap();
         assert_eq!(restored.fencing_token(), forever.fencing_token(), "a lock without TTL keeps its token");
         restored.release().await.unwrap();
     }
