@@ -1,4 +1,5 @@
-//! Making sure the lock table and its fencing-token sequence exist.
+//! Making sure the lock table and its fencing-token sequence exist, and reading what its key
+//! column holds.
 
 use deadpool_postgres::tokio_postgres::Error as DriverError;
 use deadpool_postgres::Client;
@@ -6,7 +7,7 @@ use verrou_core::{Error, Result};
 
 use crate::error::setup_failed;
 use crate::identifier::TableName;
-use crate::sql::{Statements, CREATION_LOCK, OBJECTS_EXIST};
+use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, OBJECTS_EXIST};
 
 /// Checks that the table and its sequence exist, and creates them if they do not and
 /// `create` allows it (otherwise a missing one is [`Error::InvalidConfig`]).
@@ -38,6 +39,23 @@ pub(crate) async fn ensure_table(
     create_table(client, table, &statements.create_table)
         .await
         .map_err(|error| setup_failed(format!("could not create table {quoted}"), error))
+}
+
+/// How many characters the key column of `table` holds when it is declared with a length
+/// (`varchar(255)` in a table the Node.js library created); `None` when unbounded (`text`).
+pub(crate) async fn key_column_length(client: &Client, table: &TableName) -> Result<Option<usize>> {
+    let quoted = table.quoted();
+    let length: Option<i32> = client
+        .query_opt(KEY_COLUMN_LENGTH, &[&quoted])
+        .await
+        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+        .map_err(|error| {
+            setup_failed(
+                format!("could not read the key column of table {quoted}"),
+                error,
+            )
+        })?;
+    Ok(length.and_then(|length| usize::try_from(length).ok()))
 }
 
 /// Creates the table and its sequence, serialized between processes: `CREATE ... IF NOT

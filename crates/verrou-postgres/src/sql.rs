@@ -149,6 +149,14 @@ impl Statements {
 pub(crate) const OBJECTS_EXIST: &str =
     "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL";
 
+/// The declared length, in characters, of the `key` column of the table whose quoted name
+/// is in param 1 (resolved like [`OBJECTS_EXIST`] resolves it), when the column is
+/// `varchar(n)` or `char(n)`: one `integer` row (`atttypmod` is the length plus the 4-byte
+/// header). No row for `text`, an unbounded `varchar`, or a missing table.
+pub(crate) const KEY_COLUMN_LENGTH: &str = "SELECT atttypmod - 4 FROM pg_attribute \
+     WHERE attrelid = to_regclass($1) AND attname = 'key' \
+     AND atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND atttypmod > 4";
+
 /// Serializes table creation between processes until the end of the transaction, keyed by
 /// the text in param 1.
 pub(crate) const CREATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";

@@ -16,10 +16,11 @@ use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::connector::{connector, Connect};
 use crate::error::setup_failed;
 use crate::identifier::TableName;
+use crate::key::check_key;
 use crate::listener::{Listener, Setup};
 use crate::pool::{build_pool, driver_config, pool_failure};
 use crate::run::Runner;
-use crate::schema::ensure_table;
+use crate::schema::{ensure_table, key_column_length};
 use crate::sql::{ttl_millis, Statements};
 use crate::sweep::{self, Schedule};
 use crate::watch::Watches;
@@ -29,7 +30,9 @@ use crate::watch::Watches;
 /// Every operation is one prepared statement (cached per connection) that decides expiry
 /// with the database server's clock, and no statement fails when callers contend for a key.
 /// Grants carry fencing tokens from a sequence beside the table (`<table>_fencing_seq`).
-/// Each operation is bounded by the command timeout.
+/// Each operation is bounded by the command timeout. Keys are at most
+/// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, and at most `n` characters when the table's key
+/// column is `varchar(n)` (read when the store starts).
 ///
 /// A store built with [`connect`](Self::connect) or
 /// [`from_pool_with_listener`](Self::from_pool_with_listener) also keeps one connection
@@ -41,6 +44,8 @@ use crate::watch::Watches;
 pub struct PostgresStore {
     runner: Runner,
     table: TableName,
+    /// How many characters the table's key column holds, when it is declared with a length.
+    key_max_chars: Option<usize>,
     statements: Arc<Statements>,
     announcements: Announcements,
     sweeps: Arc<Schedule>,
@@ -146,8 +151,11 @@ impl PostgresStore {
         })?;
         let announcements = Announcements::new(&table);
         let statements = Arc::new(Statements::new(&table, &announcements));
-        let creation = ensure_table(&mut client, &table, &statements, options.create_table);
-        tokio::time::timeout(options.command_timeout, creation)
+        let setup = async {
+            ensure_table(&mut client, &table, &statements, options.create_table).await?;
+            key_column_length(&client, &table).await
+        };
+        let key_max_chars = tokio::time::timeout(options.command_timeout, setup)
             .await
             .map_err(|_| {
                 Error::storage(format!(
@@ -172,6 +180,7 @@ impl PostgresStore {
         Ok(Self {
             runner: Runner::new(pool, options.command_timeout),
             table,
+            key_max_chars,
             statements,
             announcements,
             sweeps: Arc::new(Schedule::new(options.sweep_interval)),
@@ -193,6 +202,12 @@ impl PostgresStore {
 
 #[async_trait]
 impl LockStore for PostgresStore {
+    /// Refuses keys longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, or than the key
+    /// column's declared length in characters (`varchar(n)`).
+    fn validate_key(&self, key: &str) -> Result<()> {
+        check_key(key, &self.table, self.key_max_chars)
+    }
+
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         let ttl = ttl.map(ttl_millis);
         let before = self.listening.as_ref().and_then(|listening| {
