@@ -3,11 +3,13 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{connect, raw_client, unique_key};
-use verrou_core::{LockFactory, LockStore, OwnerCheck, Retry};
+use verrou_core::conformance::CountingStore;
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
 use verrou_redis::fred::prelude::{Client, ClientLike, Value};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
@@ -173,11 +175,14 @@ async fn a_subscription_outlives_its_waiters_briefly_then_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_returns_after_max_wait_when_nothing_is_released() {
     let url = redis_url();
-    let store = connect(&url, |_| {}).await;
+    let (store, holder) = (connect(&url, |_| {}).await, connect(&url, |_| {}).await);
     let key = unique_key("wake-nothing");
-    // The first wait may return early, once its subscription is live; later ones may not.
-    store.wait_for_release(&key, PROMPT).await;
-    for _ in 0..2 {
+    assert!(matches!(
+        holder.save(&key, "holder", Some(HOUR)).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    // Not even the first wait, which subscribes, returns early: the key is still held.
+    for _ in 0..3 {
         let started = Instant::now();
         store.wait_for_release(&key, SETTLE).await;
         let waited = started.elapsed();
@@ -186,6 +191,89 @@ async fn waiting_returns_after_max_wait_when_nothing_is_released() {
             "waited {waited:?} for {SETTLE:?}"
         );
     }
+    holder.force_delete(&key).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_wait_for_a_key_released_before_it_subscribed_returns_at_once() {
+    let url = redis_url();
+    let store = connect(&url, |_| {}).await;
+    // Free: released (or expired) between the caller's last take and the subscription,
+    // unheard. The wait must not sleep through it.
+    let key = unique_key("wake-missed");
+    let started = Instant::now();
+    store.wait_for_release(&key, HOUR).await;
+    assert!(started.elapsed() < PROMPT, "slept through a free key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_attempts_are_the_store_calls_each_after_the_full_delay() {
+    let url = redis_url();
+    let holder = connect(&url, |_| {}).await;
+    let key = unique_key("wake-attempts");
+    assert!(matches!(
+        holder.save(&key, "holder", Some(HOUR)).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    let counting = Arc::new(CountingStore::new(Arc::new(connect(&url, |_| {}).await)));
+    let factory = LockFactory::from_shared(Arc::clone(&counting) as Arc<dyn LockStore>);
+    let lock = factory.create_lock_with_ttl(&key, "60s").unwrap();
+
+    let started = Instant::now();
+    let acquired = lock
+        .acquire_with(Retry::new().attempts(4).delay(100))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(!acquired, "acquired a held lock");
+    // Three full delays between four attempts (lower bound only: a loaded machine is slow).
+    assert!(took >= Duration::from_millis(290), "gave up after {took:?}");
+    assert_eq!(counting.saves.load(Ordering::SeqCst), 4, "store calls");
+    holder.force_delete(&key).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnected_subscriber_wakes_no_waiter_of_a_held_key() {
+    // A private server: killing subscriber connections must not disturb other tests.
+    let server = RedisServer::start().expect("a private redis-server");
+    let url = server.url();
+    let (b, raw) = (
+        Arc::new(connect(&url, |_| {}).await),
+        raw_client(&url).await,
+    );
+    let counting = Arc::new(CountingStore::new(Arc::new(connect(&url, |_| {}).await)));
+    let factory = LockFactory::from_shared(Arc::clone(&counting) as Arc<dyn LockStore>)
+        .with_retry(Retry::new().delay(HOUR))
+        .unwrap();
+    let key = unique_key("wake-reconnected");
+    let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let waiter = acquire_in_background(&factory, &key);
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+    tokio::time::sleep(SETTLE).await;
+    let asked = counting.saves.load(Ordering::SeqCst);
+    assert_eq!(
+        asked, 1,
+        "a waiter of a held key asked again before any release"
+    );
+
+    let _: Value = raw
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await
+        .unwrap();
+    wait_for_subscriptions(&raw, &key, 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        counting.saves.load(Ordering::SeqCst),
+        asked,
+        "the resubscription woke a waiter of a held key"
+    );
+    assert!(!waiter.is_finished(), "acquired a held lock");
+    holder.release().await.unwrap();
+    acquired_promptly(waiter).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,9 +293,9 @@ async fn the_subscriber_resubscribes_after_the_server_restarts() {
 
     server.stop();
     server.restart().expect("the server restarts on its port");
-    // The restarted server is empty, so the lock is free; the waiter is woken once its
-    // subscription is renewed (releases may have gone unheard), asks, and gets it. Within the
-    // reconnection backoff, not the hour.
+    // The restarted server is empty, so the lock is free; once its subscription is renewed
+    // the waiter is woken (the key is found free: a release may have gone unheard), asks,
+    // and gets it. Within the reconnection backoff, not the hour.
     let first = tokio::time::timeout(Duration::from_secs(10), first)
         .await
         .expect("the waiter was woken after the reconnection")
@@ -295,6 +383,7 @@ async fn the_acl_rules_the_readme_lists_are_enough() {
             "+del",
             "+incr",
             "+pexpire",
+            "+time",
             "+spublish",
             "+ssubscribe",
             "+sunsubscribe",

@@ -69,7 +69,8 @@ impl Wakeups {
         listeners > i64::from(watched) || waiters > 0
     }
 
-    /// Waits until a release of `key` (the Redis key) is heard, or at most `max_wait`. The
+    /// Waits until a release of `key` (the Redis key) is heard, or the key is found free
+    /// when its subscription starts or is renewed, or at most `max_wait`. The
     /// subscriber is started on a connection configured like `template`, with `options` on
     /// its commands, if this is the store's first wait.
     pub(crate) async fn wait(

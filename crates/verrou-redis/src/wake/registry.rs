@@ -32,7 +32,8 @@ struct Watched {
 /// What the waiters of one key wait on.
 #[derive(Debug, Default)]
 struct Signal {
-    /// Counts wake-ups: releases heard, the subscription confirmed or renewed.
+    /// Counts wake-ups: releases heard, and the key found free once subscribed (a release
+    /// may have gone unheard before).
     wakeups: AtomicU64,
     /// How many wake-ups have been acted on: by a take sent after them, or by a waiter
     /// returning for them. One not acted on may be a release the last take did not see, so
@@ -100,7 +101,8 @@ impl Registry {
         }
     }
 
-    /// Wakes the waiters of `key` (a release was heard, or its subscription is now live).
+    /// Wakes the waiters of `key` (a release was heard, or the key was found free once
+    /// subscribed).
     pub(crate) fn wake(&self, key: &str) {
         if let Some(watched) = self.lock().get(key) {
             watched.signal.wake();
@@ -115,14 +117,6 @@ impl Registry {
         if let Some(watched) = self.lock().get(key).filter(|watched| watched.waiters > 0) {
             watched.signal.wake();
         }
-    }
-
-    /// Wakes every waiter (releases may have been missed: messages dropped, or the
-    /// subscriptions renewed after a lost connection).
-    pub(crate) fn wake_all(&self) {
-        self.lock()
-            .values()
-            .for_each(|watched| watched.signal.wake());
     }
 
     /// Whether `key` is watched (and subscribed, or about to be), and by how many waiters.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::bytes_utils::Str;
-use fred::clients::Client;
+use fred::clients::{Client, WithOptions};
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
 use fred::prelude::Options;
 use fred::types::Builder;
 use fred::types::Message;
@@ -26,7 +26,8 @@ const LINGER: Duration = Duration::from_secs(5);
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
 /// Messages that may queue between the connection and the task before the oldest are
-/// dropped (then every waiter is woken, since a release may have been among them).
+/// dropped (then the waiters of every free key are woken, since a release may have been
+/// among them).
 const MESSAGE_BUFFER: usize = 1024;
 
 /// The handle on the subscriber task; the task stops, and closes its connection, when the
@@ -40,7 +41,9 @@ impl Subscriber {
     /// Starts a subscriber on a new connection configured like `template` (server,
     /// credentials, TLS, timeouts; reconnecting forever), waking the waiters of `registry`
     /// when releases other than those of store `id` are heard. Its commands use `options`.
-    /// The connection is made in the background, and remade whenever it is lost.
+    /// The connection is made in the background, and remade whenever it is lost. Whether a
+    /// key is free is asked on `template` itself, one of the store's connections, with
+    /// `options`.
     pub(crate) fn start(
         template: &Client,
         options: &Options,
@@ -62,6 +65,7 @@ impl Subscriber {
         let client = builder.build()?;
         let (new_keys, requests) = mpsc::unbounded_channel();
         let task = Task {
+            locks: template.with_options(options),
             client,
             options: Options {
                 timeout: options.timeout,
@@ -88,6 +92,8 @@ impl Subscriber {
 /// The subscriber task's state.
 struct Task {
     client: Client,
+    /// A connection of the store, with the store's options, to ask whether keys are free.
+    locks: WithOptions<Client>,
     options: Options,
     /// The store's id: releases carrying it are the store's own.
     id: Str,
@@ -118,7 +124,7 @@ impl Task {
                 },
                 message = messages.recv() => match message {
                     Ok(message) => self.heard(&message),
-                    Err(RecvError::Lagged(_)) => self.registry.wake_all(),
+                    Err(RecvError::Lagged(_)) => self.wake_if_free(self.registry.keys()).await,
                     Err(RecvError::Closed) => break,
                 },
                 connected = connections.recv() => match connected {
@@ -144,14 +150,15 @@ impl Task {
     }
 
     /// Subscribes to a newly watched key, unless that is done already (the connection came
-    /// up after it was watched) or it is no longer watched; once the server confirms, wakes
-    /// its waiters so that they ask again, now sure to hear the next release.
+    /// up after it was watched) or it is no longer watched. Once the server confirms, a
+    /// release is heard; one that came between the waiter's last take and the subscription
+    /// was not, so its waiters are woken if the key is free.
     async fn subscribe_new(&mut self, key: Arc<str>) {
         if !self.subscribed.contains(&key)
             && self.registry.watches(&key)
             && self.subscribe(key.clone()).await
         {
-            self.registry.wake(&key);
+            self.wake_if_free([key]).await;
         }
     }
 
@@ -172,14 +179,30 @@ impl Task {
         }
     }
 
-    /// After a (re)connection: subscribes to every watched key again, then wakes every
-    /// waiter, since releases may have gone unheard while the connection was down.
+    /// After a (re)connection: subscribes to every watched key again, then wakes the
+    /// waiters of those that are free, since releases may have gone unheard while the
+    /// connection was down.
     async fn resubscribe(&mut self) {
         self.subscribed.clear();
-        for key in self.registry.keys() {
-            self.subscribe(key).await;
+        let keys = self.registry.keys();
+        for key in &keys {
+            self.subscribe(Arc::clone(key)).await;
         }
-        self.registry.wake_all();
+        self.wake_if_free(keys).await;
+    }
+
+    /// Wakes the waiters of those of `keys` that are free: a release (or an expiry) may have
+    /// gone unheard, and they must ask again rather than sleep through it. Waiters of a key
+    /// still held sleep on: waking them would only cost them an attempt. Asked after the
+    /// subscription, so that a release is either heard or seen here. A key whose state
+    /// cannot be read (the server is unreachable) counts as free.
+    async fn wake_if_free(&self, keys: impl IntoIterator<Item = Arc<str>>) {
+        for key in keys {
+            let held: Result<i64, FredError> = self.locks.exists(key.as_ref()).await;
+            if !matches!(held, Ok(1..)) {
+                self.registry.wake(&key);
+            }
+        }
     }
 
     /// Unsubscribes from the keys nobody has waited on for a while.
