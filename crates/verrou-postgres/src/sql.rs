@@ -13,6 +13,8 @@
 
 use std::time::Duration;
 
+use verrou_core::{Error, Result, MAX_DURATION};
+
 use crate::announce::Announcements;
 use crate::identifier::TableName;
 
@@ -161,16 +163,19 @@ pub(crate) const KEY_COLUMN_LENGTH: &str = "SELECT atttypmod - 4 FROM pg_attribu
 /// the text in param 1.
 pub(crate) const CREATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
 
-/// The longest TTL sent to the server, in milliseconds (about 146 million years): large
-/// enough to mean "practically never", small enough that adding it to the current epoch
-/// milliseconds can not overflow `bigint`.
-const MAX_TTL_MS: i64 = i64::MAX / 2;
-
 /// A TTL as whole milliseconds for the `expiration` arithmetic, rounded up so a positive TTL
-/// never becomes an already-expired zero, and capped at [`MAX_TTL_MS`].
-pub(crate) fn ttl_millis(ttl: Duration) -> i64 {
-    let millis = ttl.as_nanos().div_ceil(1_000_000);
-    i64::try_from(millis).map_or(MAX_TTL_MS, |millis| millis.min(MAX_TTL_MS))
+/// never becomes an already-expired zero. A TTL over [`MAX_DURATION`], which no lock sends,
+/// is [`Error::InvalidDuration`], as in the core: shortening it would let the lock expire
+/// before its holder expects. (`MAX_DURATION` in milliseconds added to the server's epoch
+/// milliseconds is far from overflowing `bigint`.)
+pub(crate) fn ttl_millis(ttl: Duration) -> Result<i64> {
+    match i64::try_from(ttl.as_nanos().div_ceil(1_000_000)) {
+        Ok(millis) if ttl <= MAX_DURATION => Ok(millis),
+        _ => Err(Error::InvalidDuration {
+            input: format!("{ttl:?}"),
+            reason: "a TTL must be at most verrou::MAX_DURATION (3650 days)".to_owned(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -178,11 +183,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ttls_round_up_and_are_capped() {
-        assert_eq!(ttl_millis(Duration::from_micros(1)), 1);
-        assert_eq!(ttl_millis(Duration::from_millis(1500)), 1500);
-        assert_eq!(ttl_millis(Duration::from_micros(1_500_001)), 1501);
-        assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
+    fn ttls_round_up_and_stop_at_max_duration() {
+        let millis = |ttl| ttl_millis(ttl).ok();
+        assert_eq!(millis(Duration::from_micros(1)), Some(1));
+        assert_eq!(millis(Duration::from_millis(1500)), Some(1500));
+        assert_eq!(millis(Duration::from_micros(1_500_001)), Some(1501));
+        assert_eq!(millis(MAX_DURATION), Some(3650 * 86_400_000));
+        assert_eq!(millis(MAX_DURATION + Duration::from_nanos(1)), None);
+        assert!(matches!(
+            ttl_millis(Duration::MAX),
+            Err(Error::InvalidDuration { .. })
+        ));
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl LockStore for PostgresStore {
     }
 
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        let ttl = ttl.map(ttl_millis);
+        let ttl = ttl.map(ttl_millis).transpose()?;
         let before = self.listening.as_ref().and_then(|listening| {
             listening
                 .watches
@@ -274,7 +274,7 @@ impl LockStore for PostgresStore {
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
-        let ttl = ttl_millis(ttl);
+        let ttl = ttl_millis(ttl)?;
         let extended = self
             .query_value(&self.statements.extend, &[&key, &owner, &ttl])
             .await?;
