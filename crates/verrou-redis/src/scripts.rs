@@ -20,20 +20,58 @@ use fred::types::{CustomCommand, FromValue, Value};
 use crate::slots::Slot;
 
 /// Takes `KEYS[1]` for owner `ARGV[1]` if it is free, with a TTL of `ARGV[2]` milliseconds
-/// (`0`: none), and then increments the fencing counter `KEYS[2]`. Returns the counter's new
-/// value (the fencing token), or nil if the key is held.
+/// (`0`: none), and issues the grant's fencing token from the slot's counter `KEYS[2]`.
+/// Returns the token as decimal text (exact, whatever its size), or nil if the key is held.
+///
+/// The token is `max(counter, now) + 1`, stored back in the counter, where `now` is the
+/// server's time in microseconds (`TIME`): never below the server's clock, so tokens keep
+/// growing when the counter is lost (a restart without persistence, a failover to a replica
+/// that missed the last increment), and strictly above the counter, which breaks ties
+/// between grants of the same microsecond.
+///
+/// Lua numbers are doubles, and Redis turns them into text lossily in some versions, so
+/// `now` is built as text from `TIME`'s two parts and only compared as a number (exact: it
+/// is below 2^53 until the year 2255, and a counter too big to be exact is bigger still);
+/// the counter is set to that text and raised by `INCR`, and its text is returned, since
+/// `INCR`'s reply reaches the script as a double too.
+///
+/// Everything that can fail comes before the first write, so a failed take changes
+/// nothing: the counter is read with `redis.pcall` and must be the text of an integer from
+/// 0 to 2^63 - 2 (what this script writes, with room for one more `INCR`); anything else
+/// (another type, text that is no such number) is an error reply naming the counter, and
+/// the lock key is left alone.
+///
+/// `redis.replicate_commands()` lets a script write after `TIME` on Redis 3.2 to 4 (since
+/// Redis 5 scripts replicate their effects anyway, and it does nothing).
 pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
-        r#"local taken
+        r#"if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local time = redis.call("time")
+local now = time[1] .. string.format("%06d", tonumber(time[2]))
+local counter = redis.pcall("get", KEYS[2])
+if type(counter) == "table" then
+  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[2] .. " cannot be read (" .. tostring(counter.err) .. "); was it changed by hand?")
+end
+if counter and not (counter == "0" or (string.match(counter, "^[1-9]%d*$")
+    and (#counter < 19 or (#counter == 19 and counter < "9223372036854775807")))) then
+  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[2] .. " does not hold an integer from 0 to 2^63 - 2; was it changed by hand?")
+end
+local taken
 if ARGV[2] == "0" then
   taken = redis.call("set", KEYS[1], ARGV[1], "NX")
 else
   taken = redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2])
 end
-if taken then
-  return redis.call("incr", KEYS[2])
+if not taken then
+  return false
 end
-return false"#,
+if not counter or tonumber(counter) < tonumber(now) then
+  redis.call("set", KEYS[2], now)
+end
+redis.call("incr", KEYS[2])
+return redis.call("get", KEYS[2])"#,
     )
 });
 

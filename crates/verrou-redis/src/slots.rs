@@ -23,6 +23,10 @@ use fred::util::redis_keyslot;
 /// Hash slots in Redis Cluster (and in the key hashing of a single server, unused there).
 const SLOTS: usize = 16_384;
 
+/// What every name of the store's own starts with, counters and channels alike: no lock key
+/// may (see [`RedisStore`](crate::RedisStore)'s `validate_key`).
+pub(crate) const NAMESPACE: &str = "verrou:";
+
 /// What the fencing counters' names start with, up to the slot's number.
 const COUNTER_START: &str = "verrou:fence:{";
 
@@ -141,6 +145,13 @@ mod tests {
         "ключ-🔒",
         "verrou:fence:{12}",
     ];
+
+    #[test]
+    fn the_stores_names_are_in_its_namespace() {
+        for start in [COUNTER_START, CHANNEL_START] {
+            assert!(start.starts_with(NAMESPACE), "{start}");
+        }
+    }
 
     #[test]
     fn digits_are_decimal() {

@@ -10,7 +10,7 @@ use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
 use fred::types::Value;
-use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
+use verrou_core::{Acquisition, Error, Grant, IntoDuration, LockStore, OwnerCheck, Result};
 
 use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
 use crate::error::ConnectError;
@@ -22,9 +22,14 @@ use crate::wake::Wakeups;
 /// `key_prefix + name`, its value the owner token, its expiry the server's PX TTL.
 ///
 /// Every operation is one round trip: a Lua script that runs `SET key owner NX PX ttl` and,
-/// when it took the key, increments the fencing counter of the key's hash slot
-/// (`verrou:fence:{N}`) to issue the grant's fencing token; a Lua script that compares the
-/// owner on the server to release or extend; `DEL` to force a release; `EXISTS` to check.
+/// when it took the key, issues the grant's fencing token from the counter of the key's
+/// hash slot (`verrou:fence:{N}`): `max(counter, now) + 1`, `now` the server's time in
+/// microseconds, so tokens keep growing even when a restart or failover lost the counter
+/// (the crate's README states the guarantee exactly); a Lua script that compares the owner
+/// on the server to release or extend; `DEL` to force a release; `EXISTS` to check.
+///
+/// Names starting with `verrou:` are the store's own; a lock whose Redis key would start
+/// so is [`Error::InvalidKey`].
 ///
 /// Releasing and force-releasing publish the freed key (`SPUBLISH`, in the same script) on
 /// its release channel `verrou:released:{N}:KEY`, a sharded channel in the key's hash slot.
@@ -150,11 +155,14 @@ impl RedisStore {
 }
 
 /// `ttl` in whole milliseconds, rounded up so that a sub-millisecond TTL still expires.
+///
+/// A TTL follows core's rule, the same for every store: positive and at most
+/// [`MAX_DURATION`](verrou_core::MAX_DURATION), else [`Error::InvalidDuration`]. Core checks
+/// it before it calls the store; checking again here guards direct calls. The longest TTL
+/// is about 3.2 × 10^11 ms, which `PX` and `PEXPIRE` accept, and an `i64` holds.
 fn millis(ttl: Duration) -> Result<i64> {
-    i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).map_err(|_| Error::InvalidDuration {
-        input: format!("{ttl:?}"),
-        reason: "too long for a Redis TTL".to_owned(),
-    })
+    let ttl = ttl.into_duration()?;
+    Ok(i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX))
 }
 
 /// What the extend script's reply (1 applied, 0 not the owner) means.
@@ -168,27 +176,40 @@ fn owner_check(applied: i64) -> OwnerCheck {
 
 #[async_trait]
 impl LockStore for RedisStore {
+    /// Refuses a lock whose Redis key (key prefix, then name) starts with `verrou:`, the
+    /// namespace of the store's own fencing counters and release channels: a lock named like
+    /// a counter would stop every take of the counter's hash slot, and releasing it would
+    /// reset the counter.
+    fn validate_key(&self, key: &str) -> Result<()> {
+        if self.redis_key(key).starts_with(slots::NAMESPACE) {
+            return Err(Error::invalid_key(
+                key,
+                format!(
+                    "its Redis key (key prefix {:?}, then the name) starts with `{}`, which the Redis store reserves for its fencing counters and release channels",
+                    self.key_prefix,
+                    slots::NAMESPACE
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         // The take script reads TTL 0 as "none"; a real TTL is at least 1 ms.
         let ttl = ttl.map(millis).transpose()?.unwrap_or(0);
         let key = self.redis_key(key);
         let slot = Slot::of(&key);
         self.wakeups.before_take(&key);
-        let token: Option<i64> = TAKE
+        let token: Option<u64> = TAKE
             .run(&self.client(), slot, &[&key, &slot.counter_key()], |args| {
                 args.extend([Value::from(owner), Value::Integer(ttl)])
             })
             .await
             .map_err(Error::storage)?;
-        match token.map(u64::try_from) {
-            None => Ok(Acquisition::Busy),
-            Some(Ok(token)) if token > 0 => {
-                Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
-            }
-            Some(_) => Err(Error::storage(format!(
-                "the fencing counter of `{key}` is not positive; was it changed by hand?"
-            ))),
-        }
+        Ok(match token {
+            Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
+            None => Acquisition::Busy,
+        })
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
@@ -255,8 +276,11 @@ impl LockStore for RedisStore {
     }
 
     /// Returns when a release or force release of `key` is published (by any store on the
-    /// server), or after `max_wait`. Never fails: without a working subscriber connection it
-    /// simply sleeps `max_wait`.
+    /// server), or after `max_wait`; and, when the store's subscription to the key's
+    /// releases starts or is renewed after a lost connection, if the key is free then (a
+    /// release may have gone unheard before). Nothing else ends it early: a held key is
+    /// waited on for the whole `max_wait`. Never fails: without a working subscriber
+    /// connection it simply sleeps `max_wait`.
     async fn wait_for_release(&self, key: &str, max_wait: Duration) {
         self.wakeups
             .wait(

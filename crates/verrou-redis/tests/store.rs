@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::{connect, raw_client, unique_key};
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
+use verrou_core::{Acquisition, Error, LockFactory, LockStore, OwnerCheck, Retry, MAX_DURATION};
 use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface, LuaInterface};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
@@ -209,19 +209,21 @@ async fn each_operation_is_one_command() {
     let mut calls = command_calls(&raw).await;
     calls.sort();
     // Sent by the store: evalsha 7 (take, release, extend, force release), exists 1.
-    // Counted too, run by the scripts on the server: set 2 and incr 1 (take), get 4 and
-    // pexpire 1 (release, extend), del 2 (release, force release), spublish 1 (the release
-    // that freed the key; the force release found it free). No EVAL, no SCRIPT LOAD, no
-    // second command for any operation.
+    // Counted too, run by the scripts on the server: time 2, get 2 (the counter) and set 2
+    // (the key) by both takes, then set 1 (the counter, behind the clock), incr 1 and get 1
+    // (the token) by the take that got the key; get 4 and pexpire 1 (release, extend), del 2
+    // (release, force release), spublish 1 (the release that freed the key; the force
+    // release found it free). No EVAL, no SCRIPT LOAD, no second command for any operation.
     let expected = [
         ("del", 2),
         ("evalsha", 7),
         ("exists", 1),
-        ("get", 4),
+        ("get", 7),
         ("incr", 1),
         ("pexpire", 1),
-        ("set", 2),
+        ("set", 3),
         ("spublish", 1),
+        ("time", 2),
     ];
     let expected: Vec<_> = expected
         .iter()
@@ -340,4 +342,69 @@ async fn fencing_tokens_come_from_a_counter_in_the_lock_keys_hash_slot() {
         -1,
         "counters never expire"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_or_extension_of_the_longest_duration_works_and_longer_is_refused() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let factory = LockFactory::new(connect(&url, |_| {}).await);
+    let longest = i64::try_from(MAX_DURATION.as_millis()).unwrap();
+    let about_longest = (longest - 60_000)..=longest;
+
+    let key = unique_key("longest-ttl");
+    let lock = factory.create_lock_with_ttl(&key, MAX_DURATION).unwrap();
+    assert!(lock.acquire_immediately().await.unwrap());
+    let left = pttl(&raw, &key).await;
+    assert!(about_longest.contains(&left), "PTTL {left} ms");
+    lock.extend_by(Duration::from_secs(1)).await.unwrap();
+    assert!(pttl(&raw, &key).await <= 1_000);
+    lock.extend_by(MAX_DURATION).await.unwrap();
+    let left = pttl(&raw, &key).await;
+    assert!(
+        about_longest.contains(&left),
+        "PTTL {left} ms after extend_by"
+    );
+    lock.release().await.unwrap();
+
+    // Called directly, the store keeps the same rule as core: positive, at most
+    // MAX_DURATION, and nothing is written otherwise.
+    let key = unique_key("too-long-ttl");
+    for ttl in [
+        Duration::MAX,
+        MAX_DURATION + Duration::from_nanos(1),
+        Duration::ZERO,
+    ] {
+        assert!(
+            matches!(
+                store.save(&key, "owner-1", Some(ttl)).await,
+                Err(Error::InvalidDuration { .. })
+            ),
+            "take for {ttl:?}"
+        );
+        let exists: i64 = raw.exists(&key).await.unwrap();
+        assert_eq!(exists, 0, "a refused take for {ttl:?} set the key");
+    }
+    assert!(granted(
+        store.save(&key, "owner-1", Some(TTL)).await.unwrap()
+    ));
+    for ttl in [
+        Duration::MAX,
+        MAX_DURATION + Duration::from_nanos(1),
+        Duration::ZERO,
+    ] {
+        assert!(
+            matches!(
+                store.extend(&key, "owner-1", ttl).await,
+                Err(Error::InvalidDuration { .. })
+            ),
+            "extend for {ttl:?}"
+        );
+        let left = pttl(&raw, &key).await;
+        assert!(
+            (9_000..=10_000).contains(&left),
+            "PTTL {left} ms after {ttl:?}"
+        );
+    }
+    store.delete(&key, "owner-1").await.unwrap();
 }
