@@ -217,10 +217,10 @@ impl Lock {
     /// factory queue per key (see [`WaitRoom`]): only the front one asks the store, woken by
     /// a local release, by the store's release notification, or by the retry delay.
     ///
-    /// An attempt is a store call, or a retry delay spent behind another waiter of this
-    /// factory (who asked in its place). A call made early, on a wake-up, that finds the key
-    /// still held is not counted: a notification that was not a release (or a release
-    /// someone else won) never shortens the policy.
+    /// Attempts are scheduled one retry delay apart; each is a store call, or a turn spent
+    /// behind another waiter of this factory (who asked in its place). A wake-up in between
+    /// (a release heard) asks the store at once, as a bonus that does not count: a
+    /// notification that was not a release never shortens the policy.
     async fn acquire_by(&self, policy: RetryPolicy) -> Result<bool> {
         let inner = &self.inner;
         let started = Instant::now();
@@ -236,19 +236,20 @@ impl Lock {
         // Just released to waiters elsewhere: leave it to them rather than overtake.
         let mut yielding = inner.room.recently_handed_over(&inner.key);
         let mut ask = !ticket.held_here() && !yielding;
-        let mut woken_early = false;
+        // When the next attempt that counts is due: one retry delay after the last.
+        let mut due = started;
         let mut attempts_made = 0u32;
         loop {
-            if front.is_some() && ask {
-                if self.try_acquire().await? {
-                    tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made + 1, "lock acquired");
-                    return Ok(true);
-                }
-                if !woken_early {
-                    attempts_made += 1;
-                }
-            } else if !woken_early {
+            let counts = Instant::now() >= due;
+            if front.is_some() && ask && self.try_acquire().await? {
+                tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made + 1, "lock acquired");
+                return Ok(true);
+            }
+            if counts {
+                // A scheduled attempt: a store call, or a turn spent behind a waiter of
+                // this factory who asked in its place.
                 attempts_made += 1;
+                due = clock::after(Instant::now(), policy.delay).unwrap_or(due);
             }
             let out_of_attempts = policy.attempts.is_some_and(|max| attempts_made >= max);
             let time_left =
@@ -257,30 +258,28 @@ impl Lock {
                 tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made, "gave up acquiring lock");
                 return Ok(false);
             }
-            let mut pause = time_left.map_or(policy.delay, |left| left.min(policy.delay));
+            let until_due = due.saturating_duration_since(Instant::now());
+            let mut pause = time_left.map_or(until_due, |left| left.min(until_due));
             if std::mem::take(&mut yielding) {
                 // Wait for the woken waiter's release, but check back soon in case it did
                 // not take the key after all.
                 pause = pause.min(HANDOVER_GRACE);
             }
             if front.is_some() {
-                let waited_from = Instant::now();
                 tokio::select! {
                     () = inner.store.wait_for_release(&inner.key, pause) => {}
                     () = ticket.released() => {}
                 }
-                woken_early = waited_from.elapsed() < pause;
-                // Woken early while a lock of this factory holds the key (a late or doubled
-                // notification): asking would be in vain. The retry delay always asks.
-                ask = !woken_early || !ticket.held_here();
+                // Woken before the attempt is due while a lock of this factory holds the
+                // key (a late or doubled notification): asking would be in vain.
+                ask = Instant::now() >= due || !ticket.held_here();
             } else {
                 tokio::select! {
                     permit = &mut queue => {
                         front = Some(permit);
                         ask = !ticket.held_here();
-                        woken_early = true;
                     }
-                    () = tokio::time::sleep(pause) => woken_early = false,
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
         }

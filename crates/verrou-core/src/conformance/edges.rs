@@ -173,6 +173,71 @@ case! {
 }
 
 case! {
+    /// Wake-ups that are not releases (a store whose `wait_for_release` returns every
+    /// 10 ms) never shorten the retry policy: 4 attempts 150 ms apart still last three
+    /// delays.
+    wakeups_without_release_never_shorten_the_policy(new_store) {
+        let holder_factory = factory(&new_store).await;
+        let restless = Arc::new(RestlessStore(new_store().await));
+        let factory = LockFactory::from_shared(restless);
+        let key = unique_key("restless");
+        let holder = holder_factory.create_lock(&key).unwrap();
+        assert!(holder.acquire().await.unwrap());
+        let waiter = factory.create_lock(&key).unwrap();
+        let started = Instant::now();
+        let acquired = waiter.acquire_with(Retry::new().attempts(4).delay(150)).await.unwrap();
+        let waited = started.elapsed();
+        assert!(!acquired);
+        assert!(waited >= Duration::from_millis(450), "gave up after {waited:?}, before three delays");
+        holder.release().await.unwrap();
+    }
+}
+
+/// A store that wakes its waiters every 10 ms whether or not anything was released.
+struct RestlessStore(Arc<dyn crate::LockStore>);
+
+#[async_trait::async_trait]
+impl crate::LockStore for RestlessStore {
+    fn validate_key(&self, key: &str) -> crate::Result<()> {
+        self.0.validate_key(key)
+    }
+
+    async fn save(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> crate::Result<crate::Acquisition> {
+        self.0.save(key, owner, ttl).await
+    }
+
+    async fn delete(&self, key: &str, owner: &str) -> crate::Result<crate::OwnerCheck> {
+        self.0.delete(key, owner).await
+    }
+
+    async fn force_delete(&self, key: &str) -> crate::Result<()> {
+        self.0.force_delete(key).await
+    }
+
+    async fn exists(&self, key: &str) -> crate::Result<bool> {
+        self.0.exists(key).await
+    }
+
+    async fn extend(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> crate::Result<crate::OwnerCheck> {
+        self.0.extend(key, owner, ttl).await
+    }
+
+    async fn wait_for_release(&self, _key: &str, max_wait: Duration) {
+        sleep(max_wait.min(Duration::from_millis(10))).await;
+    }
+}
+
+case! {
     /// The retry timeout is a deadline for `run_with` too (a second proof, independent of
     /// `acquire_timeout_is_a_deadline`): the work does not run, and the call returns long
     /// before the delay would have ended.

@@ -84,6 +84,7 @@ macro_rules! conformance_tests {
             serialized_lock_round_trips_exactly,
             serialized_lock_with_missing_fields_is_refused,
             attempts_are_store_calls,
+            wakeups_without_release_never_shorten_the_policy,
             run_with_gives_up_at_the_deadline,
             run_immediately_releases_after_an_error,
             auto_extend_renews_at_the_store,
