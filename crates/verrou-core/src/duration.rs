@@ -61,6 +61,14 @@ pub trait IntoTtl {
     fn into_ttl(self) -> Result<Ttl>;
 }
 
+/// `ttl` in whole milliseconds, rounded up so that a positive TTL never becomes zero, for
+/// stores that keep milliseconds. Locks only send valid TTLs; a store called directly with
+/// zero or more than [`MAX_DURATION`] gets [`Error::InvalidDuration`], the rule every store
+/// shares.
+pub fn ttl_millis(ttl: Duration) -> Result<u64> {
+    ttl.into_duration().map(crate::clock::millis_ceil)
+}
+
 /// Parses a duration string the way the Node.js library does: a bare number is milliseconds,
 /// anything else goes to `duration_str` (`"10s"`, `"1h30m"`, `"2 days"`...).
 pub fn parse_duration(input: &str) -> Result<Duration> {
@@ -227,6 +235,15 @@ mod tests {
         assert!("3650d".into_duration().is_ok());
         let message = Duration::MAX.into_duration().unwrap_err().to_string();
         assert!(message.contains("3650 days"), "{message}");
+    }
+
+    #[test]
+    fn ttl_millis_rounds_up_and_keeps_the_one_rule() {
+        assert_eq!(ttl_millis(Duration::from_micros(1)).unwrap(), 1);
+        assert_eq!(ttl_millis(Duration::from_micros(1_500_001)).unwrap(), 1501);
+        assert_eq!(ttl_millis(MAX_DURATION).unwrap(), 3650 * 86_400_000);
+        assert!(ttl_millis(Duration::ZERO).is_err());
+        assert!(ttl_millis(MAX_DURATION + Duration::from_nanos(1)).is_err());
     }
 
     #[test]

@@ -47,7 +47,7 @@ mod store;
 mod take;
 mod waiting;
 
-pub use duration::{parse_duration, IntoDuration, IntoTtl, Ttl, MAX_DURATION};
+pub use duration::{parse_duration, ttl_millis, IntoDuration, IntoTtl, Ttl, MAX_DURATION};
 pub use error::{BoxError, Error, Result};
 pub use factory::{LockFactory, DEFAULT_TTL};
 pub use guard::LockGuard;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use hashbrown::hash_map::{EntryRef, RawEntryMut};
 use hashbrown::HashMap;
 use tokio::sync::Notify;
-use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result, MAX_DURATION};
+use verrou_core::{Acquisition, Grant, IntoDuration, LockStore, OwnerCheck, Result};
 
 use crate::expiry::{Deadline, ExpiryQueue};
 
@@ -232,29 +232,16 @@ fn epoch_nanos_now() -> u64 {
         })
 }
 
-/// `now + ttl` for a TTL checked by [`checked_ttl`].
+/// `now + ttl` for a TTL checked by [`IntoDuration`] (at most `MAX_DURATION`).
 fn deadline(now: Instant, ttl: Duration) -> Instant {
     // At most MAX_DURATION ahead: representable on every platform Tokio runs on.
     now.checked_add(ttl).unwrap_or(now)
 }
 
-/// `ttl` if it is at most [`MAX_DURATION`], which every caller going through a lock
-/// respects; a direct call with a longer one is [`Error::InvalidDuration`].
-fn checked_ttl(ttl: Duration) -> Result<Duration> {
-    if ttl <= MAX_DURATION {
-        Ok(ttl)
-    } else {
-        Err(Error::InvalidDuration {
-            input: format!("{ttl:?}"),
-            reason: "a TTL must be at most verrou::MAX_DURATION (3650 days)".to_owned(),
-        })
-    }
-}
-
 #[async_trait]
 impl LockStore for MemoryStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        let ttl = ttl.map(checked_ttl).transpose()?;
+        let ttl = ttl.map(IntoDuration::into_duration).transpose()?;
         Ok(
             self.with_table(|table, now| match table.take(key, owner, ttl, now) {
                 Some(fencing_token) => {
@@ -307,7 +294,7 @@ impl LockStore for MemoryStore {
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
-        let ttl = checked_ttl(ttl)?;
+        let ttl = ttl.into_duration()?;
         Ok(
             self.with_table(|table, now| match table.extend(key, owner, ttl, now) {
                 true => OwnerCheck::Applied,

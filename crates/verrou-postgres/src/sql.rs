@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use verrou_core::{Error, Result, MAX_DURATION};
+use verrou_core::Result;
 
 use crate::announce::Announcements;
 use crate::identifier::TableName;
@@ -164,22 +164,19 @@ pub(crate) const KEY_COLUMN_LENGTH: &str = "SELECT atttypmod - 4 FROM pg_attribu
 pub(crate) const CREATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
 
 /// A TTL as whole milliseconds for the `expiration` arithmetic, rounded up so a positive TTL
-/// never becomes an already-expired zero. A TTL over [`MAX_DURATION`], which no lock sends,
-/// is [`Error::InvalidDuration`], as in the core: shortening it would let the lock expire
-/// before its holder expects. (`MAX_DURATION` in milliseconds added to the server's epoch
-/// milliseconds is far from overflowing `bigint`.)
+/// never becomes an already-expired zero. A TTL over [`MAX_DURATION`](verrou_core::MAX_DURATION),
+/// which no lock sends, is [`Error::InvalidDuration`](verrou_core::Error::InvalidDuration),
+/// as everywhere: shortening it would let the lock expire before its holder expects.
+/// (`MAX_DURATION` in milliseconds added to the server's epoch milliseconds is far from
+/// overflowing `bigint`.)
 pub(crate) fn ttl_millis(ttl: Duration) -> Result<i64> {
-    match i64::try_from(ttl.as_nanos().div_ceil(1_000_000)) {
-        Ok(millis) if ttl <= MAX_DURATION => Ok(millis),
-        _ => Err(Error::InvalidDuration {
-            input: format!("{ttl:?}"),
-            reason: "a TTL must be at most verrou::MAX_DURATION (3650 days)".to_owned(),
-        }),
-    }
+    Ok(i64::try_from(verrou_core::ttl_millis(ttl)?).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
+    use verrou_core::{Error, MAX_DURATION};
+
     use super::*;
 
     #[test]

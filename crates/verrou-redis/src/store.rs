@@ -10,7 +10,7 @@ use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
 use fred::types::Value;
-use verrou_core::{Acquisition, Error, Grant, IntoDuration, LockStore, OwnerCheck, Result};
+use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
 use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
 use crate::error::ConnectError;
@@ -161,8 +161,8 @@ impl RedisStore {
 /// it before it calls the store; checking again here guards direct calls. The longest TTL
 /// is about 3.2 × 10^11 ms, which `PX` and `PEXPIRE` accept, and an `i64` holds.
 fn millis(ttl: Duration) -> Result<i64> {
-    let ttl = ttl.into_duration()?;
-    Ok(i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX))
+    // At most MAX_DURATION in milliseconds: far below i64::MAX.
+    Ok(i64::try_from(verrou_core::ttl_millis(ttl)?).unwrap_or(i64::MAX))
 }
 
 /// What the extend script's reply (1 applied, 0 not the owner) means.
