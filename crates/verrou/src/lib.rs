@@ -45,7 +45,8 @@ pub use manager::{Verrou, VerrouBuilder};
 pub use verrou_core::{
     config as duration_config, parse_duration, Acquisition, BoxError, Error, Grant, IntoDuration,
     IntoSerializedLock, IntoTtl, Lock, LockFactory, LockGuard, LockStore, LossSignal, OwnerCheck,
-    Result, Retry, SerializedLock, Ttl, DEFAULT_RETRY_DELAY, DEFAULT_TTL,
+    Result, Retry, SerializedLock, Ttl, DEFAULT_RETRY_DELAY, DEFAULT_TTL, MAX_DURATION,
+    MAX_KEY_LEN,
 };
 
 /// The in-process memory store ([`verrou_memory`]).
