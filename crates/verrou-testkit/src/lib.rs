@@ -2,6 +2,8 @@
 //! proxy that injects network faults between a client and its server.
 //!
 //! * [`RedisServer`], [`PostgresServer`]: private servers to start, stop, crash, restart;
+//! * [`RedisCluster`], [`RedisSentinelSet`], [`PostgresStandbyPair`]: private topologies
+//!   of several servers, to fail over, and (for the cluster) to move hash slots in;
 //! * [`redis_url`], [`postgres_url`]: the servers shared by a test process;
 //! * [`FaultProxy`]: latency, black holes, cut and refused connections, in front of any
 //!   server on 127.0.0.1.
@@ -49,6 +51,30 @@
 //! # }
 //! ```
 //!
+//! To test what a client does when its server fails over, or when a Redis Cluster moves a
+//! hash slot, start a topology; each takes a few seconds:
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! use verrou_testkit::{PostgresStandbyPair, RedisCluster, RedisSentinelSet};
+//! // Three masters, three replicas; url() is redis-cluster://...
+//! let mut cluster = RedisCluster::start()?;
+//! cluster.kill_master(0)?;
+//! let took = cluster.wait_for_failover()?;
+//!
+//! // A master, a replica, three sentinels; url() is redis-sentinel://...
+//! let mut sentinels = RedisSentinelSet::start()?;
+//! let old = sentinels.kill_master()?;
+//! let took = sentinels.wait_for_new_master(old)?;
+//!
+//! // A primary and its streaming standby; multi_host_url() names both.
+//! let mut pair = PostgresStandbyPair::start()?;
+//! pair.crash_primary();
+//! let took = pair.promote_standby()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Servers listen on 127.0.0.1 only, on ports nothing else uses, and keep their files in a
 //! temporary directory. They are stopped, and their directories removed, when dropped or
 //! when the test process ends, however it ends (a watchdog process notices).
@@ -57,19 +83,26 @@
 //! each kind, named by `VERROU_REDIS_URL` and `VERROU_POSTGRES_URL`; `./scripts/test.sh`
 //! runs `cargo test` that way.
 //!
-//! Needs `redis-server` and the PostgreSQL server programs (`postgres`, `initdb`; found on
-//! `PATH` or in `/usr/lib/postgresql/*/bin`) unless the environment names servers to use.
-//! Unix only.
+//! Needs `redis-server` and the PostgreSQL server programs (`postgres`, `initdb`, and
+//! `pg_basebackup` for a standby; found on `PATH` or in `/usr/lib/postgresql/*/bin`) unless
+//! the environment names servers to use. Unix only.
 
 mod postgres;
+mod postgres_standby;
 mod process;
 mod proxy;
 mod redis;
+mod redis_cluster;
+mod redis_sentinel;
+mod resp;
 mod server;
 
 pub use postgres::{postgres_url, PostgresServer};
+pub use postgres_standby::PostgresStandbyPair;
 pub use proxy::FaultProxy;
 pub use redis::{redis_url, RedisServer};
+pub use redis_cluster::{hash_slot, ClusterNode, ClusterRole, RedisCluster, SlotMigration};
+pub use redis_sentinel::RedisSentinelSet;
 
 /// The environment variable naming a Redis server to use instead of a private one.
 pub const REDIS_URL_VAR: &str = "VERROU_REDIS_URL";

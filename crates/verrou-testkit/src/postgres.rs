@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,13 +14,13 @@ use crate::server::{Flavor, Supervisor};
 use crate::POSTGRES_URL_VAR;
 
 /// The superuser `initdb` creates, and the database the URL names.
-const SUPERUSER: &str = "postgres";
+pub(crate) const SUPERUSER: &str = "postgres";
 
 /// The system user that runs PostgreSQL when the tests run as root.
 const SYSTEM_USER: &str = "postgres";
 
-/// How long `initdb` may take.
-const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `initdb` (or another program that makes a cluster) may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A private PostgreSQL cluster on 127.0.0.1 and a free port: created by `initdb` in a
 /// temporary directory, trust authentication, durability off for speed (`fsync` and
@@ -33,7 +33,7 @@ const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
 /// refuses root), which is created if missing.
 #[derive(Debug)]
 pub struct PostgresServer {
-    server: Supervisor<Postgres>,
+    pub(crate) server: Supervisor<Postgres>,
 }
 
 impl PostgresServer {
@@ -44,17 +44,7 @@ impl PostgresServer {
     /// them), or if the cluster cannot be created or started (the error shows the end of
     /// the relevant log).
     pub fn start() -> io::Result<PostgresServer> {
-        let bin = find_bin_dir()?;
-        let scratch = ScratchDir::create("postgres")?;
-        let run_as = if scratch.created_by_root()? {
-            let user = system_user()?;
-            scratch.give_to(user)?;
-            Some(user)
-        } else {
-            None
-        };
-        init_cluster(&bin.join("initdb"), &scratch, run_as)?;
-        let server = Supervisor::start(Postgres, bin.join("postgres"), scratch, run_as)?;
+        let server = start_postgres(init_cluster)?;
         Ok(PostgresServer { server })
     }
 
@@ -190,10 +180,69 @@ fn system_user() -> io::Result<RunAs> {
     )))
 }
 
+/// Creates a scratch directory, has `create` make a cluster in its `data` directory with
+/// the programs of `tools`, then starts that cluster and waits until it accepts
+/// connections.
+pub(crate) fn start_postgres(
+    create: impl FnOnce(&Tools, &Path) -> io::Result<()>,
+) -> io::Result<Supervisor<Postgres>> {
+    let bin = find_bin_dir()?;
+    let scratch = ScratchDir::create("postgres")?;
+    let run_as = if scratch.created_by_root()? {
+        let user = system_user()?;
+        scratch.give_to(user)?;
+        Some(user)
+    } else {
+        None
+    };
+    let tools = Tools { bin, run_as };
+    create(&tools, scratch.path())?;
+    Supervisor::start(Postgres, tools.bin.join("postgres"), scratch, run_as)
+}
+
+/// The PostgreSQL programs, and the user to run them as.
+#[derive(Debug)]
+pub(crate) struct Tools {
+    bin: PathBuf,
+    run_as: Option<RunAs>,
+}
+
+impl Tools {
+    /// Runs the program `name` with `args` in `dir`, logging to `DIR/NAME.log`, and waits
+    /// until it has succeeded.
+    pub(crate) fn run(&self, name: &str, args: &[OsString], dir: &Path) -> io::Result<()> {
+        let log = dir.join(format!("{name}.log"));
+        let mut tool = Guarded::spawn(&self.program(name), args, "TERM", dir, &log, self.run_as)?;
+        let failure = match tool.wait_timeout(TOOL_TIMEOUT)? {
+            Some(status) if status.success() => return Ok(()),
+            Some(status) => format!("failed ({status})"),
+            None => format!("did not finish within {} s", TOOL_TIMEOUT.as_secs()),
+        };
+        drop(tool);
+        Err(io::Error::other(format!(
+            "{name} {failure}; the end of its log ({}):\n{}",
+            log.display(),
+            process::tail(&process::read_from(&log, 0), 20)
+        )))
+    }
+
+    /// The program `name`: beside `postgres`, or beside what `postgres` links to (a
+    /// directory on `PATH` may have links to some programs only).
+    fn program(&self, name: &str) -> PathBuf {
+        let beside = self.bin.join(name);
+        if process::is_executable(&beside) {
+            return beside;
+        }
+        fs::canonicalize(self.bin.join("postgres"))
+            .ok()
+            .and_then(|postgres| Some(postgres.parent()?.join(name)))
+            .filter(|program| process::is_executable(program))
+            .unwrap_or(beside)
+    }
+}
+
 /// Runs `initdb` into `DIR/data`, logging to `DIR/initdb.log`.
-fn init_cluster(initdb: &Path, scratch: &ScratchDir, run_as: Option<RunAs>) -> io::Result<()> {
-    let dir = scratch.path();
-    let log = dir.join("initdb.log");
+fn init_cluster(tools: &Tools, dir: &Path) -> io::Result<()> {
     let args: Vec<OsString> = vec![
         "-D".into(),
         dir.join("data").into(),
@@ -204,23 +253,12 @@ fn init_cluster(initdb: &Path, scratch: &ScratchDir, run_as: Option<RunAs>) -> i
         "--locale=C".into(),
         "--no-sync".into(),
     ];
-    let mut initdb = Guarded::spawn(initdb, &args, "TERM", dir, &log, run_as)?;
-    let failure = match initdb.wait_timeout(INITDB_TIMEOUT)? {
-        Some(status) if status.success() => return Ok(()),
-        Some(status) => format!("failed ({status})"),
-        None => format!("did not finish within {} s", INITDB_TIMEOUT.as_secs()),
-    };
-    drop(initdb);
-    Err(io::Error::other(format!(
-        "initdb {failure}; the end of its log ({}):\n{}",
-        log.display(),
-        process::tail(&process::read_from(&log, 0), 20)
-    )))
+    tools.run("initdb", &args, dir)
 }
 
-/// How to run `postgres` on a cluster made by [`init_cluster`].
+/// How to run `postgres` on a cluster made by [`start_postgres`].
 #[derive(Debug)]
-struct Postgres;
+pub(crate) struct Postgres;
 
 impl Flavor for Postgres {
     const NAME: &'static str = "postgres";
@@ -250,6 +288,9 @@ impl Flavor for Postgres {
             "log_destination=stderr".into(),
             "log_min_messages=warning".into(),
             "log_min_error_statement=error".into(),
+            // A standby whose primary went away retries this often, and only then sees
+            // that it was promoted: 5 s by default.
+            "wal_retrieve_retry_interval=100ms".into(),
         ];
         for setting in settings {
             args.push("-c".into());
@@ -276,9 +317,22 @@ fn postmaster_ready(pid_file: &Path, port: u16) -> bool {
     lines.get(3) == Some(&port.to_string().as_str()) && lines.get(7) == Some(&"ready")
 }
 
-/// Whether the server on `port` lets the superuser in: a protocol 3.0 startup that ends in
-/// AuthenticationOk, then Terminate.
+/// Whether the server on `port` lets the superuser in.
 fn accepts_connections(port: u16) -> io::Result<bool> {
+    let Some(mut stream) = log_in(port)? else {
+        return Ok(false);
+    };
+    stream.write_all(&TERMINATE)?;
+    Ok(true)
+}
+
+/// The Terminate message.
+const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
+/// A session of the superuser on the server on `port`, just past authentication; `None` if
+/// the server turns the superuser away (while it starts up, say). A protocol 3.0 startup
+/// that ends in AuthenticationOk.
+fn log_in(port: u16) -> io::Result<Option<TcpStream>> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -295,9 +349,79 @@ fn accepts_connections(port: u16) -> io::Result<bool> {
     // AuthenticationOk is 'R', length 8, code 0; an error ('E') is at least as long.
     let mut reply = [0_u8; 9];
     stream.read_exact(&mut reply)?;
-    let ok = reply == [b'R', 0, 0, 0, 8, 0, 0, 0, 0];
-    if ok {
-        stream.write_all(&[b'X', 0, 0, 0, 4])?;
+    Ok((reply == [b'R', 0, 0, 0, 8, 0, 0, 0, 0]).then_some(stream))
+}
+
+/// Runs `sql` as the superuser on the server on `port` (a simple query) and returns the
+/// first column of its first row as text: `None` if there is no row or the value is NULL.
+pub(crate) fn query_value(port: u16, sql: &str) -> io::Result<Option<String>> {
+    let stream = log_in(port)?.ok_or_else(|| {
+        io::Error::other(format!("the server on {port} turns the superuser away"))
+    })?;
+    let mut session = BufReader::new(stream);
+    // The rest of the startup: parameters, the cancellation key, ReadyForQuery.
+    read_results(&mut session)?;
+    let length = u32::try_from(4 + sql.len() + 1).map_err(io::Error::other)?;
+    let mut query = vec![b'Q'];
+    query.extend_from_slice(&length.to_be_bytes());
+    query.extend_from_slice(sql.as_bytes());
+    query.push(0);
+    session.get_mut().write_all(&query)?;
+    let value = read_results(&mut session)
+        .map_err(|e| io::Error::new(e.kind(), format!("`{sql}` on 127.0.0.1:{port}: {e}")))?;
+    // Fails only if the server has gone, which ends the session too.
+    let _ = session.get_mut().write_all(&TERMINATE);
+    Ok(value)
+}
+
+/// Reads messages up to ReadyForQuery; returns the first column of the first row, or the
+/// error the server reported.
+fn read_results(session: &mut impl Read) -> io::Result<Option<String>> {
+    let mut first_row = None;
+    let mut error = None;
+    loop {
+        let mut header = [0_u8; 5];
+        session.read_exact(&mut header)?;
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        let length = usize::try_from(length)
+            .ok()
+            .and_then(|length| length.checked_sub(4))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad message length"))?;
+        let mut body = vec![0; length];
+        session.read_exact(&mut body)?;
+        match header[0] {
+            b'D' if first_row.is_none() => first_row = Some(first_column(&body)),
+            b'E' => error = Some(error_message(&body)),
+            b'Z' => {
+                return match error {
+                    Some(message) => Err(io::Error::other(message)),
+                    None => Ok(first_row.flatten()),
+                }
+            }
+            _ => {}
+        }
     }
-    Ok(ok)
+}
+
+/// The first column of a DataRow message's body, as text; `None` if NULL or absent.
+fn first_column(body: &[u8]) -> Option<String> {
+    let (count, rest) = body.split_first_chunk::<2>()?;
+    if u16::from_be_bytes(*count) == 0 {
+        return None;
+    }
+    let (length, rest) = rest.split_first_chunk::<4>()?;
+    let length = usize::try_from(i32::from_be_bytes(*length)).ok()?; // -1 is NULL
+    rest.get(..length)
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The severity and message of an ErrorResponse message's body.
+fn error_message(body: &[u8]) -> String {
+    let field = |code: u8| {
+        body.split(|&b| b == 0)
+            .find(|field| field.first() == Some(&code))
+            .map(|field| String::from_utf8_lossy(&field[1..]).into_owned())
+            .unwrap_or_default()
+    };
+    format!("{}: {}", field(b'S'), field(b'M'))
 }

@@ -260,6 +260,33 @@ impl Drop for Guarded {
 /// How often startup and shutdown are polled.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Calls `check` every [`POLL_INTERVAL`] until it returns a value, for at most `timeout`.
+/// A failed check counts as "not yet"; the timeout error names `what` was awaited and the
+/// last failure, if any.
+pub(crate) fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> io::Result<Option<T>>,
+) -> io::Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            let why = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{what} took more than {} s{why}", timeout.as_secs()),
+            ));
+        }
+        sleep(POLL_INTERVAL);
+    }
+}
+
 /// The lowest port [`free_port`] picks.
 const LOWEST_PORT: u16 = 20_000;
 

@@ -1,16 +1,18 @@
 //! Private `redis-server`s.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::ffi::OsStrExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use crate::process::{self, ScratchDir};
+use crate::resp;
 use crate::server::{Flavor, Supervisor};
 use crate::REDIS_URL_VAR;
+
+/// The configuration file every server reads first, in its scratch directory.
+const CONFIG_FILE: &str = "redis.conf";
 
 /// A private `redis-server` on 127.0.0.1 and a free port, without persistence, working in
 /// a temporary directory. Dropping it stops the server and removes the directory; so does
@@ -26,9 +28,7 @@ impl RedisServer {
     /// Fails if `redis-server` is not on `PATH` (the error says how to install it) or does
     /// not start within 30 s (the error shows the end of its log).
     pub fn start() -> io::Result<RedisServer> {
-        let program = find_redis_server()?;
-        let scratch = ScratchDir::create("redis")?;
-        let server = Supervisor::start(Redis, program, scratch, None)?;
+        let server = start_redis(Redis::Server, "")?;
         Ok(RedisServer { server })
     }
 
@@ -99,9 +99,50 @@ fn find_redis_server() -> io::Result<PathBuf> {
         })
 }
 
+/// Starts a private `redis-server` of kind `kind` whose configuration file holds `config`
+/// (settings beyond the common ones: no persistence, 127.0.0.1, a free port, a scratch
+/// directory) and waits until it answers.
+pub(crate) fn start_redis(kind: Redis, config: &str) -> io::Result<Supervisor<Redis>> {
+    let program = find_redis_server()?;
+    let scratch = ScratchDir::create(match kind {
+        Redis::Server => "redis",
+        Redis::Sentinel => "sentinel",
+    })?;
+    fs::write(scratch.path().join(CONFIG_FILE), config)?;
+    Supervisor::start(kind, program, scratch, None)
+}
+
+/// A Redis server's replication role, as `INFO replication` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replication {
+    /// A master.
+    Master,
+    /// A replica, and whether its link to its master is up.
+    Replica {
+        /// `master_link_status:up`.
+        in_sync: bool,
+    },
+}
+
+/// The replication role of the Redis server on `port`.
+pub(crate) fn replication(port: u16) -> io::Result<Replication> {
+    let info = resp::call_text(port, &["INFO", "replication"])?;
+    Ok(match resp::field(&info, "role") {
+        Some("master") => Replication::Master,
+        _ => Replication::Replica {
+            in_sync: resp::field(&info, "master_link_status") == Some("up"),
+        },
+    })
+}
+
 /// How to run `redis-server`.
-#[derive(Debug)]
-struct Redis;
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Redis {
+    /// A data server (standalone, replica or cluster node, as its configuration says).
+    Server,
+    /// A sentinel (which rewrites its configuration file as it learns).
+    Sentinel,
+}
 
 impl Flavor for Redis {
     const NAME: &'static str = "redis-server";
@@ -110,24 +151,32 @@ impl Flavor for Redis {
     const STOP_SIGNAL: &'static str = "KILL";
 
     fn args(&self, dir: &Path, port: u16) -> Vec<OsString> {
-        let mut args: Vec<OsString> = [
+        // The configuration file must come first.
+        let mut args = vec![dir.join(CONFIG_FILE).into_os_string()];
+        if let Redis::Sentinel = self {
+            args.push("--sentinel".into());
+        }
+        let port = port.to_string();
+        let common = [
             "--bind",
             "127.0.0.1",
             "--port",
-            &port.to_string(),
+            &port,
             "--save",
             "",
             "--appendonly",
             "no",
+            // A new replica gets its full copy at once, not after 5 s of waiting for
+            // others to share it with.
+            "--repl-diskless-sync-delay",
+            "0",
             "--daemonize",
             "no",
             "--logfile",
             "",
             "--dir",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
+        ];
+        args.extend(common.iter().map(OsString::from));
         args.push(dir.into());
         args
     }
@@ -137,36 +186,14 @@ impl Flavor for Redis {
     }
 }
 
-/// Whether a Redis server answers `PING` on `port` and works in `dir`.
+/// Whether a Redis server answers `PING` on `port` and was started from `dir` (it read the
+/// configuration file there: sentinels have no `CONFIG GET`, but all have `INFO`).
 fn answers_from(dir: &Path, port: u16) -> io::Result<bool> {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(b"PING\r\n")?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    if read_line(&mut reader)? != b"+PONG" {
+    let mut connection = resp::Connection::open(port)?;
+    if connection.call(&["PING"])?.text()? != "PONG" {
         return Ok(false);
     }
-    stream.write_all(b"CONFIG GET dir\r\n")?;
-    // Expect *2, $3, dir, $N, DIR.
-    for expected in [&b"*2"[..], b"$3", b"dir"] {
-        if read_line(&mut reader)? != expected {
-            return Ok(false);
-        }
-    }
-    read_line(&mut reader)?;
-    Ok(read_line(&mut reader)? == dir.as_os_str().as_bytes())
-}
-
-/// One line of a RESP reply, without its CRLF.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
-    let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line)?;
-    if line.ends_with(b"\r\n") {
-        line.truncate(line.len() - 2);
-        Ok(line)
-    } else {
-        Err(io::ErrorKind::UnexpectedEof.into())
-    }
+    let info = connection.call(&["INFO", "server"])?.text()?;
+    let ours = dir.join(CONFIG_FILE);
+    Ok(resp::field(&info, "config_file").map(Path::new) == Some(ours.as_path()))
 }

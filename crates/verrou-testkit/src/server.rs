@@ -88,6 +88,12 @@ impl<F: Flavor> Supervisor<F> {
         self.port
     }
 
+    /// Whether the server was started and not stopped or killed since (it may still have
+    /// died on its own).
+    pub(crate) fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
     /// The server's log file (appended to by every start).
     pub(crate) fn log_path(&self) -> PathBuf {
         self.scratch.path().join(LOG_FILE)
