@@ -25,6 +25,20 @@ pub(crate) fn epoch_millis_now() -> u64 {
         })
 }
 
+/// What the wall clock will show (or showed) at `instant`, in epoch milliseconds, rounded
+/// up.
+pub(crate) fn epoch_millis_at(instant: Instant) -> u64 {
+    let now = Instant::now();
+    let epoch_now = epoch_millis_now();
+    match instant.checked_duration_since(now) {
+        Some(ahead) => epoch_now.saturating_add(millis_ceil(ahead)),
+        None => {
+            let behind = now.saturating_duration_since(instant);
+            epoch_now.saturating_sub(u64::try_from(behind.as_millis()).unwrap_or(u64::MAX))
+        }
+    }
+}
+
 /// The instant on the monotonic clock at which the wall clock shows `epoch_millis`: in the
 /// past for a time already gone (at most as far back as the clock can go), `None` when it
 /// is more than [`MAX_DURATION`](crate::MAX_DURATION) ahead (no lock can expire that late).

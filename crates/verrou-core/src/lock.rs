@@ -66,40 +66,46 @@ pub(crate) struct LockContext {
 enum Holding {
     NotHeld,
     Held {
-        /// When the hold expires on the monotonic clock (`None`: never).
-        expires_at: Option<Instant>,
-        /// The same moment on the wall clock, in epoch milliseconds, as the serialized form
-        /// carries it: computed once per grant or extension (or taken as restored), so that
-        /// serializing again gives the same value.
-        expiration_time: Option<u64>,
+        /// When the hold expires (`None`: never).
+        expiry: Option<Expiry>,
         fencing_token: Option<u64>,
     },
 }
 
+/// When a hold expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expiry {
+    /// On the monotonic clock.
+    at: Instant,
+    /// The same moment on the wall clock, in epoch milliseconds, as the serialized form
+    /// carries it: worked out at the first `serialize` (or taken as restored) and kept, so
+    /// that serializing again gives the same value.
+    epoch_millis: Option<u64>,
+}
+
 impl Holding {
-    /// A hold that started (was requested) at `requested_at` / `requested_at_epoch` and
-    /// lasts `ttl`; `None` if it has already run out, or runs out further ahead than the
-    /// clock can tell.
+    /// A hold that started (was requested) at `requested_at` and lasts `ttl`; `None` if it
+    /// has already run out, or runs out further ahead than the clock can tell.
     fn starting(
         requested_at: Instant,
-        requested_at_epoch: u64,
         ttl: Option<Duration>,
         fencing_token: Option<u64>,
     ) -> Option<Self> {
-        let (expires_at, expiration_time) = match ttl {
-            None => (None, None),
+        let expiry = match ttl {
+            None => None,
             Some(ttl) => {
-                let expires_at = clock::after(requested_at, ttl)?;
-                if expires_at <= Instant::now() {
+                let at = clock::after(requested_at, ttl)?;
+                if at <= Instant::now() {
                     return None;
                 }
-                let expiration_time = requested_at_epoch.saturating_add(clock::millis_ceil(ttl));
-                (Some(expires_at), Some(expiration_time))
+                Some(Expiry {
+                    at,
+                    epoch_millis: None,
+                })
             }
         };
         Some(Holding::Held {
-            expires_at,
-            expiration_time,
+            expiry,
             fencing_token,
         })
     }
@@ -143,15 +149,16 @@ impl Lock {
         let fencing_token = serialized.fencing_token;
         let holding = match (ttl, serialized.expiration_time) {
             (Ttl::After(_), Some(epoch_millis)) => Holding::Held {
-                expires_at: Some(clock::instant_at_epoch_millis(epoch_millis).ok_or_else(
-                    || invalid("its expirationTime is more than 3650 days ahead (verrou::MAX_DURATION)"),
-                )?),
-                expiration_time: Some(epoch_millis),
+                expiry: Some(Expiry {
+                    at: clock::instant_at_epoch_millis(epoch_millis).ok_or_else(|| {
+                        invalid("its expirationTime is more than 3650 days ahead (verrou::MAX_DURATION)")
+                    })?,
+                    epoch_millis: Some(epoch_millis),
+                }),
                 fencing_token,
             },
             (Ttl::Never, None) if fencing_token.is_some() => Holding::Held {
-                expires_at: None,
-                expiration_time: None,
+                expiry: None,
                 fencing_token,
             },
             (Ttl::Never, Some(_)) => {
@@ -294,13 +301,12 @@ impl Lock {
         let answer = take::take(inner, |answer, sent| {
             if let Acquisition::Granted(grant) = answer {
                 holding = Holding::starting(
-                    sent.at,
-                    sent.epoch_millis,
+                    sent,
                     inner.ttl.as_duration(),
                     grant.fencing_token,
                 );
                 if holding.is_none() {
-                    tracing::debug!(key = %inner.key, round_trip = ?sent.at.elapsed(), "grant arrived after its TTL ran out; giving it back");
+                    tracing::debug!(key = %inner.key, round_trip = ?sent.elapsed(), "grant arrived after its TTL ran out; giving it back");
                 }
             }
             holding.is_some()
@@ -378,17 +384,11 @@ impl Lock {
     async fn extend_for(&self, ttl: Duration) -> Result<()> {
         let inner = &self.inner;
         let requested_at = Instant::now();
-        let requested_at_epoch = clock::epoch_millis_now();
         match inner.store.extend(&inner.key, &inner.owner, ttl).await? {
             OwnerCheck::Applied | OwnerCheck::AppliedWithWaiters => {
                 // An extension that arrives after its own TTL ran out leaves nothing to hold.
-                let holding = Holding::starting(
-                    requested_at,
-                    requested_at_epoch,
-                    Some(ttl),
-                    self.fencing_token(),
-                )
-                .unwrap_or(Holding::NotHeld);
+                let holding = Holding::starting(requested_at, Some(ttl), self.fencing_token())
+                    .unwrap_or(Holding::NotHeld);
                 self.set_holding(holding);
                 tracing::debug!(key = %inner.key, ttl = ?ttl, "lock extended");
                 Ok(())
@@ -413,9 +413,9 @@ impl Lock {
     pub fn remaining_time(&self) -> Option<Duration> {
         match self.holding() {
             Holding::Held {
-                expires_at: Some(expires_at),
+                expiry: Some(expiry),
                 ..
-            } => Some(expires_at.saturating_duration_since(Instant::now())),
+            } => Some(expiry.at.saturating_duration_since(Instant::now())),
             _ => None,
         }
     }
@@ -423,18 +423,29 @@ impl Lock {
     /// The portable form of this lock, for [`LockFactory::restore_lock`](crate::LockFactory::restore_lock)
     /// in another process. It contains the owner token: treat it as a secret.
     pub fn serialize(&self) -> SerializedLock {
-        let expiration_time = match self.holding() {
-            Holding::Held {
-                expiration_time, ..
-            } => expiration_time,
-            Holding::NotHeld => None,
+        let (expiration_time, fencing_token) = {
+            let mut state = self.state();
+            match &mut *state {
+                Holding::Held {
+                    expiry,
+                    fencing_token,
+                } => {
+                    let expiration_time = expiry.as_mut().map(|expiry| {
+                        *expiry
+                            .epoch_millis
+                            .get_or_insert_with(|| clock::epoch_millis_at(expiry.at))
+                    });
+                    (expiration_time, *fencing_token)
+                }
+                Holding::NotHeld => (None, None),
+            }
         };
         SerializedLock {
             key: self.inner.key.clone(),
             owner: self.inner.owner.clone(),
             ttl: self.inner.ttl.as_duration().map(clock::millis_ceil),
             expiration_time,
-            fencing_token: self.fencing_token(),
+            fencing_token,
         }
     }
 
@@ -567,20 +578,19 @@ impl Lock {
         }
     }
 
-    fn holding(&self) -> Holding {
-        *self
-            .inner
+    fn state(&self) -> std::sync::MutexGuard<'_, Holding> {
+        self.inner
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn holding(&self) -> Holding {
+        *self.state()
+    }
+
     fn set_holding(&self, holding: Holding) {
-        *self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = holding;
+        *self.state() = holding;
     }
 }
 

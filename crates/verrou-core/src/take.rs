@@ -7,18 +7,20 @@
 //! lost after the command was written: it may have been applied), and when a grant arrives
 //! too late to be used (its local validity has already run out).
 //!
-//! So each lock keeps what it may have left on the store, [`Unsettled`], behind an async
-//! mutex, and *settles* it — awaits the answer of a take still on the wire, then releases a
+//! So each lock keeps what it may have left on the store, [`Unsettled`], and one task at a
+//! time has the lock's *turn* ([`Turn`]) to talk to the store about its grants. It *settles*
+//! what is left — awaits the answer of a take still on the wire, then releases a
 //! grant nobody uses, owner-checked — before it sends its next take, and in the background
 //! as soon as it is left unsettled. The release goes out after the take's own answer, so it
 //! cannot overtake it, and no take is sent while a release for an earlier grant may still be
 //! sent, so that release can never remove the next grant.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Notify;
 
 use crate::lock::LockInner;
 use crate::store::{Acquisition, OwnerCheck};
@@ -29,33 +31,173 @@ use crate::{Error, Result};
 const GIVE_BACK_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What a lock may have left on its store without knowing it holds it.
+#[derive(Default)]
 enum Unsettled {
     /// Nothing: the lock knows everything it holds.
+    #[default]
     Nothing,
     /// A take whose answer nobody has heard yet.
     Answer(BoxFuture<'static, Result<Acquisition>>),
-    /// A grant that may be held on the store and that nobody uses; `failed_at` is when the
-    /// last attempt to release it failed.
-    Grant { failed_at: Option<Instant> },
+    /// A grant that may be held on the store and that nobody uses.
+    Grant,
 }
 
-/// One lock's unsettled state, shared by its clones.
-pub(crate) struct Takes(Arc<Mutex<Unsettled>>);
-
-impl Default for Takes {
-    fn default() -> Self {
-        Self(Arc::new(Mutex::new(Unsettled::Nothing)))
+impl Unsettled {
+    fn is_nothing(&self) -> bool {
+        matches!(self, Unsettled::Nothing)
     }
 }
 
-/// When a take left, on both clocks: the start of the validity of the grant it brings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Sent {
-    /// On the monotonic clock.
-    pub(crate) at: Instant,
-    /// On the wall clock, in epoch milliseconds.
-    pub(crate) epoch_millis: u64,
+/// One lock's turn and what its last turn left, shared by the lock's clones. Taking and
+/// giving back the turn is an atomic flag and, only when someone waits, a notification: no
+/// lock on the way of a plain take.
+#[derive(Default)]
+pub(crate) struct Takes {
+    /// Set while some task has the turn.
+    busy: AtomicBool,
+    /// Signalled when the turn is given back.
+    idle: Notify,
+    /// Whether `left` holds something (read without its mutex).
+    anything_left: AtomicBool,
+    /// What the last turn left unsettled, for the next one.
+    left: Mutex<Unsettled>,
+    /// How many attempts to give back a grant have failed so far.
+    failures: AtomicU64,
 }
+
+/// The right to talk to the store about one lock's grants, with what is unsettled. Given
+/// back when dropped; dropped with something unsettled, it settles it on a background task
+/// first.
+struct Turn {
+    lock: Arc<LockInner>,
+    unsettled: Unsettled,
+    /// False once handed to a background task (which gives the turn back itself).
+    owned: bool,
+}
+
+impl Turn {
+    /// Waits for `lock`'s turn.
+    async fn wait_for(lock: &Arc<LockInner>) -> Turn {
+        let takes = &lock.takes;
+        loop {
+            if let Some(turn) = Self::try_take(lock) {
+                return turn;
+            }
+            let idle = takes.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if let Some(turn) = Self::try_take(lock) {
+                return turn;
+            }
+            idle.await;
+        }
+    }
+
+    fn try_take(lock: &Arc<LockInner>) -> Option<Turn> {
+        let takes = &lock.takes;
+        takes
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        let unsettled = if takes.anything_left.swap(false, Ordering::Acquire) {
+            std::mem::take(&mut *takes.left.lock().unwrap_or_else(PoisonError::into_inner))
+        } else {
+            Unsettled::Nothing
+        };
+        Some(Turn {
+            lock: Arc::clone(lock),
+            unsettled,
+            owned: true,
+        })
+    }
+
+    /// Gives the turn back, leaving what is unsettled for the next one.
+    fn give_back_turn(&mut self) {
+        let takes = &self.lock.takes;
+        let unsettled = std::mem::take(&mut self.unsettled);
+        if !unsettled.is_nothing() {
+            *takes.left.lock().unwrap_or_else(PoisonError::into_inner) = unsettled;
+            takes.anything_left.store(true, Ordering::Release);
+        }
+        self.owned = false;
+        takes.busy.store(false, Ordering::Release);
+        takes.idle.notify_one();
+    }
+
+    /// Settles what is unsettled, once: hears the answer of a take in flight, and releases
+    /// a grant nobody uses. Fails, leaving the grant unsettled, if the release fails, or at
+    /// once if an attempt failed since the count of failures was `failures_seen` (the
+    /// background has just tried).
+    async fn settle(&mut self, failures_seen: Option<u64>) -> Result<()> {
+        loop {
+            match &mut self.unsettled {
+                Unsettled::Nothing => return Ok(()),
+                Unsettled::Answer(answer) => {
+                    self.unsettled = match answer.await {
+                        Ok(Acquisition::Busy) => Unsettled::Nothing,
+                        _ => Unsettled::Grant,
+                    };
+                }
+                Unsettled::Grant => {
+                    let lock = &self.lock;
+                    if failures_seen
+                        .is_some_and(|seen| lock.takes.failures.load(Ordering::Acquire) != seen)
+                    {
+                        return Err(Error::storage(
+                            "an earlier grant of this lock, which nobody uses, could not be given back: the store does not answer",
+                        ));
+                    }
+                    match lock.store.delete(&lock.key, &lock.owner).await {
+                        Ok(outcome) => {
+                            if outcome != OwnerCheck::NotOwner {
+                                tracing::debug!(key = %lock.key, "gave back a grant nobody used");
+                                lock.room.released(&lock.key);
+                            }
+                            self.unsettled = Unsettled::Nothing;
+                        }
+                        Err(error) => {
+                            lock.takes.failures.fetch_add(1, Ordering::AcqRel);
+                            return Err(error);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        if self.unsettled.is_nothing() {
+            self.give_back_turn();
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                tracing::debug!(key = %self.lock.key, "settling a take nobody waits for, in the background");
+                let turn = Turn {
+                    lock: Arc::clone(&self.lock),
+                    unsettled: std::mem::take(&mut self.unsettled),
+                    owned: true,
+                };
+                self.owned = false;
+                runtime.spawn(settle_in_background(turn));
+            }
+            // What is unsettled stays: the lock's next take settles it first.
+            Err(_) => {
+                tracing::debug!(key = %self.lock.key, "no Tokio runtime to settle a take on: the lock's next take will");
+                self.give_back_turn();
+            }
+        }
+    }
+}
+
+/// When a take left, on the monotonic clock: the start of the validity of the grant it
+/// brings.
+pub(crate) type Sent = Instant;
 
 /// Sends a take of `lock`'s key once what an earlier take left is settled, and returns the
 /// store's answer. A grant for which `usable` (told when the take left) says no is given
@@ -67,160 +209,64 @@ pub(crate) async fn take(
     lock: &Arc<LockInner>,
     usable: impl FnOnce(&Acquisition, Sent) -> bool,
 ) -> Result<Acquisition> {
-    let waited_from = Instant::now();
-    let mut settling = Settling {
-        state: Some(Arc::clone(&lock.takes.0).lock_owned().await),
-        lock: Arc::clone(lock),
-    };
-    settling.settle(Some(waited_from)).await?;
-    let sent_at = Sent {
-        at: Instant::now(),
-        epoch_millis: crate::clock::epoch_millis_now(),
-    };
+    let failures_seen = lock.takes.failures.load(Ordering::Acquire);
+    let mut turn = Turn::wait_for(lock).await;
+    turn.settle(Some(failures_seen)).await?;
+    let sent_at = Instant::now();
     let sent = Arc::clone(lock);
-    settling.set(Unsettled::Answer(Box::pin(async move {
+    turn.unsettled = Unsettled::Answer(Box::pin(async move {
         sent.store
             .save(&sent.key, &sent.owner, sent.ttl.as_duration())
             .await
-    })));
-    let answer = settling.answer().await;
-    match &answer {
-        Ok(granted @ Acquisition::Granted(_)) if !usable(granted, sent_at) => {
-            settling.set(Unsettled::Grant { failed_at: None });
-            Ok(Acquisition::Busy)
+    }));
+    let Unsettled::Answer(answer) = &mut turn.unsettled else {
+        return Ok(Acquisition::Busy);
+    };
+    let answer = answer.await;
+    let (unsettled, answer) = match answer {
+        Ok(granted @ Acquisition::Granted(_)) if !usable(&granted, sent_at) => {
+            (Unsettled::Grant, Ok(Acquisition::Busy))
         }
-        Ok(_) => {
-            settling.set(Unsettled::Nothing);
-            answer
-        }
+        Ok(answer) => (Unsettled::Nothing, Ok(answer)),
         // The take may have been applied before the failure.
-        Err(_) => {
-            settling.set(Unsettled::Grant { failed_at: None });
-            answer
-        }
-    }
+        Err(error) => (Unsettled::Grant, Err(error)),
+    };
+    turn.unsettled = unsettled;
+    answer
 }
 
-/// A lock's unsettled state, held locked. Dropped while something is unsettled (the
-/// future holding it was dropped, or a grant is to be given back), it settles it on a
-/// background task.
-struct Settling {
-    state: Option<OwnedMutexGuard<Unsettled>>,
-    lock: Arc<LockInner>,
-}
-
-impl Settling {
-    fn set(&mut self, unsettled: Unsettled) {
-        if let Some(state) = self.state.as_mut() {
-            **state = unsettled;
-        }
-    }
-
-    /// Waits for the answer of the take in flight (the state must be
-    /// [`Unsettled::Answer`]), leaving the state as it is for the caller to set.
-    async fn answer(&mut self) -> Result<Acquisition> {
-        match self.state.as_deref_mut() {
-            Some(Unsettled::Answer(answer)) => answer.await,
-            _ => Ok(Acquisition::Busy),
-        }
-    }
-
-    /// Settles the state once: hears the answer of a take in flight, and releases a grant
-    /// nobody uses. Fails, leaving the grant to settle later, if the release fails, or at
-    /// once if it failed since `waited_from` (the background just tried).
-    async fn settle(&mut self, waited_from: Option<Instant>) -> Result<()> {
-        let lock = Arc::clone(&self.lock);
-        loop {
-            let Some(state) = self.state.as_deref_mut() else {
-                return Ok(());
-            };
-            match state {
-                Unsettled::Nothing => return Ok(()),
-                Unsettled::Answer(answer) => {
-                    *state = match answer.await {
-                        Ok(Acquisition::Busy) => Unsettled::Nothing,
-                        _ => Unsettled::Grant { failed_at: None },
-                    };
-                }
-                Unsettled::Grant { failed_at } => {
-                    if let (Some(failed), Some(from)) = (*failed_at, waited_from) {
-                        if failed >= from {
-                            return Err(Error::storage(
-                                "an earlier grant of this lock, which nobody uses, could not be given back: the store does not answer",
-                            ));
-                        }
-                    }
-                    match lock.store.delete(&lock.key, &lock.owner).await {
-                        Ok(outcome) => {
-                            if outcome != OwnerCheck::NotOwner {
-                                tracing::debug!(key = %lock.key, "gave back a grant nobody used");
-                                lock.room.released(&lock.key);
-                            }
-                            *state = Unsettled::Nothing;
-                        }
-                        Err(error) => {
-                            *failed_at = Some(Instant::now());
-                            return Err(error);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Settling {
-    fn drop(&mut self) {
-        let Some(state) = self.state.take() else {
-            return;
-        };
-        if matches!(*state, Unsettled::Nothing) {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                tracing::debug!(key = %self.lock.key, "settling a take nobody waits for, in the background");
-                runtime.spawn(settle_in_background(state, Arc::clone(&self.lock)));
-            }
-            // The state stays: the lock's next take settles it first.
-            Err(_) => {
-                tracing::debug!(key = %self.lock.key, "no Tokio runtime to settle a take on: the lock's next take will")
-            }
-        }
-    }
-}
-
-/// Settles `state` (held locked), retrying a failing store with growing pauses — during
-/// which the lock's own takes may settle it instead — until the grant has expired on its
-/// own or [`GIVE_BACK_PATIENCE`] has passed; the lock's next take settles what is left.
-async fn settle_in_background(state: OwnedMutexGuard<Unsettled>, lock: Arc<LockInner>) {
+/// Settles what `turn` holds, retrying a failing store with growing pauses — during which
+/// the turn is given back, so that a take of the lock may settle it instead — until the
+/// grant has expired on its own or [`GIVE_BACK_PATIENCE`] has passed; the lock's next take
+/// settles what is left.
+async fn settle_in_background(mut turn: Turn) {
     let started = Instant::now();
+    let lock = Arc::clone(&turn.lock);
     let patience = lock
         .ttl
         .as_duration()
         .map_or(GIVE_BACK_PATIENCE, |ttl| ttl.min(GIVE_BACK_PATIENCE));
     let mut pause = Duration::from_millis(50);
-    let mut settling = Settling {
-        state: Some(state),
-        lock,
-    };
     loop {
-        match settling.settle(None).await {
+        match turn.settle(None).await {
             Ok(()) => return,
             Err(error) if started.elapsed() < patience => {
-                tracing::debug!(key = %settling.lock.key, %error, "giving back a grant failed; retrying");
+                tracing::debug!(key = %lock.key, %error, "giving back a grant failed; retrying");
             }
             Err(error) => {
-                tracing::warn!(key = %settling.lock.key, %error, "could not give back a grant nobody uses: it stays until it expires or the lock takes again");
-                // Leave it for the lock's next take, without another background task.
-                settling.state = None;
+                tracing::warn!(key = %lock.key, %error, "could not give back a grant nobody uses: it stays until it expires or the lock takes again");
+                turn.give_back_turn();
                 return;
             }
         }
-        // Unlocked while pausing, so that a take of the lock can settle it itself.
-        settling.state = None;
+        turn.give_back_turn();
+        drop(turn);
         tokio::time::sleep(pause).await;
         pause = pause.saturating_mul(2).min(Duration::from_secs(1));
-        settling.state = Some(Arc::clone(&settling.lock.takes.0).lock_owned().await);
+        turn = Turn::wait_for(&lock).await;
+        if turn.unsettled.is_nothing() {
+            // A take of the lock settled it meanwhile.
+            return;
+        }
     }
 }
