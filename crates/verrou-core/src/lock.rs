@@ -15,7 +15,7 @@ use crate::loss::LossSignal;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::SerializedLock;
 use crate::store::{Acquisition, LockStore, OwnerCheck};
-use crate::take::{self, Takes};
+use crate::take::{self, Takes, Verdict};
 use crate::waiting::{WaitRoom, HANDOVER_GRACE};
 use crate::{Error, Result};
 
@@ -297,29 +297,52 @@ impl Lock {
     /// `Ok(false)` like a busy key.
     async fn try_acquire(&self) -> Result<bool> {
         let inner = &self.inner;
-        let mut holding = None;
-        let answer = take::take(inner, |answer, sent| {
-            if let Acquisition::Granted(grant) = answer {
-                holding = Holding::starting(
-                    sent,
-                    inner.ttl.as_duration(),
-                    grant.fencing_token,
-                );
-                if holding.is_none() {
-                    tracing::debug!(key = %inner.key, round_trip = ?sent.elapsed(), "grant arrived after its TTL ran out; giving it back");
+        let verdict = take::take(inner, |answer, sent| self.judge(answer, sent)).await?;
+        if verdict != Some(Verdict::Adopted) {
+            return Ok(false);
+        }
+        inner.room.acquired(&inner.key);
+        tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
+        Ok(true)
+    }
+
+    /// What this lock makes of a grant whose take left at `sent`: it holds it from then on,
+    /// unless its TTL has already run out (unusable); a renewal of a hold it has and that
+    /// has not expired moves that hold's expiry instead (the lock is not reentrant).
+    fn judge(&self, answer: &Acquisition, sent: Instant) -> Verdict {
+        let (Acquisition::Granted(grant) | Acquisition::Renewed(grant)) = answer else {
+            return Verdict::Unusable;
+        };
+        let ttl = self.inner.ttl.as_duration();
+        let mut state = self.state();
+        if let (Acquisition::Renewed(_), Holding::Held { expiry, .. }) = (answer, &mut *state) {
+            let now = Instant::now();
+            match expiry {
+                None => return Verdict::AlreadyHeld,
+                Some(expiry) if expiry.at > now => {
+                    // The store started the TTL again, at or after `sent`.
+                    if let Some(at) = ttl.and_then(|ttl| clock::after(sent, ttl)) {
+                        if at > expiry.at {
+                            *expiry = Expiry {
+                                at,
+                                epoch_millis: None,
+                            };
+                        }
+                    }
+                    return Verdict::AlreadyHeld;
                 }
+                Some(_) => {}
             }
-            holding.is_some()
-        })
-        .await?;
-        match (answer, holding) {
-            (Acquisition::Granted(_), Some(holding)) => {
-                self.set_holding(holding);
-                inner.room.acquired(&inner.key);
-                tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
-                Ok(true)
+        }
+        match Holding::starting(sent, ttl, grant.fencing_token) {
+            Some(holding) => {
+                *state = holding;
+                Verdict::Adopted
             }
-            _ => Ok(false),
+            None => {
+                tracing::debug!(key = %self.inner.key, round_trip = ?sent.elapsed(), "grant arrived after its TTL ran out; giving it back");
+                Verdict::Unusable
+            }
         }
     }
 

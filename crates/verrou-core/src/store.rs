@@ -13,6 +13,12 @@ use crate::Result;
 pub enum Acquisition {
     /// The key was free or expired; it now belongs to the caller.
     Granted(Grant),
+    /// The caller's owner already held the key, and the take started its TTL again. This is
+    /// what a take re-sent by the client library (its first answer lost on a dropped
+    /// connection) gets, so that the re-sent take says what the first one did. The lock
+    /// adopts it if it did not know it held the key, and stays not reentrant otherwise.
+    /// Stores whose client never re-sends may answer [`Busy`](Self::Busy) instead.
+    Renewed(Grant),
     /// Someone holds the key and their lock has not expired.
     Busy,
 }

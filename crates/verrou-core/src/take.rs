@@ -199,16 +199,27 @@ impl Drop for Turn {
 /// brings.
 pub(crate) type Sent = Instant;
 
+/// What the lock makes of a grant (told when its take left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The lock holds it now.
+    Adopted,
+    /// The lock held the key already and goes on holding it.
+    AlreadyHeld,
+    /// Nobody will use it (it arrived too late): give it back.
+    Unusable,
+}
+
 /// Sends a take of `lock`'s key once what an earlier take left is settled, and returns the
-/// store's answer. A grant for which `usable` (told when the take left) says no is given
-/// back, and answered [`Acquisition::Busy`].
+/// store's answer with what `judge` made of a grant (`None` when busy). A grant judged
+/// [`Verdict::Unusable`] is given back.
 ///
 /// Fails with the store's error if the take fails, or if a grant left earlier cannot be
 /// given back (the store does not answer): no take is sent then.
 pub(crate) async fn take(
     lock: &Arc<LockInner>,
-    usable: impl FnOnce(&Acquisition, Sent) -> bool,
-) -> Result<Acquisition> {
+    judge: impl FnOnce(&Acquisition, Sent) -> Verdict,
+) -> Result<Option<Verdict>> {
     let failures_seen = lock.takes.failures.load(Ordering::Acquire);
     let mut turn = Turn::wait_for(lock).await;
     turn.settle(Some(failures_seen)).await?;
@@ -220,19 +231,20 @@ pub(crate) async fn take(
             .await
     }));
     let Unsettled::Answer(answer) = &mut turn.unsettled else {
-        return Ok(Acquisition::Busy);
+        return Ok(None);
     };
     let answer = answer.await;
-    let (unsettled, answer) = match answer {
-        Ok(granted @ Acquisition::Granted(_)) if !usable(&granted, sent_at) => {
-            (Unsettled::Grant, Ok(Acquisition::Busy))
-        }
-        Ok(answer) => (Unsettled::Nothing, Ok(answer)),
+    let (unsettled, verdict) = match answer {
+        Ok(Acquisition::Busy) => (Unsettled::Nothing, Ok(None)),
+        Ok(granted) => match judge(&granted, sent_at) {
+            Verdict::Unusable => (Unsettled::Grant, Ok(Some(Verdict::Unusable))),
+            verdict => (Unsettled::Nothing, Ok(Some(verdict))),
+        },
         // The take may have been applied before the failure.
         Err(error) => (Unsettled::Grant, Err(error)),
     };
     turn.unsettled = unsettled;
-    answer
+    verdict
 }
 
 /// Settles what `turn` holds, retrying a failing store with growing pauses — during which
