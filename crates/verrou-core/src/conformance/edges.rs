@@ -97,12 +97,14 @@ case! {
         assert!(lock.acquire().await.unwrap());
         let first = lock.serialize().to_string();
         let mut json = first.clone();
-        for _ in 0..5 {
+        // Pauses that end at every phase of the millisecond: a conversion that rounds
+        // would shift the expiry on some of them.
+        for hand_over in 0..40u64 {
             let there = factory.restore_lock(&json).unwrap();
-            sleep(Duration::from_millis(3)).await;
+            sleep(Duration::from_micros(100 + hand_over * 37)).await;
             json = there.serialize().to_string();
         }
-        assert_eq!(json, first, "five hand-overs changed the serialized lock");
+        assert_eq!(json, first, "forty hand-overs changed the serialized lock");
         let restored = factory.restore_lock(&json).unwrap();
         assert_eq!(restored.fencing_token(), lock.fencing_token());
         restored.release().await.unwrap();
