@@ -96,20 +96,46 @@ pub enum Error {
         feature: &'static str,
     },
 
-    /// The store failed (unreachable server, timeout, protocol error...). The cause is the
+    /// The store failed (unreachable server, timeout, protocol error...). The message says
+    /// which store, operation and key when a lock made the call; the cause is the
     /// [`source`](StdError::source) of this error.
-    #[error("lock store operation failed")]
+    #[error("{}", storage_message(store.as_deref(), *operation, key.as_deref()))]
+    #[non_exhaustive]
     Storage {
+        /// The store's name (in the manager, or given to its factory), when a lock made
+        /// the call.
+        store: Option<String>,
+        /// What was asked: `take`, `release`, `force_release`, `check` or `extend`.
+        operation: Option<&'static str>,
+        /// The lock's key (shortened when long).
+        key: Option<String>,
         /// What the store's client library reported.
         #[source]
         source: BoxError,
     },
 }
 
+/// The text of [`Error::Storage`]: `store `redis` failed to take lock `card:1``, or a plain
+/// "lock store operation failed" without context.
+fn storage_message(store: Option<&str>, operation: Option<&str>, key: Option<&str>) -> String {
+    match (store, operation, key) {
+        (Some(store), Some(operation), Some(key)) => {
+            format!(
+                "lock store `{store}` failed to {} lock `{key}`",
+                operation.replace('_', " ")
+            )
+        }
+        _ => "lock store operation failed".to_owned(),
+    }
+}
+
 impl Error {
     /// Wraps a store client error as [`Error::Storage`].
     pub fn storage(source: impl Into<BoxError>) -> Self {
         Error::Storage {
+            store: None,
+            operation: None,
+            key: None,
             source: source.into(),
         }
     }

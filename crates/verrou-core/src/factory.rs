@@ -10,6 +10,7 @@ use crate::owner::new_owner_token;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::IntoSerializedLock;
 use crate::store::LockStore;
+use crate::telemetry::Telemetry;
 use crate::waiting::WaitRoom;
 use crate::Result;
 
@@ -51,6 +52,7 @@ impl LockFactory {
                 store,
                 retry: RetryPolicy::default(),
                 room: Arc::new(WaitRoom::default()),
+                telemetry: Telemetry::default(),
             },
         }
     }
@@ -60,6 +62,20 @@ impl LockFactory {
     pub fn with_retry(mut self, retry: Retry) -> Result<Self> {
         self.context.retry = self.context.retry.overridden_by(&retry)?;
         Ok(self)
+    }
+
+    /// This factory under `name`: the `store` label of its metrics and the store named in
+    /// its errors ([`Error::Storage`](crate::Error::Storage)). The
+    /// [`Verrou`](https://docs.rs/verrou) manager names each factory after its store;
+    /// otherwise it is `default`.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.context.telemetry = Telemetry::named(name);
+        self
+    }
+
+    /// The name given with [`with_name`](Self::with_name) (`default` otherwise).
+    pub fn name(&self) -> &str {
+        self.context.telemetry.store()
     }
 
     /// The store this factory's locks live in.

@@ -86,7 +86,7 @@ impl LockGuard {
     pub async fn extend(&self) -> Result<()> {
         let extended = self.lock.extend().await;
         if matches!(extended, Err(Error::NotOwned { .. })) {
-            self.loss.fire();
+            lose(&self.lock, &self.loss);
         }
         extended
     }
@@ -209,6 +209,14 @@ async fn keep(lock: Lock, loss: LossSignal, renewal: Renewal) {
             () = tokio::time::sleep(left) => break,
         }
     }
-    tracing::debug!(key = %lock.key(), "lock lost");
-    loss.fire();
+    lose(&lock, &loss);
+}
+
+/// Fires `loss`, once: says so and counts it.
+fn lose(lock: &Lock, loss: &LossSignal) {
+    if !loss.is_lost() {
+        tracing::debug!(key = %lock.key(), "lock lost");
+        lock.telemetry().lost();
+        loss.fire();
+    }
 }

@@ -28,6 +28,33 @@
 //!
 //! The macro writes one `#[test]` per rule. Each test gets fresh stores from `new_store` and
 //! uses its own random keys, so the tests can share one server and run in parallel.
+//!
+//! # Telemetry
+//!
+//! Locks emit `tracing` spans and events always, and metrics through the
+//! [`metrics`](https://docs.rs/metrics) facade with the cargo feature `metrics` (off by
+//! default; install any `metrics` recorder, such as a Prometheus exporter).
+//!
+//! Every metric carries the label `store`: the store's name in the
+//! [`Verrou`](https://docs.rs/verrou) manager, or the one given with
+//! [`LockFactory::with_name`](crate::LockFactory::with_name) (`default` otherwise).
+//!
+//! | metric | kind | labels | what |
+//! | --- | --- | --- | --- |
+//! | `verrou_acquisitions_total` | counter | `store`, `outcome` (`acquired`, `gave_up`, `failed`) | calls of `acquire*` and `run*`, by how they ended |
+//! | `verrou_acquire_wait_seconds` | histogram | `store`, `outcome` | how long they took |
+//! | `verrou_failed_takes_total` | counter | `store` | takes answered "busy": contention |
+//! | `verrou_hold_seconds` | histogram | `store`, `end` (`released`, `expired`) | from grant to release (`expired`: the release found the lock gone) |
+//! | `verrou_renewals_total` | counter | `store`, `outcome` (`renewed`, `refused`, `failed`) | extensions, by hand or automatic |
+//! | `verrou_locks_lost_total` | counter | `store` | loss signals fired |
+//! | `verrou_store_errors_total` | counter | `store`, `operation` (`take`, `release`, `force_release`, `check`, `extend`) | store calls that failed |
+//! | `verrou_waiters` | gauge | `store` | `acquire*` calls in progress right now |
+//!
+//! Spans: `verrou.acquire` (debug level; fields `key`, `store`, and `outcome` once it ended)
+//! around each `acquire*`, whose events `lock acquired` / `gave up acquiring lock` carry
+//! `wait` and `attempts`; and `verrou.store` (trace level; `store`, `operation`, `key`)
+//! around each store call. Errors from the store say which store, operation and key
+//! ([`Error::Storage`]). Owner tokens appear only in trace-level events.
 
 mod clock;
 pub mod config;
@@ -45,6 +72,7 @@ mod retry;
 mod serialized;
 mod store;
 mod take;
+mod telemetry;
 mod waiting;
 
 pub use duration::{parse_duration, ttl_millis, IntoDuration, IntoTtl, Ttl, MAX_DURATION};

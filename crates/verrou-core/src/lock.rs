@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::clock;
 use crate::duration::{IntoDuration, Ttl};
@@ -16,6 +17,7 @@ use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::SerializedLock;
 use crate::store::{Acquisition, LockStore, OwnerCheck};
 use crate::take::{self, Takes, Verdict};
+use crate::telemetry::{Operation, Outcome, Telemetry};
 use crate::waiting::{WaitRoom, HANDOVER_GRACE};
 use crate::{Error, Result};
 
@@ -48,6 +50,7 @@ pub(crate) struct LockInner {
     retry: RetryPolicy,
     pub(crate) store: Arc<dyn LockStore>,
     pub(crate) room: Arc<WaitRoom>,
+    pub(crate) telemetry: Telemetry,
     /// What this lock's takes may have left on the store (see [`crate::take`]).
     pub(crate) takes: Takes,
     state: Mutex<Holding>,
@@ -59,6 +62,7 @@ pub(crate) struct LockContext {
     pub(crate) store: Arc<dyn LockStore>,
     pub(crate) retry: RetryPolicy,
     pub(crate) room: Arc<WaitRoom>,
+    pub(crate) telemetry: Telemetry,
 }
 
 /// What this process knows about its hold on the lock.
@@ -66,6 +70,8 @@ pub(crate) struct LockContext {
 enum Holding {
     NotHeld,
     Held {
+        /// When the hold began, as this process saw it (its take left, or it was restored).
+        since: Instant,
         /// When the hold expires (`None`: never).
         expiry: Option<Expiry>,
         fencing_token: Option<u64>,
@@ -105,6 +111,7 @@ impl Holding {
             }
         };
         Some(Holding::Held {
+            since: requested_at,
             expiry,
             fencing_token,
         })
@@ -121,6 +128,7 @@ impl Lock {
                 retry: context.retry,
                 store: Arc::clone(&context.store),
                 room: Arc::clone(&context.room),
+                telemetry: context.telemetry.clone(),
                 takes: Takes::default(),
                 state: Mutex::new(Holding::NotHeld),
             }),
@@ -149,6 +157,7 @@ impl Lock {
         let fencing_token = serialized.fencing_token;
         let holding = match (ttl, serialized.expiration_time) {
             (Ttl::After(_), Some(epoch_millis)) => Holding::Held {
+                since: Instant::now(),
                 expiry: Some(Expiry {
                     at: clock::instant_at_epoch_millis(epoch_millis).ok_or_else(|| {
                         invalid("its expirationTime is more than 3650 days ahead (verrou::MAX_DURATION)")
@@ -158,6 +167,7 @@ impl Lock {
                 fencing_token,
             },
             (Ttl::Never, None) if fencing_token.is_some() => Holding::Held {
+                since: Instant::now(),
                 expiry: None,
                 fencing_token,
             },
@@ -194,7 +204,8 @@ impl Lock {
     /// `Ok(true)` once acquired, `Ok(false)` when the policy gives up (attempts or timeout
     /// exhausted); `Err` only for store failures.
     pub async fn acquire(&self) -> Result<bool> {
-        self.acquire_by(self.inner.retry).await
+        self.observed_acquire(self.acquire_by(self.inner.retry))
+            .await
     }
 
     /// Like [`acquire`](Self::acquire), with some retry options overridden for this call.
@@ -207,17 +218,38 @@ impl Lock {
     /// # let _ = acquired; Ok(()) }
     /// ```
     pub async fn acquire_with(&self, retry: Retry) -> Result<bool> {
-        self.acquire_by(self.inner.retry.overridden_by(&retry)?)
-            .await
+        let policy = self.inner.retry.overridden_by(&retry)?;
+        self.observed_acquire(self.acquire_by(policy)).await
+    }
+
+    /// Runs `acquire` in a `verrou.acquire` span, counted in the metrics.
+    async fn observed_acquire(&self, acquire: impl Future<Output = Result<bool>>) -> Result<bool> {
+        let inner = &self.inner;
+        let span = tracing::debug_span!(
+            "verrou.acquire",
+            key = %inner.key,
+            store = inner.telemetry.store(),
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let _waiting = inner.telemetry.waiting();
+        let acquired = acquire.instrument(span.clone()).await;
+        let outcome = Outcome::of(&acquired);
+        span.record("outcome", tracing::field::debug(outcome));
+        inner.telemetry.acquired(outcome, started.elapsed());
+        acquired
     }
 
     /// Tries to acquire the lock once, without waiting: `Ok(false)` if someone holds it.
     pub async fn acquire_immediately(&self) -> Result<bool> {
-        let acquired = self.try_acquire().await?;
-        if acquired {
-            tracing::debug!(key = %self.inner.key, wait = ?Duration::ZERO, "lock acquired");
-        }
-        Ok(acquired)
+        self.observed_acquire(async {
+            let acquired = self.try_acquire().await?;
+            if acquired {
+                tracing::debug!(key = %self.inner.key, wait = ?Duration::ZERO, "lock acquired");
+            }
+            Ok(acquired)
+        })
+        .await
     }
 
     /// Asks the store until it grants the lock or the policy gives up. Waiters of this
@@ -298,6 +330,9 @@ impl Lock {
     async fn try_acquire(&self) -> Result<bool> {
         let inner = &self.inner;
         let verdict = take::take(inner, |answer, sent| self.judge(answer, sent)).await?;
+        if verdict.is_none() {
+            inner.telemetry.take_refused();
+        }
         if verdict != Some(Verdict::Adopted) {
             return Ok(false);
         }
@@ -350,8 +385,19 @@ impl Lock {
     /// gets [`Error::NotOwned`] and the lock is left as it is.
     pub async fn release(&self) -> Result<()> {
         let inner = &self.inner;
-        let outcome = inner.store.delete(&inner.key, &inner.owner).await?;
-        self.set_holding(Holding::NotHeld);
+        let outcome = inner
+            .telemetry
+            .store_call(
+                Operation::Release,
+                &inner.key,
+                inner.store.delete(&inner.key, &inner.owner),
+            )
+            .await?;
+        let held = std::mem::replace(&mut *self.state(), Holding::NotHeld);
+        if let Holding::Held { since, .. } = held {
+            let released = outcome != OwnerCheck::NotOwner;
+            inner.telemetry.hold_ended(released, since.elapsed());
+        }
         inner.room.released(&inner.key);
         match outcome {
             OwnerCheck::Applied | OwnerCheck::AppliedWithWaiters => {
@@ -367,7 +413,15 @@ impl Lock {
 
     /// Releases the lock whoever holds it.
     pub async fn force_release(&self) -> Result<()> {
-        self.inner.store.force_delete(&self.inner.key).await?;
+        let inner = &self.inner;
+        inner
+            .telemetry
+            .store_call(
+                Operation::ForceRelease,
+                &inner.key,
+                inner.store.force_delete(&inner.key),
+            )
+            .await?;
         self.set_holding(Holding::NotHeld);
         self.inner.room.released(&self.inner.key);
         tracing::debug!(key = %self.inner.key, "lock force-released");
@@ -376,7 +430,11 @@ impl Lock {
 
     /// Whether anyone (this owner or another) holds the lock right now, by the store.
     pub async fn is_locked(&self) -> Result<bool> {
-        self.inner.store.exists(&self.inner.key).await
+        let inner = &self.inner;
+        inner
+            .telemetry
+            .store_call(Operation::Check, &inner.key, inner.store.exists(&inner.key))
+            .await
     }
 
     /// Pushes the expiry to now + the lock's TTL. A lock created without a TTL cannot be
@@ -407,12 +465,40 @@ impl Lock {
     async fn extend_for(&self, ttl: Duration) -> Result<()> {
         let inner = &self.inner;
         let requested_at = Instant::now();
-        match inner.store.extend(&inner.key, &inner.owner, ttl).await? {
+        let extended = inner
+            .telemetry
+            .store_call(
+                Operation::Extend,
+                &inner.key,
+                inner.store.extend(&inner.key, &inner.owner, ttl),
+            )
+            .await;
+        let applied = extended
+            .as_ref()
+            .ok()
+            .map(|outcome| *outcome != OwnerCheck::NotOwner);
+        inner.telemetry.renewal(applied);
+        match extended? {
             OwnerCheck::Applied | OwnerCheck::AppliedWithWaiters => {
                 // An extension that arrives after its own TTL ran out leaves nothing to hold.
-                let holding = Holding::starting(requested_at, Some(ttl), self.fencing_token())
-                    .unwrap_or(Holding::NotHeld);
-                self.set_holding(holding);
+                let mut state = self.state();
+                let (since, fencing_token) = match *state {
+                    Holding::Held {
+                        since,
+                        fencing_token,
+                        ..
+                    } => (since, fencing_token),
+                    Holding::NotHeld => (requested_at, None),
+                };
+                *state = match Holding::starting(requested_at, Some(ttl), fencing_token) {
+                    Some(Holding::Held { expiry, .. }) => Holding::Held {
+                        since,
+                        expiry,
+                        fencing_token,
+                    },
+                    _ => Holding::NotHeld,
+                };
+                drop(state);
                 tracing::debug!(key = %inner.key, ttl = ?ttl, "lock extended");
                 Ok(())
             }
@@ -452,6 +538,7 @@ impl Lock {
                 Holding::Held {
                     expiry,
                     fencing_token,
+                    ..
                 } => {
                     let expiration_time = expiry.as_mut().map(|expiry| {
                         *expiry
@@ -593,6 +680,10 @@ impl Lock {
         Fut: Future<Output = T>,
     {
         guard_run(LockGuard::new(self.clone()), work).await
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     fn not_owned(&self) -> Error {

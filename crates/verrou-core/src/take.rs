@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 use crate::lock::LockInner;
 use crate::store::{Acquisition, OwnerCheck};
+use crate::telemetry::Operation;
 use crate::{Error, Result};
 
 /// The longest the background keeps retrying a store that fails, whatever the TTL: past
@@ -73,6 +74,9 @@ struct Turn {
     unsettled: Unsettled,
     /// False once handed to a background task (which gives the turn back itself).
     owned: bool,
+    /// Whether a background task holds it: dropped (the runtime shutting down), it leaves
+    /// what is unsettled to the lock's next take instead of spawning again.
+    in_background: bool,
 }
 
 impl Turn {
@@ -108,6 +112,7 @@ impl Turn {
             lock: Arc::clone(lock),
             unsettled,
             owned: true,
+            in_background: false,
         })
     }
 
@@ -122,6 +127,17 @@ impl Turn {
         self.owned = false;
         takes.busy.store(false, Ordering::Release);
         takes.idle.notify_one();
+    }
+
+    /// Gives the turn back with what is unsettled left for the lock's next take. A take
+    /// still on the wire is left as a grant to give back: its future belongs to a runtime
+    /// that may be gone (this happens when the runtime shuts down), and releasing a grant
+    /// that was never made is harmless.
+    fn leave_for_next_take(&mut self) {
+        if matches!(self.unsettled, Unsettled::Answer(_)) {
+            self.unsettled = Unsettled::Grant;
+        }
+        self.give_back_turn();
     }
 
     /// Settles what is unsettled, once: hears the answer of a take in flight, and releases
@@ -147,7 +163,11 @@ impl Turn {
                             "an earlier grant of this lock, which nobody uses, could not be given back: the store does not answer",
                         ));
                     }
-                    match lock.store.delete(&lock.key, &lock.owner).await {
+                    let release = lock.store.delete(&lock.key, &lock.owner);
+                    let released =
+                        lock.telemetry
+                            .store_call(Operation::Release, &lock.key, release);
+                    match released.await {
                         Ok(outcome) => {
                             if outcome != OwnerCheck::NotOwner {
                                 tracing::debug!(key = %lock.key, "gave back a grant nobody used");
@@ -171,8 +191,8 @@ impl Drop for Turn {
         if !self.owned {
             return;
         }
-        if self.unsettled.is_nothing() {
-            self.give_back_turn();
+        if self.unsettled.is_nothing() || self.in_background {
+            self.leave_for_next_take();
             return;
         }
         match tokio::runtime::Handle::try_current() {
@@ -182,14 +202,14 @@ impl Drop for Turn {
                     lock: Arc::clone(&self.lock),
                     unsettled: std::mem::take(&mut self.unsettled),
                     owned: true,
+                    in_background: true,
                 };
                 self.owned = false;
                 runtime.spawn(settle_in_background(turn));
             }
-            // What is unsettled stays: the lock's next take settles it first.
             Err(_) => {
                 tracing::debug!(key = %self.lock.key, "no Tokio runtime to settle a take on: the lock's next take will");
-                self.give_back_turn();
+                self.leave_for_next_take();
             }
         }
     }
@@ -226,8 +246,11 @@ pub(crate) async fn take(
     let sent_at = Instant::now();
     let sent = Arc::clone(lock);
     turn.unsettled = Unsettled::Answer(Box::pin(async move {
-        sent.store
-            .save(&sent.key, &sent.owner, sent.ttl.as_duration())
+        let save = sent
+            .store
+            .save(&sent.key, &sent.owner, sent.ttl.as_duration());
+        sent.telemetry
+            .store_call(Operation::Take, &sent.key, save)
             .await
     }));
     let Unsettled::Answer(answer) = &mut turn.unsettled else {
@@ -276,6 +299,7 @@ async fn settle_in_background(mut turn: Turn) {
         tokio::time::sleep(pause).await;
         pause = pause.saturating_mul(2).min(Duration::from_secs(1));
         turn = Turn::wait_for(&lock).await;
+        turn.in_background = true;
         if turn.unsettled.is_nothing() {
             // A take of the lock settled it meanwhile.
             return;

@@ -168,7 +168,8 @@ impl VerrouBuilder {
             let factory = match &self.retry {
                 Some(retry) => factory.with_retry(retry.clone())?,
                 None => factory,
-            };
+            }
+            .with_name(&name);
             if stores.insert(name.clone(), factory).is_some() {
                 return Err(Error::InvalidConfig(format!(
                     "two stores are named `{name}`"

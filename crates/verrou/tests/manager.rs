@@ -1,6 +1,8 @@
 //! The Verrou manager built from code and from configuration files.
 
-use verrou::{Error, MemoryStore, Retry, Verrou, VerrouConfig};
+use std::time::Duration;
+
+use verrou::{Acquisition, Error, LockStore, MemoryStore, OwnerCheck, Retry, Verrou, VerrouConfig};
 
 fn two_stores() -> Verrou {
     Verrou::builder()
@@ -173,4 +175,53 @@ async fn bad_configurations_are_clear_errors() {
         Verrou::from_config(unknown_default).await,
         Err(Error::UnknownStore { name, .. }) if name == "x"
     ));
+}
+
+/// A store whose server is gone: every call fails.
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl LockStore for Unreachable {
+    async fn save(&self, _: &str, _: &str, _: Option<Duration>) -> verrou::Result<Acquisition> {
+        Err(Error::storage("connection refused"))
+    }
+    async fn delete(&self, _: &str, _: &str) -> verrou::Result<OwnerCheck> {
+        Err(Error::storage("connection refused"))
+    }
+    async fn force_delete(&self, _: &str) -> verrou::Result<()> {
+        Err(Error::storage("connection refused"))
+    }
+    async fn exists(&self, _: &str) -> verrou::Result<bool> {
+        Err(Error::storage("connection refused"))
+    }
+    async fn extend(&self, _: &str, _: &str, _: Duration) -> verrou::Result<OwnerCheck> {
+        Err(Error::storage("connection refused"))
+    }
+}
+
+#[tokio::test]
+async fn store_errors_name_the_store_the_operation_and_the_key() {
+    let verrou = Verrou::builder()
+        .store("payments", Unreachable)
+        .build()
+        .unwrap();
+    let lock = verrou.create_lock("card:42").unwrap();
+    let cases = [
+        (lock.acquire_immediately().await.map(|_| ()), "take"),
+        (lock.release().await, "release"),
+        (lock.force_release().await, "force release"),
+        (lock.is_locked().await.map(|_| ()), "check"),
+        (lock.extend().await, "extend"),
+    ];
+    for (result, operation) in cases {
+        let error = result.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("lock store `payments` failed to {operation} lock `card:42`")
+        );
+        let source = std::error::Error::source(&error)
+            .expect("the driver's error")
+            .to_string();
+        assert_eq!(source, "connection refused");
+    }
 }

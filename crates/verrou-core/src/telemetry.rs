@@ -1,0 +1,230 @@
+//! What locks tell the outside: tracing spans and events (always), and metrics through the
+//! [`metrics`](https://docs.rs/metrics) facade (cargo feature `metrics`, off by default).
+//!
+//! Names, labels and spans are listed in the crate docs (`# Telemetry`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::{Error, Result};
+
+/// What a lock asks of its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Take,
+    Release,
+    ForceRelease,
+    Check,
+    Extend,
+}
+
+impl Operation {
+    /// The operation's name in metrics and errors.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Operation::Take => "take",
+            Operation::Release => "release",
+            Operation::ForceRelease => "force_release",
+            Operation::Check => "check",
+            Operation::Extend => "extend",
+        }
+    }
+}
+
+/// How an `acquire` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Acquired,
+    GaveUp,
+    Failed,
+}
+
+impl Outcome {
+    pub(crate) fn of(result: &Result<bool>) -> Self {
+        match result {
+            Ok(true) => Outcome::Acquired,
+            Ok(false) => Outcome::GaveUp,
+            Err(_) => Outcome::Failed,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Acquired => "acquired",
+            Outcome::GaveUp => "gave_up",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The telemetry of one store: its name, as metrics and errors show it.
+#[derive(Debug, Clone)]
+pub(crate) struct Telemetry {
+    store: Arc<str>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::named("default")
+    }
+}
+
+impl Telemetry {
+    pub(crate) fn named(store: &str) -> Self {
+        Self {
+            store: Arc::from(store),
+        }
+    }
+
+    /// The store's name.
+    pub(crate) fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// Runs `call`, a call of `operation` on the store for `key`, in a trace-level span; a
+    /// failure is counted and told which store, operation and key it was about.
+    pub(crate) async fn store_call<T>(
+        &self,
+        operation: Operation,
+        key: &str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let span = tracing::trace_span!("verrou.store", store = %self.store, operation = operation.as_str(), key);
+        call.instrument(span).await.map_err(|error| {
+            let labels = [("operation", operation.as_str())];
+            metric::counter("verrou_store_errors_total", &self.store, &labels);
+            error.in_store(&self.store, operation.as_str(), key)
+        })
+    }
+
+    /// An `acquire` ended with `outcome` after `wait`.
+    pub(crate) fn acquired(&self, outcome: Outcome, wait: Duration) {
+        let labels = [("outcome", outcome.as_str())];
+        metric::counter("verrou_acquisitions_total", &self.store, &labels);
+        metric::histogram("verrou_acquire_wait_seconds", &self.store, &labels, wait);
+    }
+
+    /// A take was answered "busy".
+    pub(crate) fn take_refused(&self) {
+        metric::counter("verrou_failed_takes_total", &self.store, &[]);
+    }
+
+    /// A hold of `held` ended: released, or found expired by its release.
+    pub(crate) fn hold_ended(&self, released: bool, held: Duration) {
+        let end = if released { "released" } else { "expired" };
+        metric::histogram("verrou_hold_seconds", &self.store, &[("end", end)], held);
+    }
+
+    /// An extension ended: applied (`Some(true)`), refused (`Some(false)`) or failed.
+    pub(crate) fn renewal(&self, applied: Option<bool>) {
+        let outcome = match applied {
+            Some(true) => "renewed",
+            Some(false) => "refused",
+            None => "failed",
+        };
+        metric::counter(
+            "verrou_renewals_total",
+            &self.store,
+            &[("outcome", outcome)],
+        );
+    }
+
+    /// A loss signal fired.
+    pub(crate) fn lost(&self) {
+        metric::counter("verrou_locks_lost_total", &self.store, &[]);
+    }
+
+    /// An `acquire` starts waiting; the waiter counts until the returned value is dropped.
+    pub(crate) fn waiting(&self) -> Waiting {
+        metric::gauge("verrou_waiters", &self.store, 1.0);
+        Waiting(self.clone())
+    }
+}
+
+/// A waiting `acquire`, counted in `verrou_waiters` while it lives.
+pub(crate) struct Waiting(Telemetry);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metric::gauge("verrou_waiters", &self.0.store, -1.0);
+    }
+}
+
+impl Error {
+    /// This error, told which store, operation and key it was about (a store error only).
+    fn in_store(self, store: &str, operation: &'static str, key: &str) -> Self {
+        match self {
+            Error::Storage {
+                store: None,
+                operation: None,
+                key: None,
+                source,
+            } => Error::Storage {
+                store: Some(store.to_owned()),
+                operation: Some(operation),
+                key: Some(crate::key::shortened(key)),
+                source,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The metrics themselves, through the `metrics` facade.
+#[cfg(feature = "metrics")]
+mod metric {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use metrics::Label;
+
+    fn labels(store: &Arc<str>, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
+        let mut labels = Vec::with_capacity(1 + extra.len());
+        labels.push(Label::new("store", Arc::clone(store)));
+        labels.extend(extra.iter().map(|&(key, value)| Label::new(key, value)));
+        labels
+    }
+
+    pub(super) fn counter(
+        name: &'static str,
+        store: &Arc<str>,
+        extra: &[(&'static str, &'static str)],
+    ) {
+        metrics::counter!(name, labels(store, extra)).increment(1);
+    }
+
+    pub(super) fn histogram(
+        name: &'static str,
+        store: &Arc<str>,
+        extra: &[(&'static str, &'static str)],
+        value: Duration,
+    ) {
+        metrics::histogram!(name, labels(store, extra)).record(value.as_secs_f64());
+    }
+
+    pub(super) fn gauge(name: &'static str, store: &Arc<str>, change: f64) {
+        metrics::gauge!(name, labels(store, &[])).increment(change);
+    }
+}
+
+/// Without the `metrics` feature, nothing is recorded.
+#[cfg(not(feature = "metrics"))]
+mod metric {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    pub(super) fn counter(_: &'static str, _: &Arc<str>, _: &[(&'static str, &'static str)]) {}
+
+    pub(super) fn histogram(
+        _: &'static str,
+        _: &Arc<str>,
+        _: &[(&'static str, &'static str)],
+        _: Duration,
+    ) {
+    }
+
+    pub(super) fn gauge(_: &'static str, _: &Arc<str>, _: f64) {}
+}

@@ -1,0 +1,160 @@
+//! The metrics a scripted scenario records, read back with `metrics-util`'s debugging
+//! recorder: every count is the one the scenario makes.
+
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshot};
+use metrics_util::CompositeKey;
+use metrics_util::MetricKind;
+use verrou::{MemoryStore, Retry, Verrou};
+
+/// Every metric recorded, with its value.
+type Metrics = Vec<(CompositeKey, DebugValue)>;
+
+fn metrics_of(snapshot: Snapshot) -> Metrics {
+    snapshot
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key, value))
+        .collect()
+}
+
+/// The value of the metric `name` of `kind` whose labels include all of `labels`.
+fn value<'m>(
+    metrics: &'m Metrics,
+    kind: MetricKind,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> &'m DebugValue {
+    let mut found = metrics.iter().filter(|(key, _)| {
+        key.kind() == kind
+            && key.key().name() == name
+            && labels.iter().all(|(label, wanted)| {
+                key.key()
+                    .labels()
+                    .any(|have| have.key() == *label && have.value() == *wanted)
+            })
+    });
+    match found.next() {
+        Some((_, value)) => value,
+        None => panic!("no {kind:?} {name} with {labels:?}"),
+    }
+}
+
+fn counter(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
+    match value(metrics, MetricKind::Counter, name, labels) {
+        DebugValue::Counter(count) => *count,
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+fn samples(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> usize {
+    match value(metrics, MetricKind::Histogram, name, labels) {
+        DebugValue::Histogram(samples) => samples.len(),
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+#[test]
+fn a_scripted_scenario_is_counted_exactly() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(scenario());
+    });
+    let metrics = metrics_of(snapshotter.snapshot());
+    let store = ("store", "vault");
+    assert_eq!(
+        counter(
+            &metrics,
+            "verrou_acquisitions_total",
+            &[store, ("outcome", "acquired")]
+        ),
+        3
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "verrou_acquisitions_total",
+            &[store, ("outcome", "gave_up")]
+        ),
+        2
+    );
+    assert_eq!(
+        samples(
+            &metrics,
+            "verrou_acquire_wait_seconds",
+            &[store, ("outcome", "acquired")]
+        ),
+        3
+    );
+    // One failed take for acquire_immediately, two for the acquire with two attempts.
+    assert_eq!(counter(&metrics, "verrou_failed_takes_total", &[store]), 3);
+    assert_eq!(
+        counter(
+            &metrics,
+            "verrou_renewals_total",
+            &[store, ("outcome", "renewed")]
+        ),
+        1
+    );
+    // The released lock's extension, and the guard's after its lock was taken away.
+    assert_eq!(
+        counter(
+            &metrics,
+            "verrou_renewals_total",
+            &[store, ("outcome", "refused")]
+        ),
+        2
+    );
+    assert_eq!(
+        samples(
+            &metrics,
+            "verrou_hold_seconds",
+            &[store, ("end", "released")]
+        ),
+        2
+    );
+    assert_eq!(counter(&metrics, "verrou_locks_lost_total", &[store]), 1);
+    match value(&metrics, MetricKind::Gauge, "verrou_waiters", &[store]) {
+        DebugValue::Gauge(waiting) => {
+            assert_eq!(waiting.into_inner(), 0.0, "nobody waits at the end")
+        }
+        other => panic!("verrou_waiters is {other:?}"),
+    }
+}
+
+async fn scenario() {
+    let verrou = Verrou::builder()
+        .store("vault", MemoryStore::new())
+        .retry(Retry::new().delay(10))
+        .build()
+        .unwrap();
+    // Acquired, renewed, released.
+    let first = verrou.create_lock("card:1").unwrap();
+    assert!(first.acquire().await.unwrap());
+    first.extend().await.unwrap();
+    // Busy: one immediate try, one acquire of two attempts.
+    let second = verrou.create_lock("card:1").unwrap();
+    assert!(!second.acquire_immediately().await.unwrap());
+    assert!(!second.acquire_with(Retry::new().attempts(2)).await.unwrap());
+    first.release().await.unwrap();
+    // Acquired and released.
+    assert!(second.acquire().await.unwrap());
+    second.release().await.unwrap();
+    // A renewal refused (the lock is not held).
+    assert!(second.extend().await.is_err());
+    // A guard whose lock is taken from under it: lost.
+    let guarded = verrou
+        .create_lock_with_ttl("card:2", Duration::from_secs(3))
+        .unwrap();
+    let guard = guarded.acquire_guard_immediately().await.unwrap().unwrap();
+    guarded.force_release().await.unwrap();
+    assert!(guard.extend().await.is_err());
+    assert!(guard.loss().is_lost());
+    drop(guard);
+}
