@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: ./scripts/test.sh [extra `cargo test` arguments]
 #
-# Installs redis-server and PostgreSQL if they are missing (Debian/Ubuntu, as root or with
-# passwordless sudo), then runs `cargo test --workspace --all-features` with a private
-# Redis server and a private PostgreSQL cluster on free ports of 127.0.0.1, named by
-# VERROU_REDIS_URL and VERROU_POSTGRES_URL, and stops them afterwards.
+# Runs `cargo test --workspace --all-features` with a private Redis server and a private
+# PostgreSQL cluster (see ./scripts/with-servers.sh, which installs them if they are
+# missing), then the facade-only build's test.
 #
 # Set VERROU_REDIS_URL and/or VERROU_POSTGRES_URL to use servers of your own instead
 # (nothing is then installed or started for that server).
@@ -12,80 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if ! command -v cargo >/dev/null 2>&1; then
-    printf 'test.sh: cargo is not on PATH; install Rust from https://rustup.rs\n' >&2
-    exit 1
-fi
-
-say() { printf 'test.sh: %s\n' "$*" >&2; }
-
-have_redis() { command -v redis-server >/dev/null 2>&1; }
-
-have_postgres() {
-    if command -v postgres >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
-        return 0
-    fi
-    local dir
-    for dir in /usr/lib/postgresql/*/bin; do
-        if [[ -x "$dir/postgres" && -x "$dir/initdb" ]]; then
-            return 0
-        fi
-    done
-    return 1
-}
-
-missing=()
-if [[ -z "${VERROU_REDIS_URL:-}" ]] && ! have_redis; then
-    missing+=(redis-server)
-fi
-if [[ -z "${VERROU_POSTGRES_URL:-}" ]] && ! have_postgres; then
-    missing+=(postgresql)
-fi
-
-if ((${#missing[@]} > 0)); then
-    # How to run a command as root: directly, through passwordless sudo, or not at all.
-    if ((EUID == 0)); then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        as_root=(sudo -n)
-    else
-        as_root=(cannot)
-    fi
-    if [[ "${as_root[*]}" == cannot ]] || ! command -v apt-get >/dev/null 2>&1; then
-        say "missing: ${missing[*]}. Install them, e.g. on Debian/Ubuntu:"
-        say "    sudo apt-get install -y ${missing[*]}"
-        say "or set VERROU_REDIS_URL / VERROU_POSTGRES_URL to servers the tests may use."
-        exit 1
-    fi
-    say "installing ${missing[*]} (the tests run private servers; the distribution's services are not started)"
-    # A policy-rc.d that says "no" keeps the packages' scripts from starting their services.
-    policy=/usr/sbin/policy-rc.d
-    made_policy=false
-    if [[ ! -e "$policy" ]]; then
-        printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
-        "${as_root[@]}" chmod 755 "$policy"
-        made_policy=true
-        trap '"${as_root[@]}" rm -f "$policy"' EXIT
-    fi
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-    if [[ "$made_policy" == true ]]; then
-        "${as_root[@]}" rm -f "$policy"
-        trap - EXIT
-    fi
-    if [[ -z "${VERROU_REDIS_URL:-}" ]] && ! have_redis; then
-        say "redis-server is still missing after installing it"
-        exit 1
-    fi
-    if [[ -z "${VERROU_POSTGRES_URL:-}" ]] && ! have_postgres; then
-        say "postgres/initdb are still missing after installing postgresql"
-        exit 1
-    fi
-fi
-
-cargo run -q -p verrou-testkit --bin verrou-test-servers -- \
-    cargo test --workspace --all-features "$@"
+./scripts/with-servers.sh cargo test --workspace --all-features "$@"
 
 # Cargo features unify across the workspace, so the facade's error for a driver whose feature
 # is off can only be seen in a build of the facade alone, without the Redis and PostgreSQL

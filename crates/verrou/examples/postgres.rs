@@ -2,8 +2,10 @@
 //! have) take turns on one lock, each grant with a higher fencing token; then one hands a
 //! held lock over to the other.
 //!
-//! Run it with `cargo run -p verrou --features postgres --example postgres`, with the server
-//! in `VERROU_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). The
+//! Run it against private throwaway servers with
+//! `./scripts/with-servers.sh cargo run -p verrou --features postgres --example postgres`, or against
+//! your own with `cargo run -p verrou --features postgres --example postgres` and the server in
+//! `VERROU_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). The
 //! store creates its table (`verrou`) if it is missing.
 
 #[path = "shared/two_services.rs"]
@@ -13,7 +15,11 @@ use verrou::postgres::{PostgresConfig, PostgresStore};
 use verrou::{Retry, Verrou};
 
 #[tokio::main]
-async fn main() -> verrou::Result<()> {
+async fn main() -> std::process::ExitCode {
+    two_services::exit(run().await, "postgres", "VERROU_POSTGRES_URL")
+}
+
+async fn run() -> verrou::Result<()> {
     let url = std::env::var("VERROU_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let service = || async {

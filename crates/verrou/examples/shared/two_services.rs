@@ -1,9 +1,30 @@
 //! What the Redis and PostgreSQL examples show with their own store: two services (as two
 //! processes would be) take turns on one lock, then one hands a held lock to the other.
 
+use std::error::Error as _;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use verrou::Verrou;
+
+/// How the example ends: silently on success; on failure one line with the error, its
+/// causes, and what to do (`store` is `redis` or `postgres`, `variable` the URL's variable).
+pub(crate) fn exit(outcome: verrou::Result<()>, store: &str, variable: &str) -> ExitCode {
+    let Err(error) = outcome else {
+        return ExitCode::SUCCESS;
+    };
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    eprintln!(
+        "error: {message} (start a server, set {variable} to one, or run ./scripts/with-servers.sh cargo run -p verrou --features {store} --example {store})"
+    );
+    ExitCode::FAILURE
+}
 
 /// Runs the two services' turns, then the handover, printing what happens.
 pub(crate) async fn take_turns_and_hand_over(services: [Verrou; 2]) -> verrou::Result<()> {
