@@ -51,33 +51,76 @@ pub struct VerrouConfig {
 impl VerrouConfig {
     /// Reads a configuration from JSON text.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|error| Error::InvalidConfig(error.to_string()))
+        Self::from_value(json_value(text)?)
     }
 
     /// Reads a configuration from TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|error| Error::InvalidConfig(error.to_string()))
+        Self::from_value(toml_value(text)?)
     }
 
     /// Reads a configuration file, JSON or TOML by its extension.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            Error::InvalidConfig(format!("cannot read {}: {error}", path.display()))
-        })?;
-        let parsed = match path.extension().and_then(|extension| extension.to_str()) {
-            Some("json") => Self::from_json(&text),
-            Some("toml") => Self::from_toml(&text),
-            _ => Err(Error::InvalidConfig(
-                "the file name must end in .json or .toml".into(),
-            )),
-        };
-        parsed.map_err(|error| match error {
-            Error::InvalidConfig(reason) => {
-                Error::InvalidConfig(format!("{}: {reason}", path.display()))
-            }
-            other => other,
-        })
+        file_value(path)
+            .and_then(Self::from_value)
+            .map_err(|error| in_file(path, error))
+    }
+
+    /// Reads a configuration file, then lets environment variables override it:
+    /// `VERROU_STORES__REDIS__URL` sets `stores.redis.url`, `VERROU_RETRY__TIMEOUT` sets
+    /// `retry.timeout`, `VERROU_DEFAULT` sets `default` (after `VERROU_`, `__` separates the
+    /// levels, and names are lowercased: figment's convention). A variable may add a store
+    /// (`VERROU_STORES__LOCAL__DRIVER=memory`). What
+    /// [`Verrou::from_config_file`](crate::Verrou::from_config_file) reads.
+    pub fn from_file_and_env(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut value = file_value(path).map_err(|error| in_file(path, error))?;
+        crate::env::apply(&mut value, std::env::vars())?;
+        Self::from_value(value).map_err(|error| in_file(path, error))
+    }
+
+    /// A configuration from environment variables alone, named as for
+    /// [`from_file_and_env`](Self::from_file_and_env).
+    pub fn from_env() -> Result<Self> {
+        let mut value = serde_json::Value::Object(serde_json::Map::new());
+        crate::env::apply(&mut value, std::env::vars())?;
+        Self::from_value(value)
+    }
+
+    fn from_value(value: serde_json::Value) -> Result<Self> {
+        serde_json::from_value(value).map_err(|error| Error::InvalidConfig(error.to_string()))
+    }
+}
+
+fn json_value(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|error| Error::InvalidConfig(error.to_string()))
+}
+
+fn toml_value(text: &str) -> Result<serde_json::Value> {
+    toml::from_str(text).map_err(|error| Error::InvalidConfig(error.to_string()))
+}
+
+/// The file at `path`, read as JSON or TOML by its extension.
+fn file_value(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| Error::InvalidConfig(format!("cannot read it: {error}")))?;
+    match path.extension().and_then(|extension| extension.to_str()) {
+        Some("json") => json_value(&text),
+        Some("toml") => toml_value(&text),
+        _ => Err(Error::InvalidConfig(
+            "the file name must end in .json or .toml".into(),
+        )),
+    }
+}
+
+/// `error`, said to be about the file at `path`.
+fn in_file(path: &Path, error: Error) -> Error {
+    match error {
+        Error::InvalidConfig(reason) => {
+            Error::InvalidConfig(format!("{}: {reason}", path.display()))
+        }
+        other => other,
     }
 }
 

@@ -38,9 +38,10 @@
 pub struct ReadmeDoctests;
 
 mod config;
+mod env;
 mod manager;
 
-pub use config::{DisabledDriver, MemoryConfig, StoreConfig, VerrouConfig};
+pub use config::{DisabledDriver, MemoryConfig, RetryConfig, StoreConfig, VerrouConfig};
 pub use manager::{Verrou, VerrouBuilder};
 pub use verrou_core::{
     config as duration_config, parse_duration, Acquisition, BoxError, Error, Grant, IntoDuration,

@@ -68,9 +68,11 @@ impl Verrou {
         builder.build()
     }
 
-    /// Reads a configuration file (`.json` or `.toml`) and builds its stores.
+    /// Reads a configuration file (`.json` or `.toml`), with environment variables over it
+    /// (`VERROU_STORES__REDIS__URL=…`, see [`VerrouConfig::from_file_and_env`]), and builds
+    /// its stores.
     pub async fn from_config_file(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_config(VerrouConfig::from_file(path)?).await
+        Self::from_config(VerrouConfig::from_file_and_env(path)?).await
     }
 
     /// A new lock on the default store, expiring 30 s after it is acquired.
