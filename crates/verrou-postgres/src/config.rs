@@ -85,7 +85,15 @@ pub struct PostgresConfig {
     /// Connection string, as a URL (`postgres://user:password@host:port/db`) or
     /// `key=value` pairs. No TLS: for TLS build a pool with your connector and use
     /// [`PostgresStore::from_pool`](crate::PostgresStore::from_pool).
+    ///
+    /// It may name a primary and its standbys,
+    /// `postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write`, and must then
+    /// ask for the server that takes writes as shown (else [`Error::InvalidConfig`]): new
+    /// connections go to that one, so the store follows a failover. The hosts are tried in
+    /// turn, starting with the one that gave the last connection.
     /// Default `postgres://postgres@127.0.0.1:5432/postgres`.
+    ///
+    /// [`Error::InvalidConfig`]: verrou_core::Error::InvalidConfig
     pub url: String,
     /// See [`PostgresOptions::table`]. Default `verrou`.
     pub table: String,
@@ -93,7 +101,11 @@ pub struct PostgresConfig {
     pub create_table: bool,
     /// Most connections the pool opens. Default 10.
     pub pool_size: usize,
-    /// Longest wait for a new connection to be established. Default 5 s.
+    /// Longest wait for a new connection to be established, per host the URL names: TCP,
+    /// handshake, authentication, and the check that it takes writes. When the URL names
+    /// several hosts, each gets at most [`command_timeout`](Self::command_timeout) divided
+    /// by their number, so that one operation can try them all. Replaces any
+    /// `connect_timeout` in the URL. Default 5 s.
     #[cfg_attr(
         feature = "serde",
         serde(deserialize_with = "verrou_core::config::duration")

@@ -1,16 +1,20 @@
-//! Opening the listener's own connection: a plain `tokio-postgres` connection, outside the
-//! pool, whose asynchronous messages (notifications) the listener reads itself. A pooled
-//! connection cannot serve: its connection task drops notifications.
+//! Opening connections to the hosts of the connection string (see `hosts.rs`): the pool's,
+//! and the listener's own, a plain `tokio-postgres` connection outside the pool whose
+//! asynchronous messages (notifications) the listener reads itself. A pooled connection
+//! cannot serve the listener: its connection task drops notifications.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Config, Error, Socket};
+use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Config, Error, NoTls, Socket};
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, Stream};
+use tokio::task::JoinHandle;
 use verrou_core::BoxError;
+
+use crate::hosts::Hosts;
 
 /// The messages the server sends on its own: notifications and notices. The stream ends
 /// (or yields an error) when the connection is gone.
@@ -26,27 +30,45 @@ pub(crate) type Connect = Arc<dyn Fn() -> Connecting + Send + Sync>;
 /// configuration names one.
 pub const LISTENER_APPLICATION_NAME: &str = "verrou listener";
 
-/// Connects with `config` and `tls`, giving up after `timeout` (connecting, handshake and
-/// authentication included).
-pub(crate) fn connector<T>(mut config: Config, tls: T, timeout: Duration) -> Connect
+/// Connects the listener to one of `hosts` with `tls`, giving up after every host has had
+/// its time (connecting, handshake and authentication included).
+pub(crate) fn connector<T>(hosts: &Hosts, tls: T) -> Connect
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
     T::Stream: Send + 'static,
     T::TlsConnect: Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    if config.get_application_name().is_none() {
-        config.application_name(LISTENER_APPLICATION_NAME);
-    }
+    let hosts = hosts.with_default_application_name(LISTENER_APPLICATION_NAME);
     Arc::new(move || {
-        let (config, tls) = (config.clone(), tls.clone());
+        let (hosts, tls) = (hosts.clone(), tls.clone());
         Box::pin(async move {
-            let (client, mut connection) = tokio::time::timeout(timeout, config.connect(tls))
+            let budget = hosts.budget();
+            let (client, mut connection) = tokio::time::timeout(budget, hosts.connect(tls))
                 .await
-                .map_err(|_| format!("no connection within {timeout:?}"))??;
+                .map_err(|_| format!("no connection within {budget:?}"))??;
             let messages: Messages =
                 Box::pin(stream::poll_fn(move |cx| connection.poll_message(cx)));
             Ok((client, messages))
         })
     })
+}
+
+/// How the pool of [`PostgresStore::connect`](crate::PostgresStore::connect) opens its
+/// plain (no TLS) connections: to one of the hosts, as [`Hosts::connect`] picks it. The
+/// pool bounds each connection by [`Hosts::budget`].
+pub(crate) struct PoolConnect(pub(crate) Hosts);
+
+impl deadpool_postgres::Connect for PoolConnect {
+    fn connect(&self, _: &Config) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), Error>> {
+        Box::pin(async move {
+            let (client, connection) = self.0.connect(NoTls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%error, "verrou: pooled PostgreSQL connection failed");
+                }
+            });
+            Ok((client, task))
+        })
+    }
 }

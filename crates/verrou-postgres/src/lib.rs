@@ -4,6 +4,7 @@ mod announce;
 mod config;
 mod connector;
 mod error;
+mod hosts;
 mod identifier;
 mod key;
 mod listener;

@@ -1,37 +1,63 @@
 //! The connection pool a [`PostgresConfig`] describes, and how its failures are reported.
 
-use deadpool_postgres::tokio_postgres::{Config, NoTls};
+use deadpool_postgres::tokio_postgres::config::TargetSessionAttrs;
+use deadpool_postgres::tokio_postgres::Config;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use verrou_core::{BoxError, Error, Result};
 
 use crate::config::{redact_password, PostgresConfig};
+use crate::connector::PoolConnect;
+use crate::hosts::Hosts;
 
-/// The driver's configuration for `config`'s URL, with its connect timeout.
+/// The driver's configuration for `config`'s URL, with its connect timeout (which replaces
+/// any the URL gives). A URL naming several hosts must ask for the one that takes writes
+/// (`target_session_attrs=read-write`): the others are standbys, where every lock operation
+/// fails, and a connection the pool opened to one would stay in the pool.
 pub(crate) fn driver_config(config: &PostgresConfig) -> Result<Config> {
-    let mut pg_config: Config = config.url.parse().map_err(|error| {
+    let invalid = |why: String| {
         Error::InvalidConfig(format!(
-            "invalid PostgreSQL url {}: {error}",
+            "invalid PostgreSQL url {}: {why}",
             redact_password(&config.url)
         ))
-    })?;
+    };
+    let mut pg_config: Config = config
+        .url
+        .parse()
+        .map_err(|error| invalid(format!("{error}")))?;
+    let hosts = pg_config
+        .get_hosts()
+        .len()
+        .max(pg_config.get_hostaddrs().len());
+    if hosts > 1 && pg_config.get_target_session_attrs() != TargetSessionAttrs::ReadWrite {
+        return Err(invalid(format!(
+            "it names {hosts} hosts, so it needs target_session_attrs=read-write: only the \
+             primary takes the store's writes"
+        )));
+    }
     pg_config.connect_timeout(config.connect_timeout);
     Ok(pg_config)
 }
 
-/// A pool of plain (no TLS) connections to `pg_config`, as `config` describes.
+/// A pool of plain (no TLS) connections to `hosts` (whose whole configuration is
+/// `pg_config`), as `config` describes. Opening a connection may take as long as trying
+/// every host takes.
 ///
 /// The pool hands out the connection returned last: at low concurrency one connection (and
 /// one server process, its caches warm) serves one statement after the other, instead of
 /// every idle connection in turn, which measurably lengthens each round trip.
-pub(crate) fn build_pool(config: &PostgresConfig, pg_config: Config) -> Result<Pool> {
+pub(crate) fn build_pool(
+    config: &PostgresConfig,
+    pg_config: Config,
+    hosts: &Hosts,
+) -> Result<Pool> {
     if config.pool_size == 0 {
         return Err(Error::InvalidConfig(
             "pool_size must be at least 1".to_owned(),
         ));
     }
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         pg_config,
-        NoTls,
+        PoolConnect(hosts.clone()),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -40,7 +66,7 @@ pub(crate) fn build_pool(config: &PostgresConfig, pg_config: Config) -> Result<P
         .max_size(config.pool_size)
         .queue_mode(deadpool_postgres::QueueMode::Lifo)
         .runtime(Runtime::Tokio1)
-        .create_timeout(Some(config.connect_timeout))
+        .create_timeout(Some(hosts.budget()))
         .wait_timeout(config.pool_timeout)
         .build()
         .map_err(|error| Error::InvalidConfig(format!("could not build the pool: {error}")))
@@ -53,5 +79,53 @@ pub(crate) fn pool_failure(error: PoolError) -> BoxError {
     match error {
         PoolError::Backend(error) => error.into(),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use deadpool_postgres::tokio_postgres::config::Host;
+
+    use super::*;
+
+    #[test]
+    fn several_hosts_must_ask_for_the_primary() {
+        let url = "postgres://app:s3cret@db1:5433,db2:5434/app";
+        let config = PostgresConfig {
+            connect_timeout: Duration::from_secs(2),
+            ..PostgresConfig::new(format!(
+                "{url}?target_session_attrs=read-write&connect_timeout=9"
+            ))
+        };
+        let pg_config = driver_config(&config).expect("a primary and its standby");
+        assert_eq!(
+            pg_config.get_hosts(),
+            [Host::Tcp("db1".into()), Host::Tcp("db2".into())]
+        );
+        assert_eq!(pg_config.get_ports(), [5433, 5434]);
+        assert_eq!(
+            pg_config.get_connect_timeout(),
+            Some(&Duration::from_secs(2)),
+            "the configured timeout replaces the url's"
+        );
+        for url in [url.to_owned(), format!("{url}?target_session_attrs=any")] {
+            match driver_config(&PostgresConfig::new(url)) {
+                Err(Error::InvalidConfig(message)) => {
+                    assert!(
+                        message.contains("target_session_attrs=read-write"),
+                        "{message}"
+                    );
+                    assert!(!message.contains("s3cret"), "{message}");
+                }
+                other => panic!("expected InvalidConfig, got {other:?}"),
+            }
+        }
+        assert!(driver_config(&PostgresConfig::new(
+            "host=db1,db2 target_session_attrs=read-write"
+        ))
+        .is_ok());
+        assert!(driver_config(&PostgresConfig::new("postgres://app@db1/app")).is_ok());
     }
 }

@@ -15,6 +15,7 @@ use crate::announce::Announcements;
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::connector::{connector, Connect};
 use crate::error::setup_failed;
+use crate::hosts::Hosts;
 use crate::identifier::TableName;
 use crate::key::check_key;
 use crate::listener::{Listener, Setup};
@@ -65,15 +66,18 @@ impl PostgresStore {
     /// [`listen`](PostgresConfig::listen) is off. Fails with [`Error::InvalidConfig`] for a
     /// bad table name, URL, pool size or command timeout, and with [`Error::Storage`] when
     /// the server can not be reached or the table can not be created.
+    ///
+    /// A URL may name several hosts (a primary and its standbys, see
+    /// [`PostgresConfig::url`]); new connections, the listener's too, go to the one that
+    /// takes writes.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let options = config.options();
         let table = TableName::parse(&options.table)?;
         let server = redact_password(&config.url);
         let pg_config = driver_config(&config)?;
-        let pool = build_pool(&config, pg_config.clone())?;
-        let listen = config
-            .listen
-            .then(|| connector(pg_config, NoTls, config.connect_timeout));
+        let hosts = Hosts::new(&pg_config, config.connect_timeout, config.command_timeout);
+        let pool = build_pool(&config, pg_config, &hosts)?;
+        let listen = config.listen.then(|| connector(&hosts, NoTls));
         Self::open(
             pool,
             table,
@@ -105,8 +109,11 @@ impl PostgresStore {
     }
 
     /// Like [`from_pool`](Self::from_pool), with a listener that connects with `config`
-    /// and `tls` (usually what the pool was built from), outside the pool. Connecting gives
-    /// up after `config`'s connect timeout, or else the command timeout.
+    /// and `tls` (usually what the pool was built from), outside the pool. When `config`
+    /// names several hosts, the listener tries each in turn, starting with the one it last
+    /// connected to; each host is given `config`'s connect timeout, or else the command
+    /// timeout, for the whole connection (handshake and authentication included), and at
+    /// most the command timeout divided by the number of hosts.
     pub async fn from_pool_with_listener<T>(
         pool: Pool,
         options: PostgresOptions,
@@ -124,7 +131,8 @@ impl PostgresStore {
             .get_connect_timeout()
             .copied()
             .unwrap_or(options.command_timeout);
-        let listen = connector(config, tls, timeout);
+        let hosts = Hosts::new(&config, timeout, options.command_timeout);
+        let listen = connector(&hosts, tls);
         let server = "PostgreSQL through the given pool";
         Self::open(pool, table, options, server, Some(listen)).await
     }
