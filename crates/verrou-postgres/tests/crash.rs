@@ -6,8 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{private_server, unique};
-use verrou_core::{Acquisition, LockStore, OwnerCheck};
+use common::{private_server, token, unique};
+use verrou_core::{LockStore, OwnerCheck};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 
 /// How many grants before the crash: several times the 32 values a sequence logs ahead.
@@ -15,14 +15,6 @@ const GRANTS: usize = 200;
 
 /// How long the store may take to reach the restarted server.
 const RECONNECT: Duration = Duration::from_secs(10);
-
-/// The fencing token of a grant, or a panic saying what came instead.
-fn token(acquisition: Acquisition) -> u64 {
-    match acquisition {
-        Acquisition::Granted(grant) => grant.fencing_token.expect("the store issues tokens"),
-        other => panic!("the key should be free, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_tokens_keep_rising_across_a_server_crash() {

@@ -6,46 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, store, unique};
-use tokio::task::JoinHandle;
-use verrou_core::{Acquisition, Lock, LockFactory, LockStore, OwnerCheck, Retry};
+use common::{acquired_after, config, patient, start_waiting, store, unique};
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
 use verrou_postgres::tokio_postgres::{Config, NoTls};
 use verrou_postgres::{PostgresOptions, PostgresStore, MAX_KEY_LEN};
 
-/// Without a wake-up, the waiters below would wait this long.
-const RETRY_DELAY: &str = "1h";
-
 /// How soon after a release a woken waiter must have the lock (generous: loaded machines).
 const PROMPTLY: Duration = Duration::from_secs(2);
-
-/// A factory whose waiters retry only every hour.
-fn patient(store: PostgresStore) -> LockFactory {
-    LockFactory::new(store)
-        .with_retry(Retry::new().delay(RETRY_DELAY))
-        .expect("valid retry options")
-}
-
-/// Starts `waiter.acquire()`, and returns once it has asked the store, failed and is
-/// waiting.
-async fn start_waiting(waiter: Lock) -> JoinHandle<(bool, Instant)> {
-    let task = tokio::spawn(async move {
-        let acquired = waiter.acquire().await.expect("acquire");
-        (acquired, Instant::now())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!task.is_finished(), "the waiter got a held lock");
-    task
-}
-
-/// How long after `released_at` the waiter got the lock.
-async fn acquired_after(task: JoinHandle<(bool, Instant)>, released_at: Instant) -> Duration {
-    let (acquired, at) = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the waiter was not woken")
-        .expect("waiter task");
-    assert!(acquired);
-    at.saturating_duration_since(released_at)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_by_another_store_wakes_the_waiter() {

@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::task::JoinHandle;
+use verrou_core::{Acquisition, Lock, LockFactory, Retry};
 use verrou_postgres::tokio_postgres::{Client, NoTls};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 use verrou_testkit::PostgresServer;
@@ -76,4 +78,57 @@ pub(crate) fn warning_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|line| line.contains("WARNING:"))
         .collect()
+}
+
+/// The port in a `postgres://postgres@127.0.0.1:PORT/postgres` URL (the testkit's).
+pub(crate) fn port_of(url: &str) -> u16 {
+    let (_, rest) = url.rsplit_once("127.0.0.1:").expect("a testkit URL");
+    rest.split('/')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("a port")
+}
+
+/// The fencing token of a grant, or a panic saying what came instead.
+pub(crate) fn token(acquisition: Acquisition) -> u64 {
+    match acquisition {
+        Acquisition::Granted(grant) => grant.fencing_token.expect("the store issues tokens"),
+        other => panic!("the key should be free, got {other:?}"),
+    }
+}
+
+/// Without a wake-up, the waiters of a [`patient`] factory would wait this long.
+pub(crate) const RETRY_DELAY: &str = "1h";
+
+/// A factory whose waiters retry only every hour: a waiter that gets its lock soon was
+/// woken.
+pub(crate) fn patient(store: PostgresStore) -> LockFactory {
+    LockFactory::new(store)
+        .with_retry(Retry::new().delay(RETRY_DELAY))
+        .expect("valid retry options")
+}
+
+/// Starts `waiter.acquire()`, and returns once it has asked the store, failed and is
+/// waiting.
+pub(crate) async fn start_waiting(waiter: Lock) -> JoinHandle<(bool, Instant)> {
+    let task = tokio::spawn(async move {
+        let acquired = waiter.acquire().await.expect("acquire");
+        (acquired, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "the waiter got a held lock");
+    task
+}
+
+/// How long after `released_at` the waiter got the lock.
+pub(crate) async fn acquired_after(
+    task: JoinHandle<(bool, Instant)>,
+    released_at: Instant,
+) -> Duration {
+    let (acquired, at) = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the waiter was not woken")
+        .expect("waiter task");
+    assert!(acquired);
+    at.saturating_duration_since(released_at)
 }
