@@ -18,9 +18,12 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`RedisConfig::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The bounds of [`reconnect_policy`]'s delays.
-const RECONNECT_MIN_DELAY_MS: u32 = 100;
-const RECONNECT_MAX_DELAY_MS: u32 = 2_000;
+/// The shortest of [`reconnect_policy`]'s delays, and the first pause before a connection
+/// task is started again (see [`crate::supervise`]).
+pub(crate) const RECONNECT_MIN_DELAY_MS: u32 = 100;
+/// The longest of [`reconnect_policy`]'s delays, and of the pauses between restarts of a
+/// connection task.
+pub(crate) const RECONNECT_MAX_DELAY_MS: u32 = 2_000;
 
 /// Where the Redis server is and how to talk to it: what
 /// [`RedisStore::connect`](crate::RedisStore::connect) needs.

@@ -2,9 +2,11 @@
 
 mod config;
 mod error;
+mod resend;
 mod scripts;
 mod slots;
 mod store;
+mod supervise;
 mod url;
 mod wake;
 

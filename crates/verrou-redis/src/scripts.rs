@@ -21,7 +21,18 @@ use crate::slots::Slot;
 
 /// Takes `KEYS[1]` for owner `ARGV[1]` if it is free, with a TTL of `ARGV[2]` milliseconds
 /// (`0`: none), and issues the grant's fencing token from the slot's counter `KEYS[2]`.
-/// Returns the token as decimal text (exact, whatever its size), or nil if the key is held.
+/// Returns `{token, 0}`, the token as decimal text (exact, whatever its size); nil if the key
+/// is held by another owner (or holds something other than an owner).
+///
+/// If the key is already held by `ARGV[1]`, it starts its TTL again (`PEXPIRE`, or
+/// `PERSIST` for none), issues a new token the same way, and returns `{token, 1}`: a
+/// *renewal*. That is what a take re-sent by the client gets when its first sending was
+/// applied and the answer lost with the connection (the client re-sends commands whose
+/// connection dropped, and those redirected by Redis Cluster), so that the re-sent take
+/// reports the grant instead of "busy". The new token is valid for the hold: it is greater
+/// than every token issued before (the one the lost answer carried included), and every
+/// later grant's is greater still. (Returning the counter as it is would not do: after the
+/// counter was lost, or deleted by hand, it may be missing or below the grant's token.)
 ///
 /// The token is `max(counter, now) + 1`, stored back in the counter, where `now` is the
 /// server's time in microseconds (`TIME`): never below the server's clock, so tokens keep
@@ -39,7 +50,8 @@ use crate::slots::Slot;
 /// nothing: the counter is read with `redis.pcall` and must be the text of an integer from
 /// 0 to 2^63 - 2 (what this script writes, with room for one more `INCR`); anything else
 /// (another type, text that is no such number) is an error reply naming the counter, and
-/// the lock key is left alone.
+/// the lock key is left alone. The lock key is read with `redis.pcall` too: a key of
+/// another type is simply not the owner's, and `SET NX` then finds it taken.
 ///
 /// `redis.replicate_commands()` lets a script write after `TIME` on Redis 3.2 to 4 (since
 /// Redis 5 scripts replicate their effects anyway, and it does nothing).
@@ -58,20 +70,29 @@ if counter and not (counter == "0" or (string.match(counter, "^[1-9]%d*$")
     and (#counter < 19 or (#counter == 19 and counter < "9223372036854775807")))) then
   return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[2] .. " does not hold an integer from 0 to 2^63 - 2; was it changed by hand?")
 end
-local taken
-if ARGV[2] == "0" then
-  taken = redis.call("set", KEYS[1], ARGV[1], "NX")
+local renewed = redis.pcall("get", KEYS[1]) == ARGV[1]
+if renewed then
+  if ARGV[2] == "0" then
+    redis.call("persist", KEYS[1])
+  else
+    redis.call("pexpire", KEYS[1], ARGV[2])
+  end
 else
-  taken = redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2])
-end
-if not taken then
-  return false
+  local taken
+  if ARGV[2] == "0" then
+    taken = redis.call("set", KEYS[1], ARGV[1], "NX")
+  else
+    taken = redis.call("set", KEYS[1], ARGV[1], "NX", "PX", ARGV[2])
+  end
+  if not taken then
+    return false
+  end
 end
 if not counter or tonumber(counter) < tonumber(now) then
   redis.call("set", KEYS[2], now)
 end
 redis.call("incr", KEYS[2])
-return redis.call("get", KEYS[2])"#,
+return {redis.call("get", KEYS[2]), renewed and 1 or 0}"#,
     )
 });
 

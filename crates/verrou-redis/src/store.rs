@@ -2,6 +2,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,14 +12,27 @@ use fred::clients::{Client, Pool, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
-use fred::types::Value;
+use fred::types::{ClientState, Value};
 use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
 use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
 use crate::error::ConnectError;
+use crate::resend;
 use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, TAKE};
 use crate::slots::{self, Slot};
+use crate::supervise::{Seat, Supervisor};
 use crate::wake::Wakeups;
+
+/// How many times fred may write one command: once, and again after a connection dropped
+/// under it or after a Redis Cluster redirection (`MOVED`, `ASK`).
+const COMMAND_ATTEMPTS: u32 = 3;
+
+/// How many Redis Cluster redirections one command may follow. Below [`COMMAND_ATTEMPTS`],
+/// so that a command redirected again and again still has an attempt left for its last
+/// `ASK`: fred 10.1 ends its connection task when it has to follow an `ASK` with no attempt
+/// left (the [`Supervisor`] then replaces the client, but the commands sent through it
+/// meanwhile time out).
+const COMMAND_REDIRECTIONS: u32 = 2;
 
 /// Locks in Redis, laid out as the Node.js library lays them out: the lock is the string key
 /// `key_prefix + name`, its value the owner token, its expiry the server's PX TTL.
@@ -36,31 +52,83 @@ use crate::wake::Wakeups;
 /// Waiting acquirers of every store hear it on a subscriber connection each store opens at
 /// its first wait, and ask again at once instead of sleeping out their retry delay.
 ///
+/// A command is written again when its connection drops before the answer (once the
+/// connection is back, if the call still waits) and when Redis Cluster redirects it, at
+/// most 3 times in all. Every operation stays right when its command arrives twice: a take
+/// that finds the key held by its own owner starts the TTL again and answers
+/// [`Acquisition::Renewed`]; extending twice extends; a release that arrives after its
+/// first sending released answers "not the owner" (see `delete`).
+///
+/// The store watches the connection tasks of its clients and replaces a client whose task
+/// ends with an error (fred does not start it again): see [`from_client`](Self::from_client)
+/// for the clients you give.
+///
 /// Build it with [`connect`](Self::connect) from a [`RedisConfig`], or wrap a fred client
 /// or pool you already have with [`from_client`](Self::from_client) or
 /// [`from_pool`](Self::from_pool).
 pub struct RedisStore {
     connection: Connection,
+    /// Replaces the clients whose connection task ends with an error. Started by `connect`;
+    /// for a client or pool given by the caller, at construction within a Tokio runtime, or
+    /// else at the first operation.
+    supervisor: OnceLock<Supervisor>,
     key_prefix: String,
     command_options: Options,
     wakeups: Wakeups,
 }
 
-/// The fred handle the store sends commands through.
-enum Connection {
-    /// The caller's client; the caller manages its lifetime.
-    Client(Client),
-    /// The caller's pool; the caller manages its lifetime.
-    Pool(Pool),
-    /// A pool built by [`RedisStore::connect`], closed when the store is dropped.
-    Owned(Pool),
+/// The fred clients the store sends commands through, one per seat (see
+/// [`crate::supervise`]).
+struct Connection {
+    seats: Vec<Arc<Seat>>,
+    /// Where the round robin over the seats is.
+    next: AtomicUsize,
+    /// Whether the store built the clients ([`RedisStore::connect`]): then it closes them
+    /// when dropped. Otherwise it closes only the replacements it made.
+    owned: bool,
 }
 
 impl Connection {
-    fn client(&self) -> &Client {
-        match self {
-            Connection::Client(client) => client,
-            Connection::Pool(pool) | Connection::Owned(pool) => pool.next_connected(),
+    /// The store's own clients, or the caller's.
+    fn new(clients: &[Client], owned: bool) -> Self {
+        Self {
+            seats: clients.iter().cloned().map(Seat::new).collect(),
+            next: AtomicUsize::new(0),
+            owned,
+        }
+    }
+
+    /// The client for the next command: the next connected one, round robin (the next one
+    /// if none is connected).
+    fn client(&self) -> Client {
+        let count = self.seats.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..count)
+            .map(|offset| self.seats[(first + offset) % count].client())
+            .find(ClientLike::is_connected)
+            .unwrap_or_else(|| self.seats[first % count].client())
+    }
+
+    /// Tells the clients the store should close to quit, on a task of the current Tokio
+    /// runtime if there is one (without one, the runtime that ran the connections is gone,
+    /// and them with it).
+    fn close_in_background(&self) {
+        let closing: Vec<Client> = self
+            .seats
+            .iter()
+            .filter(|seat| self.owned || seat.is_replaced())
+            .map(|seat| seat.client())
+            .collect();
+        if closing.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for client in closing {
+                    // Nothing to do if it fails: the connection is unusable either way.
+                    let _ = client.quit().await;
+                }
+            });
         }
     }
 }
@@ -74,15 +142,23 @@ impl RedisStore {
     /// [`RedisConfig::connect_timeout`].
     ///
     /// Once connected, a lost connection is re-established in the background; calls made
-    /// meanwhile wait for it at most [`RedisConfig::command_timeout`].
+    /// meanwhile wait for it at most [`RedisConfig::command_timeout`]. A client whose
+    /// connection task ends with an error is replaced.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let pool = config
             .builder()?
             .build_pool(config.pool_size)
             .map_err(|error| Error::InvalidConfig(error.details().to_owned()))?;
-        let failure = match tokio::time::timeout(config.connect_timeout, pool.init()).await {
-            Ok(Ok(_connection_task)) => {
-                return Ok(Self::new(Connection::Owned(pool), config.options()))
+        let connection = Connection::new(pool.clients(), true);
+        let supervisor = Supervisor::new();
+        let connecting = supervisor.init(&connection.seats);
+        let failure = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Ok(Ok(())) => {
+                return Ok(Self::new(
+                    connection,
+                    OnceLock::from(supervisor),
+                    config.options(),
+                ))
             }
             Ok(Err(error)) => error,
             Err(_elapsed) => FredError::new(
@@ -91,33 +167,63 @@ impl RedisStore {
             ),
         };
         // Stop the connections that did come up, without waiting on those that did not.
-        close_in_background(pool);
+        connection.close_in_background();
         Err(Error::storage(ConnectError::new(
             config.redacted_url(),
             failure,
         )))
     }
 
-    /// A store on `client`, which you connect (for example with `init`) and close.
+    /// A store on `client`, which you close (`quit`) when you are done with it.
     ///
-    /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) to its
-    /// commands. Give the client a reconnect policy (as [`RedisConfig::builder`] does), or it
-    /// will not come back after losing its connection.
+    /// **Give it unconnected**, and the store connects it (at once within a Tokio runtime,
+    /// else at its first operation) and watches its connection task: fred 10.1 ends that
+    /// task for good after some errors (an `ASK` redirection of Redis Cluster with no write
+    /// attempt left, for one), and the store then goes on with a new client configured like
+    /// it (fred's `clone_new`: same configuration, connection and performance settings and
+    /// reconnect policy; not a resolver or event handlers you set on it), which it closes
+    /// when dropped; yours stays dead. A client you connected yourself (`init`, `connect`) is
+    /// used as it is, and its connection task stays yours: fred hands the task's handle only
+    /// to whoever starts it, and starting a second task while one runs is not safe in fred
+    /// 10.1, so the store can neither watch it nor replace the client. Do not hand over a
+    /// client whose `connect` is still in progress.
+    ///
+    /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) and
+    /// attempts to its commands. Give the client a reconnect policy (as
+    /// [`RedisConfig::builder`] does), or it will not come back after losing its connection.
     pub fn from_client(client: Client, options: RedisOptions) -> Self {
-        Self::new(Connection::Client(client), options)
+        Self::given(Connection::new(&[client], false), options)
     }
 
-    /// A store on `pool`, which you connect (for example with `init`) and close. Each
-    /// operation goes to the next connected client of the pool.
+    /// A store on `pool`, which you close (`quit`) when you are done with it. Each operation
+    /// goes to the next connected client of the pool.
     ///
-    /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) to its
-    /// commands. Give the pool a reconnect policy (as [`RedisConfig::builder`] does), or it
-    /// will not come back after losing its connections.
+    /// Give it unconnected, and the store connects each client and replaces those whose
+    /// connection task dies, as [`from_client`](Self::from_client) says; clients you
+    /// connected yourself are used as they are.
+    ///
+    /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) and
+    /// attempts to its commands. Give the pool a reconnect policy (as
+    /// [`RedisConfig::builder`] does), or it will not come back after losing its connections.
     pub fn from_pool(pool: Pool, options: RedisOptions) -> Self {
-        Self::new(Connection::Pool(pool), options)
+        Self::given(Connection::new(pool.clients(), false), options)
     }
 
-    fn new(connection: Connection, options: RedisOptions) -> Self {
+    /// A store on a connection the caller gave; supervised from now on within a Tokio
+    /// runtime, else from the first operation.
+    fn given(connection: Connection, options: RedisOptions) -> Self {
+        let store = Self::new(connection, OnceLock::new(), options);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.supervisor();
+        }
+        store
+    }
+
+    fn new(
+        connection: Connection,
+        supervisor: OnceLock<Supervisor>,
+        options: RedisOptions,
+    ) -> Self {
         slots::prepare();
         let timeout = if options.command_timeout.is_zero() {
             DEFAULT_COMMAND_TIMEOUT
@@ -126,17 +232,32 @@ impl RedisStore {
         };
         Self {
             connection,
+            supervisor,
             key_prefix: options.key_prefix,
             command_options: Options {
                 timeout: Some(timeout),
-                // A command whose connection dropped after it was written may have been
-                // applied; resending it would turn a taken lock into "busy" or a release
-                // into "not owner". Report the failure instead.
-                max_attempts: Some(1),
+                // A command arriving twice is harmless (see the type's documentation), and
+                // one redirected by Redis Cluster needs an attempt for each redirection.
+                max_attempts: Some(COMMAND_ATTEMPTS),
+                max_redirections: Some(COMMAND_REDIRECTIONS),
                 ..Options::default()
             },
             wakeups: Wakeups::new(),
         }
+    }
+
+    /// The supervisor of the clients, started (with the tasks of the clients the caller gave
+    /// unconnected) if it is not yet. Needs a Tokio runtime then.
+    fn supervisor(&self) -> &Supervisor {
+        self.supervisor.get_or_init(|| {
+            let supervisor = Supervisor::new();
+            for seat in &self.connection.seats {
+                if seat.client().state() == ClientState::Disconnected {
+                    supervisor.connect(seat);
+                }
+            }
+            supervisor
+        })
     }
 
     /// The Redis key of lock `key`.
@@ -148,9 +269,21 @@ impl RedisStore {
         }
     }
 
-    /// A client for one operation, with the store's timeout and retry options.
-    fn client(&self) -> WithOptions<Client> {
-        self.connection.client().with_options(&self.command_options)
+    /// The client for one operation (use it with the store's `command_options`).
+    fn client(&self) -> Client {
+        self.supervisor();
+        self.connection.client()
+    }
+
+    /// Sends `command` (given the client, with the store's options) through the next
+    /// client, and again while Redis Cluster refuses it without running it (see
+    /// [`crate::resend`]), within the command timeout.
+    async fn send<R, F, Fut>(&self, command: F) -> std::result::Result<R, FredError>
+    where
+        F: Fn(WithOptions<Client>) -> Fut,
+        Fut: Future<Output = std::result::Result<R, FredError>>,
+    {
+        resend::while_refused(&self.client(), &self.command_options, command).await
     }
 }
 
@@ -198,66 +331,89 @@ impl LockStore for RedisStore {
         // The take script reads TTL 0 as "none"; a real TTL is at least 1 ms.
         let ttl = ttl.map(millis).transpose()?.unwrap_or(0);
         let key = self.redis_key(key);
-        let slot = Slot::of(&key);
-        self.wakeups.before_take(&key);
-        let token: Option<u64> = TAKE
-            .run(&self.client(), slot, &[&key, &slot.counter_key()], |args| {
-                args.extend([Value::from(owner), Value::Integer(ttl)])
+        let key: &str = &key;
+        let slot = Slot::of(key);
+        self.wakeups.before_take(key);
+        let counter = slot.counter_key();
+        let keys = [key, counter.as_str()];
+        let taken: Option<(u64, i64)> = self
+            .send(|client| async move {
+                TAKE.run(&client, slot, &keys, |args| {
+                    args.extend([Value::from(owner), Value::Integer(ttl)]);
+                })
+                .await
             })
             .await
             .map_err(Error::storage)?;
-        Ok(match token {
-            Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
+        Ok(match taken {
+            Some((token, 0)) => Acquisition::Granted(Grant::with_fencing_token(token)),
+            Some((token, _renewed)) => Acquisition::Renewed(Grant::with_fencing_token(token)),
             None => Acquisition::Busy,
         })
     }
 
+    /// Releases `key` if `owner` holds it.
+    ///
+    /// When the connection drops after the release was written, it is written again once the
+    /// connection is back (if the call still waits), and the second one finds the key no
+    /// longer the owner's if the first one was applied: so a release reported
+    /// [`NotOwner`](OwnerCheck::NotOwner) (`Error::NotOwned` for the lock) after a dropped
+    /// connection may have released. Either way the key is no longer the owner's.
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         let key = self.redis_key(key);
-        let slot = Slot::of(&key);
-        let reply: i64 = DELETE_IF_OWNER
-            .run(&self.client(), slot, &[&key], |args| {
-                args.extend([
-                    Value::from(owner),
-                    Value::from(slot.release_channel(&key)),
-                    self.wakeups.id(),
-                ]);
+        let key: &str = &key;
+        let slot = Slot::of(key);
+        let channel = slot.release_channel(key);
+        let channel = channel.as_str();
+        let reply: i64 = self
+            .send(|client| async move {
+                DELETE_IF_OWNER
+                    .run(&client, slot, &[key], |args| {
+                        args.extend([Value::from(owner), Value::from(channel), self.wakeups.id()]);
+                    })
+                    .await
             })
             .await
             .map_err(Error::storage)?;
         if reply > 0 {
-            self.wakeups.released(&key);
+            self.wakeups.released(key);
         }
         Ok(match reply {
             ..=0 => OwnerCheck::NotOwner,
             // Tell the releasing factory when waiters elsewhere heard of it, so that it lets
             // them have the key rather than take it straight back.
-            applied if self.wakeups.others_wait(&key, applied - 1) => {
-                OwnerCheck::AppliedWithWaiters
-            }
+            applied if self.wakeups.others_wait(key, applied - 1) => OwnerCheck::AppliedWithWaiters,
             _ => OwnerCheck::Applied,
         })
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
         let key = self.redis_key(key);
-        let slot = Slot::of(&key);
-        let deleted: i64 = FORCE_DELETE
-            .run(&self.client(), slot, &[&key], |args| {
-                args.extend([Value::from(slot.release_channel(&key)), self.wakeups.id()]);
+        let key: &str = &key;
+        let slot = Slot::of(key);
+        let channel = slot.release_channel(key);
+        let channel = channel.as_str();
+        let deleted: i64 = self
+            .send(|client| async move {
+                FORCE_DELETE
+                    .run(&client, slot, &[key], |args| {
+                        args.extend([Value::from(channel), self.wakeups.id()]);
+                    })
+                    .await
             })
             .await
             .map_err(Error::storage)?;
         if deleted > 0 {
-            self.wakeups.released(&key);
+            self.wakeups.released(key);
         }
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
+        let key = self.redis_key(key);
+        let key: &str = &key;
         let count: i64 = self
-            .client()
-            .exists(self.redis_key(key).as_ref())
+            .send(|client| async move { client.exists(key).await })
             .await
             .map_err(Error::storage)?;
         Ok(count > 0)
@@ -266,9 +422,15 @@ impl LockStore for RedisStore {
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
         let ttl = millis(ttl)?;
         let key = self.redis_key(key);
-        let applied = EXTEND_IF_OWNER
-            .run(&self.client(), Slot::of(&key), &[&key], |args| {
-                args.extend([Value::from(owner), Value::Integer(ttl)]);
+        let key: &str = &key;
+        let slot = Slot::of(key);
+        let applied = self
+            .send(|client| async move {
+                EXTEND_IF_OWNER
+                    .run(&client, slot, &[key], |args| {
+                        args.extend([Value::from(owner), Value::Integer(ttl)]);
+                    })
+                    .await
             })
             .await
             .map_err(Error::storage)?;
@@ -286,7 +448,7 @@ impl LockStore for RedisStore {
             .wait(
                 &self.redis_key(key),
                 max_wait,
-                self.connection.client(),
+                &self.client(),
                 &self.command_options,
             )
             .await;
@@ -294,23 +456,11 @@ impl LockStore for RedisStore {
 }
 
 impl Drop for RedisStore {
-    /// Closes the connections [`connect`](Self::connect) opened (fred keeps them, and
-    /// reconnects them, until told to quit). Connections the caller gave are left alone.
+    /// Closes the connections [`connect`](Self::connect) opened, and the clients the store
+    /// made to replace dead ones (fred keeps them, and reconnects them, until told to quit).
+    /// Connections the caller gave are left alone.
     fn drop(&mut self) {
-        if let Connection::Owned(pool) = &self.connection {
-            close_in_background(pool.clone());
-        }
-    }
-}
-
-/// Tells `pool`'s clients to quit, on a task of the current Tokio runtime if there is one
-/// (without one, the runtime that ran the connections is gone, and them with it).
-fn close_in_background(pool: Pool) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            // Nothing to do if it fails: the connections are unusable either way.
-            let _ = pool.quit().await;
-        });
+        self.connection.close_in_background();
     }
 }
 

@@ -209,16 +209,17 @@ async fn each_operation_is_one_command() {
     let mut calls = command_calls(&raw).await;
     calls.sort();
     // Sent by the store: evalsha 7 (take, release, extend, force release), exists 1.
-    // Counted too, run by the scripts on the server: time 2, get 2 (the counter) and set 2
-    // (the key) by both takes, then set 1 (the counter, behind the clock), incr 1 and get 1
-    // (the token) by the take that got the key; get 4 and pexpire 1 (release, extend), del 2
+    // Counted too, run by the scripts on the server: time 2, get 4 (the counter, and the key
+    // for its owner) and set 2 (the key) by both takes, then set 1 (the counter, behind the
+    // clock), incr 1 and get 1 (the token) by the take that got the key; get 4 and pexpire 1
+    // (release, extend), del 2
     // (release, force release), spublish 1 (the release that freed the key; the force
     // release found it free). No EVAL, no SCRIPT LOAD, no second command for any operation.
     let expected = [
         ("del", 2),
         ("evalsha", 7),
         ("exists", 1),
-        ("get", 7),
+        ("get", 9),
         ("incr", 1),
         ("pexpire", 1),
         ("set", 3),
@@ -296,6 +297,78 @@ async fn a_store_on_the_callers_client_or_pool_leaves_it_open() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(client.is_connected() && pool.is_connected());
     let _: () = client.ping(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_connects_a_client_or_pool_given_unconnected_and_leaves_it_open() {
+    let url = redis_url();
+    let config = verrou_redis::RedisConfig::new(&url);
+    let key = unique_key("callers-unconnected");
+
+    let client = config.builder().unwrap().build().unwrap();
+    let pool = config.builder().unwrap().build_pool(2).unwrap();
+    for store in [
+        RedisStore::from_client(client.clone(), RedisOptions::default()),
+        RedisStore::from_pool(pool.clone(), RedisOptions::default()),
+    ] {
+        assert!(granted(
+            store.save(&key, "owner-1", Some(TTL)).await.unwrap()
+        ));
+        assert_eq!(
+            store.delete(&key, "owner-1").await.unwrap(),
+            OwnerCheck::Applied
+        );
+        drop(store);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(client.is_connected() && pool.is_connected());
+    let _: () = client.ping(None).await.unwrap();
+    let _: () = pool.ping(None).await.unwrap();
+}
+
+/// A take that finds the key held by its own owner (what a take re-sent after a lost answer
+/// finds) is a renewal: the TTL starts again, the token is new and greater, and nothing else
+/// changes; another owner's take is still busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_by_the_owner_holding_the_key_renews_it_with_a_new_token() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("renewal");
+    let token = |outcome: Acquisition| match outcome {
+        Acquisition::Granted(grant) | Acquisition::Renewed(grant) => {
+            grant.fencing_token.expect("a fencing token")
+        }
+        Acquisition::Busy => panic!("busy"),
+        other => panic!("unexpected {other:?}"),
+    };
+
+    let first = store.save(&key, "owner-1", Some(TTL)).await.unwrap();
+    assert!(granted(first.clone()), "{first:?}");
+    let _: bool = raw.pexpire(&key, 2_000, None).await.unwrap();
+
+    let renewed = store.save(&key, "owner-1", Some(TTL * 2)).await.unwrap();
+    assert!(matches!(renewed, Acquisition::Renewed(_)), "{renewed:?}");
+    assert!(
+        token(renewed.clone()) > token(first),
+        "a new, greater token"
+    );
+    let left = pttl(&raw, &key).await;
+    assert!(
+        (19_000..=20_000).contains(&left),
+        "PTTL {left} ms after renewing for 20 s"
+    );
+    let value: Option<String> = raw.get(&key).await.unwrap();
+    assert_eq!(value.as_deref(), Some("owner-1"));
+
+    assert_eq!(
+        store.save(&key, "owner-2", Some(TTL)).await.unwrap(),
+        Acquisition::Busy
+    );
+    let again = store.save(&key, "owner-1", None).await.unwrap();
+    assert!(matches!(again, Acquisition::Renewed(_)), "{again:?}");
+    assert!(token(again) > token(renewed));
+    assert_eq!(pttl(&raw, &key).await, -1, "renewed without TTL: PERSIST");
+    store.force_delete(&key).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

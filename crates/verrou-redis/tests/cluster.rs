@@ -1,0 +1,334 @@
+//! The Redis store on a real Redis Cluster (a private one: three masters, three replicas):
+//! redirections during a hash slot migration, contenders across migrations back and forth,
+//! wake-on-release across nodes, and a connection task that ends being started again.
+
+mod cluster_support;
+#[path = "cluster_support/contention.rs"]
+mod contention;
+#[path = "cluster_support/shared.rs"]
+mod shared;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster_support::connect;
+use contention::{key_on, Contention, TimedStore};
+use shared::cluster;
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
+use verrou_redis::fred::prelude::{ClientLike, KeysInterface, Options};
+use verrou_redis::{RedisConfig, RedisOptions, RedisStore};
+use verrou_testkit::{hash_slot, RedisCluster};
+
+/// Short, so that a call that is stuck shows at once.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Scheduling slack on top of a command timeout on a loaded two-core machine.
+const SLACK: Duration = Duration::from_millis(1500);
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// A running master other than the one on `port`.
+fn other_master(cluster: &RedisCluster, port: u16) -> u16 {
+    cluster
+        .nodes()
+        .expect("the cluster answers")
+        .into_iter()
+        .find(|node| node.running && node.is_master() && node.port != port)
+        .expect("three masters")
+        .port
+}
+
+/// The token of a grant or renewal.
+fn token(outcome: &Acquisition) -> u64 {
+    match outcome {
+        Acquisition::Granted(grant) | Acquisition::Renewed(grant) => {
+            grant.fencing_token.expect("a fencing token")
+        }
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+/// Runs the blocking `step` (a testkit call) off the runtime's threads.
+async fn blocking<T: Send + 'static>(step: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(step)
+        .await
+        .expect("a testkit step")
+}
+
+/// While a slot moves, the store's calls on the keys already moved (answered `ASK`, which
+/// fred 10.1 does not follow) and its takes of the slot's keys (refused with `TRYAGAIN`
+/// while the key and the slot's fencing counter are on different nodes) wait for the
+/// migration to end, then get through, following `MOVED`; calls on other keys are served
+/// meanwhile. Each call says what it did, once.
+///
+/// Before the store allowed redirections, the first `ASK` ended the client's connection
+/// task and every later call of the store, on any key, timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_a_moving_slot_wait_for_the_migration_then_follow_it() {
+    let cluster = cluster();
+    let store = Arc::new(connect(&cluster.url(), COMMAND_TIMEOUT).await);
+    let key = "{verrou-ask}:lock".to_owned();
+    let elsewhere = "{verrou-ask-elsewhere}:lock";
+    let slot = hash_slot(&key);
+    assert_ne!(slot, hash_slot(elsewhere));
+
+    let first = store.save(&key, "owner-1", Some(TTL)).await.unwrap();
+    let source = cluster.master_of_slot(slot).unwrap();
+    let target = other_master(cluster, source);
+    let migration = cluster.begin_slot_migration(slot, target).unwrap();
+    assert!(
+        migration.move_key(&key).unwrap(),
+        "the key was on the source"
+    );
+
+    // The key is on the target now, its slot's counter still on the source.
+    let calls = {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let exists = store.exists(&key).await;
+            let extended = store.extend(&key, "owner-1", TTL).await;
+            let taken = store.save(&key, "owner-2", Some(TTL)).await;
+            (exists, extended, taken, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !store.exists(elsewhere).await.unwrap(),
+        "other keys are served"
+    );
+    assert!(
+        !calls.is_finished(),
+        "calls on moved keys wait for the migration"
+    );
+    blocking(move || migration.finish()).await.unwrap();
+    let (exists, extended, taken, took) = calls.await.unwrap();
+    assert!(exists.unwrap());
+    assert_eq!(extended.unwrap(), OwnerCheck::Applied);
+    assert_eq!(taken.unwrap(), Acquisition::Busy, "owner-1 holds it");
+    assert!(
+        took >= Duration::from_millis(500) && took < COMMAND_TIMEOUT,
+        "the calls waited {took:?} for the migration to end"
+    );
+
+    // The slot is the target's now: `MOVED`, then the new owner.
+    assert_eq!(
+        store.delete(&key, "owner-1").await.unwrap(),
+        OwnerCheck::Applied
+    );
+    let second = store.save(&key, "owner-2", Some(TTL)).await.unwrap();
+    assert!(matches!(second, Acquisition::Granted(_)), "{second:?}");
+    assert!(
+        token(&second) > token(&first),
+        "the counter moved with the slot"
+    );
+    store.force_delete(&key).await.unwrap();
+}
+
+/// Several stores contend for three keys of one hash slot while that slot is moved from
+/// master to master and back, key by key with pauses: never two holders at once, no fencing
+/// token going back, no call longer than the command timeout nor failing (calls on the
+/// moving slot wait for the migration to end), and grants again after every migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contenders_keep_a_clean_history_across_slot_migrations() {
+    let cluster = cluster();
+    let url = cluster.url();
+    let keys: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|name| format!("{{verrou-migrating}}:{name}"))
+        .collect();
+    let slot = hash_slot(&keys[0]);
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(Arc::new(TimedStore::new(
+            connect(&url, COMMAND_TIMEOUT).await,
+        )));
+    }
+    let contention = Contention::start(&stores, 2, &keys, TTL);
+    let warm_up = Instant::now();
+    while contention.grants().len() < 20 {
+        assert!(
+            warm_up.elapsed() < Duration::from_secs(10),
+            "no grants at all"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Four migrations, back and forth; each: the keys one by one, then the rest (the
+    // counter), 150 ms apart; then 600 ms settled.
+    let home = cluster.master_of_slot(slot).unwrap();
+    let away = other_master(cluster, home);
+    let mut windows = Vec::new();
+    for round in 0..4 {
+        let (from, to) = if round % 2 == 0 {
+            (home, away)
+        } else {
+            (away, home)
+        };
+        assert_eq!(cluster.master_of_slot(slot).unwrap(), from);
+        let moved = keys.clone();
+        let (began, finished) = blocking(move || {
+            let pause = || std::thread::sleep(Duration::from_millis(150));
+            let began = Instant::now();
+            let migration = cluster.begin_slot_migration(slot, to).unwrap();
+            pause();
+            for key in &moved {
+                migration.move_key(key).unwrap();
+                pause();
+            }
+            migration.move_keys().unwrap();
+            pause();
+            migration.finish().unwrap();
+            (began, Instant::now())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        windows.push((began, finished, Instant::now()));
+    }
+    let (history, grants) = contention.stop().await;
+
+    let holds = history.assert_clean();
+    let longest = stores.iter().map(|store| store.longest()).max().unwrap();
+    let failures: usize = stores.iter().map(|store| store.failures()).sum();
+    println!(
+        "{holds} holds, no overlap, no token regression; longest store call {longest:?}, \
+         {failures} failed calls"
+    );
+    for (round, (began, finished, settled)) in windows.iter().enumerate() {
+        let during = grants
+            .iter()
+            .filter(|(at, _)| (began..=finished).contains(&at))
+            .count();
+        let after = grants
+            .iter()
+            .filter(|(at, _)| (finished..=settled).contains(&at))
+            .count();
+        println!(
+            "migration {round}: slot open {:?}, {during} grants while open, {after} in the \
+             {:?} after",
+            *finished - *began,
+            *settled - *finished
+        );
+        assert!(after > 0, "migration {round}: no grant after it ended");
+    }
+    assert!(
+        longest <= COMMAND_TIMEOUT + SLACK,
+        "a store call took {longest:?}"
+    );
+    assert_eq!(
+        failures, 0,
+        "every call made while the slot moved is served once the migration ends"
+    );
+}
+
+/// A waiter on one store wakes as soon as a holder on another store releases, for keys on
+/// each of the three masters: each release is published on the node that owns the key's
+/// slot, where the waiter's store subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_wake_when_holders_on_other_stores_release_on_every_master() {
+    let cluster = cluster();
+    let url = cluster.url();
+    let holders = LockFactory::new(connect(&url, COMMAND_TIMEOUT).await);
+    let waiters = LockFactory::new(connect(&url, COMMAND_TIMEOUT).await);
+    let masters: Vec<u16> = cluster
+        .nodes()
+        .unwrap()
+        .into_iter()
+        .filter(|node| node.is_master())
+        .map(|node| node.port)
+        .collect();
+    assert_eq!(masters.len(), 3);
+    for master in masters {
+        let key = blocking(move || key_on(cluster, master, "verrou-wake")).await;
+        let holder = holders.create_lock_with_ttl(&key, "30s").unwrap();
+        assert!(holder.acquire_immediately().await.unwrap());
+        let waiter = waiters.create_lock_with_ttl(&key, "30s").unwrap();
+        let waiting = tokio::spawn(async move {
+            // Without a wake-up, the next attempt is 10 s away.
+            let acquired = waiter
+                .acquire_with(Retry::new().delay("10s").timeout("20s"))
+                .await
+                .unwrap();
+            (acquired, Instant::now(), waiter)
+        });
+        // Time to fail its first attempt and subscribe.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        let (acquired, at, waiter) = waiting.await.unwrap();
+        let woke = at - released;
+        println!("key on master {master}: the waiter had the lock {woke:?} after the release");
+        assert!(acquired);
+        assert!(
+            woke < Duration::from_secs(2),
+            "woke {woke:?} after the release"
+        );
+        waiter.release().await.unwrap();
+    }
+}
+
+/// A client whose connection task ends with an error is replaced: a command that cannot
+/// follow an `ASK` (no write attempt left) ends the task of the client it went through, and
+/// the store on that client serves again within a second, without being rebuilt. (Commands
+/// sent meanwhile may be dropped by the dying task without fred counting them out, after
+/// which a client merely started again would not flush its writes: the test's first calls
+/// after the end are such commands, when they arrive in time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_connection_task_ends_is_replaced() {
+    let cluster = cluster();
+    let config = RedisConfig::new(cluster.url());
+    // Unconnected: the store connects it, and watches its connection task.
+    let client = config.builder().unwrap().build().unwrap();
+    let mut options = RedisOptions::default();
+    options.command_timeout = COMMAND_TIMEOUT;
+    let store = RedisStore::from_client(client.clone(), options);
+    let key = "{verrou-restart}:lock";
+    let slot = hash_slot(key);
+    store.save(key, "owner-1", Some(TTL)).await.unwrap();
+
+    let source = cluster.master_of_slot(slot).unwrap();
+    let migration = cluster
+        .begin_slot_migration(slot, other_master(cluster, source))
+        .unwrap();
+    migration.move_key(key).unwrap();
+    // One attempt: written once, and the `ASK` finds none left. fred 10.1 then ends the
+    // client's connection task.
+    let once = Options {
+        max_attempts: Some(1),
+        timeout: Some(Duration::from_millis(500)),
+        ..Options::default()
+    };
+    let killed: Result<Option<String>, _> = client.with_options(&once).get(key).await;
+    assert!(
+        killed.is_err(),
+        "the command cannot follow the ASK: {killed:?}"
+    );
+
+    let started = Instant::now();
+    let probe = "{verrou-restart-elsewhere}:lock";
+    loop {
+        // Calls that went into the dead client wait out their timeout: ask again meanwhile.
+        match tokio::time::timeout(Duration::from_millis(100), store.exists(probe)).await {
+            Ok(Ok(held)) => {
+                assert!(!held);
+                break;
+            }
+            Ok(Err(_)) | Err(_) => assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "the store does not serve again"
+            ),
+        }
+    }
+    println!(
+        "the store served again {:?} after its client's connection task ended",
+        started.elapsed()
+    );
+    blocking(move || migration.finish()).await.unwrap();
+    assert!(store.exists(key).await.unwrap(), "and follows MOVED");
+    assert_eq!(
+        store.delete(key, "owner-1").await.unwrap(),
+        OwnerCheck::Applied
+    );
+    // The store closes the client it made; the dead one has nothing left to close.
+    drop(store);
+}
