@@ -12,9 +12,12 @@ use verrou::postgres::deadpool_postgres::{self, Pool};
 use verrou::postgres::{PostgresConfig, PostgresStore};
 use verrou::redis::fred::prelude::{ClientLike, KeysInterface, LuaInterface};
 use verrou::redis::fred::types::{Expiration, SetOptions};
+use verrou::redis::fred::util::sha1_hash;
 use verrou::redis::{fred, RedisConfig, RedisStore};
 use verrou::{LockStore, MemoryStore};
-use verrou_testkit::{env_url, PostgresServer, RedisServer, POSTGRES_URL_VAR, REDIS_URL_VAR};
+use verrou_testkit::{
+    env_url, PostgresServer, RedisCluster, RedisServer, POSTGRES_URL_VAR, REDIS_URL_VAR,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -73,6 +76,25 @@ impl Backend {
             async move { RedisStore::connect(config).await }
         };
         Ok(Self::served("redis", new_store, Arc::new(baseline), server))
+    }
+
+    /// The Redis store on a private Redis Cluster (three masters, three replicas; the
+    /// benchmark's keys spread over the slots), against fred doing the same as for
+    /// [`redis`](Self::redis), on the same cluster.
+    pub(crate) async fn redis_cluster() -> Result<Self, BoxError> {
+        let cluster = RedisCluster::start()?;
+        let url = cluster.url();
+        let baseline = FredBaseline::connect(&url).await?;
+        let new_store = move || {
+            let config = RedisConfig::new(url.clone());
+            async move { RedisStore::connect(config).await }
+        };
+        Ok(Self::served(
+            "redis-cluster",
+            new_store,
+            Arc::new(baseline),
+            Some(Box::new(cluster)),
+        ))
     }
 
     /// The PostgreSQL store, against tokio-postgres running a take and a release statement,
@@ -150,7 +172,13 @@ impl FredBaseline {
         let client = fred::types::Builder::from_config(fred::types::config::Config::from_url(url)?)
             .build()?;
         client.init().await?;
-        let release_sha = client.script_load(RELEASE_SCRIPT).await?;
+        // On a cluster, every master needs it: the keys spread over their slots.
+        if client.is_clustered() {
+            client.script_load_cluster::<(), _>(RELEASE_SCRIPT).await?;
+        } else {
+            client.script_load::<(), _>(RELEASE_SCRIPT).await?;
+        }
+        let release_sha = sha1_hash(RELEASE_SCRIPT);
         Ok(Self {
             client,
             release_sha,

@@ -6,10 +6,12 @@
 //! cargo run -p verrou-benches --release -- all
 //! cargo run -p verrou-benches --release -- cycle --stores memory --seconds 2
 //! cargo run -p verrou-benches --release -- handoff --stores redis,postgres --json out.json
+//! cargo run -p verrou-benches --release -- cycle --stores redis,redis-cluster
 //! ```
 //!
 //! Redis and PostgreSQL run on private throwaway servers unless `VERROU_REDIS_URL` /
-//! `VERROU_POSTGRES_URL` name servers to use.
+//! `VERROU_POSTGRES_URL` name servers to use; `redis-cluster` always runs on a private Redis
+//! Cluster (three masters, three replicas, all on this machine).
 
 mod backends;
 mod cycle;
@@ -59,6 +61,8 @@ enum Scenario {
 enum StoreName {
     Memory,
     Redis,
+    /// The Redis store on a private Redis Cluster, with its fred baseline on the same cluster.
+    RedisCluster,
     Postgres,
 }
 
@@ -81,6 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let backend = match store {
             StoreName::Memory => Backend::memory(),
             StoreName::Redis => Backend::redis().await?,
+            StoreName::RedisCluster => Backend::redis_cluster().await?,
             StoreName::Postgres => Backend::postgres().await?,
         };
         if matches!(cli.scenario, Scenario::Cycle | Scenario::All) {
