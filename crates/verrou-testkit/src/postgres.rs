@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -45,6 +47,42 @@ impl PostgresServer {
     /// the relevant log).
     pub fn start() -> io::Result<PostgresServer> {
         let server = start_postgres(init_cluster)?;
+        Ok(PostgresServer { server })
+    }
+
+    /// Like [`start`](Self::start), with a configuration of the test's own:
+    ///
+    /// * `files`, `(name, contents)`: written into the data directory, where relative paths
+    ///   in settings point, with mode 0600 and owned by the server's user (as PostgreSQL
+    ///   wants of a private key);
+    /// * `settings`, lines such as `ssl = on`: appended to `postgresql.conf`. Those the
+    ///   command line gives (the port, the addresses, `fsync`...) stay as described above;
+    /// * `hba_lines`, rules such as `hostssl all all 127.0.0.1/32 trust`: put before the
+    ///   rules of `initdb` in `pg_hba.conf`, so they decide first.
+    ///
+    /// A server whose rules turn plain TCP connections away is checked for readiness
+    /// through its Unix socket (which `initdb`'s `local all all trust` rule lets in).
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// # let (cert_pem, key_pem) = (String::new(), String::new());
+    /// let server = verrou_testkit::PostgresServer::start_with(
+    ///     &[("server.crt", cert_pem.as_bytes()), ("server.key", key_pem.as_bytes())],
+    ///     &["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"],
+    ///     &["hostssl all all 127.0.0.1/32 trust", "hostnossl all all 127.0.0.1/32 reject"],
+    /// )?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_with(
+        files: &[(&str, &[u8])],
+        settings: &[&str],
+        hba_lines: &[&str],
+    ) -> io::Result<PostgresServer> {
+        let server = start_postgres(|tools, dir| {
+            init_cluster(tools, dir)?;
+            configure_cluster(&dir.join("data"), files, settings, hba_lines)
+        })?;
         Ok(PostgresServer { server })
     }
 
@@ -256,6 +294,39 @@ fn init_cluster(tools: &Tools, dir: &Path) -> io::Result<()> {
     tools.run("initdb", &args, dir)
 }
 
+/// Writes `files` into the cluster's `data` directory (0600, owned like the directory),
+/// appends `settings` to its `postgresql.conf` and puts `hba_lines` first in its
+/// `pg_hba.conf`: see [`PostgresServer::start_with`].
+fn configure_cluster(
+    data: &Path,
+    files: &[(&str, &[u8])],
+    settings: &[&str],
+    hba_lines: &[&str],
+) -> io::Result<()> {
+    let owner = fs::metadata(data)?;
+    for (name, contents) in files {
+        let path = data.join(name);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?
+            .write_all(contents)?;
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))?;
+    }
+    let mut conf = fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))?;
+    for setting in settings {
+        writeln!(conf, "{setting}")?;
+    }
+    let hba = data.join("pg_hba.conf");
+    let rules = fs::read_to_string(&hba)?;
+    let mut first = hba_lines.join("\n");
+    first.push('\n');
+    fs::write(&hba, first + &rules)
+}
+
 /// How to run `postgres` on a cluster made by [`start_postgres`].
 #[derive(Debug)]
 pub(crate) struct Postgres;
@@ -303,7 +374,7 @@ impl Flavor for Postgres {
         // The postmaster writes "ready" into its pid file once it listens; only ours writes
         // there, so whoever then answers on the port is ours.
         postmaster_ready(&dir.join("data/postmaster.pid"), port)
-            && accepts_connections(port).unwrap_or(false)
+            && accepts_connections(dir, port).unwrap_or(false)
     }
 }
 
@@ -317,13 +388,20 @@ fn postmaster_ready(pid_file: &Path, port: u16) -> bool {
     lines.get(3) == Some(&port.to_string().as_str()) && lines.get(7) == Some(&"ready")
 }
 
-/// Whether the server on `port` lets the superuser in.
-fn accepts_connections(port: u16) -> io::Result<bool> {
-    let Some(mut stream) = log_in(port)? else {
-        return Ok(false);
-    };
-    stream.write_all(&TERMINATE)?;
-    Ok(true)
+/// Whether the server on `port` lets the superuser in: over TCP, or else (for a server
+/// whose rules turn plain TCP away, see [`PostgresServer::start_with`]) through its Unix
+/// socket in `dir`.
+fn accepts_connections(dir: &Path, port: u16) -> io::Result<bool> {
+    if let Some(mut stream) = log_in(port)? {
+        stream.write_all(&TERMINATE)?;
+        return Ok(true);
+    }
+    let socket = UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    match authenticate(socket)? {
+        Some(mut socket) => socket.write_all(&TERMINATE).map(|()| true),
+        None => Ok(false),
+    }
 }
 
 /// The Terminate message.
@@ -334,9 +412,15 @@ const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 /// that ends in AuthenticationOk.
 fn log_in(port: u16) -> io::Result<Option<TcpStream>> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
+    let stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    authenticate(stream)
+}
+
+/// Logs the superuser in on `stream`, a new connection to a server: `None` if the server
+/// turns it away.
+fn authenticate<S: Read + Write>(mut stream: S) -> io::Result<Option<S>> {
     let mut body = 196_608_u32.to_be_bytes().to_vec(); // protocol 3.0
     for field in ["user", SUPERUSER, "database", SUPERUSER] {
         body.extend_from_slice(field.as_bytes());
