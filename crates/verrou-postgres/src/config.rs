@@ -2,19 +2,36 @@
 //! you already have, [`PostgresConfig`] to let the store build its own pool.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default table name, the one the Node.js library uses.
-const DEFAULT_TABLE: &str = "verrou";
+use verrou_core::{Error, Result};
 
-/// Default server: a local PostgreSQL with its stock superuser and database.
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use crate::identifier::TableName;
+use crate::pool::driver_config;
 
-/// Default time between sweeps of expired rows.
-const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Default bound on one lock operation.
-const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`PostgresConfig::url`]: a local PostgreSQL with its stock superuser and
+/// database.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Default lock table ([`PostgresConfig::table`], [`PostgresOptions::table`]): the one the
+/// Node.js library uses.
+pub const DEFAULT_TABLE: &str = "verrou";
+/// Default [`PostgresConfig::create_table`] and [`PostgresOptions::create_table`].
+pub const DEFAULT_CREATE_TABLE: bool = true;
+/// Default [`PostgresConfig::pool_size`].
+pub const DEFAULT_POOL_SIZE: usize = 10;
+/// Default [`PostgresConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`PostgresConfig::pool_timeout`].
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time between sweeps of expired rows ([`PostgresConfig::sweep_interval`],
+/// [`PostgresOptions::sweep_interval`]).
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Default bound on one lock operation ([`PostgresConfig::command_timeout`],
+/// [`PostgresOptions::command_timeout`]).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`PostgresConfig::listen`].
+pub const DEFAULT_LISTEN: bool = true;
 
 /// Options of a store built on an existing pool with
 /// [`PostgresStore::from_pool`](crate::PostgresStore::from_pool).
@@ -22,112 +39,151 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 /// use verrou_postgres::PostgresOptions;
 ///
-/// let options = PostgresOptions {
-///     table: "app.locks".into(),
-///     ..PostgresOptions::default()
-/// };
-/// assert!(options.create_table);
+/// let mut options = PostgresOptions::default();
+/// options.table = "app.locks".into();
+/// assert!(options.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PostgresOptions {
     /// The lock table, `table` or `schema.table` (letters, digits, underscores; quoted, so
-    /// case is kept; at most 51 bytes for the table, 63 for the schema). Default `verrou`.
+    /// case is kept; at most 51 bytes for the table, 63 for the schema). Default
+    /// [`DEFAULT_TABLE`].
     pub table: String,
     /// Create the table, and the sequence beside it that numbers grants
     /// (`<table>_fencing_seq`, for fencing tokens), if they do not exist. Default `true`.
     pub create_table: bool,
     /// How often the store deletes expired rows that nobody took over (locks of crashed
-    /// holders); `None` never sweeps. Default 60 s.
+    /// holders); `None` never sweeps. Above zero. Default 60 s.
     pub sweep_interval: Option<Duration>,
     /// Longest time one lock operation may take, from asking the pool for a connection to
     /// the server's answer. Past it the operation fails with
-    /// [`Error::Storage`](verrou_core::Error::Storage) and its connection is closed (its
+    /// [`Error::Storage`] and its connection is closed (its
     /// state is unknown), so a network partition or a hung server costs this long, not
     /// the minutes TCP takes to give up. It is a client-side bound: the server is not
-    /// told, and an operation that timed out may still have been applied. Must be
-    /// positive. Default 5 s.
+    /// told, and an operation that timed out may still have been applied. Above zero.
+    /// Default 5 s.
     pub command_timeout: Duration,
+}
+
+impl PostgresOptions {
+    /// Checks the options: a valid table name, timeouts above zero. Fails with
+    /// [`Error::InvalidConfig`] naming the field;
+    /// [`PostgresStore::from_pool`](crate::PostgresStore::from_pool) calls it.
+    pub fn validate(&self) -> Result<()> {
+        TableName::parse(&self.table)?;
+        positive("command_timeout", Some(self.command_timeout))?;
+        positive("sweep_interval", self.sweep_interval)
+    }
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
         Self {
             table: DEFAULT_TABLE.into(),
-            create_table: true,
+            create_table: DEFAULT_CREATE_TABLE,
             sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }
 
+/// `Err(InvalidConfig)` naming `field` if `duration` is zero.
+fn positive(field: &str, duration: Option<Duration>) -> Result<()> {
+    if duration.is_some_and(|duration| duration.is_zero()) {
+        return Err(Error::InvalidConfig(format!(
+            "PostgreSQL `{field}` must be longer than zero"
+        )));
+    }
+    Ok(())
+}
+
 /// Everything [`PostgresStore::connect`](crate::PostgresStore::connect) needs to build its
-/// own connection pool. With the `serde` feature it reads from configuration files, where
-/// durations are `"5s"`-style strings or milliseconds and unknown fields are errors.
+/// own connection pool.
+///
+/// With the `serde` feature it reads from configuration files: `url` is required, every
+/// other field has its default, durations are `"5s"`-style strings or milliseconds, and
+/// unknown fields are errors.
 ///
 /// ```
 /// use std::time::Duration;
 /// use verrou_postgres::PostgresConfig;
 ///
-/// let config = PostgresConfig {
-///     pool_size: 4,
-///     connect_timeout: Duration::from_secs(2),
-///     ..PostgresConfig::new("postgres://app@db.internal/app")
-/// };
+/// let mut config = PostgresConfig::new("postgres://app@db.internal/app?sslmode=verify-full");
+/// config.pool_size = 4;
+/// config.connect_timeout = Duration::from_secs(2);
 /// assert_eq!(config.table, "verrou");
+/// assert!(config.validate().is_ok());
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Deserialize),
-    serde(default, deny_unknown_fields)
+    serde(deny_unknown_fields)
 )]
+#[non_exhaustive]
 pub struct PostgresConfig {
-    /// Connection string, as a URL (`postgres://user:password@host:port/db`) or
-    /// `key=value` pairs. No TLS: for TLS build a pool with your connector and use
-    /// [`PostgresStore::from_pool`](crate::PostgresStore::from_pool).
+    /// Connection string, as a URL (`postgres://user:password@host:port/db?sslmode=...`) or
+    /// `key=value` pairs, as `tokio-postgres` reads them, with libpq's five `sslmode`s
+    /// (`disable`, `prefer` when none is given, `require`, `verify-ca`, `verify-full`; all
+    /// but the first two need the `tls` feature). The pool's connections and the
+    /// listener's use the same TLS. [`DEFAULT_URL`] in [`PostgresConfig::default`];
+    /// required in configuration files.
     ///
     /// It may name a primary and its standbys,
     /// `postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write`, and must then
     /// ask for the server that takes writes as shown (else [`Error::InvalidConfig`]): new
     /// connections go to that one, so the store follows a failover. The hosts are tried in
     /// turn, starting with the one that gave the last connection.
-    /// Default `postgres://postgres@127.0.0.1:5432/postgres`.
-    ///
-    /// [`Error::InvalidConfig`]: verrou_core::Error::InvalidConfig
     pub url: String,
-    /// See [`PostgresOptions::table`]. Default `verrou`.
+    /// See [`PostgresOptions::table`]. Default [`DEFAULT_TABLE`].
+    #[cfg_attr(feature = "serde", serde(default = "default_table"))]
     pub table: String,
     /// See [`PostgresOptions::create_table`]. Default `true`.
+    #[cfg_attr(feature = "serde", serde(default = "default_create_table"))]
     pub create_table: bool,
-    /// Most connections the pool opens. Default 10.
+    /// Most connections the pool opens; at least 1. Default [`DEFAULT_POOL_SIZE`].
+    #[cfg_attr(feature = "serde", serde(default = "default_pool_size"))]
     pub pool_size: usize,
     /// Longest wait for a new connection to be established, per host the URL names: TCP,
-    /// handshake, authentication, and the check that it takes writes. When the URL names
-    /// several hosts, each gets at most [`command_timeout`](Self::command_timeout) divided
-    /// by their number, so that one operation can try them all. Replaces any
-    /// `connect_timeout` in the URL. Default 5 s.
+    /// TLS handshake, authentication, and the check that it takes writes. When the URL
+    /// names several hosts, each gets at most [`command_timeout`](Self::command_timeout)
+    /// divided by their number, so that one operation can try them all. Replaces any
+    /// `connect_timeout` in the URL. Above zero. Default 5 s.
     #[cfg_attr(
         feature = "serde",
-        serde(deserialize_with = "verrou_core::config::duration")
+        serde(
+            default = "default_connect_timeout",
+            deserialize_with = "verrou_core::config::duration"
+        )
     )]
     pub connect_timeout: Duration,
     /// Longest wait for a free connection when all `pool_size` are busy; `None` waits as
-    /// long as it takes. Default 10 s.
+    /// long as it takes. Above zero when set. Default 10 s.
     #[cfg_attr(
         feature = "serde",
-        serde(deserialize_with = "verrou_core::config::optional_duration")
+        serde(
+            default = "default_pool_timeout",
+            deserialize_with = "verrou_core::config::optional_duration"
+        )
     )]
     pub pool_timeout: Option<Duration>,
     /// See [`PostgresOptions::sweep_interval`]. Default 60 s.
     #[cfg_attr(
         feature = "serde",
-        serde(deserialize_with = "verrou_core::config::optional_duration")
+        serde(
+            default = "default_sweep_interval",
+            deserialize_with = "verrou_core::config::optional_duration"
+        )
     )]
     pub sweep_interval: Option<Duration>,
     /// See [`PostgresOptions::command_timeout`]. Default 5 s.
     #[cfg_attr(
         feature = "serde",
-        serde(deserialize_with = "verrou_core::config::duration")
+        serde(
+            default = "default_command_timeout",
+            deserialize_with = "verrou_core::config::duration"
+        )
     )]
     pub command_timeout: Duration,
     /// Keep one more connection, outside the pool, that `LISTEN`s for releases, so that
@@ -136,15 +192,73 @@ pub struct PostgresConfig {
     /// transaction-pooling proxy (PgBouncer in transaction mode), which breaks `LISTEN` and
     /// session-level advisory locks; waiters then poll at their retry delay. Default
     /// `true`.
+    #[cfg_attr(feature = "serde", serde(default = "default_listen"))]
     pub listen: bool,
+    /// A PEM file of certificate authorities to check the server's certificate against
+    /// (feature `tls`; libpq's `sslrootcert`, which the URL may not give). With
+    /// `sslmode=verify-full` they are trusted besides the system's root certificates; with
+    /// `verify-ca`, which needs it, and with `prefer` and `require`, they are the only
+    /// ones, and the server's certificate must come from one of them. Refused with
+    /// `sslmode=disable`. Default none.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+#[cfg(feature = "serde")]
+fn default_table() -> String {
+    DEFAULT_TABLE.to_owned()
+}
+
+#[cfg(feature = "serde")]
+fn default_create_table() -> bool {
+    DEFAULT_CREATE_TABLE
+}
+
+#[cfg(feature = "serde")]
+fn default_pool_size() -> usize {
+    DEFAULT_POOL_SIZE
+}
+
+#[cfg(feature = "serde")]
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+#[cfg(feature = "serde")]
+fn default_pool_timeout() -> Option<Duration> {
+    Some(DEFAULT_POOL_TIMEOUT)
+}
+
+#[cfg(feature = "serde")]
+fn default_sweep_interval() -> Option<Duration> {
+    Some(DEFAULT_SWEEP_INTERVAL)
+}
+
+#[cfg(feature = "serde")]
+fn default_command_timeout() -> Duration {
+    DEFAULT_COMMAND_TIMEOUT
+}
+
+#[cfg(feature = "serde")]
+fn default_listen() -> bool {
+    DEFAULT_LISTEN
 }
 
 impl PostgresConfig {
-    /// The default configuration for the server at `url`.
+    /// The defaults, with the server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
+        let options = PostgresOptions::default();
         Self {
             url: url.into(),
-            ..Self::default()
+            table: options.table,
+            create_table: options.create_table,
+            pool_size: DEFAULT_POOL_SIZE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool_timeout: Some(DEFAULT_POOL_TIMEOUT),
+            sweep_interval: options.sweep_interval,
+            command_timeout: options.command_timeout,
+            listen: DEFAULT_LISTEN,
+            ssl_root_cert: None,
         }
     }
 
@@ -157,22 +271,30 @@ impl PostgresConfig {
             command_timeout: self.command_timeout,
         }
     }
+
+    /// Checks the configuration without connecting: the URL (its `sslmode`, and
+    /// `target_session_attrs=read-write` when it names several hosts), the table name, a
+    /// pool of at least one connection, timeouts above zero. Fails with
+    /// [`Error::InvalidConfig`] naming the field, and never showing the password;
+    /// [`PostgresStore::connect`](crate::PostgresStore::connect) calls it. The
+    /// [`ssl_root_cert`](Self::ssl_root_cert) file is read by `connect`.
+    pub fn validate(&self) -> Result<()> {
+        self.options().validate()?;
+        if self.pool_size == 0 {
+            return Err(Error::InvalidConfig(
+                "PostgreSQL `pool_size` must be at least 1".to_owned(),
+            ));
+        }
+        positive("connect_timeout", Some(self.connect_timeout))?;
+        positive("pool_timeout", self.pool_timeout)?;
+        driver_config(self).map(drop)
+    }
 }
 
 impl Default for PostgresConfig {
+    /// The defaults, with the server at [`DEFAULT_URL`].
     fn default() -> Self {
-        let options = PostgresOptions::default();
-        Self {
-            url: DEFAULT_URL.into(),
-            table: options.table,
-            create_table: options.create_table,
-            pool_size: 10,
-            connect_timeout: Duration::from_secs(5),
-            pool_timeout: Some(Duration::from_secs(10)),
-            sweep_interval: options.sweep_interval,
-            command_timeout: options.command_timeout,
-            listen: true,
-        }
+        Self::new(DEFAULT_URL)
     }
 }
 
@@ -189,6 +311,7 @@ impl fmt::Debug for PostgresConfig {
             .field("sweep_interval", &self.sweep_interval)
             .field("command_timeout", &self.command_timeout)
             .field("listen", &self.listen)
+            .field("ssl_root_cert", &self.ssl_root_cert)
             .finish()
     }
 }
@@ -262,6 +385,7 @@ mod tests {
         let config = PostgresConfig::default();
         assert_eq!(config.options(), PostgresOptions::default());
         assert_eq!(config.url, DEFAULT_URL);
-        assert_eq!(config.pool_size, 10);
+        assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
+        assert!(config.validate().is_ok());
     }
 }

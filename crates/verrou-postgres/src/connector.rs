@@ -1,5 +1,5 @@
 //! Opening connections to the hosts of the connection string (see `hosts.rs`): the pool's,
-//! and the listener's own, a plain `tokio-postgres` connection outside the pool whose
+//! and the listener's own, a bare `tokio-postgres` connection outside the pool whose
 //! asynchronous messages (notifications) the listener reads itself. A pooled connection
 //! cannot serve the listener: its connection task drops notifications.
 
@@ -7,14 +7,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use deadpool_postgres::tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Config, Error, NoTls, Socket};
+use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Config, Error};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, Stream};
 use tokio::task::JoinHandle;
 use verrou_core::BoxError;
 
 use crate::hosts::Hosts;
+use crate::tls::MakeTls;
 
 /// The messages the server sends on its own: notifications and notices. The stream ends
 /// (or yields an error) when the connection is gone.
@@ -30,21 +30,15 @@ pub(crate) type Connect = Arc<dyn Fn() -> Connecting + Send + Sync>;
 /// configuration names one.
 pub const LISTENER_APPLICATION_NAME: &str = "verrou listener";
 
-/// Connects the listener to one of `hosts` with `tls`, giving up after every host has had
-/// its time (connecting, handshake and authentication included).
-pub(crate) fn connector<T>(hosts: &Hosts, tls: T) -> Connect
-where
-    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-    T::Stream: Send + 'static,
-    T::TlsConnect: Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
+/// Connects the listener to one of `hosts` with `tls` (the pool's TLS), giving up after
+/// every host has had its time (connecting, TLS handshake and authentication included).
+pub(crate) fn connector(hosts: &Hosts, tls: Arc<MakeTls>) -> Connect {
     let hosts = hosts.with_default_application_name(LISTENER_APPLICATION_NAME);
     Arc::new(move || {
-        let (hosts, tls) = (hosts.clone(), tls.clone());
+        let (hosts, tls) = (hosts.clone(), Arc::clone(&tls));
         Box::pin(async move {
             let budget = hosts.budget();
-            let (client, mut connection) = tokio::time::timeout(budget, hosts.connect(tls))
+            let (client, mut connection) = tokio::time::timeout(budget, hosts.connect(&*tls))
                 .await
                 .map_err(|_| format!("no connection within {budget:?}"))??;
             let messages: Messages =
@@ -55,14 +49,19 @@ where
 }
 
 /// How the pool of [`PostgresStore::connect`](crate::PostgresStore::connect) opens its
-/// plain (no TLS) connections: to one of the hosts, as [`Hosts::connect`] picks it. The
-/// pool bounds each connection by [`Hosts::budget`].
-pub(crate) struct PoolConnect(pub(crate) Hosts);
+/// connections: to one of the hosts, as [`Hosts::connect`] picks it, with TLS as the URL's
+/// `sslmode` asks. The pool bounds each connection by [`Hosts::budget`].
+pub(crate) struct PoolConnect {
+    /// Where to connect.
+    pub(crate) hosts: Hosts,
+    /// How to start TLS.
+    pub(crate) tls: Arc<MakeTls>,
+}
 
 impl deadpool_postgres::Connect for PoolConnect {
     fn connect(&self, _: &Config) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), Error>> {
         Box::pin(async move {
-            let (client, connection) = self.0.connect(NoTls).await?;
+            let (client, connection) = self.hosts.connect(&*self.tls).await?;
             let task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::warn!(%error, "verrou: pooled PostgreSQL connection failed");

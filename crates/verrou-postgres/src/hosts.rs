@@ -99,7 +99,7 @@ impl Hosts {
     /// connection first. Fails with the last host's error.
     pub(crate) async fn connect<T>(
         &self,
-        tls: T,
+        tls: &T,
     ) -> Result<(Client, Connection<Socket, T::Stream>), Error>
     where
         T: MakeTlsConnect<Socket> + Clone,
@@ -124,7 +124,7 @@ impl Hosts {
             self.failed(index);
         }
         let index = (start + count - 1) % count;
-        let connected = self.each[index].connect(tls).await;
+        let connected = self.each[index].connect(tls.clone()).await;
         match connected {
             Ok(_) => self.answered(index),
             Err(_) => self.failed(index),

@@ -14,9 +14,16 @@ mod schema;
 mod sql;
 mod store;
 mod sweep;
+mod tls;
+#[cfg(feature = "tls")]
+mod verify;
 mod watch;
 
-pub use config::{PostgresConfig, PostgresOptions};
+pub use config::{
+    PostgresConfig, PostgresOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_CREATE_TABLE, DEFAULT_LISTEN, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT,
+    DEFAULT_SWEEP_INTERVAL, DEFAULT_TABLE, DEFAULT_URL,
+};
 pub use connector::LISTENER_APPLICATION_NAME;
 pub use deadpool_postgres;
 pub use deadpool_postgres::tokio_postgres;

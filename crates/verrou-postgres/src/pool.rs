@@ -1,5 +1,7 @@
 //! The connection pool a [`PostgresConfig`] describes, and how its failures are reported.
 
+use std::sync::Arc;
+
 use deadpool_postgres::tokio_postgres::config::TargetSessionAttrs;
 use deadpool_postgres::tokio_postgres::Config;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -8,20 +10,23 @@ use verrou_core::{BoxError, Error, Result};
 use crate::config::{redact_password, PostgresConfig};
 use crate::connector::PoolConnect;
 use crate::hosts::Hosts;
+use crate::tls::{take_sslmode, MakeTls, SslMode};
 
 /// The driver's configuration for `config`'s URL, with its connect timeout (which replaces
-/// any the URL gives). A URL naming several hosts must ask for the one that takes writes
+/// any the URL gives), and the `sslmode` the URL names (which the driver is told only in
+/// part: see `tls.rs`). A URL naming several hosts must ask for the one that takes writes
 /// (`target_session_attrs=read-write`): the others are standbys, where every lock operation
 /// fails, and a connection the pool opened to one would stay in the pool.
-pub(crate) fn driver_config(config: &PostgresConfig) -> Result<Config> {
+pub(crate) fn driver_config(config: &PostgresConfig) -> Result<(Config, SslMode)> {
     let invalid = |why: String| {
         Error::InvalidConfig(format!(
-            "invalid PostgreSQL url {}: {why}",
+            "invalid PostgreSQL `url` {}: {why}",
             redact_password(&config.url)
         ))
     };
-    let mut pg_config: Config = config
-        .url
+    let ssl = take_sslmode(&config.url).map_err(invalid)?;
+    let mut pg_config: Config = ssl
+        .rest
         .parse()
         .map_err(|error| invalid(format!("{error}")))?;
     let hosts = pg_config
@@ -34,13 +39,15 @@ pub(crate) fn driver_config(config: &PostgresConfig) -> Result<Config> {
              primary takes the store's writes"
         )));
     }
-    pg_config.connect_timeout(config.connect_timeout);
-    Ok(pg_config)
+    pg_config
+        .connect_timeout(config.connect_timeout)
+        .ssl_mode(ssl.mode.driver());
+    Ok((pg_config, ssl.mode))
 }
 
-/// A pool of plain (no TLS) connections to `hosts` (whose whole configuration is
-/// `pg_config`), as `config` describes. Opening a connection may take as long as trying
-/// every host takes.
+/// A pool of connections to `hosts` (whose whole configuration is `pg_config`) opened with
+/// `tls`, as `config` (already validated) describes. Opening a connection may take as long
+/// as trying every host takes.
 ///
 /// The pool hands out the connection returned last: at low concurrency one connection (and
 /// one server process, its caches warm) serves one statement after the other, instead of
@@ -49,15 +56,14 @@ pub(crate) fn build_pool(
     config: &PostgresConfig,
     pg_config: Config,
     hosts: &Hosts,
+    tls: Arc<MakeTls>,
 ) -> Result<Pool> {
-    if config.pool_size == 0 {
-        return Err(Error::InvalidConfig(
-            "pool_size must be at least 1".to_owned(),
-        ));
-    }
     let manager = Manager::from_connect(
         pg_config,
-        PoolConnect(hosts.clone()),
+        PoolConnect {
+            hosts: hosts.clone(),
+            tls,
+        },
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -86,20 +92,18 @@ pub(crate) fn pool_failure(error: PoolError) -> BoxError {
 mod tests {
     use std::time::Duration;
 
-    use deadpool_postgres::tokio_postgres::config::Host;
+    use deadpool_postgres::tokio_postgres::config::{Host, SslMode as DriverSslMode};
 
     use super::*;
 
     #[test]
     fn several_hosts_must_ask_for_the_primary() {
         let url = "postgres://app:s3cret@db1:5433,db2:5434/app";
-        let config = PostgresConfig {
-            connect_timeout: Duration::from_secs(2),
-            ..PostgresConfig::new(format!(
-                "{url}?target_session_attrs=read-write&connect_timeout=9"
-            ))
-        };
-        let pg_config = driver_config(&config).expect("a primary and its standby");
+        let mut config = PostgresConfig::new(format!(
+            "{url}?target_session_attrs=read-write&connect_timeout=9"
+        ));
+        config.connect_timeout = Duration::from_secs(2);
+        let (pg_config, _) = driver_config(&config).expect("a primary and its standby");
         assert_eq!(
             pg_config.get_hosts(),
             [Host::Tcp("db1".into()), Host::Tcp("db2".into())]
@@ -127,5 +131,30 @@ mod tests {
         ))
         .is_ok());
         assert!(driver_config(&PostgresConfig::new("postgres://app@db1/app")).is_ok());
+    }
+
+    #[test]
+    fn the_sslmode_is_taken_from_the_url_and_the_driver_told_whether_tls_is_required() {
+        let config = PostgresConfig::new(
+            "postgres://app:s3cret@db/app?sslmode=verify-full&application_name=locks",
+        );
+        let (pg_config, mode) = driver_config(&config).expect("a valid url");
+        assert_eq!(mode, SslMode::VerifyFull);
+        assert_eq!(pg_config.get_ssl_mode(), DriverSslMode::Require);
+        assert_eq!(pg_config.get_application_name(), Some("locks"));
+        let (pg_config, mode) =
+            driver_config(&PostgresConfig::new("host=db user=app")).expect("a valid url");
+        assert_eq!(mode, SslMode::Prefer);
+        assert_eq!(pg_config.get_ssl_mode(), DriverSslMode::Prefer);
+        match driver_config(&PostgresConfig::new(
+            "postgres://app:s3cret@db/app?sslmode=verify",
+        )) {
+            Err(Error::InvalidConfig(message)) => {
+                assert!(message.contains("`url`"), "{message}");
+                assert!(message.contains("unknown sslmode"), "{message}");
+                assert!(!message.contains("s3cret"), "{message}");
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
     }
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
-use deadpool_postgres::tokio_postgres::{Config, NoTls, Socket};
 use deadpool_postgres::Pool;
 use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
@@ -24,6 +22,7 @@ use crate::run::Runner;
 use crate::schema::{ensure_table, key_column_length};
 use crate::sql::{ttl_millis, Statements};
 use crate::sweep::{self, Schedule};
+use crate::tls::{make_tls, SslMode};
 use crate::watch::Watches;
 
 /// A [`LockStore`] keeping locks in a PostgreSQL table, one row per held key.
@@ -35,10 +34,9 @@ use crate::watch::Watches;
 /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, and at most `n` characters when the table's key
 /// column is `varchar(n)` (read when the store starts).
 ///
-/// A store built with [`connect`](Self::connect) or
-/// [`from_pool_with_listener`](Self::from_pool_with_listener) also keeps one connection
-/// outside the pool that `LISTEN`s for releases, so a waiting `acquire` gets the lock as
-/// soon as it is released instead of at its next retry.
+/// A store built with [`connect`](Self::connect) also keeps one connection outside the
+/// pool that `LISTEN`s for releases, so a waiting `acquire` gets the lock as soon as it is
+/// released instead of at its next retry.
 ///
 /// Cloning is cheap and shares the pool and the listener.
 #[derive(Clone)]
@@ -63,40 +61,49 @@ struct Listening {
 
 impl PostgresStore {
     /// Builds a pool from `config` and a store on it, with a listener unless
-    /// [`listen`](PostgresConfig::listen) is off. Fails with [`Error::InvalidConfig`] for a
-    /// bad table name, URL, pool size or command timeout, and with [`Error::Storage`] when
-    /// the server can not be reached or the table can not be created.
+    /// [`listen`](PostgresConfig::listen) is off. Fails with [`Error::InvalidConfig`] when
+    /// [`PostgresConfig::validate`] does, or when the TLS the URL asks for can not be set up
+    /// (see [`PostgresConfig::ssl_root_cert`]), and with [`Error::Storage`] when the server
+    /// can not be reached (refused, TLS handshake or authentication failed) or the table can
+    /// not be created.
     ///
     /// A URL may name several hosts (a primary and its standbys, see
     /// [`PostgresConfig::url`]); new connections, the listener's too, go to the one that
-    /// takes writes.
+    /// takes writes. All of them use the TLS the URL's `sslmode` asks for.
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
+        config.validate()?;
         let options = config.options();
         let table = TableName::parse(&options.table)?;
-        let server = redact_password(&config.url);
-        let pg_config = driver_config(&config)?;
+        let (pg_config, mode) = driver_config(&config)?;
+        let root_cert = config.ssl_root_cert.as_deref();
+        let tls = Arc::new(make_tls(mode, root_cert)?);
+        if mode == SslMode::Require && root_cert.is_none() {
+            tracing::warn!(
+                "verrou: sslmode=require encrypts the connections to PostgreSQL but does not \
+                 check the server's certificate; use verify-full (or set ssl_root_cert)"
+            );
+        }
         let hosts = Hosts::new(&pg_config, config.connect_timeout, config.command_timeout);
-        let pool = build_pool(&config, pg_config, &hosts)?;
-        let listen = config.listen.then(|| connector(&hosts, NoTls));
-        Self::open(
-            pool,
-            table,
-            options,
-            &format!("PostgreSQL at {server}"),
-            listen,
-        )
-        .await
+        let pool = build_pool(&config, pg_config, &hosts, Arc::clone(&tls))?;
+        let listen = config.listen.then(|| connector(&hosts, tls));
+        let server = format!(
+            "PostgreSQL at {} ({})",
+            redact_password(&config.url),
+            mode.describe(root_cert.is_some())
+        );
+        Self::open(pool, table, options, &server, listen).await
     }
 
-    /// A store on a pool you already have (for example one with a TLS connector). Checks
-    /// that the server answers and creates the table and its fencing-token sequence unless
-    /// [`create_table`](PostgresOptions::create_table) is off, in which case both must
-    /// exist.
+    /// A store on a pool you already have. Checks the options
+    /// ([`PostgresOptions::validate`]), checks that the server answers, and creates the table
+    /// and its fencing-token sequence unless [`create_table`](PostgresOptions::create_table)
+    /// is off, in which case both must exist.
     ///
     /// This store has no listener: its waiters poll at their retry delay (releases by any
-    /// store still wake the waiters of stores that listen). For wake-ups, use
-    /// [`from_pool_with_listener`](Self::from_pool_with_listener).
+    /// store still wake the waiters of stores that listen). For wake-ups, and TLS as the
+    /// URL's `sslmode` says, use [`connect`](Self::connect).
     pub async fn from_pool(pool: Pool, options: PostgresOptions) -> Result<Self> {
+        options.validate()?;
         let table = TableName::parse(&options.table)?;
         Self::open(
             pool,
@@ -106,35 +113,6 @@ impl PostgresStore {
             None,
         )
         .await
-    }
-
-    /// Like [`from_pool`](Self::from_pool), with a listener that connects with `config`
-    /// and `tls` (usually what the pool was built from), outside the pool. When `config`
-    /// names several hosts, the listener tries each in turn, starting with the one it last
-    /// connected to; each host is given `config`'s connect timeout, or else the command
-    /// timeout, for the whole connection (handshake and authentication included), and at
-    /// most the command timeout divided by the number of hosts.
-    pub async fn from_pool_with_listener<T>(
-        pool: Pool,
-        options: PostgresOptions,
-        config: Config,
-        tls: T,
-    ) -> Result<Self>
-    where
-        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-        T::Stream: Send + 'static,
-        T::TlsConnect: Send,
-        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-    {
-        let table = TableName::parse(&options.table)?;
-        let timeout = config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(options.command_timeout);
-        let hosts = Hosts::new(&config, timeout, options.command_timeout);
-        let listen = connector(&hosts, tls);
-        let server = "PostgreSQL through the given pool";
-        Self::open(pool, table, options, server, Some(listen)).await
     }
 
     /// The pool the store runs its statements on.
@@ -149,11 +127,6 @@ impl PostgresStore {
         server: &str,
         listen: Option<Connect>,
     ) -> Result<Self> {
-        if options.command_timeout.is_zero() {
-            return Err(Error::InvalidConfig(
-                "command_timeout must be positive".to_owned(),
-            ));
-        }
         let mut client = pool.get().await.map_err(|error| {
             setup_failed(format!("could not reach {server}"), pool_failure(error))
         })?;

@@ -9,10 +9,8 @@ use verrou_postgres::{PostgresConfig, PostgresStore};
 /// A new store, with its own pool, on the shared conformance table. Every case runs on its
 /// own runtime, so every case gets pools of its own.
 async fn new_store() -> Arc<dyn LockStore> {
-    let config = PostgresConfig {
-        table: "verrou_conformance".into(),
-        ..PostgresConfig::new(verrou_testkit::postgres_url())
-    };
+    let mut config = PostgresConfig::new(verrou_testkit::postgres_url());
+    config.table = "verrou_conformance".into();
     Arc::new(
         PostgresStore::connect(config)
             .await

@@ -19,10 +19,11 @@ const RECONNECT: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_tokens_keep_rising_across_a_server_crash() {
     let mut server = private_server();
-    let store = PostgresStore::connect(PostgresConfig {
-        command_timeout: Duration::from_secs(1),
-        sweep_interval: None,
-        ..PostgresConfig::new(server.url())
+    let store = PostgresStore::connect({
+        let mut config = PostgresConfig::new(server.url());
+        config.command_timeout = Duration::from_secs(1);
+        config.sweep_interval = None;
+        config
     })
     .await
     .expect("store");

@@ -62,13 +62,14 @@ const SEQUENCE_LOGS_AHEAD: usize = 32;
 
 /// A store on `url`, with the short timeouts above.
 async fn store_on(url: &str, table: &str) -> PostgresStore {
-    PostgresStore::connect(PostgresConfig {
-        table: table.to_owned(),
-        pool_size: 4,
-        connect_timeout: CONNECT_TIMEOUT,
-        command_timeout: COMMAND_TIMEOUT,
-        sweep_interval: None,
-        ..PostgresConfig::new(url)
+    PostgresStore::connect({
+        let mut config = PostgresConfig::new(url);
+        config.table = table.to_owned();
+        config.pool_size = 4;
+        config.connect_timeout = CONNECT_TIMEOUT;
+        config.command_timeout = COMMAND_TIMEOUT;
+        config.sweep_interval = None;
+        config
     })
     .await
     .expect("a store through the multi-host URL")

@@ -12,13 +12,11 @@ use verrou_testkit::FaultProxy;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn connect(url: String) -> PostgresStore {
-    let config = PostgresConfig {
-        table: "verrou_faults".into(),
-        command_timeout: COMMAND_TIMEOUT,
-        connect_timeout: COMMAND_TIMEOUT,
-        pool_timeout: Some(COMMAND_TIMEOUT),
-        ..PostgresConfig::new(url)
-    };
+    let mut config = PostgresConfig::new(url);
+    config.table = "verrou_faults".into();
+    config.command_timeout = COMMAND_TIMEOUT;
+    config.connect_timeout = COMMAND_TIMEOUT;
+    config.pool_timeout = Some(COMMAND_TIMEOUT);
     PostgresStore::connect(config)
         .await
         .expect("a PostgreSQL store on the test server")

@@ -11,10 +11,8 @@ use verrou_postgres::{PostgresConfig, PostgresStore, LISTENER_APPLICATION_NAME};
 
 /// A factory on a new store (and listener) on `url`, whose waiters retry every `delay`.
 async fn factory(url: &str, delay: &str) -> LockFactory {
-    let config = PostgresConfig {
-        connect_timeout: Duration::from_secs(2),
-        ..PostgresConfig::new(url)
-    };
+    let mut config = PostgresConfig::new(url);
+    config.connect_timeout = Duration::from_secs(2);
     let store = PostgresStore::connect(config).await.expect("store");
     LockFactory::new(store)
         .with_retry(Retry::new().delay(delay).timeout("60s"))

@@ -27,13 +27,14 @@ const RECOVERY: Duration = Duration::from_secs(5);
 
 /// A store on `url` with the timeouts above and two pooled connections.
 async fn store_on(url: String) -> PostgresStore {
-    PostgresStore::connect(PostgresConfig {
-        table: unique("outage"),
-        pool_size: 2,
-        connect_timeout: CONNECT_TIMEOUT,
-        command_timeout: COMMAND_TIMEOUT,
-        sweep_interval: None,
-        ..PostgresConfig::new(url)
+    PostgresStore::connect({
+        let mut config = PostgresConfig::new(url);
+        config.table = unique("outage");
+        config.pool_size = 2;
+        config.connect_timeout = CONNECT_TIMEOUT;
+        config.command_timeout = COMMAND_TIMEOUT;
+        config.sweep_interval = None;
+        config
     })
     .await
     .expect("store")

@@ -19,11 +19,9 @@ fn granted(acquisition: Acquisition) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contended_run_leaves_no_error_in_the_server_log() {
     let server = private_server();
-    let config = PostgresConfig {
-        pool_size: 4,
-        sweep_interval: Some(Duration::from_millis(20)),
-        ..PostgresConfig::new(server.url())
-    };
+    let mut config = PostgresConfig::new(server.url());
+    config.pool_size = 4;
+    config.sweep_interval = Some(Duration::from_millis(20));
     let starts: Vec<_> = (0..16)
         .map(|_| tokio::spawn(PostgresStore::connect(config.clone())))
         .collect();
@@ -116,9 +114,10 @@ async fn only_durations_reach_the_server_never_client_instants() {
             .await
             .expect("log every statement");
     }
-    let store = PostgresStore::connect(PostgresConfig {
-        sweep_interval: None,
-        ..PostgresConfig::new(server.url())
+    let store = PostgresStore::connect({
+        let mut config = PostgresConfig::new(server.url());
+        config.sweep_interval = None;
+        config
     })
     .await
     .expect("store");
@@ -182,9 +181,10 @@ async fn only_durations_reach_the_server_never_client_instants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_is_a_storage_error_then_the_same_store_recovers() {
     let mut server = private_server();
-    let store = PostgresStore::connect(PostgresConfig {
-        connect_timeout: Duration::from_secs(2),
-        ..PostgresConfig::new(server.url())
+    let store = PostgresStore::connect({
+        let mut config = PostgresConfig::new(server.url());
+        config.connect_timeout = Duration::from_secs(2);
+        config
     })
     .await
     .expect("store");
@@ -241,11 +241,12 @@ fn epoch_ms_now() -> i64 {
 async fn a_dead_server_fires_the_loss_signal_before_the_lock_expires_there() {
     let mut server = private_server();
     let table = unique("loss");
-    let store = PostgresStore::connect(PostgresConfig {
-        table: table.clone(),
-        connect_timeout: Duration::from_millis(500),
-        command_timeout: Duration::from_millis(500),
-        ..PostgresConfig::new(server.url())
+    let store = PostgresStore::connect({
+        let mut config = PostgresConfig::new(server.url());
+        config.table = table.clone();
+        config.connect_timeout = Duration::from_millis(500);
+        config.command_timeout = Duration::from_millis(500);
+        config
     })
     .await
     .expect("store");

@@ -24,10 +24,8 @@ fn pair() -> &'static PostgresStandbyPair {
 /// A new store, with its own pool, on the shared conformance table, through the pair's
 /// multi-host URL.
 async fn new_store() -> Arc<dyn LockStore> {
-    let config = PostgresConfig {
-        table: "verrou_conformance".into(),
-        ..PostgresConfig::new(pair().multi_host_url())
-    };
+    let mut config = PostgresConfig::new(pair().multi_host_url());
+    config.table = "verrou_conformance".into();
     Arc::new(
         PostgresStore::connect(config)
             .await
@@ -43,13 +41,11 @@ verrou_core::conformance_tests!(new_store);
 async fn a_standby_named_first_is_skipped() {
     let pair = pair();
     let (primary, standby) = (port_of(&pair.primary_url()), port_of(&pair.standby_url()));
-    let config = PostgresConfig {
-        table: unique("standby_first"),
-        ..PostgresConfig::new(format!(
-            "postgres://postgres@127.0.0.1:{standby},127.0.0.1:{primary}/postgres\
-             ?target_session_attrs=read-write"
-        ))
-    };
+    let mut config = PostgresConfig::new(format!(
+        "postgres://postgres@127.0.0.1:{standby},127.0.0.1:{primary}/postgres\
+         ?target_session_attrs=read-write"
+    ));
+    config.table = unique("standby_first");
     let waiters = PostgresStore::connect(config.clone())
         .await
         .expect("a store past the standby");

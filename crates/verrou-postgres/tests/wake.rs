@@ -6,10 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{acquired_after, config, patient, start_waiting, store, unique};
+use common::{acquired_after, client, patient, start_waiting, store, unique};
 use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
-use verrou_postgres::tokio_postgres::{Config, NoTls};
-use verrou_postgres::{PostgresOptions, PostgresStore, MAX_KEY_LEN};
+use verrou_postgres::{PostgresConfig, PostgresStore, MAX_KEY_LEN};
 
 /// How soon after a release a woken waiter must have the lock (generous: loaded machines).
 const PROMPTLY: Duration = Duration::from_secs(2);
@@ -77,23 +76,26 @@ async fn waiters_of_several_stores_are_served_one_after_another() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
-/// A store whose listener can not connect works as usual; its waiters poll.
+/// A store whose listener can not connect works as usual; its waiters poll. Its role may
+/// have one connection, the pool's: the server turns the listener away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_operations_do_not_need_the_listener() {
-    let table = unique("no_listener");
+    let role = unique("one_connection");
     let key = unique("key");
-    let pool = PostgresStore::connect(config(&table))
+    let url = verrou_testkit::postgres_url();
+    client(&url)
         .await
-        .expect("store")
-        .pool()
-        .clone();
-    let mut nowhere: Config = "postgres://nobody@127.0.0.1:1/none".parse().expect("url");
-    nowhere.connect_timeout(Duration::from_millis(200));
-    let options = PostgresOptions {
-        table: table.clone(),
-        ..PostgresOptions::default()
-    };
-    let deaf = PostgresStore::from_pool_with_listener(pool, options, nowhere, NoTls)
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN CONNECTION LIMIT 1; \
+             CREATE SCHEMA {role} AUTHORIZATION {role}"
+        ))
+        .await
+        .expect("a role that may have one connection");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let mut config = PostgresConfig::new(format!("{url}{separator}user={role}"));
+    config.table = format!("{role}.verrou");
+    config.pool_size = 1;
+    let deaf = PostgresStore::connect(config)
         .await
         .expect("the store starts without its listener");
     let factory = LockFactory::new(deaf)
@@ -118,6 +120,16 @@ async fn lock_operations_do_not_need_the_listener() {
         "the waiter got the lock by polling"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    let sessions: i64 = client(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .expect("the role's sessions")
+        .get(0);
+    assert_eq!(sessions, 1, "the pool's connection, and no listener");
 }
 
 /// A release tells its factory whether anyone waited, so that the factory lets the waiters

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
-use verrou_core::{Acquisition, Lock, LockFactory, Retry};
+use verrou_core::{Acquisition, Error, Lock, LockFactory, Retry};
 use verrou_postgres::tokio_postgres::{Client, NoTls};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 use verrou_testkit::PostgresServer;
@@ -24,6 +24,25 @@ pub(crate) fn unique(prefix: &str) -> String {
     )
 }
 
+/// The message of an `InvalidConfig` error, or a panic naming what came instead.
+pub(crate) fn invalid_config<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
+    match result {
+        Err(Error::InvalidConfig(message)) => message,
+        other => panic!("expected Error::InvalidConfig, got {other:?}"),
+    }
+}
+
+/// An error and all its sources, one per line.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}\n{cause}");
+        source = cause.source();
+    }
+    text
+}
+
 /// A PostgreSQL server of the test's own, to stop, restart or read the log of.
 pub(crate) fn private_server() -> PostgresServer {
     PostgresServer::start().expect("a private PostgreSQL server (see verrou-testkit)")
@@ -31,10 +50,9 @@ pub(crate) fn private_server() -> PostgresServer {
 
 /// The configuration of a store on the shared test server, on `table`.
 pub(crate) fn config(table: &str) -> PostgresConfig {
-    PostgresConfig {
-        table: table.to_owned(),
-        ..PostgresConfig::new(verrou_testkit::postgres_url())
-    }
+    let mut config = PostgresConfig::new(verrou_testkit::postgres_url());
+    config.table = table.to_owned();
+    config
 }
 
 /// A store on the shared test server, on `table`.
