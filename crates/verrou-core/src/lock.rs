@@ -118,6 +118,18 @@ impl Holding {
     }
 }
 
+impl LockInner {
+    /// Whether this lock holds its key and the hold has not expired, by its own knowledge.
+    pub(crate) fn holds_unexpired(&self) -> bool {
+        match *self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            Holding::Held { expiry, .. } => {
+                expiry.map_or(true, |expiry| expiry.at > Instant::now())
+            }
+            Holding::NotHeld => false,
+        }
+    }
+}
+
 impl Lock {
     pub(crate) fn new(key: String, owner: String, ttl: Ttl, context: &LockContext) -> Self {
         Self {

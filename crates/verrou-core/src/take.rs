@@ -154,6 +154,11 @@ impl Turn {
                         _ => Unsettled::Grant,
                     };
                 }
+                Unsettled::Grant if self.lock.holds_unexpired() => {
+                    // The lock holds the key (the take was its holder's: a second acquire,
+                    // or one re-sent): releasing would end the hold it relies on.
+                    self.unsettled = Unsettled::Nothing;
+                }
                 Unsettled::Grant => {
                     let lock = &self.lock;
                     if failures_seen

@@ -134,3 +134,23 @@ fn a_runtime_shut_down_with_a_take_on_the_wire_leaves_it_to_the_next_take() {
         assert!(!store.exists("k").await.unwrap());
     });
 }
+
+#[test]
+fn a_failed_take_by_the_holder_never_releases_its_hold() {
+    let store = Arc::new(AnswerLosingStore::default());
+    let factory = LockFactory::from_shared(store.clone());
+    let lock = factory.create_lock_with_ttl("k", "30s").unwrap();
+    runtime().block_on(async {
+        assert!(lock.acquire_immediately().await.unwrap());
+        // A second acquire by the holder fails on the way (its answer lost): whatever the
+        // store made of it, the key is the holder's and must stay so.
+        store.down.store(true, Ordering::SeqCst);
+        assert!(lock.acquire_immediately().await.is_err());
+        store.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(store.exists("k").await.unwrap(), "the hold was given back");
+        assert!(!lock.acquire_immediately().await.unwrap(), "not reentrant");
+        assert!(store.exists("k").await.unwrap(), "the hold was given back");
+        lock.release().await.unwrap();
+    });
+}
