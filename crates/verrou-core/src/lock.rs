@@ -122,9 +122,7 @@ impl LockInner {
     /// Whether this lock holds its key and the hold has not expired, by its own knowledge.
     pub(crate) fn holds_unexpired(&self) -> bool {
         match *self.state.lock().unwrap_or_else(PoisonError::into_inner) {
-            Holding::Held { expiry, .. } => {
-                expiry.map_or(true, |expiry| expiry.at > Instant::now())
-            }
+            Holding::Held { expiry, .. } => expiry.is_none_or(|expiry| expiry.at > Instant::now()),
             Holding::NotHeld => false,
         }
     }

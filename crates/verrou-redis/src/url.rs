@@ -32,7 +32,7 @@ pub(crate) fn check(url: &str) -> Result<(), String> {
             ))
         }
     }
-    if parsed.host_str().map_or(true, str::is_empty) {
+    if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("no host; expected {EXPECTED}"));
     }
     Ok(())

@@ -146,7 +146,7 @@ impl Registry {
         keys.retain(|key, watched| {
             let keep = watched
                 .idle_since
-                .map_or(true, |since| since.elapsed() < linger);
+                .is_none_or(|since| since.elapsed() < linger);
             if !keep {
                 idle.push(Arc::clone(key));
             }
