@@ -17,6 +17,8 @@ pub const DEFAULT_POOL_SIZE: usize = 1;
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`RedisConfig::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default replica timeout ([`RedisConfig::replica_timeout`], [`RedisOptions::replica_timeout`]).
+pub const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The shortest of [`reconnect_policy`]'s delays, and the first pause before a connection
 /// task is started again (see [`crate::supervise`]).
@@ -78,6 +80,24 @@ pub struct RedisConfig {
         )
     )]
     pub connect_timeout: Duration,
+    /// Replica acknowledgement: how many replicas must have a take or an extension before it
+    /// is reported done (`WAIT`, in the same round trip), so that a failover to one of them
+    /// keeps it. 0 (the default): none, replication is asynchronous. A grant or extension
+    /// fewer replicas acknowledged within [`replica_timeout`](Self::replica_timeout) fails
+    /// with [`Error::Storage`] (source: [`NotReplicated`](crate::NotReplicated)).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub min_replicas: usize,
+    /// With [`min_replicas`](Self::min_replicas): how long the master waits for the replicas
+    /// to acknowledge a take or an extension. Above zero, and below
+    /// [`command_timeout`](Self::command_timeout). Default: 500 ms.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "default_replica_timeout",
+            deserialize_with = "verrou_core::config::duration"
+        )
+    )]
+    pub replica_timeout: Duration,
 }
 
 #[cfg(feature = "serde")]
@@ -95,6 +115,11 @@ fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
 }
 
+#[cfg(feature = "serde")]
+fn default_replica_timeout() -> Duration {
+    DEFAULT_REPLICA_TIMEOUT
+}
+
 impl RedisConfig {
     /// The defaults, with the server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
@@ -104,6 +129,8 @@ impl RedisConfig {
             pool_size: DEFAULT_POOL_SIZE,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            min_replicas: 0,
+            replica_timeout: DEFAULT_REPLICA_TIMEOUT,
         }
     }
 
@@ -142,6 +169,8 @@ impl RedisConfig {
         RedisOptions {
             key_prefix: self.key_prefix.clone(),
             command_timeout: self.command_timeout,
+            min_replicas: self.min_replicas,
+            replica_timeout: self.replica_timeout,
         }
     }
 
@@ -157,6 +186,10 @@ impl RedisConfig {
             "Redis `command_timeout` must be longer than zero"
         } else if self.connect_timeout.is_zero() {
             "Redis `connect_timeout` must be longer than zero"
+        } else if self.min_replicas > 0 && self.replica_timeout.is_zero() {
+            "Redis `replica_timeout` must be longer than zero when `min_replicas` is set"
+        } else if self.min_replicas > 0 && self.replica_timeout >= self.command_timeout {
+            "Redis `replica_timeout` must be shorter than `command_timeout` when `min_replicas` is set"
         } else {
             return Ok(());
         };
@@ -186,6 +219,8 @@ impl fmt::Debug for RedisConfig {
             .field("pool_size", &self.pool_size)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("min_replicas", &self.min_replicas)
+            .field("replica_timeout", &self.replica_timeout)
             .finish()
     }
 }
@@ -223,6 +258,13 @@ pub struct RedisOptions {
     /// it holds even on a client built without a timeout. Default: 5 s. Zero is the same as
     /// the default, never "no timeout".
     pub command_timeout: Duration,
+    /// How many replicas must acknowledge a take or an extension before it is reported done
+    /// (see [`RedisConfig::min_replicas`]). 0 (the default): none.
+    pub min_replicas: usize,
+    /// How long the master waits for [`min_replicas`](Self::min_replicas) to acknowledge.
+    /// Default: 500 ms. Zero is the same as the default, never "wait forever"; keep it below
+    /// the command timeout, or a short acknowledgement fails as a timeout instead.
+    pub replica_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -230,6 +272,8 @@ impl Default for RedisOptions {
         Self {
             key_prefix: String::new(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            min_replicas: 0,
+            replica_timeout: DEFAULT_REPLICA_TIMEOUT,
         }
     }
 }

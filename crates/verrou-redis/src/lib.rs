@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod replicas;
 mod resend;
 mod scripts;
 mod slots;
@@ -12,9 +13,10 @@ mod wake;
 
 pub use config::{
     RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
-    DEFAULT_URL,
+    DEFAULT_REPLICA_TIMEOUT, DEFAULT_URL,
 };
 pub use error::ConnectError;
+pub use replicas::NotReplicated;
 pub use store::RedisStore;
 
 /// The Redis client this store runs on, for building your own client or pool.

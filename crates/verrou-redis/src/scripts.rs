@@ -10,6 +10,7 @@
 //! server without sharded pub/sub (before Redis 7), or for a user whose ACL forbids the
 //! channel, the release still happens and waiters learn of it by polling.
 
+use std::future::Future;
 use std::sync::LazyLock;
 
 use fred::bytes_utils::Str;
@@ -162,6 +163,31 @@ impl LuaScript {
         keys: &[&str],
         args: impl Fn(&mut Vec<Value>),
     ) -> Result<R, FredError> {
+        self.run_with(slot, keys, args, |command, arguments| {
+            client.custom(command, arguments)
+        })
+        .await
+    }
+
+    /// Runs the script as [`run`](Self::run) does, each sending going through `send`, given
+    /// the command (`EVALSHA` or `EVAL`, to the node that owns `slot`) and its arguments.
+    /// Replica acknowledgement sends `WAIT` with it (see [`crate::replicas`]).
+    ///
+    /// The commands go out as custom commands because fred 10.1 applies per-command options
+    /// (the store's timeout and retry policy) to custom commands but not to its own
+    /// `evalsha`, and because a custom command is pipelined with the connection's other
+    /// commands.
+    pub(crate) async fn run_with<T, F, Fut>(
+        &self,
+        slot: Slot,
+        keys: &[&str],
+        args: impl Fn(&mut Vec<Value>),
+        send: F,
+    ) -> Result<T, FredError>
+    where
+        F: Fn(CustomCommand, Vec<Value>) -> Fut,
+        Fut: Future<Output = Result<T, FredError>>,
+    {
         let call = |script: &Str| {
             let mut arguments = Vec::with_capacity(2 + keys.len() + 3);
             arguments.push(Value::String(script.clone()));
@@ -170,29 +196,14 @@ impl LuaScript {
             args(&mut arguments);
             arguments
         };
-        match eval(client, "EVALSHA", slot, call(&self.sha1)).await {
+        let command = |name| CustomCommand::new_static(name, slot.hash(), false);
+        match send(command("EVALSHA"), call(&self.sha1)).await {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
-                eval(client, "EVAL", slot, call(&self.source)).await
+                send(command("EVAL"), call(&self.source)).await
             }
             result => result,
         }
     }
-}
-
-/// Sends `command script numkeys keys... args...` (`EVAL` or `EVALSHA`, then `arguments`) to
-/// the node that owns `slot`.
-///
-/// It goes out as a custom command because fred 10.1 applies per-command options (the
-/// store's timeout and retry policy) to custom commands but not to its own `evalsha`, and
-/// because a custom command is pipelined with the connection's other commands.
-async fn eval<R: FromValue>(
-    client: &impl ClientLike,
-    command: &'static str,
-    slot: Slot,
-    arguments: Vec<Value>,
-) -> Result<R, FredError> {
-    let command = CustomCommand::new_static(command, slot.hash(), false);
-    client.custom(command, arguments).await
 }
 
 #[cfg(test)]

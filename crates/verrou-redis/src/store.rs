@@ -15,8 +15,9 @@ use fred::prelude::Options;
 use fred::types::{ClientState, Value};
 use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
-use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT};
+use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPLICA_TIMEOUT};
 use crate::error::ConnectError;
+use crate::replicas::{self, Acknowledgement};
 use crate::resend;
 use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, TAKE};
 use crate::slots::{self, Slot};
@@ -63,6 +64,11 @@ const COMMAND_REDIRECTIONS: u32 = 2;
 /// ends with an error (fred does not start it again): see [`from_client`](Self::from_client)
 /// for the clients you give.
 ///
+/// With [`min_replicas`](RedisOptions::min_replicas), a take or an extension is followed by
+/// `WAIT` in the same round trip, and one too few replicas acknowledged fails with
+/// [`Error::Storage`] (source: [`NotReplicated`](crate::NotReplicated)); the crate's README
+/// says what it can and cannot do.
+///
 /// Build it with [`connect`](Self::connect) from a [`RedisConfig`], or wrap a fred client
 /// or pool you already have with [`from_client`](Self::from_client) or
 /// [`from_pool`](Self::from_pool).
@@ -75,6 +81,9 @@ pub struct RedisStore {
     key_prefix: String,
     command_options: Options,
     wakeups: Wakeups,
+    /// Replica acknowledgement of takes and extensions, if asked for (see
+    /// [`crate::replicas`]).
+    acknowledgement: Option<Acknowledgement>,
 }
 
 /// The fred clients the store sends commands through, one per seat (see
@@ -243,6 +252,11 @@ impl RedisStore {
                 ..Options::default()
             },
             wakeups: Wakeups::new(),
+            acknowledgement: Acknowledgement::new(
+                options.min_replicas,
+                options.replica_timeout,
+                DEFAULT_REPLICA_TIMEOUT,
+            ),
         }
     }
 
@@ -336,15 +350,17 @@ impl LockStore for RedisStore {
         self.wakeups.before_take(key);
         let counter = slot.counter_key();
         let keys = [key, counter.as_str()];
+        let acknowledgement = self.acknowledgement.as_ref();
         let taken: Option<(u64, i64)> = self
             .send(|client| async move {
-                TAKE.run(&client, slot, &keys, |args| {
+                replicas::run(acknowledgement, &TAKE, &client, slot, &keys, |args| {
                     args.extend([Value::from(owner), Value::Integer(ttl)]);
                 })
                 .await
             })
             .await
-            .map_err(Error::storage)?;
+            .map_err(Error::storage)?
+            .require("take", Option::is_some)?;
         Ok(match taken {
             Some((token, 0)) => Acquisition::Granted(Grant::with_fencing_token(token)),
             Some((token, _renewed)) => Acquisition::Renewed(Grant::with_fencing_token(token)),
@@ -424,16 +440,24 @@ impl LockStore for RedisStore {
         let key = self.redis_key(key);
         let key: &str = &key;
         let slot = Slot::of(key);
+        let acknowledgement = self.acknowledgement.as_ref();
         let applied = self
             .send(|client| async move {
-                EXTEND_IF_OWNER
-                    .run(&client, slot, &[key], |args| {
+                replicas::run(
+                    acknowledgement,
+                    &EXTEND_IF_OWNER,
+                    &client,
+                    slot,
+                    &[key],
+                    |args| {
                         args.extend([Value::from(owner), Value::Integer(ttl)]);
-                    })
-                    .await
+                    },
+                )
+                .await
             })
             .await
-            .map_err(Error::storage)?;
+            .map_err(Error::storage)?
+            .require("extension", |applied| *applied == 1)?;
         Ok(owner_check(applied))
     }
 

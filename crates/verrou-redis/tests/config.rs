@@ -59,3 +59,25 @@ fn debug_output_hides_the_password() {
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("redis://***@cache:6379"), "{shown}");
 }
+
+#[test]
+fn replica_acknowledgement_is_off_by_default_and_reads_like_the_other_durations() {
+    let config = parse(r#"{"url": "redis://cache"}"#).unwrap();
+    assert_eq!(config.min_replicas, 0);
+    assert_eq!(
+        config.replica_timeout,
+        verrou_redis::DEFAULT_REPLICA_TIMEOUT
+    );
+    let config =
+        parse(r#"{"url": "redis://cache", "min_replicas": 2, "replica_timeout": "250ms"}"#)
+            .unwrap();
+    assert_eq!(config.min_replicas, 2);
+    assert_eq!(config.replica_timeout, Duration::from_millis(250));
+    assert_eq!(config.options().min_replicas, 2);
+    assert_eq!(config.options().replica_timeout, Duration::from_millis(250));
+    assert!(parse(r#"{"url": "redis://cache", "min_replicas": -1}"#).is_err());
+    // `WAIT` with 0 would wait forever: refused as it is read.
+    let error =
+        parse(r#"{"url": "redis://cache", "min_replicas": 1, "replica_timeout": 0}"#).unwrap_err();
+    assert!(error.to_string().contains("greater than zero"), "{error}");
+}
