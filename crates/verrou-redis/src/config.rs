@@ -51,7 +51,9 @@ pub(crate) const RECONNECT_MAX_DELAY_MS: u32 = 2_000;
 #[non_exhaustive]
 pub struct RedisConfig {
     /// The server: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (feature
-    /// `tls`), `redis-cluster://host:port?node=host:port` for a cluster.
+    /// `tls`), `redis-cluster://host:port?node=host:port` for a cluster,
+    /// `redis-sentinel://host:port?sentinelServiceName=NAME&node=host:port` for the master
+    /// that Redis Sentinel names (the store follows its failovers at once).
     pub url: String,
     /// Put before every lock key (`"locks:"` makes lock `a` the Redis key `locks:a`).
     /// Empty (the default): keys are used as they are, like the Node.js library.

@@ -5,6 +5,7 @@ mod error;
 mod replicas;
 mod resend;
 mod scripts;
+mod sentinel;
 mod slots;
 mod store;
 mod supervise;

@@ -20,6 +20,7 @@ use crate::error::ConnectError;
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;
 use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, TAKE};
+use crate::sentinel::{self, Sentinel};
 use crate::slots::{self, Slot};
 use crate::supervise::{Seat, Supervisor};
 use crate::wake::Wakeups;
@@ -64,10 +65,13 @@ const COMMAND_REDIRECTIONS: u32 = 2;
 /// ends with an error (fred does not start it again): see [`from_client`](Self::from_client)
 /// for the clients you give.
 ///
-/// With [`min_replicas`](RedisOptions::min_replicas), a take or an extension is followed by
+/// On Redis Sentinel (`redis-sentinel://`, or a sentinel client of your own) the store
+/// follows a failover as soon as a sentinel announces it: it sends nothing more to the old
+/// master, and a command answered `READONLY` makes it reconnect. With
+/// [`min_replicas`](RedisOptions::min_replicas), a take or an extension is followed by
 /// `WAIT` in the same round trip, and one too few replicas acknowledged fails with
-/// [`Error::Storage`] (source: [`NotReplicated`](crate::NotReplicated)); the crate's README
-/// says what it can and cannot do.
+/// [`Error::Storage`] (source: [`NotReplicated`](crate::NotReplicated)). The crate's README
+/// says what each can and cannot do.
 ///
 /// Build it with [`connect`](Self::connect) from a [`RedisConfig`], or wrap a fred client
 /// or pool you already have with [`from_client`](Self::from_client) or
@@ -81,6 +85,9 @@ pub struct RedisStore {
     key_prefix: String,
     command_options: Options,
     wakeups: Wakeups,
+    /// On Redis Sentinel: the failover watcher (see [`crate::sentinel`]), started with the
+    /// store within a Tokio runtime, else at its first operation.
+    sentinel: OnceLock<Option<Sentinel>>,
     /// Replica acknowledgement of takes and extensions, if asked for (see
     /// [`crate::replicas`]).
     acknowledgement: Option<Acknowledgement>,
@@ -239,7 +246,7 @@ impl RedisStore {
         } else {
             options.command_timeout
         };
-        Self {
+        let store = Self {
             connection,
             supervisor,
             key_prefix: options.key_prefix,
@@ -252,12 +259,25 @@ impl RedisStore {
                 ..Options::default()
             },
             wakeups: Wakeups::new(),
+            sentinel: OnceLock::new(),
             acknowledgement: Acknowledgement::new(
                 options.min_replicas,
                 options.replica_timeout,
                 DEFAULT_REPLICA_TIMEOUT,
             ),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.sentinel();
         }
+        store
+    }
+
+    /// The failover watcher, if the store reaches Redis through sentinels; started if it is
+    /// not yet (needs a Tokio runtime then).
+    fn sentinel(&self) -> Option<&Sentinel> {
+        self.sentinel
+            .get_or_init(|| Sentinel::start(&self.connection.seats))
+            .as_ref()
     }
 
     /// The supervisor of the clients, started (with the tasks of the clients the caller gave
@@ -297,7 +317,13 @@ impl RedisStore {
         F: Fn(WithOptions<Client>) -> Fut,
         Fut: Future<Output = std::result::Result<R, FredError>>,
     {
-        resend::while_refused(&self.client(), &self.command_options, command).await
+        // On Redis Sentinel: nothing is sent while the store moves to a new master, and a
+        // READONLY answer makes it reconnect.
+        let sentinel = self.sentinel();
+        let options = sentinel::ready(sentinel, &self.command_options).await?;
+        let result = resend::while_refused(&self.client(), &options, command).await;
+        sentinel::check(sentinel, &result);
+        result
     }
 }
 
