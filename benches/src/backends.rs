@@ -97,6 +97,30 @@ impl Backend {
         ))
     }
 
+    /// The Redis store with replica acknowledgement (`min_replicas: 1`: each take and
+    /// extension followed by `WAIT 1`, in the same round trip), on a private master with one
+    /// replica, against the same fred baseline on that master (no `WAIT`): the ratio is the
+    /// cost of waiting for the replica.
+    pub(crate) async fn redis_replicated() -> Result<Self, BoxError> {
+        let master = RedisServer::start()?;
+        let replica = RedisServer::start()?;
+        let url = master.url();
+        replicate(&url, &replica.url(), master.port()).await?;
+        let baseline = FredBaseline::connect(&url).await?;
+        let new_store = move || {
+            let mut config = RedisConfig::new(url.clone());
+            config.min_replicas = 1;
+            async move { RedisStore::connect(config).await }
+        };
+        let servers: KeptServer = Box::new((master, replica));
+        Ok(Self::served(
+            "redis, min_replicas 1",
+            new_store,
+            Arc::new(baseline),
+            Some(servers),
+        ))
+    }
+
     /// The PostgreSQL store, against tokio-postgres running a take and a release statement,
     /// prepared, on a pool of the store's default size.
     pub(crate) async fn postgres() -> Result<Self, BoxError> {
@@ -156,6 +180,42 @@ fn server_url(
         Some(url) => Ok((url, None)),
         None => start().map(|(url, server)| (url, Some(server))),
     }
+}
+
+/// Makes the server at `replica_url` a replica of the master at `master_url` (on
+/// `master_port`), and waits until it acknowledges writes (`WAIT` answers 1 three times in a
+/// row: a replica that has just synced is sent nothing until its first acknowledgement).
+async fn replicate(master_url: &str, replica_url: &str, master_port: u16) -> Result<(), BoxError> {
+    let client = |url: &str| -> Result<fred::clients::Client, BoxError> {
+        Ok(
+            fred::types::Builder::from_config(fred::types::config::Config::from_url(url)?)
+                .build()?,
+        )
+    };
+    let (master, replica) = (client(master_url)?, client(replica_url)?);
+    master.init().await?;
+    replica.init().await?;
+    let command = |name| {
+        fred::types::CustomCommand::new_static(name, fred::types::ClusterHash::FirstKey, false)
+    };
+    let _: String = replica
+        .custom(
+            command("REPLICAOF"),
+            vec!["127.0.0.1".to_owned(), master_port.to_string()],
+        )
+        .await?;
+    let mut in_a_row = 0;
+    for _ in 0..1000 {
+        let _: () = master
+            .set("bench:replication-probe", "x", None, None, false)
+            .await?;
+        let acknowledged: i64 = master.custom(command("WAIT"), vec![1, 50]).await?;
+        in_a_row = if acknowledged == 1 { in_a_row + 1 } else { 0 };
+        if in_a_row == 3 {
+            return Ok(());
+        }
+    }
+    Err("the replica never acknowledged".into())
 }
 
 /// The Redis baseline: what a user would write with fred alone.

@@ -7,11 +7,13 @@
 //! cargo run -p verrou-benches --release -- cycle --stores memory --seconds 2
 //! cargo run -p verrou-benches --release -- handoff --stores redis,postgres --json out.json
 //! cargo run -p verrou-benches --release -- cycle --stores redis,redis-cluster
+//! cargo run -p verrou-benches --release -- cycle --stores redis,redis-replicated
 //! ```
 //!
 //! Redis and PostgreSQL run on private throwaway servers unless `VERROU_REDIS_URL` /
 //! `VERROU_POSTGRES_URL` name servers to use; `redis-cluster` always runs on a private Redis
-//! Cluster (three masters, three replicas, all on this machine).
+//! Cluster (three masters, three replicas, all on this machine), and `redis-replicated`
+//! (replica acknowledgement) on a private master and its replica.
 
 mod backends;
 mod cycle;
@@ -63,6 +65,9 @@ enum StoreName {
     Redis,
     /// The Redis store on a private Redis Cluster, with its fred baseline on the same cluster.
     RedisCluster,
+    /// The Redis store with replica acknowledgement (`min_replicas: 1`) on a private master
+    /// and replica, with its fred baseline on the same master.
+    RedisReplicated,
     Postgres,
 }
 
@@ -86,6 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             StoreName::Memory => Backend::memory(),
             StoreName::Redis => Backend::redis().await?,
             StoreName::RedisCluster => Backend::redis_cluster().await?,
+            StoreName::RedisReplicated => Backend::redis_replicated().await?,
             StoreName::Postgres => Backend::postgres().await?,
         };
         if matches!(cli.scenario, Scenario::Cycle | Scenario::All) {
