@@ -181,19 +181,15 @@ impl RedisConfig {
         url::redact(&self.url)
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    /// Checks every field ([`connect`](crate::RedisStore::connect) does, before any
+    /// connection): [`Error::InvalidConfig`] names the first field that is not acceptable.
+    pub fn validate(&self) -> Result<(), Error> {
         let problem = if self.pool_size == 0 {
             "Redis `pool_size` must be at least 1"
-        } else if self.command_timeout.is_zero() {
-            "Redis `command_timeout` must be longer than zero"
         } else if self.connect_timeout.is_zero() {
             "Redis `connect_timeout` must be longer than zero"
-        } else if self.min_replicas > 0 && self.replica_timeout.is_zero() {
-            "Redis `replica_timeout` must be longer than zero when `min_replicas` is set"
-        } else if self.min_replicas > 0 && self.replica_timeout >= self.command_timeout {
-            "Redis `replica_timeout` must be shorter than `command_timeout` when `min_replicas` is set"
         } else {
-            return Ok(());
+            return self.options().validate();
         };
         Err(Error::InvalidConfig(problem.to_owned()))
     }
@@ -257,16 +253,34 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// How long an operation may take, waiting for a lost connection to come back included,
     /// before it fails with [`Error::Storage`]. Applied to each of the store's commands, so
-    /// it holds even on a client built without a timeout. Default: 5 s. Zero is the same as
-    /// the default, never "no timeout".
+    /// it holds even on a client built without a timeout. Default: 5 s. Zero is
+    /// [`Error::InvalidConfig`], as everywhere.
     pub command_timeout: Duration,
     /// How many replicas must acknowledge a take or an extension before it is reported done
     /// (see [`RedisConfig::min_replicas`]). 0 (the default): none.
     pub min_replicas: usize,
     /// How long the master waits for [`min_replicas`](Self::min_replicas) to acknowledge.
-    /// Default: 500 ms. Zero is the same as the default, never "wait forever"; keep it below
-    /// the command timeout, or a short acknowledgement fails as a timeout instead.
+    /// Default: 500 ms. With `min_replicas` set, it must be above zero and below the command
+    /// timeout ([`Error::InvalidConfig`] otherwise).
     pub replica_timeout: Duration,
+}
+
+impl RedisOptions {
+    /// Checks the options ([`RedisStore::from_client`](crate::RedisStore::from_client) and
+    /// [`from_pool`](crate::RedisStore::from_pool) do): [`Error::InvalidConfig`] names the
+    /// first field that is not acceptable.
+    pub fn validate(&self) -> Result<(), Error> {
+        let problem = if self.command_timeout.is_zero() {
+            "Redis `command_timeout` must be longer than zero"
+        } else if self.min_replicas > 0 && self.replica_timeout.is_zero() {
+            "Redis `replica_timeout` must be longer than zero when `min_replicas` is set"
+        } else if self.min_replicas > 0 && self.replica_timeout >= self.command_timeout {
+            "Redis `replica_timeout` must be shorter than `command_timeout` when `min_replicas` is set"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidConfig(problem.to_owned()))
+    }
 }
 
 impl Default for RedisOptions {

@@ -34,20 +34,13 @@ pub(crate) struct Acknowledgement {
 }
 
 impl Acknowledgement {
-    /// `min_replicas` replicas within `timeout` (zero: `default_timeout`); `None` when
-    /// `min_replicas` is 0 (nothing to wait for).
-    pub(crate) fn new(
-        min_replicas: usize,
-        timeout: Duration,
-        default_timeout: Duration,
-    ) -> Option<Self> {
-        (min_replicas > 0).then(|| Self {
+    /// `min_replicas` replicas within `timeout` (checked above zero by
+    /// [`RedisOptions::validate`](crate::RedisOptions::validate)); `None` when `min_replicas`
+    /// is 0 (nothing to wait for).
+    pub(crate) fn new(min_replicas: usize, timeout: Duration) -> Option<Self> {
+        (min_replicas > 0).then_some(Self {
             replicas: min_replicas,
-            timeout: if timeout.is_zero() {
-                default_timeout
-            } else {
-                timeout
-            },
+            timeout,
         })
     }
 
@@ -205,21 +198,19 @@ mod tests {
 
     #[test]
     fn wait_timeouts_are_whole_milliseconds_rounded_up() {
-        let default = Duration::from_millis(500);
-        let ack = |millis| Acknowledgement::new(2, Duration::from_micros(millis), default);
+        let ack = |micros| Acknowledgement::new(2, Duration::from_micros(micros));
         let arguments = |ack: Option<Acknowledgement>| ack.expect("on").wait_arguments();
         assert_eq!(arguments(ack(1)), [Value::Integer(2), Value::Integer(1)]);
         assert_eq!(
             arguments(ack(1_500)),
             [Value::Integer(2), Value::Integer(2)]
         );
-        assert_eq!(arguments(ack(0)), [Value::Integer(2), Value::Integer(500)]);
-        assert_eq!(Acknowledgement::new(0, default, default), None);
+        assert_eq!(Acknowledgement::new(0, Duration::from_millis(500)), None);
     }
 
     #[test]
     fn a_write_short_of_replicas_is_not_reported_done() {
-        let ack = Acknowledgement::new(2, Duration::from_millis(50), Duration::ZERO);
+        let ack = Acknowledgement::new(2, Duration::from_millis(50));
         let answered = |count: i64| Acknowledged {
             reply: Some(7u64),
             wait: Some((ack.expect("on"), Ok(count))),

@@ -15,7 +15,7 @@ use fred::prelude::Options;
 use fred::types::{ClientState, Value};
 use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
 
-use crate::config::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_REPLICA_TIMEOUT};
+use crate::config::{RedisConfig, RedisOptions};
 use crate::error::ConnectError;
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;
@@ -207,8 +207,12 @@ impl RedisStore {
     /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) and
     /// attempts to its commands. Give the client a reconnect policy (as
     /// [`RedisConfig::builder`] does), or it will not come back after losing its connection.
-    pub fn from_client(client: Client, options: RedisOptions) -> Self {
-        Self::given(Connection::new(&[client], false), options)
+    ///
+    /// Fails with [`Error::InvalidConfig`] if the options are not acceptable
+    /// ([`RedisOptions::validate`]).
+    pub fn from_client(client: Client, options: RedisOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Self::given(Connection::new(&[client], false), options))
     }
 
     /// A store on `pool`, which you close (`quit`) when you are done with it. Each operation
@@ -221,8 +225,12 @@ impl RedisStore {
     /// The store applies its own [`command_timeout`](RedisOptions::command_timeout) and
     /// attempts to its commands. Give the pool a reconnect policy (as
     /// [`RedisConfig::builder`] does), or it will not come back after losing its connections.
-    pub fn from_pool(pool: Pool, options: RedisOptions) -> Self {
-        Self::given(Connection::new(pool.clients(), false), options)
+    ///
+    /// Fails with [`Error::InvalidConfig`] if the options are not acceptable
+    /// ([`RedisOptions::validate`]).
+    pub fn from_pool(pool: Pool, options: RedisOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Self::given(Connection::new(pool.clients(), false), options))
     }
 
     /// A store on a connection the caller gave; supervised from now on within a Tokio
@@ -241,11 +249,7 @@ impl RedisStore {
         options: RedisOptions,
     ) -> Self {
         slots::prepare();
-        let timeout = if options.command_timeout.is_zero() {
-            DEFAULT_COMMAND_TIMEOUT
-        } else {
-            options.command_timeout
-        };
+        let timeout = options.command_timeout;
         let store = Self {
             connection,
             supervisor,
@@ -260,11 +264,7 @@ impl RedisStore {
             },
             wakeups: Wakeups::new(),
             sentinel: OnceLock::new(),
-            acknowledgement: Acknowledgement::new(
-                options.min_replicas,
-                options.replica_timeout,
-                DEFAULT_REPLICA_TIMEOUT,
-            ),
+            acknowledgement: Acknowledgement::new(options.min_replicas, options.replica_timeout),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             store.sentinel();

@@ -281,7 +281,7 @@ async fn a_client_whose_connection_task_ends_is_replaced() {
     let client = config.builder().unwrap().build().unwrap();
     let mut options = RedisOptions::default();
     options.command_timeout = COMMAND_TIMEOUT;
-    let store = RedisStore::from_client(client.clone(), options);
+    let store = RedisStore::from_client(client.clone(), options).expect("valid options");
     let key = "{verrou-restart}:lock";
     let slot = hash_slot(key);
     store.save(key, "owner-1", Some(TTL)).await.unwrap();

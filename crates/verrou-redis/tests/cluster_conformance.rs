@@ -127,7 +127,7 @@ mod faults {
             .expect("a pool");
         pool.set_resolver(Arc::new(ThroughProxies { proxy_ports }))
             .await;
-        let store = RedisStore::from_pool(pool.clone(), config.options());
+        let store = RedisStore::from_pool(pool.clone(), config.options()).expect("valid options");
         // Connected before any fault: a client whose first connection fails is replaced by
         // one without the hook.
         pool.wait_for_connect()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use verrou_redis::{RedisConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+use verrou_redis::{RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 
 fn parse(json: &str) -> Result<RedisConfig, serde_json::Error> {
     serde_json::from_str(json)
@@ -80,4 +80,29 @@ fn replica_acknowledgement_is_off_by_default_and_reads_like_the_other_durations(
     let error =
         parse(r#"{"url": "redis://cache", "min_replicas": 1, "replica_timeout": 0}"#).unwrap_err();
     assert!(error.to_string().contains("greater than zero"), "{error}");
+}
+
+#[test]
+fn zero_timeouts_are_invalid_config_on_every_path() {
+    let mut zero = RedisOptions::default();
+    zero.command_timeout = Duration::ZERO;
+    for result in [zero.validate(), {
+        let mut config = verrou_redis::RedisConfig::new("redis://127.0.0.1:6379");
+        config.command_timeout = std::time::Duration::ZERO;
+        config.validate()
+    }] {
+        match result {
+            Err(verrou_core::Error::InvalidConfig(reason)) => {
+                assert!(reason.contains("command_timeout"), "{reason}");
+            }
+            other => panic!("expected InvalidConfig naming command_timeout, got {other:?}"),
+        }
+    }
+    let client = verrou_redis::fred::prelude::Builder::default_centralized()
+        .build()
+        .unwrap();
+    assert!(matches!(
+        verrou_redis::RedisStore::from_client(client, zero),
+        Err(verrou_core::Error::InvalidConfig(_))
+    ));
 }

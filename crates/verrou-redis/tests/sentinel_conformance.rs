@@ -109,7 +109,7 @@ mod faults {
         }))
         .await;
         FaultyStore {
-            store: Arc::new(RedisStore::from_pool(pool, config.options())),
+            store: Arc::new(RedisStore::from_pool(pool, config.options()).expect("valid options")),
             direct: Arc::new(
                 connect(|config| {
                     config.command_timeout = COMMAND_TIMEOUT;

@@ -282,8 +282,8 @@ async fn a_store_on_the_callers_client_or_pool_leaves_it_open() {
     pool.init().await.unwrap();
 
     for store in [
-        RedisStore::from_client(client.clone(), RedisOptions::default()),
-        RedisStore::from_pool(pool.clone(), RedisOptions::default()),
+        RedisStore::from_client(client.clone(), RedisOptions::default()).unwrap(),
+        RedisStore::from_pool(pool.clone(), RedisOptions::default()).unwrap(),
     ] {
         assert!(granted(
             store.save(&key, "owner-1", Some(TTL)).await.unwrap()
@@ -308,8 +308,8 @@ async fn a_store_connects_a_client_or_pool_given_unconnected_and_leaves_it_open(
     let client = config.builder().unwrap().build().unwrap();
     let pool = config.builder().unwrap().build_pool(2).unwrap();
     for store in [
-        RedisStore::from_client(client.clone(), RedisOptions::default()),
-        RedisStore::from_pool(pool.clone(), RedisOptions::default()),
+        RedisStore::from_client(client.clone(), RedisOptions::default()).unwrap(),
+        RedisStore::from_pool(pool.clone(), RedisOptions::default()).unwrap(),
     ] {
         assert!(granted(
             store.save(&key, "owner-1", Some(TTL)).await.unwrap()
