@@ -241,12 +241,11 @@ impl Lock {
             store = inner.telemetry.store(),
             outcome = tracing::field::Empty,
         );
-        let started = Instant::now();
-        let _waiting = inner.telemetry.waiting();
+        let waiting = inner.telemetry.waiting();
         let acquired = acquire.instrument(span.clone()).await;
         let outcome = Outcome::of(&acquired);
         span.record("outcome", tracing::field::debug(outcome));
-        inner.telemetry.acquired(outcome, started.elapsed());
+        waiting.ended(outcome);
         acquired
     }
 

@@ -220,10 +220,6 @@ impl Drop for Turn {
     }
 }
 
-/// When a take left, on the monotonic clock: the start of the validity of the grant it
-/// brings.
-pub(crate) type Sent = Instant;
-
 /// What the lock makes of a grant (told when its take left).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -243,7 +239,7 @@ pub(crate) enum Verdict {
 /// given back (the store does not answer): no take is sent then.
 pub(crate) async fn take(
     lock: &Arc<LockInner>,
-    judge: impl FnOnce(&Acquisition, Sent) -> Verdict,
+    judge: impl FnOnce(&Acquisition, Instant) -> Verdict,
 ) -> Result<Option<Verdict>> {
     let failures_seen = lock.takes.failures.load(Ordering::Acquire);
     let mut turn = Turn::wait_for(lock).await;

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
@@ -100,13 +100,6 @@ impl Telemetry {
         })
     }
 
-    /// An `acquire` ended with `outcome` after `wait`.
-    pub(crate) fn acquired(&self, outcome: Outcome, wait: Duration) {
-        let labels = [("outcome", outcome.as_str())];
-        metric::counter("verrou_acquisitions_total", &self.store, &labels);
-        metric::histogram("verrou_acquire_wait_seconds", &self.store, &labels, wait);
-    }
-
     /// A take was answered "busy".
     pub(crate) fn take_refused(&self) {
         metric::counter("verrou_failed_takes_total", &self.store, &[]);
@@ -137,19 +130,39 @@ impl Telemetry {
         metric::counter("verrou_locks_lost_total", &self.store, &[]);
     }
 
-    /// An `acquire` starts waiting; the waiter counts until the returned value is dropped.
-    pub(crate) fn waiting(&self) -> Waiting {
+    /// An `acquire` starts; it counts as waiting until the returned value is dropped, and
+    /// is timed only when metrics are recorded (no clock read on the hot path otherwise).
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
         metric::gauge("verrou_waiters", &self.store, 1.0);
-        Waiting(self.clone())
+        Waiting {
+            telemetry: self,
+            started: metric::ENABLED.then(Instant::now),
+        }
     }
 }
 
-/// A waiting `acquire`, counted in `verrou_waiters` while it lives.
-pub(crate) struct Waiting(Telemetry);
+/// An `acquire` under way, counted in `verrou_waiters` while it lives.
+pub(crate) struct Waiting<'t> {
+    telemetry: &'t Telemetry,
+    started: Option<Instant>,
+}
 
-impl Drop for Waiting {
+impl Waiting<'_> {
+    /// The `acquire` ended with `outcome`.
+    pub(crate) fn ended(&self, outcome: Outcome) {
+        let store = &self.telemetry.store;
+        let labels = [("outcome", outcome.as_str())];
+        metric::counter("verrou_acquisitions_total", store, &labels);
+        if let Some(started) = self.started {
+            let wait = started.elapsed();
+            metric::histogram("verrou_acquire_wait_seconds", store, &labels, wait);
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        metric::gauge("verrou_waiters", &self.0.store, -1.0);
+        metric::gauge("verrou_waiters", &self.telemetry.store, -1.0);
     }
 }
 
@@ -180,6 +193,9 @@ mod metric {
     use std::time::Duration;
 
     use metrics::Label;
+
+    /// Whether metrics are recorded at all.
+    pub(super) const ENABLED: bool = true;
 
     fn labels(store: &Arc<str>, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
         let mut labels = Vec::with_capacity(1 + extra.len());
@@ -215,6 +231,9 @@ mod metric {
 mod metric {
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// Whether metrics are recorded at all.
+    pub(super) const ENABLED: bool = false;
 
     pub(super) fn counter(_: &'static str, _: &Arc<str>, _: &[(&'static str, &'static str)]) {}
 
