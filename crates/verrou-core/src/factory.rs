@@ -11,7 +11,6 @@ use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::IntoSerializedLock;
 use crate::store::LockStore;
 use crate::telemetry::Telemetry;
-use crate::waiting::WaitRoom;
 use crate::Result;
 
 /// TTL of a lock created without one, as in the Node.js library.
@@ -19,9 +18,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
 /// Makes [`Lock`]s on one store, with one retry policy. Cloning is cheap and shares the store.
 ///
-/// Locks of one factory that wait for the same key queue in arrival order, and only the
-/// first of them asks the store: share one factory (or [`Verrou`](https://docs.rs/verrou))
-/// across the tasks of a process rather than making one per task.
+/// Locks that wait for the same key are served in arrival order when the store keeps waiting
+/// lines (all the stores of this project do), whatever factory or process they come from.
 ///
 /// ```
 /// # async fn example(store: impl verrou_core::LockStore) -> verrou_core::Result<()> {
@@ -51,7 +49,6 @@ impl LockFactory {
             context: LockContext {
                 store,
                 retry: RetryPolicy::default(),
-                room: Arc::new(WaitRoom::default()),
                 telemetry: Telemetry::default(),
             },
         }

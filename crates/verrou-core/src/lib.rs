@@ -73,7 +73,7 @@ mod serialized;
 mod store;
 mod take;
 mod telemetry;
-mod waiting;
+pub mod waiting;
 
 pub use duration::{parse_duration, ttl_millis, IntoDuration, IntoTtl, Ttl, MAX_DURATION};
 pub use error::{BoxError, Error, Result};
@@ -84,4 +84,5 @@ pub use lock::Lock;
 pub use loss::LossSignal;
 pub use retry::{Retry, DEFAULT_RETRY_DELAY};
 pub use serialized::{IntoSerializedLock, SerializedLock};
-pub use store::{Acquisition, Grant, LockStore, OwnerCheck};
+pub use store::{Acquisition, Grant, LockStore, OwnerCheck, Place};
+pub use waiting::{ReleaseFeed, Waiters, HANDOVER_WINDOW};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::waiting::Waiters;
 use crate::Result;
 
 /// What [`LockStore::save`] did.
@@ -52,13 +53,21 @@ impl Grant {
 pub enum OwnerCheck {
     /// The caller held the unexpired lock and the operation was applied.
     Applied,
-    /// A release was applied, and the store knows that others are waiting for the key. The
-    /// releasing factory then lets them have it before it asks for the key again, so that a
-    /// holder that releases and at once re-acquires does not starve them. Stores that
-    /// cannot tell answer [`Applied`](Self::Applied).
-    AppliedWithWaiters,
     /// The caller does not hold the lock (free, expired, or someone else's): nothing changed.
     NotOwner,
+}
+
+/// A waiter's place in the waiting line of a key, as a take that waits carries it (see
+/// [`waiting`](crate::waiting)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place<'a> {
+    /// Who waits: the lock's public waiter id, the same for every take of one lock. Not its
+    /// owner token, which is a secret.
+    pub waiter: &'a str,
+    /// How long the store keeps the place if the waiter does not ask again
+    /// ([`lease_for`](crate::waiting::lease_for) its retry delay). Positive, at most
+    /// [`MAX_DURATION`](crate::MAX_DURATION).
+    pub lease: Duration,
 }
 
 /// Where locks live. One method, one atomic store operation, one round trip.
@@ -84,13 +93,46 @@ pub trait LockStore: Send + Sync + 'static {
     }
 
     /// Takes `key` for `owner` if it is free or expired, for `ttl` (`None`: until released).
+    ///
+    /// A store that keeps waiting lines takes only if no live waiter is in the key's line
+    /// (a take from outside the line never overtakes a waiter); if `owner` already holds the
+    /// key, it answers [`Acquisition::Renewed`] whatever the line.
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition>;
 
-    /// Deletes `key` if `owner` holds it and it has not expired, and wakes the tasks waiting
-    /// for it in [`wait_for_release`](Self::wait_for_release) (if the store can).
+    /// Like [`save`](Self::save), for a waiter: takes only if no live waiter is ahead of
+    /// `place` in the key's line; when busy, keeps `place` in the line (at the back if it
+    /// was not there, where it was otherwise) for `place.lease` from now; when granted,
+    /// removes it. One atomic operation.
+    ///
+    /// The provided implementation is [`save`](Self::save): a store without lines, whose
+    /// waiters are served in no particular order.
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> Result<Acquisition> {
+        let _ = place;
+        self.save(key, owner, ttl).await
+    }
+
+    /// Removes `waiter`'s place from the line of `key` (a waiter that gave up, or whose
+    /// `acquire` was dropped). Removing a place that is not there succeeds. The provided
+    /// implementation does nothing.
+    async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        let _ = (key, waiter);
+        Ok(())
+    }
+
+    /// Deletes `key` if `owner` holds it and it has not expired. A store that keeps lines
+    /// hands the key over to the front waiter of its line, if any: it cuts that waiter's
+    /// lease to [`HANDOVER_WINDOW`](crate::waiting::HANDOVER_WINDOW) and wakes it by name
+    /// (see [`Waiters::wake`]), in the same atomic operation.
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck>;
 
-    /// Deletes `key` whoever holds it. Deleting a free key succeeds.
+    /// Deletes `key` whoever holds it, handing it over like [`delete`](Self::delete).
+    /// Deleting a free key succeeds.
     async fn force_delete(&self, key: &str) -> Result<()>;
 
     /// Whether someone holds `key` and their lock has not expired.
@@ -99,14 +141,11 @@ pub trait LockStore: Send + Sync + 'static {
     /// Makes `key` expire `ttl` from now if `owner` holds it and it has not expired.
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck>;
 
-    /// Waits until `key` may have been released, or at most `max_wait`. A waiting
-    /// [`Lock::acquire`](crate::Lock::acquire) calls this between attempts.
-    ///
-    /// The provided implementation sleeps `max_wait` (plain polling). A store that can hear
-    /// releases returns early when one happens; returning early without a release is allowed.
-    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
-        let _ = key;
-        tokio::time::sleep(max_wait).await;
+    /// The board on which this store reports the releases it hears, so that waiters wake
+    /// when their key is handed to them instead of at their next retry delay. The provided
+    /// implementation has none: waiters poll.
+    fn waiters(&self) -> Option<&Waiters> {
+        None
     }
 }
 
@@ -136,7 +175,21 @@ impl<S: LockStore + ?Sized> LockStore for Arc<S> {
         (**self).extend(key, owner, ttl).await
     }
 
-    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
-        (**self).wait_for_release(key, max_wait).await
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> Result<Acquisition> {
+        (**self).save_in_line(key, owner, ttl, place).await
+    }
+
+    async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        (**self).leave_line(key, waiter).await
+    }
+
+    fn waiters(&self) -> Option<&Waiters> {
+        (**self).waiters()
     }
 }

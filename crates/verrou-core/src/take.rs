@@ -23,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::lock::LockInner;
-use crate::store::{Acquisition, OwnerCheck};
+use crate::store::{Acquisition, OwnerCheck, Place};
 use crate::telemetry::Operation;
 use crate::{Error, Result};
 
@@ -176,7 +176,6 @@ impl Turn {
                         Ok(outcome) => {
                             if outcome != OwnerCheck::NotOwner {
                                 tracing::debug!(key = %lock.key, "gave back a grant nobody used");
-                                lock.room.released(&lock.key);
                             }
                             self.unsettled = Unsettled::Nothing;
                         }
@@ -231,7 +230,8 @@ pub(crate) enum Verdict {
     Unusable,
 }
 
-/// Sends a take of `lock`'s key once what an earlier take left is settled, and returns the
+/// Sends a take of `lock`'s key (in its line, with a place of `lease`, if given) once what an
+/// earlier take left is settled, and returns the
 /// store's answer with what `judge` made of a grant (`None` when busy). A grant judged
 /// [`Verdict::Unusable`] is given back.
 ///
@@ -239,6 +239,7 @@ pub(crate) enum Verdict {
 /// given back (the store does not answer): no take is sent then.
 pub(crate) async fn take(
     lock: &Arc<LockInner>,
+    lease: Option<Duration>,
     judge: impl FnOnce(&Acquisition, Instant) -> Verdict,
 ) -> Result<Option<Verdict>> {
     let failures_seen = lock.takes.failures.load(Ordering::Acquire);
@@ -247,9 +248,17 @@ pub(crate) async fn take(
     let sent_at = Instant::now();
     let sent = Arc::clone(lock);
     turn.unsettled = Unsettled::Answer(Box::pin(async move {
-        let save = sent
-            .store
-            .save(&sent.key, &sent.owner, sent.ttl.as_duration());
+        let ttl = sent.ttl.as_duration();
+        let save = match lease {
+            Some(lease) => {
+                let place = Place {
+                    waiter: &sent.waiter,
+                    lease,
+                };
+                sent.store.save_in_line(&sent.key, &sent.owner, ttl, place)
+            }
+            None => sent.store.save(&sent.key, &sent.owner, ttl),
+        };
         sent.telemetry
             .store_call(Operation::Take, &sent.key, save)
             .await

@@ -1,166 +1,394 @@
-//! The waiting line: waiters of one factory queue per key, and only the first asks the store.
+//! Waiting for a key: the one mechanism every store shares.
 //!
-//! Without it, every waiter polls the store, and a holder that releases and at once acquires
-//! again wins nearly every time (it asks before the woken waiters do). With it, waiters of a
-//! key are served in arrival order; only the one at the front of the line talks to the store
-//! (woken by a local release, by the store's release notification, or by its retry delay),
-//! and a newcomer joins the back of the line instead of overtaking.
+//! # The vocabulary
+//!
+//! - A **waiter** is one lock's `acquire` that found its key busy. It has a public *waiter
+//!   id* (random, one per lock, not its owner token, which is a secret).
+//! - A store that can keep one keeps a **line** per key: the waiters in arrival order, each
+//!   with a **place** ([`Place`]) that lasts a *lease* unless the waiter asks again. A take
+//!   ([`LockStore::save_in_line`](crate::LockStore::save_in_line)) succeeds only if the key
+//!   is free and no live waiter is ahead of the taker; a busy answer keeps (or makes) the
+//!   taker's place. A plain take ([`LockStore::save`](crate::LockStore::save)) never
+//!   overtakes a live waiter either. A granted take removes the taker's place.
+//! - A **release** of a key with a line **hands over** the key to the waiter at the front:
+//!   the store cuts that waiter's lease to [`HANDOVER_WINDOW`] (so a waiter that died does
+//!   not block those behind it for longer) and **wakes** it, naming its waiter id. Waiters
+//!   behind it are not woken and do not ask: one store call per release, whatever the
+//!   number of waiters and processes.
+//! - A store that hears releases **watches** the keys that have waiters in this process
+//!   ([`ReleaseFeed::subscribe`]), and reports every release it hears to [`Waiters::wake`].
+//!
+//! # Who does what
+//!
+//! Core decides the policy, here and in the lock's wait loop: when a waiter asks (when woken
+//! by name or by an anonymous wake, and at each retry delay, which also renews its place),
+//! how long a place lasts ([`lease_for`]), how long a released key is left to its front
+//! waiter ([`HANDOVER_WINDOW`]), how long an idle key stays watched ([`LINGER`]), and that a
+//! waiter that gives up leaves its line. A store provides primitives only: the atomic take
+//! that respects the line, `leave_line`, and, if its server can tell, a [`Waiters`] board
+//! fed by its subscriptions. A store without any of it works too: its waiters poll at the
+//! retry delay.
+//!
+//! # Why this shape
+//!
+//! Waking every waiter on a release makes all of them ask, all but one in vain, and lets
+//! whoever is quickest (often the holder that just released) win every time. Redisson's fair
+//! lock keeps a line in the server too, but each of its waiters polls the line's head; here
+//! the release names the front waiter, and only it asks.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
-/// How long a factory that released a key to waiters elsewhere leaves it to them before its
-/// own next `acquire` of the key asks the store (it asks earlier when it hears the key
-/// released again).
-pub(crate) const HANDOVER_GRACE: Duration = Duration::from_millis(50);
+use crate::MAX_DURATION;
 
-/// The lines of every key that has waiters, for the locks of one factory.
-#[derive(Debug, Default)]
-pub(crate) struct WaitRoom {
-    /// Keys this factory released while others elsewhere waited, and until when it leaves
-    /// them to those waiters.
-    handovers: Mutex<HashMap<String, Instant>>,
-    /// Whether `handovers` may hold anything, read without its mutex.
-    any_handovers: AtomicBool,
-    lines: Mutex<HashMap<String, Arc<Line>>>,
-    /// How many lines there are, read without the mutex so that acquiring and releasing
-    /// cost nothing here while nobody waits.
-    line_count: AtomicUsize,
+/// How long a release leaves the key to the waiter it woke, before the waiters behind it may
+/// pass it (if it has not taken the key by then, it is presumed gone).
+pub const HANDOVER_WINDOW: Duration = Duration::from_millis(100);
+
+/// How long a key stays watched after its last waiter here stopped waiting, so that a
+/// process waiting on the same key again and again does not subscribe each time.
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// How many recent wakes of a key are remembered for waiters that were between a take and
+/// their wait when the wake came.
+const RECENT_WAKES: usize = 16;
+
+/// How often idle keys are looked for, at most.
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long a waiter's place lasts when the waiter asks every `retry_delay`: two delays (a
+/// late ask does not lose the place) and a hand-over window.
+pub fn lease_for(retry_delay: Duration) -> Duration {
+    retry_delay
+        .saturating_mul(2)
+        .saturating_add(HANDOVER_WINDOW)
+        .min(MAX_DURATION)
 }
 
-/// The waiters of one key.
-#[derive(Debug)]
-pub(crate) struct Line {
-    /// One permit: the waiter that holds it is at the front and may ask the store.
-    front: Arc<Semaphore>,
-    /// Whether a lock of this factory holds the key (asking the store would be in vain).
-    held_here: AtomicBool,
-    /// Signalled when a lock of this factory releases the key.
-    released: Notify,
+/// How a store watches keys for releases: given to [`Waiters::new`].
+///
+/// Calls come from the waiters' tasks and must not block; queue the work for the store's
+/// own task (a subscriber connection, a `LISTEN` session).
+pub trait ReleaseFeed: Send + Sync + 'static {
+    /// Starts hearing releases of `key`. Once the store hears them, it must check whether
+    /// `key` is free and, if so, call [`Waiters::wake`] with no waiter: a release that came
+    /// before the subscription would otherwise be missed. Also after a reconnection, for
+    /// every key of [`Waiters::watched`].
+    fn subscribe(&self, key: &str);
+
+    /// Stops hearing releases of `key`.
+    fn unsubscribe(&self, key: &str);
 }
 
-/// A waiter's place in a line; leaving the room when dropped.
-#[derive(Debug)]
-pub(crate) struct Ticket<'room> {
-    room: &'room WaitRoom,
-    key: &'room str,
-    line: Arc<Line>,
+/// The waiters of one store in this process, per key: the board on which a store that hears
+/// releases reports them.
+///
+/// A store creates one, keeps it, and returns it from
+/// [`LockStore::waiters`](crate::LockStore::waiters). Keys are the locks' keys, as the store
+/// receives them.
+pub struct Waiters {
+    feed: Box<dyn ReleaseFeed>,
+    keys: Mutex<Keys>,
+    /// How many keys are watched, read without the mutex so that a release nobody here
+    /// waits for costs nothing.
+    watched: AtomicUsize,
 }
 
-impl WaitRoom {
-    /// Joins the line of `key`.
-    pub(crate) fn join<'room>(&'room self, key: &'room str) -> Ticket<'room> {
-        let line = Arc::clone(self.lock().entry(key.to_owned()).or_insert_with(|| {
-            self.line_count.fetch_add(1, Ordering::SeqCst);
-            Arc::new(Line {
-                front: Arc::new(Semaphore::new(1)),
-                held_here: AtomicBool::new(false),
-                released: Notify::new(),
-            })
-        }));
-        Ticket {
-            room: self,
-            key,
-            line,
+#[derive(Default)]
+struct Keys {
+    by_key: HashMap<Arc<str>, Watch>,
+    last_sweep: Option<Instant>,
+}
+
+/// One watched key.
+struct Watch {
+    /// How many waiters of this process wait for the key now.
+    waiters: usize,
+    /// When the last of them stopped waiting.
+    idle_since: Option<Instant>,
+    /// How many wakes the key had.
+    generation: u64,
+    /// The last wakes: their generation and the waiter they named (`None`: every waiter).
+    recent: VecDeque<(u64, Option<Arc<str>>)>,
+    /// Signalled at each wake; each waiter then looks whether the wake names it.
+    woken: Arc<Notify>,
+}
+
+impl Waiters {
+    /// A board whose keys are watched through `feed`.
+    pub fn new(feed: impl ReleaseFeed) -> Self {
+        Self {
+            feed: Box::new(feed),
+            keys: Mutex::default(),
+            watched: AtomicUsize::new(0),
         }
     }
 
-    /// A lock of this factory acquired `key`.
-    pub(crate) fn acquired(&self, key: &str) {
-        if self.line_count.load(Ordering::SeqCst) == 0 {
+    /// The store heard `key` released and handed over to `waiter` (`None`: to nobody in
+    /// particular, every waiter of the key asks). Wakes of keys nobody here watches are
+    /// ignored.
+    pub fn wake(&self, key: &str, waiter: Option<&str>) {
+        if self.watched.load(Ordering::Acquire) == 0 {
             return;
         }
-        if let Some(line) = self.lock().get(key) {
-            line.held_here.store(true, Ordering::SeqCst);
-        }
-    }
-
-    /// A lock of this factory released `key` (or learnt it no longer holds it): wake the
-    /// waiter at the front.
-    pub(crate) fn released(&self, key: &str) {
-        if self.line_count.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        if let Some(line) = self.lock().get(key) {
-            line.held_here.store(false, Ordering::SeqCst);
-            line.released.notify_one();
-        }
-    }
-
-    /// A lock of this factory released `key` while others waited for it elsewhere.
-    pub(crate) fn handed_over(&self, key: &str) {
-        let Some(until) = crate::clock::after(Instant::now(), HANDOVER_GRACE) else {
+        let mut keys = self.lock();
+        let Some(watch) = keys.by_key.get_mut(key) else {
             return;
         };
-        self.current_handovers().insert(key.to_owned(), until);
-        self.any_handovers.store(true, Ordering::SeqCst);
+        watch.generation += 1;
+        if watch.recent.len() == RECENT_WAKES {
+            watch.recent.pop_front();
+        }
+        watch
+            .recent
+            .push_back((watch.generation, waiter.map(Arc::from)));
+        watch.woken.notify_waiters();
     }
 
-    /// Whether this factory recently handed `key` over to waiters elsewhere, so that asking
-    /// for it now would overtake them.
-    pub(crate) fn recently_handed_over(&self, key: &str) -> bool {
-        if !self.any_handovers.load(Ordering::SeqCst) {
-            return false;
-        }
-        let handovers = self.current_handovers();
-        if handovers.is_empty() {
-            self.any_handovers.store(false, Ordering::SeqCst);
-        }
-        handovers.contains_key(key)
+    /// Every key watched now (with waiters, or lingering): what a store subscribes to again
+    /// after a reconnection.
+    pub fn watched(&self) -> Vec<Arc<str>> {
+        self.lock().by_key.keys().cloned().collect()
     }
 
-    /// The handovers whose grace has not run out yet (the others are forgotten).
-    fn current_handovers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    /// Whether `key` is watched now.
+    pub fn is_watched(&self, key: &str) -> bool {
+        self.watched.load(Ordering::Acquire) > 0 && self.lock().by_key.contains_key(key)
+    }
+
+    /// How many wakes `key` had so far, if it is watched: read before a take, so that a wake
+    /// arriving between the take's answer and the wait is not missed.
+    pub(crate) fn generation(&self, key: &str) -> u64 {
+        if self.watched.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        self.lock()
+            .by_key
+            .get(key)
+            .map_or(0, |watch| watch.generation)
+    }
+
+    /// Starts waiting for `key` as `waiter`, having seen its wakes up to `seen` (what
+    /// [`generation`](Self::generation) said before the take that found it busy).
+    pub(crate) fn join<'board>(
+        &'board self,
+        key: &str,
+        waiter: &'board str,
+        seen: u64,
+    ) -> Ticket<'board> {
+        let mut keys = self.lock();
+        let key: Arc<str> = Arc::from(key);
+        let new = !keys.by_key.contains_key(&key);
+        let watch = keys
+            .by_key
+            .entry(Arc::clone(&key))
+            .or_insert_with(|| Watch {
+                waiters: 0,
+                idle_since: None,
+                generation: 0,
+                recent: VecDeque::new(),
+                woken: Arc::new(Notify::new()),
+            });
+        watch.waiters += 1;
+        watch.idle_since = None;
+        // A key first watched now counts its wakes from zero.
+        let seen = if new { 0 } else { seen };
+        let woken = Arc::clone(&watch.woken);
+        self.watched.store(keys.by_key.len(), Ordering::Release);
+        let idle = self.sweep(&mut keys);
+        drop(keys);
+        self.unsubscribe(idle);
+        if new {
+            self.feed.subscribe(&key);
+        }
+        Ticket {
+            board: self,
+            key,
+            waiter,
+            seen,
+            woken,
+        }
+    }
+
+    /// Removes the keys idle for [`LINGER`], at most once per [`SWEEP_PERIOD`]; returns them
+    /// to be unsubscribed once the mutex is released.
+    fn sweep(&self, keys: &mut Keys) -> Vec<Arc<str>> {
         let now = Instant::now();
-        let mut handovers = self
-            .handovers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        handovers.retain(|_, until| *until > now);
-        handovers
+        if keys
+            .last_sweep
+            .is_some_and(|last| now.saturating_duration_since(last) < SWEEP_PERIOD)
+        {
+            return Vec::new();
+        }
+        keys.last_sweep = Some(now);
+        let mut idle = Vec::new();
+        keys.by_key.retain(|key, watch| {
+            let lingered = watch
+                .idle_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= LINGER);
+            if lingered {
+                idle.push(Arc::clone(key));
+            }
+            !lingered
+        });
+        self.watched.store(keys.by_key.len(), Ordering::Release);
+        idle
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Line>>> {
-        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    fn unsubscribe(&self, keys: Vec<Arc<str>>) {
+        for key in keys {
+            self.feed.unsubscribe(&key);
+        }
     }
+
+    fn lock(&self) -> MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Waiters {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Waiters")
+            .field("watched", &self.watched.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One waiter's watch of its key; stops watching when dropped.
+pub(crate) struct Ticket<'board> {
+    board: &'board Waiters,
+    key: Arc<str>,
+    waiter: &'board str,
+    /// The key's wakes up to this generation were seen (came before the waiter's last take).
+    seen: u64,
+    woken: Arc<Notify>,
 }
 
 impl Ticket<'_> {
-    /// The front place, if nobody holds it now.
-    pub(crate) fn try_front(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.line.front).try_acquire_owned().ok()
+    /// A take is about to be sent: the wakes so far are answered by it.
+    pub(crate) fn asking(&mut self) {
+        if let Some(watch) = self.board.lock().by_key.get(&self.key) {
+            self.seen = watch.generation;
+        }
     }
 
-    /// Waits for the front place, keeping this waiter's turn while the future lives.
-    pub(crate) async fn front(&self) -> OwnedSemaphorePermit {
-        Arc::clone(&self.line.front)
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("the front semaphore is never closed"))
+    /// Waits until a wake since the last take names this waiter (or nobody in particular),
+    /// or `max_wait` has passed. Whether it was woken.
+    pub(crate) async fn wait(&self, max_wait: Duration) -> bool {
+        let sleep = tokio::time::sleep(max_wait);
+        tokio::pin!(sleep);
+        loop {
+            let woken = self.woken.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.is_woken() {
+                return true;
+            }
+            tokio::select! {
+                () = &mut woken => {}
+                () = &mut sleep => return false,
+            }
+        }
     }
 
-    /// Whether a lock of this factory holds the key.
-    pub(crate) fn held_here(&self) -> bool {
-        self.line.held_here.load(Ordering::SeqCst)
-    }
-
-    /// Completes when a lock of this factory releases the key.
-    pub(crate) async fn released(&self) {
-        self.line.released.notified().await;
+    /// Whether a wake since the last take names this waiter or nobody in particular.
+    fn is_woken(&self) -> bool {
+        let keys = self.board.lock();
+        keys.by_key.get(&self.key).is_some_and(|watch| {
+            watch.recent.iter().any(|(generation, waiter)| {
+                *generation > self.seen
+                    && waiter.as_deref().is_none_or(|named| named == self.waiter)
+            })
+        })
     }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        let mut lines = self.room.lock();
-        // The map and this ticket: nobody else waits, so the line goes.
-        if Arc::strong_count(&self.line) == 2 {
-            lines.remove(self.key);
-            self.room.line_count.fetch_sub(1, Ordering::SeqCst);
+        let mut keys = self.board.lock();
+        if let Some(watch) = keys.by_key.get_mut(&self.key) {
+            watch.waiters -= 1;
+            if watch.waiters == 0 {
+                watch.idle_since = Some(Instant::now());
+            }
         }
+        let idle = self.board.sweep(&mut keys);
+        drop(keys);
+        self.board.unsubscribe(idle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<Mutex<Vec<String>>>);
+
+    impl ReleaseFeed for Recorded {
+        fn subscribe(&self, key: &str) {
+            self.0.lock().unwrap().push(format!("+{key}"));
+        }
+        fn unsubscribe(&self, key: &str) {
+            self.0.lock().unwrap().push(format!("-{key}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_reaches_only_the_waiter_it_names() {
+        let feed = Recorded::default();
+        let board = Waiters::new(feed.clone());
+        let first = board.join("k", "a", 0);
+        let second = board.join("k", "b", 0);
+        assert_eq!(*feed.0.lock().unwrap(), ["+k"], "one subscription per key");
+        board.wake("k", Some("b"));
+        assert!(second.wait(Duration::from_secs(5)).await);
+        assert!(!first.wait(Duration::from_millis(20)).await);
+        board.wake("k", None);
+        assert!(first.wait(Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn a_wake_between_take_and_wait_is_kept() {
+        let board = Waiters::new(Recorded::default());
+        let _other = board.join("k", "other", 0);
+        let seen = board.generation("k");
+        board.wake("k", Some("late"));
+        let late = board.join("k", "late", seen);
+        assert!(late.wait(Duration::from_secs(5)).await);
+        let mut late = late;
+        late.asking();
+        assert!(
+            !late.wait(Duration::from_millis(20)).await,
+            "answered by the take"
+        );
+    }
+
+    #[test]
+    fn idle_keys_are_unsubscribed_after_lingering() {
+        let feed = Recorded::default();
+        let board = Waiters::new(feed.clone());
+        drop(board.join("old", "a", 0));
+        // As if it had lingered long enough, and no sweep had run for a while.
+        board.lock().by_key.get_mut("old").unwrap().idle_since = Instant::now().checked_sub(LINGER);
+        board.lock().last_sweep = None;
+        drop(board.join("new", "b", 0));
+        assert_eq!(*feed.0.lock().unwrap(), ["+old", "-old", "+new"]);
+        assert!(!board.is_watched("old"));
+        board.wake("old", None);
+    }
+
+    #[test]
+    fn leases_outlast_two_delays_and_saturate() {
+        assert_eq!(
+            lease_for(Duration::from_millis(250)),
+            Duration::from_millis(600)
+        );
+        assert_eq!(lease_for(Duration::MAX), MAX_DURATION);
     }
 }

@@ -175,12 +175,11 @@ case! {
 }
 
 case! {
-    /// Wake-ups that are not releases (a store whose `wait_for_release` returns every
-    /// 10 ms) never shorten the retry policy: 4 attempts 150 ms apart still last three
+    /// Wake-ups that are not releases (a store that wakes its waiters every 10 ms) never shorten the retry policy: 4 attempts 150 ms apart still last three
     /// delays.
     wakeups_without_release_never_shorten_the_policy(new_store) {
         let holder_factory = factory(&new_store).await;
-        let restless = Arc::new(RestlessStore(new_store().await));
+        let restless = Arc::new(RestlessStore::new(new_store().await));
         let factory = LockFactory::from_shared(restless);
         let key = unique_key("restless");
         let holder = holder_factory.create_lock(&key).unwrap();
@@ -195,13 +194,43 @@ case! {
     }
 }
 
-/// A store that wakes its waiters every 10 ms whether or not anything was released.
-struct RestlessStore(Arc<dyn crate::LockStore>);
+/// A store that wakes its waiters every 10 ms whether or not anything was released; it
+/// keeps no line of its own (its takes are plain ones).
+struct RestlessStore {
+    inner: Arc<dyn crate::LockStore>,
+    board: Arc<crate::Waiters>,
+}
+
+/// A release feed that hears nothing.
+struct Deaf;
+
+impl crate::ReleaseFeed for Deaf {
+    fn subscribe(&self, _key: &str) {}
+    fn unsubscribe(&self, _key: &str) {}
+}
+
+impl RestlessStore {
+    /// Wraps `inner`; the wakes go on while the store lives.
+    fn new(inner: Arc<dyn crate::LockStore>) -> Self {
+        let board = Arc::new(crate::Waiters::new(Deaf));
+        let restless = Arc::downgrade(&board);
+        tokio::spawn(async move {
+            while let Some(board) = restless.upgrade() {
+                for key in board.watched() {
+                    board.wake(&key, None);
+                }
+                drop(board);
+                sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Self { inner, board }
+    }
+}
 
 #[async_trait::async_trait]
 impl crate::LockStore for RestlessStore {
     fn validate_key(&self, key: &str) -> crate::Result<()> {
-        self.0.validate_key(key)
+        self.inner.validate_key(key)
     }
 
     async fn save(
@@ -210,19 +239,19 @@ impl crate::LockStore for RestlessStore {
         owner: &str,
         ttl: Option<Duration>,
     ) -> crate::Result<crate::Acquisition> {
-        self.0.save(key, owner, ttl).await
+        self.inner.save(key, owner, ttl).await
     }
 
     async fn delete(&self, key: &str, owner: &str) -> crate::Result<crate::OwnerCheck> {
-        self.0.delete(key, owner).await
+        self.inner.delete(key, owner).await
     }
 
     async fn force_delete(&self, key: &str) -> crate::Result<()> {
-        self.0.force_delete(key).await
+        self.inner.force_delete(key).await
     }
 
     async fn exists(&self, key: &str) -> crate::Result<bool> {
-        self.0.exists(key).await
+        self.inner.exists(key).await
     }
 
     async fn extend(
@@ -231,11 +260,11 @@ impl crate::LockStore for RestlessStore {
         owner: &str,
         ttl: Duration,
     ) -> crate::Result<crate::OwnerCheck> {
-        self.0.extend(key, owner, ttl).await
+        self.inner.extend(key, owner, ttl).await
     }
 
-    async fn wait_for_release(&self, _key: &str, max_wait: Duration) {
-        sleep(max_wait.min(Duration::from_millis(10))).await;
+    fn waiters(&self) -> Option<&crate::Waiters> {
+        Some(&self.board)
     }
 }
 

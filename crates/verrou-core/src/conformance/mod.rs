@@ -24,7 +24,8 @@ use futures_util::FutureExt;
 use tokio::time::sleep;
 
 use crate::{
-    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Result, Retry, SerializedLock, Ttl,
+    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Result, Retry, SerializedLock,
+    Ttl, Waiters,
 };
 
 /// Writes one `#[test]` per conformance case, each running on its own Tokio runtime with
@@ -940,12 +941,26 @@ impl LockStore for CountingStore {
     }
 
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        self.saves.fetch_add(1, Ordering::SeqCst);
-        let outcome = self.inner.save(key, owner, ttl).await;
-        if matches!(outcome, Ok(Acquisition::Busy)) {
-            self.busy.fetch_add(1, Ordering::SeqCst);
-        }
-        outcome
+        self.counted(self.inner.save(key, owner, ttl)).await
+    }
+
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> Result<Acquisition> {
+        self.counted(self.inner.save_in_line(key, owner, ttl, place))
+            .await
+    }
+
+    async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        self.inner.leave_line(key, waiter).await
+    }
+
+    fn waiters(&self) -> Option<&Waiters> {
+        self.inner.waiters()
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
@@ -964,8 +979,19 @@ impl LockStore for CountingStore {
         self.extends.fetch_add(1, Ordering::SeqCst);
         self.inner.extend(key, owner, ttl).await
     }
+}
 
-    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
-        self.inner.wait_for_release(key, max_wait).await
+impl CountingStore {
+    /// Counts a take and, if it found the key busy, a busy answer.
+    async fn counted(
+        &self,
+        take: impl Future<Output = Result<Acquisition>>,
+    ) -> Result<Acquisition> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        let outcome = take.await;
+        if matches!(outcome, Ok(Acquisition::Busy)) {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+        }
+        outcome
     }
 }
