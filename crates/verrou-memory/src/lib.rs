@@ -14,6 +14,8 @@
 //! ```
 
 mod expiry;
+mod line;
+mod shard;
 mod store;
 
 pub use store::MemoryStore;

@@ -1,20 +1,28 @@
-//! [`MemoryStore`]: locks in a map guarded by a mutex.
+//! [`MemoryStore`]: locks in maps guarded by mutexes, one per shard of keys.
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use hashbrown::hash_map::{EntryRef, RawEntryMut};
-use hashbrown::HashMap;
-use tokio::sync::Notify;
-use verrou_core::{Acquisition, Grant, IntoDuration, LockStore, OwnerCheck, Result};
+use hashbrown::DefaultHashBuilder;
+use verrou_core::{
+    Acquisition, Grant, IntoDuration, LockStore, OwnerCheck, Place, ReleaseFeed, Result, Waiters,
+    HANDOVER_WINDOW,
+};
 
-use crate::expiry::{Deadline, ExpiryQueue};
+use crate::shard::{Hashed, Shard, Waiting};
+
+/// How many shards the keys are spread over: unrelated keys rarely share a mutex.
+const SHARDS: usize = 64;
 
 /// Locks held in this process's memory: fast, and shared only by the tasks of one process.
 ///
-/// Each operation is one critical section, O(log n). Expiry uses the monotonic clock.
+/// Each operation is one critical section of the key's shard, O(log n); keys are spread
+/// over 64 shards, so unrelated keys rarely wait for each other. Waiters of a key are
+/// served in arrival order (see [`verrou_core::waiting`]): a release hands the key to the
+/// front waiter and wakes it alone. Expiry uses the monotonic clock.
 /// Fencing tokens come from one counter for the whole store, so they grow for every key.
 /// The counter starts at the wall clock's nanoseconds since the Unix epoch, so tokens also
 /// keep growing across restarts of the process (as long as the wall clock does not run
@@ -23,207 +31,112 @@ use crate::expiry::{Deadline, ExpiryQueue};
 /// entries whose deadline has passed.
 ///
 /// Cloning gives another handle to the same locks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
-    table: Arc<Mutex<Table>>,
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Table {
-    entries: HashMap<Arc<str>, Entry>,
-    /// Tasks waiting for a key to be released, woken by release and force release.
-    waiters: HashMap<Arc<str>, Arc<Notify>>,
-    expiry: ExpiryQueue,
-    /// Starts at the wall clock in nanoseconds (at least 1, so every token is positive).
-    next_generation: u64,
-}
-
-/// What [`Table::remove`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Removal {
-    NotHeld,
-    Removed,
-    RemovedWithWaiters,
-}
-
-#[derive(Debug)]
-struct Entry {
-    owner: Box<str>,
-    expires_at: Option<Instant>,
-    generation: u64,
+struct Inner {
+    hasher: DefaultHashBuilder,
+    shards: Box<[Mutex<Shard>]>,
+    /// The next fencing token (and hold generation): starts at the wall clock in
+    /// nanoseconds (at least 1, so every token is positive).
+    tokens: AtomicU64,
+    waiters: Waiters,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        let hasher = DefaultHashBuilder::default();
+        let shards = (0..SHARDS)
+            .map(|_| Mutex::new(Shard::new(&hasher)))
+            .collect();
+        Self {
+            inner: Arc::new_cyclic(|inner| Inner {
+                hasher,
+                shards,
+                tokens: AtomicU64::new(epoch_nanos_now().max(1)),
+                waiters: Waiters::new(Feed(Weak::clone(inner))),
+            }),
+        }
     }
 
-    /// How many locks the store holds, not counting expired ones.
+    /// How many locks are held (expired ones are not counted).
     pub fn len(&self) -> usize {
-        self.with_table(|table, _| table.entries.len())
+        let now = Instant::now();
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| {
+                let mut shard = lock(shard);
+                shard.drop_expired(now);
+                shard.len()
+            })
+            .sum()
     }
 
-    /// Whether the store holds no lock.
+    /// Whether no lock is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Runs `operation` on the table, with the time, after dropping the entries that have
-    /// expired.
-    fn with_table<T>(&self, operation: impl FnOnce(&mut Table, Instant) -> T) -> T {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        table.drop_expired(now);
-        operation(&mut table, now)
-    }
 }
 
-impl Default for Table {
+impl Default for MemoryStore {
     fn default() -> Self {
-        Self {
-            entries: HashMap::new(),
-            waiters: HashMap::new(),
-            expiry: ExpiryQueue::default(),
-            next_generation: epoch_nanos_now().max(1),
+        Self::new()
+    }
+}
+
+impl Inner {
+    /// Runs `operation` on the shard of `key`, with the key's hash and the time, once the
+    /// shard's expired locks are dropped.
+    fn with_shard<T>(
+        &self,
+        key: &str,
+        operation: impl FnOnce(&mut Shard, Hashed<'_>, Instant) -> T,
+    ) -> T {
+        let hash = self.hasher.hash_one(key);
+        // The middle bits: the map inside the shard uses the low and the top ones.
+        let index = usize::try_from(hash >> 32).unwrap_or_default() % SHARDS;
+        let mut shard = lock(&self.shards[index]);
+        let now = Instant::now();
+        shard.drop_expired(now);
+        operation(&mut shard, Hashed { hash, key }, now)
+    }
+
+    /// Wakes the waiter a key was handed over to.
+    fn wake(&self, key: &str, handed_to: Option<Arc<str>>) {
+        if let Some(waiter) = handed_to {
+            self.waiters.wake(key, Some(&waiter));
         }
     }
 }
 
-impl Table {
-    fn drop_expired(&mut self, now: Instant) {
-        while let Some(deadline) = self.expiry.pop_due(now) {
-            let current = self
-                .entries
-                .get(&deadline.key)
-                .is_some_and(|entry| entry.generation == deadline.generation);
-            if current {
-                self.entries.remove(&deadline.key);
-            }
-        }
-    }
-
-    /// A new generation: it grows with every grant and extension, so it doubles as the
-    /// fencing token.
-    fn next_generation(&mut self) -> u64 {
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.saturating_add(1);
-        generation
-    }
-
-    /// Takes `key` for `owner` until `ttl` after `now` if it is free; the fencing token.
-    fn take(&mut self, key: &str, owner: &str, ttl: Option<Duration>, now: Instant) -> Option<u64> {
-        let generation = self.next_generation;
-        let hash = self.entries.hasher().hash_one(key);
-        let RawEntryMut::Vacant(vacant) = self
-            .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, key)
-        else {
-            return None;
-        };
-        let expires_at = ttl.map(|ttl| deadline(now, ttl));
-        let entry = Entry {
-            owner: owner.into(),
-            expires_at,
-            generation,
-        };
-        let (key, _) = vacant.insert_hashed_nocheck(hash, Arc::from(key), entry);
-        let key = Arc::clone(key);
-        self.granted(key, expires_at, generation);
-        Some(generation)
-    }
-
-    /// Moves the expiry of `key` to `ttl` after `now` if `owner` holds it.
-    fn extend(&mut self, key: &str, owner: &str, ttl: Duration, now: Instant) -> bool {
-        let generation = self.next_generation;
-        let Some((key, entry)) = self.entries.get_key_value_mut(key) else {
-            return false;
-        };
-        if &*entry.owner != owner {
-            return false;
-        }
-        let at = deadline(now, ttl);
-        entry.expires_at = Some(at);
-        entry.generation = generation;
-        let key = Arc::clone(key);
-        self.granted(key, Some(at), generation);
-        true
-    }
-
-    /// Books the expiry of the entry of `key` just given `generation`, and moves the
-    /// generation on.
-    fn granted(&mut self, key: Arc<str>, expires_at: Option<Instant>, generation: u64) {
-        if let Some(at) = expires_at {
-            self.expiry.push(Deadline {
-                at,
-                generation,
-                key,
-            });
-        }
-        self.next_generation();
-        self.compact_expiry();
-    }
-
-    /// Removes `key` if `owner` holds it (or whoever holds it, without owner) and wakes the
-    /// task that has waited longest for it.
-    fn remove(&mut self, key: &str, owner: Option<&str>) -> Removal {
-        let EntryRef::Occupied(occupied) = self.entries.entry_ref(key) else {
-            return Removal::NotHeld;
-        };
-        if owner.is_some_and(|owner| &*occupied.get().owner != owner) {
-            return Removal::NotHeld;
-        }
-        occupied.remove();
-        match self.waiters.get(key) {
-            // Each waiter holds a clone while it waits.
-            Some(waiters) if Arc::strong_count(waiters) > 1 => {
-                waiters.notify_one();
-                Removal::RemovedWithWaiters
-            }
-            _ => Removal::Removed,
-        }
-    }
-
-    fn compact_expiry(&mut self) {
-        let entries = &self.entries;
-        self.expiry.compact_if_bloated(entries.len(), || {
-            entries
-                .iter()
-                .filter_map(|(key, entry)| {
-                    entry.expires_at.map(|at| Deadline {
-                        at,
-                        generation: entry.generation,
-                        key: Arc::clone(key),
-                    })
-                })
-                .collect()
-        });
-    }
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Forgets the waiters entry of a key once its last waiter is gone, even if the wait was
-/// cancelled.
-struct LeaveWaiters<'a> {
-    store: &'a MemoryStore,
-    key: &'a str,
-}
+/// How the board learns that a key it starts to watch is free already: the store wakes
+/// every waiter of a key directly when it hands it over, so the only release a waiter can
+/// miss is one between its take and its watch.
+#[derive(Debug)]
+struct Feed(Weak<Inner>);
 
-impl Drop for LeaveWaiters<'_> {
-    fn drop(&mut self) {
-        self.store.with_table(|table, _| {
-            let unused = table
-                .waiters
-                .get(self.key)
-                .is_some_and(|notify| Arc::strong_count(notify) == 1);
-            if unused {
-                table.waiters.remove(self.key);
-            }
-        });
+impl ReleaseFeed for Feed {
+    fn subscribe(&self, key: &str) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        if !inner.with_shard(key, |shard, _, _| shard.is_held(key)) {
+            inner.waiters.wake(key, None);
+        }
     }
+
+    fn unsubscribe(&self, _key: &str) {}
 }
 
-/// The wall clock in nanoseconds since the Unix epoch (0 before it, `u64::MAX` after 2554).
 fn epoch_nanos_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -232,75 +145,98 @@ fn epoch_nanos_now() -> u64 {
         })
 }
 
-/// `now + ttl` for a TTL checked by [`IntoDuration`] (at most `MAX_DURATION`).
-fn deadline(now: Instant, ttl: Duration) -> Instant {
-    // At most MAX_DURATION ahead: representable on every platform Tokio runs on.
-    now.checked_add(ttl).unwrap_or(now)
-}
-
 #[async_trait]
 impl LockStore for MemoryStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        let ttl = ttl.map(IntoDuration::into_duration).transpose()?;
-        Ok(
-            self.with_table(|table, now| match table.take(key, owner, ttl, now) {
-                Some(fencing_token) => {
-                    Acquisition::Granted(Grant::with_fencing_token(fencing_token))
-                }
-                None => Acquisition::Busy,
-            }),
-        )
+        self.take(key, owner, ttl, None)
+    }
+
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> Result<Acquisition> {
+        let waiting = Waiting {
+            waiter: place.waiter,
+            lease: place.lease,
+        };
+        self.take(key, owner, ttl, Some(waiting))
+    }
+
+    async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        let inner = &self.inner;
+        let handed_to = inner.with_shard(key, |shard, hashed, now| {
+            shard.leave(hashed, waiter, now, HANDOVER_WINDOW)
+        });
+        inner.wake(key, handed_to);
+        Ok(())
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        Ok(
-            self.with_table(|table, _| match table.remove(key, Some(owner)) {
-                Removal::Removed => OwnerCheck::Applied,
-                Removal::RemovedWithWaiters => OwnerCheck::AppliedWithWaiters,
-                Removal::NotHeld => OwnerCheck::NotOwner,
-            }),
-        )
+        let inner = &self.inner;
+        let removed = inner.with_shard(key, |shard, hashed, now| {
+            shard.remove(hashed, Some(owner), now, HANDOVER_WINDOW)
+        });
+        Ok(match removed {
+            Some(handed_to) => {
+                inner.wake(key, handed_to);
+                OwnerCheck::Applied
+            }
+            None => OwnerCheck::NotOwner,
+        })
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.with_table(|table, _| table.remove(key, None));
+        let inner = &self.inner;
+        let removed = inner.with_shard(key, |shard, hashed, now| {
+            shard.remove(hashed, None, now, HANDOVER_WINDOW)
+        });
+        inner.wake(key, removed.flatten());
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.with_table(|table, _| table.entries.contains_key(key)))
-    }
-
-    /// Returns when `key` is released or force-released, when its holder's TTL runs out, or
-    /// after `max_wait`, whichever comes first.
-    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
-        let _leave = LeaveWaiters { store: self, key };
-        let (released, wait) = self.with_table(|table, now| {
-            let notify = Arc::clone(
-                table
-                    .waiters
-                    .entry(Arc::from(key))
-                    .or_insert_with(|| Arc::new(Notify::new())),
-            );
-            let until_expiry = table
-                .entries
-                .get(key)
-                .and_then(|entry| entry.expires_at)
-                .map(|at| at.saturating_duration_since(now));
-            let wait = until_expiry.map_or(max_wait, |left| left.min(max_wait));
-            (notify.notified_owned(), wait)
-        });
-        let _ = tokio::time::timeout(wait, released).await;
+        Ok(self.inner.with_shard(key, |shard, _, _| shard.is_held(key)))
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
         let ttl = ttl.into_duration()?;
-        Ok(
-            self.with_table(|table, now| match table.extend(key, owner, ttl, now) {
-                true => OwnerCheck::Applied,
-                false => OwnerCheck::NotOwner,
-            }),
-        )
+        let inner = &self.inner;
+        let extended = inner.with_shard(key, |shard, _, now| {
+            shard.extend(key, owner, ttl, now, &inner.tokens)
+        });
+        Ok(if extended {
+            OwnerCheck::Applied
+        } else {
+            OwnerCheck::NotOwner
+        })
+    }
+
+    fn waiters(&self) -> Option<&Waiters> {
+        Some(&self.inner.waiters)
+    }
+}
+
+impl MemoryStore {
+    /// A take, in the key's line if `waiting`.
+    fn take(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        waiting: Option<Waiting<'_>>,
+    ) -> Result<Acquisition> {
+        let ttl = ttl.map(IntoDuration::into_duration).transpose()?;
+        let inner = &self.inner;
+        let token = inner.with_shard(key, |shard, hashed, now| {
+            shard.take(hashed, owner, ttl, waiting, now, &inner.tokens)
+        });
+        Ok(match token {
+            Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
+            None => Acquisition::Busy,
+        })
     }
 }
 
@@ -331,10 +267,37 @@ mod tests {
         }
         store.save("never", "me", None).await.unwrap();
         assert_eq!(store.len(), 1);
-        let queued = store.with_table(|table, _| table.expiry.len());
+        let queued = store
+            .inner
+            .with_shard("hot", |shard, _, _| shard.queued_deadlines());
         assert!(
             queued <= 2 + 64 + 1,
             "{queued} deadlines queued for 1 entry"
         );
+    }
+
+    #[tokio::test]
+    async fn lines_go_when_their_waiters_leave_or_lapse() {
+        let store = MemoryStore::new();
+        let lines = |store: &MemoryStore| store.inner.with_shard("k", |shard, _, _| shard.lines());
+        store.save("k", "holder", None).await.unwrap();
+        let lease = Duration::from_millis(30);
+        for waiter in ["a", "b"] {
+            let place = Place { waiter, lease };
+            let busy = store.save_in_line("k", waiter, None, place).await.unwrap();
+            assert_eq!(busy, Acquisition::Busy);
+        }
+        assert_eq!(lines(&store), 1);
+        store.leave_line("k", "a").await.unwrap();
+        store.leave_line("k", "b").await.unwrap();
+        assert_eq!(lines(&store), 0, "left");
+        let place = Place { waiter: "c", lease };
+        store.save_in_line("k", "c", None, place).await.unwrap();
+        tokio::time::sleep(lease * 2).await;
+        assert_eq!(
+            store.save("k", "other", None).await.unwrap(),
+            Acquisition::Busy
+        );
+        assert_eq!(lines(&store), 0, "lapsed");
     }
 }

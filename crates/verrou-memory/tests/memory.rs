@@ -86,7 +86,7 @@ async fn clones_share_locks_and_separate_stores_do_not() {
 
 /// Eight workers cycle on one key with the default 250 ms retry delay: waiters are woken by
 /// releases (no polling), served in arrival order (a releasing holder that asks again at
-/// once goes to the back of the line), and almost never ask the store in vain.
+/// once goes to the back of the line), and almost never ask the store in vain once in line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_take_turns_without_polling() {
     let counting = Arc::new(CountingStore::new(Arc::new(MemoryStore::new())));
@@ -116,7 +116,7 @@ async fn waiters_take_turns_without_polling() {
         let distinct: std::collections::HashSet<_> = window.iter().collect();
         assert_eq!(distinct.len(), 8, "unfair turn order: {window:?}");
     }
-    let in_vain = counting.busy.load(Ordering::SeqCst);
+    let in_vain = counting.in_vain.load(Ordering::SeqCst);
     assert!(
         in_vain <= 8,
         "{in_vain} store attempts failed: waiters are polling"
@@ -148,9 +148,9 @@ async fn the_store_wakes_waiters_of_other_factories() {
     releaser.await.unwrap();
 }
 
-/// Workers with factories of their own (as separate parts of a program, or processes, would
-/// have) share the key fairly too: a releasing holder leaves the key to the waiter the store
-/// woke instead of taking it straight back, and woken waiters rarely ask in vain.
+/// Workers with factories of their own (as separate parts of a program would have) share
+/// the key fairly too: the line is the store's, so a releasing holder that asks again goes
+/// behind the waiter the release woke, and woken waiters rarely ask in vain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holders_with_their_own_factories_do_not_starve_each_other() {
     let store = MemoryStore::new();
@@ -183,7 +183,7 @@ async fn holders_with_their_own_factories_do_not_starve_each_other() {
     assert!(fewest * 2 >= most, "unfair shares: {turns:?}");
     let in_vain: usize = probes
         .iter()
-        .map(|probe| probe.busy.load(Ordering::SeqCst))
+        .map(|probe| probe.in_vain.load(Ordering::SeqCst))
         .sum();
     let total: usize = turns.iter().sum();
     assert!(
@@ -192,8 +192,9 @@ async fn holders_with_their_own_factories_do_not_starve_each_other() {
     );
 }
 
-/// While a lock of the same factory holds the key, the waiter at the front asks the store no
-/// more often than its retry delay (its safety net), since it is woken by the release.
+/// While a lock holds the key for long, a waiter asks the store no more often than its
+/// retry delay (its safety net, which also renews its place), since it is woken by the
+/// release.
 #[tokio::test]
 async fn a_long_local_hold_costs_one_attempt_per_retry_delay() {
     let counting = Arc::new(CountingStore::new(Arc::new(MemoryStore::new())));

@@ -9,9 +9,11 @@
 
 mod faults;
 mod history;
+mod lines;
 
 pub use faults::*;
 pub use history::{History, Hold, OpenHold, Verdict};
+pub use lines::*;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -914,12 +916,17 @@ case! {
 /// (failed attempts, renewals).
 pub struct CountingStore {
     inner: Arc<dyn LockStore>,
-    /// `save` calls.
+    /// Takes (`save` and `save_in_line` calls).
     pub saves: AtomicUsize,
-    /// `save` calls answered [`Acquisition::Busy`].
+    /// Takes answered [`Acquisition::Busy`].
     pub busy: AtomicUsize,
+    /// Takes in a line answered [`Acquisition::Busy`] when the waiter's previous take was
+    /// too: asks in vain. (The first busy answer of a wait only joins the line.)
+    pub in_vain: AtomicUsize,
     /// `extend` calls.
     pub extends: AtomicUsize,
+    /// The waiters whose last take was answered busy.
+    queued: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl CountingStore {
@@ -929,7 +936,9 @@ impl CountingStore {
             inner,
             saves: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
+            in_vain: AtomicUsize::new(0),
             extends: AtomicUsize::new(0),
+            queued: std::sync::Mutex::default(),
         }
     }
 }
@@ -941,7 +950,7 @@ impl LockStore for CountingStore {
     }
 
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        self.counted(self.inner.save(key, owner, ttl)).await
+        self.counted(None, self.inner.save(key, owner, ttl)).await
     }
 
     async fn save_in_line(
@@ -951,8 +960,11 @@ impl LockStore for CountingStore {
         ttl: Option<Duration>,
         place: Place<'_>,
     ) -> Result<Acquisition> {
-        self.counted(self.inner.save_in_line(key, owner, ttl, place))
-            .await
+        self.counted(
+            Some(place.waiter),
+            self.inner.save_in_line(key, owner, ttl, place),
+        )
+        .await
     }
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
@@ -982,15 +994,33 @@ impl LockStore for CountingStore {
 }
 
 impl CountingStore {
-    /// Counts a take and, if it found the key busy, a busy answer.
+    /// Counts a take (by `waiter`, if in a line) and, if it found the key busy, a busy
+    /// answer, and an ask in vain if the waiter's previous take was busy too.
     async fn counted(
         &self,
+        waiter: Option<&str>,
         take: impl Future<Output = Result<Acquisition>>,
     ) -> Result<Acquisition> {
         self.saves.fetch_add(1, Ordering::SeqCst);
         let outcome = take.await;
-        if matches!(outcome, Ok(Acquisition::Busy)) {
+        let busy = matches!(outcome, Ok(Acquisition::Busy));
+        if busy {
             self.busy.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(waiter) = waiter {
+            let mut queued = self
+                .queued
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let was_queued = if busy {
+                !queued.insert(waiter.to_owned())
+            } else {
+                queued.remove(waiter);
+                false
+            };
+            if busy && was_queued {
+                self.in_vain.fetch_add(1, Ordering::SeqCst);
+            }
         }
         outcome
     }

@@ -1,0 +1,275 @@
+//! The waiting-line group of the conformance suite: what a store that keeps waiting lines
+//! (see [`crate::waiting`]) must do. A store whose waiters simply poll does not run it.
+//!
+//! Stores made by one constructor stand for separate processes: the line must serve waiters
+//! in arrival order whichever store instance they use.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::time::sleep;
+
+use super::{unique_key, CountingStore};
+use crate::{Acquisition, LockFactory, LockStore, Place, Retry, HANDOVER_WINDOW};
+
+/// Writes one `#[test]` per waiting-line case, each on its own Tokio runtime with stores
+/// made by `$new_store` (as for [`conformance_tests!`](crate::conformance_tests)).
+#[macro_export]
+macro_rules! line_tests {
+    ($new_store:path) => {
+        $crate::conformance_tests!(@cases $new_store;
+            waiters_are_served_in_arrival_order,
+            no_take_overtakes_a_waiter,
+            a_release_wakes_the_front_waiter_alone,
+            a_place_lapses_with_its_lease,
+            a_woken_waiter_that_is_gone_delays_the_next_by_a_window,
+            a_waiter_that_gives_up_leaves_the_line,
+            a_dropped_waiting_acquire_leaves_the_line,
+        );
+    };
+}
+
+/// A retry delay no case waits out: a waiter that gets the key before it was woken.
+const NEVER: &str = "1h";
+
+/// How long a case gives a woken waiter to get the key (a loaded machine).
+const PROMPTLY: Duration = Duration::from_secs(3);
+
+/// A place that outlasts any case.
+fn place(waiter: &str) -> Place<'_> {
+    Place {
+        waiter,
+        lease: Duration::from_secs(60),
+    }
+}
+
+macro_rules! case {
+    ($(#[$doc:meta])* $name:ident($new_store:ident) $body:block) => {
+        $(#[$doc])*
+        pub async fn $name<F, Fut>($new_store: F)
+        where
+            F: Fn() -> Fut,
+            Fut: Future<Output = Arc<dyn LockStore>>,
+        $body
+    };
+}
+
+case! {
+    /// Four waiters on four store instances, arriving 50 ms apart while the key is held,
+    /// get it in arrival order, each woken by the release before it (their retry delay is an
+    /// hour).
+    waiters_are_served_in_arrival_order(new_store) {
+        let key = unique_key("arrival");
+        let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        assert!(holder.acquire().await.unwrap());
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for arrival in 0..4 {
+            let factory = LockFactory::from_shared(new_store().await)
+                .with_retry(Retry::new().delay(NEVER).timeout("30s"))
+                .unwrap();
+            let lock = factory.create_lock(&key).unwrap();
+            let served = Arc::clone(&served);
+            waiters.push(tokio::spawn(async move {
+                assert!(lock.acquire().await.unwrap(), "waiter {arrival} gave up");
+                served.lock().unwrap().push(arrival);
+                sleep(Duration::from_millis(5)).await;
+                lock.release().await.unwrap();
+            }));
+            sleep(Duration::from_millis(50)).await;
+        }
+        holder.release().await.unwrap();
+        for waiter in waiters {
+            tokio::time::timeout(PROMPTLY * 4, waiter)
+                .await
+                .expect("every waiter is woken in turn")
+                .unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), [0, 1, 2, 3]);
+    }
+}
+
+case! {
+    /// Once a waiter is in line and the key is free, neither a plain take nor a take in line
+    /// by a newcomer (from another store instance) gets it; the waiter does.
+    no_take_overtakes_a_waiter(new_store) {
+        let key = unique_key("overtake");
+        let (store, newcomer) = (new_store().await, new_store().await);
+        let ttl = Some(Duration::from_secs(30));
+        assert!(matches!(store.save(&key, "holder", ttl).await.unwrap(), Acquisition::Granted(_)));
+        let busy = store.save_in_line(&key, "waiter-owner", ttl, place("waiter")).await.unwrap();
+        assert_eq!(busy, Acquisition::Busy);
+        store.delete(&key, "holder").await.unwrap();
+        assert_eq!(newcomer.save(&key, "newcomer", ttl).await.unwrap(), Acquisition::Busy, "a plain take overtook");
+        let in_line = newcomer.save_in_line(&key, "newcomer", ttl, place("newcomer")).await.unwrap();
+        assert_eq!(in_line, Acquisition::Busy, "a newcomer in line overtook");
+        let front = store.save_in_line(&key, "waiter-owner", ttl, place("waiter")).await.unwrap();
+        assert!(matches!(front, Acquisition::Granted(_)), "the front waiter takes: {front:?}");
+        store.delete(&key, "waiter-owner").await.unwrap();
+        let next = newcomer.save_in_line(&key, "newcomer", ttl, place("newcomer")).await.unwrap();
+        assert!(matches!(next, Acquisition::Granted(_)), "then the next: {next:?}");
+        newcomer.delete(&key, "newcomer").await.unwrap();
+    }
+}
+
+case! {
+    /// Four waiters on four store instances with an hour-long retry delay: each release
+    /// hands the key to the next, and no waiter ever asks in vain after joining the line.
+    a_release_wakes_the_front_waiter_alone(new_store) {
+        let key = unique_key("front-alone");
+        let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        assert!(holder.acquire().await.unwrap());
+        let mut probes = Vec::new();
+        let mut waiters = Vec::new();
+        for _ in 0..4 {
+            let probe = Arc::new(CountingStore::new(new_store().await));
+            probes.push(Arc::clone(&probe));
+            let factory = LockFactory::from_shared(probe)
+                .with_retry(Retry::new().delay(NEVER).timeout("30s"))
+                .unwrap();
+            let lock = factory.create_lock(&key).unwrap();
+            waiters.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    assert!(lock.acquire().await.unwrap());
+                    sleep(Duration::from_millis(2)).await;
+                    lock.release().await.unwrap();
+                }
+            }));
+        }
+        sleep(Duration::from_millis(100)).await;
+        holder.release().await.unwrap();
+        for waiter in waiters {
+            tokio::time::timeout(PROMPTLY * 10, waiter)
+                .await
+                .expect("the waiters take turns without polling")
+                .unwrap();
+        }
+        let in_vain: usize = probes
+            .iter()
+            .map(|probe| probe.in_vain.load(std::sync::atomic::Ordering::SeqCst))
+            .sum();
+        // A wake that races with a waiter's own take may cost one extra ask, rarely.
+        assert!(in_vain <= 2, "{in_vain} asks in vain for 20 turns");
+    }
+}
+
+case! {
+    /// A place lasts its lease: a waiter that stops asking (a crashed process) no longer
+    /// holds up the line once its lease is over.
+    a_place_lapses_with_its_lease(new_store) {
+        let key = unique_key("lapse");
+        let store = new_store().await;
+        let ttl = Some(Duration::from_secs(30));
+        assert!(matches!(store.save(&key, "holder", ttl).await.unwrap(), Acquisition::Granted(_)));
+        let short = Place { waiter: "crashed", lease: Duration::from_millis(300) };
+        store.save_in_line(&key, "crashed-owner", ttl, short).await.unwrap();
+        store.force_delete(&key).await.unwrap();
+        // Hand-over cut the crashed waiter's place to the window at most.
+        sleep(HANDOVER_WINDOW + Duration::from_millis(100)).await;
+        let other = new_store().await;
+        let taken = other.save(&key, "next", ttl).await.unwrap();
+        assert!(matches!(taken, Acquisition::Granted(_)), "the lapsed place still blocks: {taken:?}");
+        other.delete(&key, "next").await.unwrap();
+        // Without a hand-over, the lease alone ends it.
+        assert!(matches!(store.save(&key, "holder", ttl).await.unwrap(), Acquisition::Granted(_)));
+        store.save_in_line(&key, "crashed-owner", ttl, short).await.unwrap();
+        sleep(Duration::from_millis(400)).await;
+        store.delete(&key, "holder").await.unwrap();
+        let taken = other.save(&key, "next", ttl).await.unwrap();
+        assert!(matches!(taken, Acquisition::Granted(_)), "a lapsed place blocks: {taken:?}");
+        other.delete(&key, "next").await.unwrap();
+    }
+}
+
+case! {
+    /// A waiter in line that is gone (its process died: it never asks again) delays the
+    /// waiter behind it by at most a hand-over window and one retry delay after the release.
+    a_woken_waiter_that_is_gone_delays_the_next_by_a_window(new_store) {
+        let key = unique_key("gone");
+        let store = new_store().await;
+        let ttl = Some(Duration::from_secs(30));
+        assert!(matches!(store.save(&key, "holder", ttl).await.unwrap(), Acquisition::Granted(_)));
+        store.save_in_line(&key, "gone-owner", ttl, place("gone")).await.unwrap();
+        let delay = Duration::from_millis(200);
+        let next = LockFactory::from_shared(new_store().await)
+            .with_retry(Retry::new().delay(delay).timeout("20s"))
+            .unwrap()
+            .create_lock(&key)
+            .unwrap();
+        let waiting = tokio::spawn(async move {
+            let acquired = next.acquire().await.unwrap();
+            (acquired, Instant::now(), next)
+        });
+        sleep(Duration::from_millis(100)).await;
+        let released = Instant::now();
+        store.delete(&key, "holder").await.unwrap();
+        let (acquired, at, next) = waiting.await.unwrap();
+        assert!(acquired);
+        let late = at.duration_since(released);
+        let limit = HANDOVER_WINDOW + delay + Duration::from_millis(400);
+        assert!(late <= limit, "the next waiter got the key {late:?} after the release (limit {limit:?})");
+        next.release().await.unwrap();
+    }
+}
+
+case! {
+    /// A waiter that gives up (its timeout) leaves the line: the waiter behind it is woken by
+    /// the next release, not by its hour-long retry delay.
+    a_waiter_that_gives_up_leaves_the_line(new_store) {
+        let key = unique_key("give-up");
+        let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        assert!(holder.acquire().await.unwrap());
+        let impatient = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        let gave_up = tokio::spawn(async move {
+            impatient.acquire_with(Retry::new().delay(NEVER).timeout("300ms")).await.unwrap()
+        });
+        sleep(Duration::from_millis(50)).await;
+        let patient = LockFactory::from_shared(new_store().await)
+            .with_retry(Retry::new().delay(NEVER).timeout("30s"))
+            .unwrap()
+            .create_lock(&key)
+            .unwrap();
+        let waiting = tokio::spawn(async move { (patient.acquire().await.unwrap(), patient) });
+        assert!(!gave_up.await.unwrap(), "the impatient waiter gave up");
+        sleep(Duration::from_millis(100)).await;
+        holder.release().await.unwrap();
+        let (acquired, patient) = tokio::time::timeout(PROMPTLY, waiting)
+            .await
+            .expect("the patient waiter is woken by the release")
+            .unwrap();
+        assert!(acquired);
+        patient.release().await.unwrap();
+    }
+}
+
+case! {
+    /// A waiting `acquire` whose future is dropped (a `select!`, a cancelled task) leaves
+    /// the line too.
+    a_dropped_waiting_acquire_leaves_the_line(new_store) {
+        let key = unique_key("dropped-waiter");
+        let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        assert!(holder.acquire().await.unwrap());
+        let dropped = LockFactory::from_shared(new_store().await)
+            .with_retry(Retry::new().delay(NEVER))
+            .unwrap()
+            .create_lock(&key)
+            .unwrap();
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), dropped.acquire()).await;
+        assert!(cancelled.is_err(), "the key is held: the acquire was still waiting");
+        let patient = LockFactory::from_shared(new_store().await)
+            .with_retry(Retry::new().delay(NEVER).timeout("30s"))
+            .unwrap()
+            .create_lock(&key)
+            .unwrap();
+        let waiting = tokio::spawn(async move { (patient.acquire().await.unwrap(), patient) });
+        sleep(Duration::from_millis(100)).await;
+        holder.release().await.unwrap();
+        let (acquired, patient) = tokio::time::timeout(PROMPTLY, waiting)
+            .await
+            .expect("the waiter behind the dropped one is woken by the release")
+            .unwrap();
+        assert!(acquired);
+        patient.release().await.unwrap();
+    }
+}
