@@ -252,7 +252,7 @@ pub(crate) async fn take(
         let save = match lease {
             Some(lease) => {
                 let place = Place {
-                    waiter: &sent.waiter,
+                    waiter: sent.waiter(),
                     lease,
                 };
                 sent.store.save_in_line(&sent.key, &sent.owner, ttl, place)

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::Instrument;
 
@@ -105,10 +105,14 @@ impl Telemetry {
         metric::counter("verrou_failed_takes_total", &self.store, &[]);
     }
 
-    /// A hold of `held` ended: released, or found expired by its release.
-    pub(crate) fn hold_ended(&self, released: bool, held: Duration) {
-        let end = if released { "released" } else { "expired" };
-        metric::histogram("verrou_hold_seconds", &self.store, &[("end", end)], held);
+    /// A hold that began `since` ended: released, or found expired by its release. (The
+    /// clock is read only when metrics are recorded.)
+    pub(crate) fn hold_ended(&self, released: bool, since: Instant) {
+        if metric::ENABLED {
+            let end = if released { "released" } else { "expired" };
+            let held = since.elapsed();
+            metric::histogram("verrou_hold_seconds", &self.store, &[("end", end)], held);
+        }
     }
 
     /// An extension ended: applied (`Some(true)`), refused (`Some(false)`) or failed.

@@ -70,6 +70,7 @@ macro_rules! fault_tests {
             a_grant_arriving_after_its_ttl_is_not_acquired,
             slow_network_keeps_every_promise,
             contenders_under_faults_keep_a_clean_history,
+            a_waiter_cut_off_in_line_does_not_hold_up_the_others,
         );
     };
     (@cases $new_faulty_store:path; $($case:ident),* $(,)?) => {
@@ -451,5 +452,46 @@ async fn contend(
             Ok(false) => {}
             Err(_) => sleep(Duration::from_millis(20)).await,
         }
+    }
+}
+
+fault_case! {
+    /// A waiter whose connection is blackholed while it is in line (a partitioned or frozen
+    /// process) is handed the key by a release and cannot take it: the waiter behind it,
+    /// on a healthy connection, gets the key within a hand-over window and one retry delay
+    /// of the release.
+    a_waiter_cut_off_in_line_does_not_hold_up_the_others(new_faulty) {
+        let faulty = new_faulty().await;
+        let key = unique_key("cut-off-waiter");
+        let delay = Duration::from_millis(200);
+        let direct = LockFactory::from_shared(Arc::clone(&faulty.direct))
+            .with_retry(Retry::new().delay(delay).timeout("30s"))
+            .unwrap();
+        let holder = direct.create_lock(&key).unwrap();
+        assert!(holder.acquire_immediately().await.unwrap());
+        let cut_off = LockFactory::from_shared(Arc::clone(&faulty.store))
+            .with_retry(Retry::new().delay(delay).timeout("30s"))
+            .unwrap()
+            .create_lock(&key)
+            .unwrap();
+        let stuck = tokio::spawn(async move { cut_off.acquire().await });
+        sleep(Duration::from_millis(150)).await;
+        let next = direct.create_lock(&key).unwrap();
+        let waiting = tokio::spawn(async move {
+            let acquired = next.acquire().await.unwrap();
+            (acquired, Instant::now(), next)
+        });
+        sleep(Duration::from_millis(150)).await;
+        faulty.faults.blackhole();
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        let (acquired, at, next) = waiting.await.unwrap();
+        assert!(acquired);
+        let late = at.duration_since(released);
+        let limit = crate::HANDOVER_WINDOW + delay + SLACK;
+        assert!(late <= limit, "the healthy waiter got the key {late:?} after the release (limit {limit:?})");
+        next.release().await.unwrap();
+        stuck.abort();
+        faulty.faults.heal();
     }
 }

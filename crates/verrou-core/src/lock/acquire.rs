@@ -118,7 +118,7 @@ impl Lock {
             match waiters {
                 Some(waiters) => {
                     let ticket = ticket.get_or_insert_with(|| {
-                        waiters.join(&inner.key, &inner.waiter, std::mem::take(&mut seen))
+                        waiters.join(&inner.key, inner.waiter(), std::mem::take(&mut seen))
                     });
                     ticket.wait(pause).await;
                 }
@@ -178,7 +178,7 @@ impl Drop for InLine<'_> {
         };
         let lock = Arc::clone(self.lock);
         runtime.spawn(async move {
-            if let Err(error) = lock.store.leave_line(&lock.key, &lock.waiter).await {
+            if let Err(error) = lock.store.leave_line(&lock.key, lock.waiter()).await {
                 tracing::debug!(key = %lock.key, %error, "could not leave the waiting line; the place lapses with its lease");
             }
         });

@@ -10,7 +10,7 @@ mod run;
 use holding::{Expiry, Holding};
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::clock;
@@ -50,8 +50,9 @@ pub(crate) struct LockInner {
     pub(crate) ttl: Ttl,
     retry: RetryPolicy,
     pub(crate) store: Arc<dyn LockStore>,
-    /// This lock's public id in its key's waiting line (see [`crate::waiting`]).
-    pub(crate) waiter: String,
+    /// This lock's public id in its key's waiting line (see [`crate::waiting`]), made when
+    /// it first waits.
+    waiter: OnceLock<String>,
     pub(crate) telemetry: Telemetry,
     /// What this lock's takes may have left on the store (see [`crate::take`]).
     pub(crate) takes: Takes,
@@ -75,7 +76,7 @@ impl Lock {
                 ttl,
                 retry: context.retry,
                 store: Arc::clone(&context.store),
-                waiter: new_waiter_id(),
+                waiter: OnceLock::new(),
                 telemetry: context.telemetry.clone(),
                 takes: Takes::default(),
                 state: Mutex::new(Holding::NotHeld),
@@ -162,7 +163,7 @@ impl Lock {
         let held = std::mem::replace(&mut *self.state(), Holding::NotHeld);
         if let Holding::Held { since, .. } = held {
             let released = outcome != OwnerCheck::NotOwner;
-            inner.telemetry.hold_ended(released, since.elapsed());
+            inner.telemetry.hold_ended(released, since);
         }
         match outcome {
             OwnerCheck::Applied => {
@@ -366,8 +367,11 @@ impl fmt::Debug for Lock {
     }
 }
 
-/// A new waiter id: 64 random bits in hex. Public (it is not a capability), unique enough to
-/// name one waiter among those of a key.
-fn new_waiter_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+impl LockInner {
+    /// This lock's waiter id: 64 random bits in hex. Public (it is not a capability), unique
+    /// enough to name one waiter among those of a key.
+    pub(crate) fn waiter(&self) -> &str {
+        self.waiter
+            .get_or_init(|| format!("{:016x}", rand::random::<u64>()))
+    }
 }
