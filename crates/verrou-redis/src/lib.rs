@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod connection;
 mod error;
+mod feed;
 mod replicas;
 mod resend;
 mod scripts;
@@ -10,7 +12,6 @@ mod slots;
 mod store;
 mod supervise;
 mod url;
-mod wake;
 
 pub use config::{
     RedisConfig, RedisOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,

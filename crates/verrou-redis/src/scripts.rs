@@ -3,12 +3,28 @@
 //! is in one hash slot, so they run on Redis Cluster too. The lock keeps the layout the
 //! Node.js library uses: a string key holding the owner, expiring with a PX TTL.
 //!
-//! Releasing publishes on the freed key's release channel (a sharded channel in the key's
-//! hash slot, see [`crate::slots`]) with `SPUBLISH`, in the same script, so waiters in other
-//! processes hear of it within the one round trip. The message is the releasing store's id,
-//! so that a store ignores its own releases (it wakes its own waiters directly). It goes through `redis.pcall`: on a
-//! server without sharded pub/sub (before Redis 7), or for a user whose ACL forbids the
-//! channel, the release still happens and waiters learn of it by polling.
+//! # The waiting line
+//!
+//! A waiter's take keeps its *place* in the key's line (two sorted sets, named in
+//! [`crate::slots`]: arrivals and deadlines, members the waiters' ids). A take succeeds only
+//! if the key is free and no live place is ahead of the taker's; a take without a place
+//! succeeds only if the line is empty. Every script that reads the line first drops the
+//! places whose deadline has passed. A store in another language joins the line by running
+//! these scripts, or by following the same rules on the same keys.
+//!
+//! A release (owner-checked or forced) of a key with a line **hands it over**: it cuts the
+//! front waiter's deadline to at most the hand-over window from now and publishes
+//! `STORE:WAITER` on the key's release channel (a sharded channel in the key's hash slot)
+//! with `SPUBLISH`, in the same script: `STORE` the releasing store's id (without `:`), so
+//! that a store ignores its own releases (it wakes its waiter from the script's reply), and
+//! `WAITER` the front waiter's id. Nothing is published when nobody waits. The publication
+//! goes through `redis.pcall`: on a server without sharded pub/sub (before Redis 7), or for a
+//! user whose ACL forbids the channel, the release still happens and waiters learn of it by
+//! polling.
+//!
+//! Every script that can fail does so before its first write: the fencing counter and the
+//! line's keys are read with `redis.pcall` first, and a key of the wrong type (changed by
+//! hand) is an error reply naming it.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -20,20 +36,108 @@ use fred::types::{CustomCommand, FromValue, Value};
 
 use crate::slots::Slot;
 
-/// Takes `KEYS[1]` for owner `ARGV[1]` if it is free, with a TTL of `ARGV[2]` milliseconds
-/// (`0`: none), and issues the grant's fencing token from the slot's counter `KEYS[2]`.
-/// Returns `{token, 0}`, the token as decimal text (exact, whatever its size); nil if the key
-/// is held by another owner (or holds something other than an owner).
+/// The Lua functions the scripts share, on `KEYS[2]` (the line's arrivals) and `KEYS[3]`
+/// (its deadlines). `redis.replicate_commands()` lets a script write after `TIME` on Redis
+/// 3.2 to 4 (since Redis 5 scripts replicate their effects anyway, and it does nothing).
+/// Numbers are passed to Redis as text made by `text`: Lua numbers are doubles, which some
+/// Redis versions turn into text lossily (all the times and deadlines are below 2^53, exact).
+macro_rules! line_functions {
+    () => {
+        r#"if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local function text(number)
+  return string.format("%.0f", number)
+end
+local function clock()
+  local time = redis.call("time")
+  return time[1] .. string.format("%06d", tonumber(time[2])),
+    tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+local function read(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == "table" and reply.err then
+    error(redis.error_reply("ERR verrou: the waiting line key " .. key .. " cannot be read (" .. tostring(reply.err) .. "); was it changed by hand?"))
+  end
+  return reply
+end
+local function prune(now_ms)
+  local cutoff = "(" .. text(now_ms)
+  local lapsed = read("zrangebyscore", KEYS[3], "-inf", cutoff)
+  for first = 1, #lapsed, 1000 do
+    redis.call("zrem", KEYS[2], unpack(lapsed, first, math.min(first + 999, #lapsed)))
+  end
+  if #lapsed > 0 then
+    redis.call("zremrangebyscore", KEYS[3], "-inf", cutoff)
+  end
+  return redis.call("zcard", KEYS[2])
+end
+local function expire_line(now_ms)
+  local last = redis.call("zrange", KEYS[3], -1, -1, "WITHSCORES")
+  if #last == 0 then
+    redis.call("del", KEYS[2], KEYS[3])
+  else
+    local ttl = text(tonumber(last[2]) - now_ms + 1)
+    redis.call("pexpire", KEYS[2], ttl)
+    redis.call("pexpire", KEYS[3], ttl)
+  end
+end
+local function leave(waiter, now_ms)
+  if redis.call("zrem", KEYS[2], waiter) == 0 then
+    return false
+  end
+  redis.call("zrem", KEYS[3], waiter)
+  expire_line(now_ms)
+  return true
+end
+local function front()
+  return redis.call("zrange", KEYS[2], 0, 0)[1]
+end
+local function hand_over(now_ms, channel, store, window)
+  local waiter = front()
+  if not waiter then
+    return ""
+  end
+  local deadline = now_ms + tonumber(window)
+  local current = tonumber(redis.call("zscore", KEYS[3], waiter))
+  if current and current < deadline then
+    deadline = current
+  end
+  redis.call("zadd", KEYS[3], text(deadline), waiter)
+  expire_line(now_ms)
+  redis.pcall("spublish", channel, store .. ":" .. waiter)
+  return waiter
+end
+"#
+    };
+}
+
+/// Takes `KEYS[1]` for owner `ARGV[1]` if it is free and nobody waits ahead, with a TTL of
+/// `ARGV[2]` milliseconds (`0`: none), and issues the grant's fencing token from the slot's
+/// counter `KEYS[4]`. `KEYS[2]` and `KEYS[3]` are the key's line; `ARGV[3]`, if given, is the
+/// taker's waiter id and `ARGV[4]` its lease in milliseconds. Returns `{token, 0}`, the token
+/// as decimal text (exact, whatever its size), or nil if the key is busy.
 ///
-/// If the key is already held by `ARGV[1]`, it starts its TTL again (`PEXPIRE`, or
-/// `PERSIST` for none), issues a new token the same way, and returns `{token, 1}`: a
-/// *renewal*. That is what a take re-sent by the client gets when its first sending was
-/// applied and the answer lost with the connection (the client re-sends commands whose
-/// connection dropped, and those redirected by Redis Cluster), so that the re-sent take
-/// reports the grant instead of "busy". The new token is valid for the hold: it is greater
-/// than every token issued before (the one the lost answer carried included), and every
-/// later grant's is greater still. (Returning the counter as it is would not do: after the
-/// counter was lost, or deleted by hand, it may be missing or below the grant's token.)
+/// The line first: lapsed places are dropped. Then:
+///
+/// - the key holds `ARGV[1]`: a *renewal* (below), whatever the line; the taker's place, if
+///   any, is removed;
+/// - the key is held by another (or holds something other than an owner), or it is free but
+///   a live place is ahead of the taker's (for a take without a place: any live place):
+///   busy. A taker with a place keeps it: made at the back if it had none (arrival: the
+///   server's time in microseconds, above the last arrival), deadline `ARGV[4]` ms from now;
+/// - else `SET NX PX` takes it, and the taker's place is removed.
+///
+/// Both line keys are set to expire with their last place, and deleted with it.
+///
+/// A renewal starts the key's TTL again (`PEXPIRE`, or `PERSIST` for none), issues a new token
+/// the same way, and returns `{token, 1}`. That is what a take re-sent by the client gets when
+/// its first sending was applied and the answer lost with the connection (the client re-sends
+/// commands whose connection dropped, and those redirected by Redis Cluster), so that the
+/// re-sent take reports the grant instead of "busy". The new token is valid for the hold: it
+/// is greater than every token issued before (the one the lost answer carried included), and
+/// every later grant's is greater still. (Returning the counter as it is would not do: after
+/// the counter was lost, or deleted by hand, it may be missing or below the grant's token.)
 ///
 /// The token is `max(counter, now) + 1`, stored back in the counter, where `now` is the
 /// server's time in microseconds (`TIME`): never below the server's clock, so tokens keep
@@ -41,7 +145,6 @@ use crate::slots::Slot;
 /// that missed the last increment), and strictly above the counter, which breaks ties
 /// between grants of the same microsecond.
 ///
-/// Lua numbers are doubles, and Redis turns them into text lossily in some versions, so
 /// `now` is built as text from `TIME`'s two parts and only compared as a number (exact: it
 /// is below 2^53 until the year 2255, and a counter too big to be exact is bigger still);
 /// the counter is set to that text and raised by `INCR`, and its text is returned, since
@@ -52,32 +155,46 @@ use crate::slots::Slot;
 /// 0 to 2^63 - 2 (what this script writes, with room for one more `INCR`); anything else
 /// (another type, text that is no such number) is an error reply naming the counter, and
 /// the lock key is left alone. The lock key is read with `redis.pcall` too: a key of
-/// another type is simply not the owner's, and `SET NX` then finds it taken.
-///
-/// `redis.replicate_commands()` lets a script write after `TIME` on Redis 3.2 to 4 (since
-/// Redis 5 scripts replicate their effects anyway, and it does nothing).
+/// another type is simply not the owner's, and the take is busy.
 pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(
-        r#"if redis.replicate_commands then
-  redis.replicate_commands()
-end
-local time = redis.call("time")
-local now = time[1] .. string.format("%06d", tonumber(time[2]))
-local counter = redis.pcall("get", KEYS[2])
+    LuaScript::new(concat!(
+        line_functions!(),
+        r#"local now, now_ms = clock()
+local counter = redis.pcall("get", KEYS[4])
 if type(counter) == "table" then
-  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[2] .. " cannot be read (" .. tostring(counter.err) .. "); was it changed by hand?")
+  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " cannot be read (" .. tostring(counter.err) .. "); was it changed by hand?")
 end
 if counter and not (counter == "0" or (string.match(counter, "^[1-9]%d*$")
     and (#counter < 19 or (#counter == 19 and counter < "9223372036854775807")))) then
-  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[2] .. " does not hold an integer from 0 to 2^63 - 2; was it changed by hand?")
+  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " does not hold an integer from 0 to 2^63 - 2; was it changed by hand?")
 end
-local renewed = redis.pcall("get", KEYS[1]) == ARGV[1]
+local waiter = ARGV[3]
+local queued = read("zcard", KEYS[2])
+if queued > 0 then
+  queued = prune(now_ms)
+end
+local held = redis.pcall("get", KEYS[1])
+local renewed = held == ARGV[1]
 if renewed then
   if ARGV[2] == "0" then
     redis.call("persist", KEYS[1])
   else
     redis.call("pexpire", KEYS[1], ARGV[2])
   end
+elseif held or (queued > 0 and front() ~= waiter) then
+  if waiter then
+    redis.call("zadd", KEYS[3], text(now_ms + tonumber(ARGV[4])), waiter)
+    if not redis.call("zscore", KEYS[2], waiter) then
+      local arrival = now
+      local last = redis.call("zrange", KEYS[2], -1, -1, "WITHSCORES")[2]
+      if last and tonumber(last) >= tonumber(now) then
+        arrival = text(tonumber(last) + 1)
+      end
+      redis.call("zadd", KEYS[2], arrival, waiter)
+    end
+    expire_line(now_ms)
+  end
+  return false
 else
   local taken
   if ARGV[2] == "0" then
@@ -89,41 +206,77 @@ else
     return false
   end
 end
+if waiter and queued > 0 then
+  leave(waiter, now_ms)
+end
 if not counter or tonumber(counter) < tonumber(now) then
-  redis.call("set", KEYS[2], now)
+  redis.call("set", KEYS[4], now)
 end
-redis.call("incr", KEYS[2])
-return {redis.call("get", KEYS[2]), renewed and 1 or 0}"#,
-    )
+redis.call("incr", KEYS[4])
+return {redis.call("get", KEYS[4]), renewed and 1 or 0}"#
+    ))
 });
 
-/// Deletes `KEYS[1]` if its value is `ARGV[1]` (the owner), then publishes `ARGV[3]` (the
-/// releasing store's id) on the release channel `ARGV[2]`. Returns 0 if it was not the
-/// owner's, else 1 + the number of subscribers the release reached.
+/// Deletes `KEYS[1]` if its value is `ARGV[1]` (the owner), then hands it over to the front
+/// waiter of its line (`KEYS[2]`, `KEYS[3]`), if any: cuts that waiter's deadline to at most
+/// `ARGV[4]` ms from now and publishes `ARGV[3]:WAITER` (`ARGV[3]` the releasing store's id)
+/// on the release channel `ARGV[2]`. Returns `{1, WAITER}` (`""` if nobody waits), or
+/// `{0, ""}` if the key was not the owner's.
 pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(
-        r#"if redis.call("get", KEYS[1]) == ARGV[1] then
-  redis.call("del", KEYS[1])
-  local heard = redis.pcall("spublish", ARGV[2], ARGV[3])
-  if type(heard) == "number" then
-    return 1 + heard
-  end
-  return 1
+    LuaScript::new(concat!(
+        line_functions!(),
+        r#"if redis.call("get", KEYS[1]) ~= ARGV[1] then
+  return {0, ""}
 end
-return 0"#,
-    )
+if read("zcard", KEYS[2]) == 0 then
+  redis.call("del", KEYS[1])
+  return {1, ""}
+end
+local _, now_ms = clock()
+prune(now_ms)
+redis.call("del", KEYS[1])
+return {1, hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4])}"#
+    ))
 });
 
-/// Deletes `KEYS[1]` whoever holds it and, if it existed, publishes `ARGV[2]` (the releasing
-/// store's id) on the release channel `ARGV[1]`. Returns the number of keys deleted.
+/// Deletes `KEYS[1]` whoever holds it, then hands it over like [`DELETE_IF_OWNER`] (channel
+/// `ARGV[1]`, store id `ARGV[2]`, window `ARGV[3]` ms). Returns `{deleted, WAITER}` (`""` if
+/// nobody waits).
 pub(crate) static FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(
-        r#"local deleted = redis.call("del", KEYS[1])
-if deleted == 1 then
-  redis.pcall("spublish", ARGV[1], ARGV[2])
+    LuaScript::new(concat!(
+        line_functions!(),
+        r#"if read("zcard", KEYS[2]) == 0 then
+  return {redis.call("del", KEYS[1]), ""}
 end
-return deleted"#,
-    )
+local _, now_ms = clock()
+prune(now_ms)
+local deleted = redis.call("del", KEYS[1])
+return {deleted, hand_over(now_ms, ARGV[1], ARGV[2], ARGV[3])}"#
+    ))
+});
+
+/// Removes waiter `ARGV[1]`'s place from the line (`KEYS[2]`, `KEYS[3]`) of `KEYS[1]`. If it
+/// was at the front and the key is free, hands the key over to the next waiter, if any, like
+/// [`DELETE_IF_OWNER`] (channel `ARGV[2]`, store id `ARGV[3]`, window `ARGV[4]` ms): a waiter
+/// that gives up right after being handed the key does not strand those behind it. Returns
+/// `{removed, WAITER}` (`""` if the key was not handed over).
+pub(crate) static LEAVE_LINE: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(concat!(
+        line_functions!(),
+        r#"if read("zcard", KEYS[2]) == 0 then
+  return {0, ""}
+end
+local _, now_ms = clock()
+prune(now_ms)
+local was_front = front() == ARGV[1]
+if not leave(ARGV[1], now_ms) then
+  return {0, ""}
+end
+if not was_front or redis.call("exists", KEYS[1]) == 1 then
+  return {1, ""}
+end
+return {1, hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4])}"#
+    ))
 });
 
 /// Sets the TTL of `KEYS[1]` to `ARGV[2]` milliseconds if its value is `ARGV[1]` (the owner).

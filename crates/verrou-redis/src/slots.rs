@@ -1,5 +1,5 @@
-//! Names that live in a lock key's Redis Cluster hash slot: the fencing counter and the
-//! release channel.
+//! Names that live in a lock key's Redis Cluster hash slot: the fencing counter, the waiting
+//! line and the release channel.
 //!
 //! A script may only touch keys (and sharded channels) of one hash slot on Redis Cluster,
 //! so everything the take and release scripts use besides the lock key must share its slot,
@@ -12,8 +12,19 @@
 //! leave one Redis key behind, forever, for every lock name ever used, while a counter per
 //! slot gives every key of the slot strictly growing tokens with at most 16,384 counters.
 //!
-//! Releases are published on `verrou:released:{N}:KEY` (`KEY` the full Redis key, prefix
-//! included): one sharded channel per lock key, in its slot.
+//! Each lock key `KEY` (the full Redis key, prefix included) with waiters has a waiting line
+//! of two sorted sets, whose members are the waiters' ids (see [`crate::scripts`]):
+//!
+//! - `verrou:line:{N}:KEY`, scored by arrival: the server's time (`TIME`) in microseconds when
+//!   the place was made, raised above the last arrival if the clock went back, so the front
+//!   is the member of lowest score;
+//! - `verrou:deadline:{N}:KEY`, scored by deadline: the server's time in milliseconds after
+//!   which the place has lapsed (its waiter did not ask again).
+//!
+//! Both expire (`PEXPIRE`) when their last place lapses, so a line left behind goes away.
+//!
+//! Releases are published on `verrou:released:{N}:KEY`: one sharded channel per lock key, in
+//! its slot.
 
 use std::sync::LazyLock;
 
@@ -32,6 +43,12 @@ const COUNTER_START: &str = "verrou:fence:{";
 
 /// What every release channel starts with, up to the slot's number.
 const CHANNEL_START: &str = "verrou:released:{";
+
+/// What the waiting lines' arrival sets start with, up to the slot's number.
+const LINE_START: &str = "verrou:line:{";
+
+/// What the waiting lines' deadline sets start with, up to the slot's number.
+const DEADLINE_START: &str = "verrou:deadline:{";
 
 /// For each hash slot, the smallest number whose decimal text hashes to it.
 static SLOT_TAGS: LazyLock<Vec<u32>> = LazyLock::new(|| {
@@ -83,8 +100,17 @@ impl Slot {
         self.name(CHANNEL_START, lock_key)
     }
 
+    /// The waiting line of `lock_key`, a key of this slot: its arrival set and its deadline
+    /// set.
+    pub(crate) fn line_keys(self, lock_key: &str) -> [String; 2] {
+        [
+            self.name(LINE_START, lock_key),
+            self.name(DEADLINE_START, lock_key),
+        ]
+    }
+
     /// `start`, the slot's number, `}`, then `:` and `end` unless `end` is empty. Built by
-    /// hand: it runs twice per lock taken and released, and `format!` costs more than the
+    /// hand: it runs several times per lock taken and released, and `format!` costs more than the
     /// rest of the work.
     fn name(self, start: &str, end: &str) -> String {
         let mut digits = Digits::default();
@@ -148,7 +174,7 @@ mod tests {
 
     #[test]
     fn the_stores_names_are_in_its_namespace() {
-        for start in [COUNTER_START, CHANNEL_START] {
+        for start in [COUNTER_START, CHANNEL_START, LINE_START, DEADLINE_START] {
             assert!(start.starts_with(NAMESPACE), "{start}");
         }
     }
@@ -195,6 +221,22 @@ mod tests {
                 "{key:?} -> {channel:?}"
             );
             assert_eq!(released_key(&channel), Some(key), "{channel:?}");
+        }
+    }
+
+    #[test]
+    fn the_line_is_in_the_lock_keys_slot_and_names_the_key() {
+        for key in AWKWARD_KEYS {
+            let [line, deadlines] = Slot::of(key).line_keys(key);
+            assert!(line.starts_with(LINE_START) && line.ends_with(&format!("}}:{key}")));
+            assert!(deadlines.starts_with(DEADLINE_START) && deadlines.ends_with(&format!("}}:{key}")));
+            for name in [&line, &deadlines] {
+                assert_eq!(
+                    redis_keyslot(name.as_bytes()),
+                    redis_keyslot(key.as_bytes()),
+                    "{key:?} -> {name:?}"
+                );
+            }
         }
     }
 

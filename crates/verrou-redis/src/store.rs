@@ -3,27 +3,32 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fred::bytes_utils::Str;
 use fred::clients::{Client, Pool, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
 use fred::types::{ClientState, Value};
-use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
+use verrou_core::{
+    Acquisition, Error, Grant, LockStore, OwnerCheck, Place, Result, Waiters, HANDOVER_WINDOW,
+};
 
 use crate::config::{RedisConfig, RedisOptions};
 use crate::error::ConnectError;
+use crate::connection::Connection;
+use crate::feed::Feed;
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;
-use crate::scripts::{DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, TAKE};
+use crate::scripts::{LuaScript, DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, LEAVE_LINE, TAKE};
 use crate::sentinel::{self, Sentinel};
 use crate::slots::{self, Slot};
-use crate::supervise::{Seat, Supervisor};
-use crate::wake::Wakeups;
+use crate::supervise::Supervisor;
 
 /// How many times fred may write one command: once, and again after a connection dropped
 /// under it or after a Redis Cluster redirection (`MOVED`, `ASK`).
@@ -49,10 +54,13 @@ const COMMAND_REDIRECTIONS: u32 = 2;
 /// Names starting with `verrou:` are the store's own; a lock whose Redis key would start
 /// so is [`Error::InvalidKey`].
 ///
-/// Releasing and force-releasing publish the freed key (`SPUBLISH`, in the same script) on
-/// its release channel `verrou:released:{N}:KEY`, a sharded channel in the key's hash slot.
-/// Waiting acquirers of every store hear it on a subscriber connection each store opens at
-/// its first wait, and ask again at once instead of sleeping out their retry delay.
+/// Waiters of every process wait in one line per key, kept on the server beside the lock
+/// (`verrou:line:{N}:KEY` and `verrou:deadline:{N}:KEY`, sorted sets that expire with their
+/// last place): a take succeeds only if nobody waits ahead of it, and a release hands the key
+/// over to the front waiter, publishing its id (`SPUBLISH`, in the same script) on the key's
+/// release channel `verrou:released:{N}:KEY`, a sharded channel in the key's hash slot. The
+/// store it waits in hears it on a subscriber connection each store opens at its first wait,
+/// and that waiter alone asks again at once (see [`verrou_core::waiting`]).
 ///
 /// A command is written again when its connection drops before the answer (once the
 /// connection is back, if the call still waits) and when Redis Cluster redirects it, at
@@ -77,76 +85,24 @@ const COMMAND_REDIRECTIONS: u32 = 2;
 /// or pool you already have with [`from_client`](Self::from_client) or
 /// [`from_pool`](Self::from_pool).
 pub struct RedisStore {
-    connection: Connection,
+    connection: Arc<Connection>,
     /// Replaces the clients whose connection task ends with an error. Started by `connect`;
     /// for a client or pool given by the caller, at construction within a Tokio runtime, or
     /// else at the first operation.
     supervisor: OnceLock<Supervisor>,
     key_prefix: String,
     command_options: Options,
-    wakeups: Wakeups,
+    /// This store's id, published with its hand-overs so that it ignores them when it hears
+    /// them.
+    id: Str,
+    /// The board of this store's waiters, fed by its subscriber (see [`crate::feed`]).
+    waiters: Arc<Waiters>,
     /// On Redis Sentinel: the failover watcher (see [`crate::sentinel`]), started with the
     /// store within a Tokio runtime, else at its first operation.
     sentinel: OnceLock<Option<Sentinel>>,
     /// Replica acknowledgement of takes and extensions, if asked for (see
     /// [`crate::replicas`]).
     acknowledgement: Option<Acknowledgement>,
-}
-
-/// The fred clients the store sends commands through, one per seat (see
-/// [`crate::supervise`]).
-struct Connection {
-    seats: Vec<Arc<Seat>>,
-    /// Where the round robin over the seats is.
-    next: AtomicUsize,
-    /// Whether the store built the clients ([`RedisStore::connect`]): then it closes them
-    /// when dropped. Otherwise it closes only the replacements it made.
-    owned: bool,
-}
-
-impl Connection {
-    /// The store's own clients, or the caller's.
-    fn new(clients: &[Client], owned: bool) -> Self {
-        Self {
-            seats: clients.iter().cloned().map(Seat::new).collect(),
-            next: AtomicUsize::new(0),
-            owned,
-        }
-    }
-
-    /// The client for the next command: the next connected one, round robin (the next one
-    /// if none is connected).
-    fn client(&self) -> Client {
-        let count = self.seats.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..count)
-            .map(|offset| self.seats[(first + offset) % count].client())
-            .find(ClientLike::is_connected)
-            .unwrap_or_else(|| self.seats[first % count].client())
-    }
-
-    /// Tells the clients the store should close to quit, on a task of the current Tokio
-    /// runtime if there is one (without one, the runtime that ran the connections is gone,
-    /// and them with it).
-    fn close_in_background(&self) {
-        let closing: Vec<Client> = self
-            .seats
-            .iter()
-            .filter(|seat| self.owned || seat.is_replaced())
-            .map(|seat| seat.client())
-            .collect();
-        if closing.is_empty() {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for client in closing {
-                    // Nothing to do if it fails: the connection is unusable either way.
-                    let _ = client.quit().await;
-                }
-            });
-        }
-    }
 }
 
 impl RedisStore {
@@ -171,7 +127,7 @@ impl RedisStore {
         let failure = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(())) => {
                 return Ok(Self::new(
-                    connection,
+                    Arc::new(connection),
                     OnceLock::from(supervisor),
                     config.options(),
                 ))
@@ -236,7 +192,7 @@ impl RedisStore {
     /// A store on a connection the caller gave; supervised from now on within a Tokio
     /// runtime, else from the first operation.
     fn given(connection: Connection, options: RedisOptions) -> Self {
-        let store = Self::new(connection, OnceLock::new(), options);
+        let store = Self::new(Arc::new(connection), OnceLock::new(), options);
         if tokio::runtime::Handle::try_current().is_ok() {
             store.supervisor();
         }
@@ -244,25 +200,33 @@ impl RedisStore {
     }
 
     fn new(
-        connection: Connection,
+        connection: Arc<Connection>,
         supervisor: OnceLock<Supervisor>,
         options: RedisOptions,
     ) -> Self {
         slots::prepare();
-        let timeout = options.command_timeout;
+        let command_options = Options {
+            timeout: Some(options.command_timeout),
+            // A command arriving twice is harmless (see the type's documentation), and one
+            // redirected by Redis Cluster needs an attempt for each redirection.
+            max_attempts: Some(COMMAND_ATTEMPTS),
+            max_redirections: Some(COMMAND_REDIRECTIONS),
+            ..Options::default()
+        };
+        let id = Str::from(new_id());
+        let waiters = Feed::board(
+            Arc::clone(&connection),
+            command_options.clone(),
+            id.clone(),
+            &options.key_prefix,
+        );
         let store = Self {
             connection,
             supervisor,
             key_prefix: options.key_prefix,
-            command_options: Options {
-                timeout: Some(timeout),
-                // A command arriving twice is harmless (see the type's documentation), and
-                // one redirected by Redis Cluster needs an attempt for each redirection.
-                max_attempts: Some(COMMAND_ATTEMPTS),
-                max_redirections: Some(COMMAND_REDIRECTIONS),
-                ..Options::default()
-            },
-            wakeups: Wakeups::new(),
+            command_options,
+            id,
+            waiters,
             sentinel: OnceLock::new(),
             acknowledgement: Acknowledgement::new(options.min_replicas, options.replica_timeout),
         };
@@ -325,6 +289,90 @@ impl RedisStore {
         sentinel::check(sentinel, &result);
         result
     }
+
+    /// Runs the take script on `key`, in its line with `place` if given.
+    async fn take(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        // The take script reads TTL 0 as "none"; a real TTL is at least 1 ms.
+        let ttl = ttl.map(millis).transpose()?.unwrap_or(0);
+        let place = place
+            .map(|place| Ok::<_, Error>((place.waiter, millis(place.lease)?)))
+            .transpose()?;
+        let key = self.redis_key(key);
+        let key: &str = &key;
+        let slot = Slot::of(key);
+        let [line, deadlines] = slot.line_keys(key);
+        let counter = slot.counter_key();
+        let keys = [key, &line, &deadlines, &counter];
+        let acknowledgement = self.acknowledgement.as_ref();
+        let taken: Option<(u64, i64)> = self
+            .send(|client| async move {
+                replicas::run(acknowledgement, &TAKE, &client, slot, &keys, |args| {
+                    args.extend([Value::from(owner), Value::Integer(ttl)]);
+                    if let Some((waiter, lease)) = place {
+                        args.extend([Value::from(waiter), Value::Integer(lease)]);
+                    }
+                })
+                .await
+            })
+            .await
+            .map_err(Error::storage)?
+            .require("take", Option::is_some)?;
+        Ok(match taken {
+            Some((token, 0)) => Acquisition::Granted(Grant::with_fencing_token(token)),
+            Some((token, _renewed)) => Acquisition::Renewed(Grant::with_fencing_token(token)),
+            None => Acquisition::Busy,
+        })
+    }
+
+    /// Runs `script`, one that may hand `key` over to the front waiter of its line, with
+    /// `leading` as its first arguments and then what a hand-over needs (the key's release
+    /// channel, this store's id, the hand-over window). Wakes the waiter it handed the key
+    /// to, if it waits here (this store ignores its own publications), and returns the
+    /// script's count (1: deleted, or removed).
+    async fn hand_over(&self, script: &LuaScript, key: &str, leading: Option<&str>) -> Result<i64> {
+        let redis_key = self.redis_key(key);
+        let redis_key: &str = &redis_key;
+        let slot = Slot::of(redis_key);
+        let [line, deadlines] = slot.line_keys(redis_key);
+        let keys = [redis_key, &line, &deadlines];
+        let channel = slot.release_channel(redis_key);
+        let channel = channel.as_str();
+        // The window is 100 ms.
+        let window = i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let (count, waiter): (i64, String) = self
+            .send(|client| async move {
+                script
+                    .run(&client, slot, &keys, |args| {
+                        args.extend(leading.map(Value::from));
+                        args.extend([
+                            Value::from(channel),
+                            Value::String(self.id.clone()),
+                            Value::Integer(window),
+                        ]);
+                    })
+                    .await
+            })
+            .await
+            .map_err(Error::storage)?;
+        if !waiter.is_empty() {
+            self.waiters.wake(key, Some(&waiter));
+        }
+        Ok(count)
+    }
+}
+
+/// A new store id: 64 random bits (the OS-seeded keys of std's `RandomState`) and the
+/// process id, in hex (never a `:`, which ends the id in a hand-over message).
+fn new_id() -> String {
+    static STORES: AtomicU64 = AtomicU64::new(0);
+    let random = RandomState::new().hash_one(STORES.fetch_add(1, Ordering::Relaxed));
+    format!("{random:016x}-{:x}", std::process::id())
 }
 
 /// `ttl` in whole milliseconds, rounded up so that a sub-millisecond TTL still expires.
@@ -338,7 +386,7 @@ fn millis(ttl: Duration) -> Result<i64> {
     Ok(i64::try_from(verrou_core::ttl_millis(ttl)?).unwrap_or(i64::MAX))
 }
 
-/// What the extend script's reply (1 applied, 0 not the owner) means.
+/// What an owner-checked script's reply (1 applied, 0 not the owner) means.
 fn owner_check(applied: i64) -> OwnerCheck {
     if applied == 1 {
         OwnerCheck::Applied
@@ -368,30 +416,22 @@ impl LockStore for RedisStore {
     }
 
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        // The take script reads TTL 0 as "none"; a real TTL is at least 1 ms.
-        let ttl = ttl.map(millis).transpose()?.unwrap_or(0);
-        let key = self.redis_key(key);
-        let key: &str = &key;
-        let slot = Slot::of(key);
-        self.wakeups.before_take(key);
-        let counter = slot.counter_key();
-        let keys = [key, counter.as_str()];
-        let acknowledgement = self.acknowledgement.as_ref();
-        let taken: Option<(u64, i64)> = self
-            .send(|client| async move {
-                replicas::run(acknowledgement, &TAKE, &client, slot, &keys, |args| {
-                    args.extend([Value::from(owner), Value::Integer(ttl)]);
-                })
-                .await
-            })
-            .await
-            .map_err(Error::storage)?
-            .require("take", Option::is_some)?;
-        Ok(match taken {
-            Some((token, 0)) => Acquisition::Granted(Grant::with_fencing_token(token)),
-            Some((token, _renewed)) => Acquisition::Renewed(Grant::with_fencing_token(token)),
-            None => Acquisition::Busy,
-        })
+        self.take(key, owner, ttl, None).await
+    }
+
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> Result<Acquisition> {
+        self.take(key, owner, ttl, Some(place)).await
+    }
+
+    async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        self.hand_over(&LEAVE_LINE, key, Some(waiter)).await?;
+        Ok(())
     }
 
     /// Releases `key` if `owner` holds it.
@@ -402,52 +442,12 @@ impl LockStore for RedisStore {
     /// [`NotOwner`](OwnerCheck::NotOwner) (`Error::NotOwned` for the lock) after a dropped
     /// connection may have released. Either way the key is no longer the owner's.
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        let key = self.redis_key(key);
-        let key: &str = &key;
-        let slot = Slot::of(key);
-        let channel = slot.release_channel(key);
-        let channel = channel.as_str();
-        let reply: i64 = self
-            .send(|client| async move {
-                DELETE_IF_OWNER
-                    .run(&client, slot, &[key], |args| {
-                        args.extend([Value::from(owner), Value::from(channel), self.wakeups.id()]);
-                    })
-                    .await
-            })
-            .await
-            .map_err(Error::storage)?;
-        if reply > 0 {
-            self.wakeups.released(key);
-        }
-        Ok(match reply {
-            ..=0 => OwnerCheck::NotOwner,
-            // Tell the releasing factory when waiters elsewhere heard of it, so that it lets
-            // them have the key rather than take it straight back.
-            applied if self.wakeups.others_wait(key, applied - 1) => OwnerCheck::AppliedWithWaiters,
-            _ => OwnerCheck::Applied,
-        })
+        let applied = self.hand_over(&DELETE_IF_OWNER, key, Some(owner)).await?;
+        Ok(owner_check(applied))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        let key = self.redis_key(key);
-        let key: &str = &key;
-        let slot = Slot::of(key);
-        let channel = slot.release_channel(key);
-        let channel = channel.as_str();
-        let deleted: i64 = self
-            .send(|client| async move {
-                FORCE_DELETE
-                    .run(&client, slot, &[key], |args| {
-                        args.extend([Value::from(channel), self.wakeups.id()]);
-                    })
-                    .await
-            })
-            .await
-            .map_err(Error::storage)?;
-        if deleted > 0 {
-            self.wakeups.released(key);
-        }
+        self.hand_over(&FORCE_DELETE, key, None).await?;
         Ok(())
     }
 
@@ -487,21 +487,8 @@ impl LockStore for RedisStore {
         Ok(owner_check(applied))
     }
 
-    /// Returns when a release or force release of `key` is published (by any store on the
-    /// server), or after `max_wait`; and, when the store's subscription to the key's
-    /// releases starts or is renewed after a lost connection, if the key is free then (a
-    /// release may have gone unheard before). Nothing else ends it early: a held key is
-    /// waited on for the whole `max_wait`. Never fails: without a working subscriber
-    /// connection it simply sleeps `max_wait`.
-    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
-        self.wakeups
-            .wait(
-                &self.redis_key(key),
-                max_wait,
-                &self.client(),
-                &self.command_options,
-            )
-            .await;
+    fn waiters(&self) -> Option<&Waiters> {
+        Some(&self.waiters)
     }
 }
 
