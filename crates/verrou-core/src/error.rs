@@ -72,6 +72,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store does not keep this family of holds (semaphores, read-write locks).
+    #[error("{store} does not support {family}")]
+    Unsupported {
+        /// The store's kind, as [`LockStore::name`](crate::LockStore::name) says.
+        store: &'static str,
+        /// What it was asked to keep.
+        family: &'static str,
+    },
+
     /// No store has this name.
     #[error("unknown store `{name}` (configured stores: {known})")]
     UnknownStore {
@@ -113,6 +122,19 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+}
+
+impl Error {
+    /// [`Error::Unsupported`] for `family` on the store named `store`.
+    pub(crate) fn unsupported(store: &'static str, family: crate::Family) -> Self {
+        Error::Unsupported {
+            store,
+            family: match family {
+                crate::Family::Semaphore => "semaphores",
+                crate::Family::RwLock => "read-write locks",
+            },
+        }
+    }
 }
 
 /// The text of [`Error::Storage`]: `store `redis` failed to take lock `card:1``, or a plain

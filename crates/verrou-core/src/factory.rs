@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::duration::{IntoTtl, Ttl};
-use crate::lock::{Lock, LockContext};
+use crate::lock::{Lock, LockContext, LockKind};
 use crate::owner::new_owner_token;
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::IntoSerializedLock;
-use crate::store::LockStore;
+use crate::store::{LockStore, Share};
 use crate::telemetry::Telemetry;
-use crate::Result;
+use crate::{Error, Result};
 
 /// TTL of a lock created without one, as in the Node.js library.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
@@ -89,10 +89,79 @@ impl LockFactory {
     /// A new lock on `key` with its own TTL: `"10s"`, `"1h30m"`, a [`Duration`], a number of
     /// milliseconds, or [`Ttl::Never`].
     pub fn create_lock_with_ttl(&self, key: impl Into<String>, ttl: impl IntoTtl) -> Result<Lock> {
+        self.create(key.into(), LockKind::Exclusive, ttl)
+    }
+
+    /// A permit of the semaphore `key`, which lets at most `limit` holders in at once, each
+    /// with its own owner and expiry ([`DEFAULT_TTL`]). The permit has the whole surface of
+    /// a lock (acquire, release, extend, run, guards, fencing tokens, serialize), plus
+    /// [`Lock::available`] and [`Lock::holders`]. Make one per holder. A semaphore is kept
+    /// apart from a plain lock or read-write lock of the same key.
+    ///
+    /// ```
+    /// # async fn example(factory: verrou_core::LockFactory) -> verrou_core::Result<()> {
+    /// let permit = factory.create_semaphore("payment-provider", 5)?;
+    /// if let Some(sent) = permit.run(|| async { /* call the provider */ }).await? {
+    ///     let _ = sent;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn create_semaphore(&self, key: impl Into<String>, limit: u32) -> Result<Lock> {
+        self.create_semaphore_with_ttl(key, limit, DEFAULT_TTL)
+    }
+
+    /// Like [`create_semaphore`](Self::create_semaphore), with the permit's own TTL.
+    pub fn create_semaphore_with_ttl(
+        &self,
+        key: impl Into<String>,
+        limit: u32,
+        ttl: impl IntoTtl,
+    ) -> Result<Lock> {
+        if limit == 0 {
+            return Err(Error::InvalidArgument(
+                "a semaphore's limit must be at least 1".to_owned(),
+            ));
+        }
+        let kind = LockKind::Shared(Share::Permit { limit });
+        self.create(key.into(), kind, ttl)
+    }
+
+    /// The read-write lock `key`: many readers or one writer, each hold expiring after
+    /// [`DEFAULT_TTL`]. A waiting writer holds back readers that come after it.
+    ///
+    /// ```
+    /// # async fn example(factory: verrou_core::LockFactory) -> verrou_core::Result<()> {
+    /// let cache = factory.create_rw_lock("cache:prices")?;
+    /// let reader = cache.read()?;
+    /// if let Some(price) = reader.run(|| async { 42 }).await? {
+    ///     let _ = price;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn create_rw_lock(&self, key: impl Into<String>) -> Result<RwLock> {
+        self.create_rw_lock_with_ttl(key, DEFAULT_TTL)
+    }
+
+    /// Like [`create_rw_lock`](Self::create_rw_lock), with the holds' own TTL.
+    pub fn create_rw_lock_with_ttl(
+        &self,
+        key: impl Into<String>,
+        ttl: impl IntoTtl,
+    ) -> Result<RwLock> {
         let key = key.into();
         crate::key::validate(&key, self.context.store.as_ref())?;
+        Ok(RwLock {
+            factory: self.clone(),
+            key,
+            ttl: ttl.into_ttl()?,
+        })
+    }
+
+    /// A lock of `kind` on `key`, with a fresh owner token.
+    fn create(&self, key: String, kind: LockKind, ttl: impl IntoTtl) -> Result<Lock> {
+        crate::key::validate(&key, self.context.store.as_ref())?;
         let ttl: Ttl = ttl.into_ttl()?;
-        Ok(Lock::new(key, new_owner_token(), ttl, &self.context))
+        Ok(Lock::new(key, kind, new_owner_token(), ttl, &self.context))
     }
 
     /// A lock serialized by [`Lock::serialize`] (here or in another process, in Rust or in
@@ -106,6 +175,48 @@ impl LockFactory {
     /// ```
     pub fn restore_lock(&self, serialized: impl IntoSerializedLock) -> Result<Lock> {
         Lock::restored(serialized.into_serialized_lock()?, &self.context)
+    }
+}
+
+/// A read-write lock: hands out read and write handles on its key. Cheap to clone.
+#[derive(Clone)]
+pub struct RwLock {
+    factory: LockFactory,
+    key: String,
+    ttl: Ttl,
+}
+
+impl RwLock {
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A new reader (its own owner token): shares the key with other readers, never with a
+    /// writer. It has the whole surface of a [`Lock`].
+    pub fn read(&self) -> Result<Lock> {
+        self.handle(Share::Read)
+    }
+
+    /// A new writer (its own owner token): has the key alone. It has the whole surface of a
+    /// [`Lock`].
+    pub fn write(&self) -> Result<Lock> {
+        self.handle(Share::Write)
+    }
+
+    fn handle(&self, share: Share) -> Result<Lock> {
+        self.factory
+            .create(self.key.clone(), LockKind::Shared(share), self.ttl)
+    }
+}
+
+impl fmt::Debug for RwLock {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("RwLock")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 

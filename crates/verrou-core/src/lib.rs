@@ -77,12 +77,12 @@ pub mod waiting;
 
 pub use duration::{parse_duration, ttl_millis, IntoDuration, IntoTtl, Ttl, MAX_DURATION};
 pub use error::{BoxError, Error, Result};
-pub use factory::{LockFactory, DEFAULT_TTL};
+pub use factory::{LockFactory, RwLock, DEFAULT_TTL};
 pub use guard::LockGuard;
 pub use key::MAX_KEY_LEN;
-pub use lock::Lock;
+pub use lock::{Lock, LockKind};
 pub use loss::LossSignal;
 pub use retry::{Retry, DEFAULT_RETRY_DELAY};
-pub use serialized::{IntoSerializedLock, SerializedLock};
-pub use store::{Acquisition, Grant, LockStore, OwnerCheck, Place};
+pub use serialized::{IntoSerializedLock, SerializedKind, SerializedLock};
+pub use store::{Acquisition, Family, Grant, LockStore, OwnerCheck, Place, Share};
 pub use waiting::{ReleaseFeed, Waiters, HANDOVER_WINDOW};

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, LockKind, Result, Share};
 
 /// A lock as it travels between processes: `{"key","owner","ttl","expirationTime"}`, with the
 /// TTL and the expiration time (epoch milliseconds) in milliseconds or `null`. This is the
@@ -42,6 +42,55 @@ pub struct SerializedLock {
     /// (as `fencingToken`), so the JSON stays what `@verrou/core` reads and writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing_token: Option<u64>,
+    /// What the lock holds when it is not a plain lock: `permit`, `read` or `write`. Written
+    /// only then, so a plain lock's JSON stays the Node.js library's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SerializedKind>,
+    /// A permit's semaphore limit (with `kind` `permit` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The `kind` of a serialized lock that is not a plain lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerializedKind {
+    /// A semaphore permit (the lock also carries its `limit`).
+    Permit,
+    /// A read-write lock's read side.
+    Read,
+    /// A read-write lock's write side.
+    Write,
+}
+
+impl SerializedLock {
+    /// The lock kind its `kind` and `limit` describe; an error if they disagree.
+    pub(crate) fn lock_kind(&self) -> Result<LockKind> {
+        let share = match (self.kind, self.limit) {
+            (None, None) => return Ok(LockKind::Exclusive),
+            (Some(SerializedKind::Permit), Some(limit)) if limit > 0 => Share::Permit { limit },
+            (Some(SerializedKind::Read), None) => Share::Read,
+            (Some(SerializedKind::Write), None) => Share::Write,
+            _ => return Err(Error::InvalidSerializedLock {
+                reason:
+                    "its limit must be a positive number with kind `permit`, and absent otherwise"
+                        .to_owned(),
+            }),
+        };
+        Ok(LockKind::Shared(share))
+    }
+
+    /// The `kind` and `limit` fields that describe `kind`.
+    pub(crate) fn kind_fields(kind: LockKind) -> (Option<SerializedKind>, Option<u32>) {
+        match kind {
+            LockKind::Shared(Share::Permit { limit }) => {
+                (Some(SerializedKind::Permit), Some(limit))
+            }
+            LockKind::Shared(Share::Read) => (Some(SerializedKind::Read), None),
+            LockKind::Shared(Share::Write) => (Some(SerializedKind::Write), None),
+            LockKind::Exclusive => (None, None),
+        }
+    }
 }
 
 impl fmt::Display for SerializedLock {

@@ -57,6 +57,47 @@ pub enum OwnerCheck {
     NotOwner,
 }
 
+/// A hold that several owners may have on one key at once: a semaphore's permit, or a
+/// read-write lock's read or write side. (A plain lock is the key alone, through
+/// [`LockStore::save`] and the other lock methods.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Share {
+    /// One of the key's permits. A take succeeds only while fewer than `limit` permits are
+    /// held (the limit the taker gives: holders that disagree on it never push the count
+    /// past the largest limit among them, and a taker with a smaller limit waits until the
+    /// count is below its own).
+    Permit {
+        /// How many permits may be held at once (at least 1).
+        limit: u32,
+    },
+    /// A reader: shares the key with other readers, never with a writer.
+    Read,
+    /// The writer: has the key alone (no reader, no other writer).
+    Write,
+}
+
+/// What a key names, for the operations that concern it whole: semaphores and read-write
+/// locks are kept apart from plain locks (and from each other) even under the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Family {
+    /// A semaphore's permits.
+    Semaphore,
+    /// A read-write lock's readers and writer.
+    RwLock,
+}
+
+impl Share {
+    /// The family of keys this share is a hold on.
+    pub fn family(self) -> Family {
+        match self {
+            Share::Permit { .. } => Family::Semaphore,
+            Share::Read | Share::Write => Family::RwLock,
+        }
+    }
+}
+
 /// A waiter's place in the waiting line of a key, as a take that waits carries it (see
 /// [`waiting`](crate::waiting)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +182,82 @@ pub trait LockStore: Send + Sync + 'static {
     /// Makes `key` expire `ttl` from now if `owner` holds it and it has not expired.
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck>;
 
+    /// Takes a `share` of `key` (a semaphore permit, a read or the write side of a
+    /// read-write lock) for `owner`, for `ttl`, if the share is free: fewer than `limit`
+    /// permits held; no writer (to read); nobody at all (to write). Like
+    /// [`save_in_line`](Self::save_in_line) with a `place`, like [`save`](Self::save) without:
+    /// a take never overtakes a live waiter of the key's line (readers and writers share
+    /// one line, so a waiting writer holds back new readers). A granted permit or read that
+    /// leaves room for the new front waiter of the line hands the key over to it too. Each
+    /// grant has a fencing token, from one sequence per key for all its shares.
+    ///
+    /// The provided implementation refuses: [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn save_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        share: Share,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        let _ = (key, owner, ttl, place);
+        Err(crate::Error::unsupported(self.name(), share.family()))
+    }
+
+    /// Gives back `owner`'s `share` of `key` if it holds it unexpired, and hands the key
+    /// over to the line's front waiter when that frees room for it (like
+    /// [`delete`](Self::delete)).
+    async fn delete_share(&self, key: &str, owner: &str, share: Share) -> Result<OwnerCheck> {
+        let _ = (key, owner);
+        Err(crate::Error::unsupported(self.name(), share.family()))
+    }
+
+    /// Makes `owner`'s `share` of `key` expire `ttl` from now if it holds it unexpired.
+    async fn extend_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        share: Share,
+    ) -> Result<OwnerCheck> {
+        let _ = (key, owner, ttl);
+        Err(crate::Error::unsupported(self.name(), share.family()))
+    }
+
+    /// Deletes every share of `key` in `family` (all permits; all readers and the writer),
+    /// and hands the key over to the line's front waiter.
+    async fn force_delete_shares(&self, key: &str, family: Family) -> Result<()> {
+        let _ = key;
+        Err(crate::Error::unsupported(self.name(), family))
+    }
+
+    /// How many unexpired holders of `share` `key` has: permits; readers; the writer (0
+    /// or 1).
+    async fn count_shares(&self, key: &str, share: Share) -> Result<u32> {
+        let _ = key;
+        Err(crate::Error::unsupported(self.name(), share.family()))
+    }
+
+    /// Removes `waiter`'s place from the line of `key` in `family`, like
+    /// [`leave_line`](Self::leave_line). The provided implementation does nothing.
+    async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
+        let _ = (key, family, waiter);
+        Ok(())
+    }
+
+    /// The board on which this store reports the releases of shares in `family` it hears
+    /// (keys are the semaphores' or read-write locks' keys). The provided implementation
+    /// has none: their waiters poll.
+    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
+        let _ = family;
+        None
+    }
+
+    /// A short name for the store's kind in messages (`memory`, `redis`, `postgres`).
+    fn name(&self) -> &'static str {
+        "this store"
+    }
+
     /// The board on which this store reports the releases it hears, so that waiters wake
     /// when their key is handed to them instead of at their next retry delay. The provided
     /// implementation has none: waiters poll.
@@ -191,5 +308,50 @@ impl<S: LockStore + ?Sized> LockStore for Arc<S> {
 
     fn waiters(&self) -> Option<&Waiters> {
         (**self).waiters()
+    }
+
+    async fn save_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        share: Share,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        (**self).save_share(key, owner, ttl, share, place).await
+    }
+
+    async fn delete_share(&self, key: &str, owner: &str, share: Share) -> Result<OwnerCheck> {
+        (**self).delete_share(key, owner, share).await
+    }
+
+    async fn extend_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        share: Share,
+    ) -> Result<OwnerCheck> {
+        (**self).extend_share(key, owner, ttl, share).await
+    }
+
+    async fn force_delete_shares(&self, key: &str, family: Family) -> Result<()> {
+        (**self).force_delete_shares(key, family).await
+    }
+
+    async fn count_shares(&self, key: &str, share: Share) -> Result<u32> {
+        (**self).count_shares(key, share).await
+    }
+
+    async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
+        (**self).leave_share_line(key, family, waiter).await
+    }
+
+    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
+        (**self).share_waiters(family)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
     }
 }

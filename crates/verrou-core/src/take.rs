@@ -23,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::lock::LockInner;
-use crate::store::{Acquisition, OwnerCheck, Place};
+use crate::store::{Acquisition, OwnerCheck};
 use crate::telemetry::Operation;
 use crate::{Error, Result};
 
@@ -168,7 +168,7 @@ impl Turn {
                             "an earlier grant of this lock, which nobody uses, could not be given back: the store does not answer",
                         ));
                     }
-                    let release = lock.store.delete(&lock.key, &lock.owner);
+                    let release = lock.store_release();
                     let released =
                         lock.telemetry
                             .store_call(Operation::Release, &lock.key, release);
@@ -248,17 +248,7 @@ pub(crate) async fn take(
     let sent_at = Instant::now();
     let sent = Arc::clone(lock);
     turn.unsettled = Unsettled::Answer(Box::pin(async move {
-        let ttl = sent.ttl.as_duration();
-        let save = match lease {
-            Some(lease) => {
-                let place = Place {
-                    waiter: sent.waiter(),
-                    lease,
-                };
-                sent.store.save_in_line(&sent.key, &sent.owner, ttl, place)
-            }
-            None => sent.store.save(&sent.key, &sent.owner, ttl),
-        };
+        let save = sent.store_take(lease);
         sent.telemetry
             .store_call(Operation::Take, &sent.key, save)
             .await

@@ -78,6 +78,8 @@ case! {
                 ttl: Some(1000),
                 expiration_time: None,
                 fencing_token: None,
+                kind: None,
+                limit: None,
             };
             assert!(
                 matches!(factory.restore_lock(serialized), Err(Error::InvalidKey { .. })),

@@ -975,6 +975,54 @@ impl LockStore for CountingStore {
         self.inner.waiters()
     }
 
+    async fn save_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        share: Share,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        let waiter = place.map(|place| place.waiter);
+        self.counted(waiter, self.inner.save_share(key, owner, ttl, share, place))
+            .await
+    }
+
+    async fn delete_share(&self, key: &str, owner: &str, share: Share) -> Result<OwnerCheck> {
+        self.inner.delete_share(key, owner, share).await
+    }
+
+    async fn extend_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        share: Share,
+    ) -> Result<OwnerCheck> {
+        self.extends.fetch_add(1, Ordering::SeqCst);
+        self.inner.extend_share(key, owner, ttl, share).await
+    }
+
+    async fn force_delete_shares(&self, key: &str, family: Family) -> Result<()> {
+        self.inner.force_delete_shares(key, family).await
+    }
+
+    async fn count_shares(&self, key: &str, share: Share) -> Result<u32> {
+        self.inner.count_shares(key, share).await
+    }
+
+    async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
+        self.inner.leave_share_line(key, family, waiter).await
+    }
+
+    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
+        self.inner.share_waiters(family)
+    }
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         self.inner.delete(key, owner).await
     }

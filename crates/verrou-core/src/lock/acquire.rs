@@ -84,7 +84,7 @@ impl Lock {
             .timeout
             .and_then(|timeout| clock::after(started, timeout));
         let lease = waiting::lease_for(policy.delay);
-        let waiters = inner.store.waiters();
+        let waiters = inner.store_waiters();
         let mut seen = waiters.map_or(0, |waiters| waiters.generation(&inner.key));
         let mut ticket: Option<Ticket<'_>> = None;
         let mut in_line = InLine::new(inner);
@@ -178,7 +178,7 @@ impl Drop for InLine<'_> {
         };
         let lock = Arc::clone(self.lock);
         runtime.spawn(async move {
-            if let Err(error) = lock.store.leave_line(&lock.key, lock.waiter()).await {
+            if let Err(error) = lock.store_leave_line().await {
                 tracing::debug!(key = %lock.key, %error, "could not leave the waiting line; the place lapses with its lease");
             }
         });

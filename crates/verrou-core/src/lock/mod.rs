@@ -5,7 +5,10 @@
 
 mod acquire;
 mod holding;
+mod kind;
 mod run;
+
+pub use kind::LockKind;
 
 use holding::{Expiry, Holding};
 
@@ -17,7 +20,7 @@ use crate::clock;
 use crate::duration::{IntoDuration, Ttl};
 use crate::retry::RetryPolicy;
 use crate::serialized::SerializedLock;
-use crate::store::{LockStore, OwnerCheck};
+use crate::store::{LockStore, OwnerCheck, Share};
 use crate::take::Takes;
 use crate::telemetry::{Operation, Telemetry};
 use crate::{Error, Result};
@@ -46,6 +49,7 @@ pub struct Lock {
 
 pub(crate) struct LockInner {
     pub(crate) key: String,
+    pub(crate) kind: LockKind,
     pub(crate) owner: String,
     pub(crate) ttl: Ttl,
     retry: RetryPolicy,
@@ -68,10 +72,17 @@ pub(crate) struct LockContext {
 }
 
 impl Lock {
-    pub(crate) fn new(key: String, owner: String, ttl: Ttl, context: &LockContext) -> Self {
+    pub(crate) fn new(
+        key: String,
+        kind: LockKind,
+        owner: String,
+        ttl: Ttl,
+        context: &LockContext,
+    ) -> Self {
         Self {
             inner: Arc::new(LockInner {
                 key,
+                kind,
                 owner,
                 ttl,
                 retry: context.retry,
@@ -93,6 +104,7 @@ impl Lock {
         let invalid = |reason: &str| Error::InvalidSerializedLock {
             reason: reason.to_owned(),
         };
+        let kind = serialized.lock_kind()?;
         if serialized.owner.is_empty() {
             return Err(invalid("the owner is empty"));
         }
@@ -127,7 +139,7 @@ impl Lock {
             }
             _ => Holding::NotHeld,
         };
-        let lock = Self::new(serialized.key, serialized.owner, ttl, context);
+        let lock = Self::new(serialized.key, kind, serialized.owner, ttl, context);
         lock.set_holding(holding);
         Ok(lock)
     }
@@ -154,11 +166,7 @@ impl Lock {
         let inner = &self.inner;
         let outcome = inner
             .telemetry
-            .store_call(
-                Operation::Release,
-                &inner.key,
-                inner.store.delete(&inner.key, &inner.owner),
-            )
+            .store_call(Operation::Release, &inner.key, inner.store_release())
             .await?;
         let held = std::mem::replace(&mut *self.state(), Holding::NotHeld);
         if let Holding::Held { since, .. } = held {
@@ -182,7 +190,7 @@ impl Lock {
             .store_call(
                 Operation::ForceRelease,
                 &inner.key,
-                inner.store.force_delete(&inner.key),
+                inner.store_force_release(),
             )
             .await?;
         self.set_holding(Holding::NotHeld);
@@ -190,13 +198,40 @@ impl Lock {
         Ok(())
     }
 
-    /// Whether anyone (this owner or another) holds the lock right now, by the store.
+    /// Whether anyone (this owner or another) holds the lock right now, by the store: for a
+    /// permit, read or write handle, whether any permit, reader or writer is held.
     pub async fn is_locked(&self) -> Result<bool> {
+        Ok(self.holders().await? > 0)
+    }
+
+    /// How many hold what this lock holds, by the store: 0 or 1 for a plain lock or a write
+    /// handle; the permits held for a semaphore permit; the readers for a read handle.
+    pub async fn holders(&self) -> Result<u32> {
         let inner = &self.inner;
         inner
             .telemetry
-            .store_call(Operation::Check, &inner.key, inner.store.exists(&inner.key))
+            .store_call(Operation::Check, &inner.key, inner.store_holders())
             .await
+    }
+
+    /// How many more permits a semaphore has free now, by the store (its limit minus the
+    /// permits held, as this permit's limit counts). Only for semaphore permits:
+    /// [`Error::InvalidArgument`] otherwise.
+    pub async fn available(&self) -> Result<u32> {
+        match self.inner.kind {
+            LockKind::Shared(Share::Permit { limit }) => {
+                Ok(limit.saturating_sub(self.holders().await?))
+            }
+            _ => Err(Error::InvalidArgument(format!(
+                "`{}` is not a semaphore permit: available() counts a semaphore's free permits",
+                self.inner.key
+            ))),
+        }
+    }
+
+    /// What this lock holds of its key: the key alone, a permit, a read or the write side.
+    pub fn kind(&self) -> LockKind {
+        self.inner.kind
     }
 
     /// Pushes the expiry to now + the lock's TTL. A lock created without a TTL cannot be
@@ -229,11 +264,7 @@ impl Lock {
         let requested_at = Instant::now();
         let extended = inner
             .telemetry
-            .store_call(
-                Operation::Extend,
-                &inner.key,
-                inner.store.extend(&inner.key, &inner.owner, ttl),
-            )
+            .store_call(Operation::Extend, &inner.key, inner.store_extend(ttl))
             .await;
         let applied = extended
             .as_ref()
@@ -311,7 +342,10 @@ impl Lock {
                 Holding::NotHeld => (None, None),
             }
         };
+        let (kind, limit) = SerializedLock::kind_fields(self.inner.kind);
         SerializedLock {
+            kind,
+            limit,
             key: self.inner.key.clone(),
             owner: self.inner.owner.clone(),
             ttl: self.inner.ttl.as_duration().map(clock::millis_ceil),
