@@ -26,8 +26,8 @@ use futures_util::FutureExt;
 use tokio::time::sleep;
 
 use crate::{
-    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Result, Retry, SerializedLock,
-    Ttl, Waiters,
+    Acquisition, Error, Family, LockFactory, LockStore, OwnerCheck, Place, Result, Retry,
+    SerializedLock, Share, Ttl, Waiters,
 };
 
 /// Writes one `#[test]` per conformance case, each running on its own Tokio runtime with
