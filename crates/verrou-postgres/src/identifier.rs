@@ -1,6 +1,6 @@
 //! Table names: checked to be plain identifiers, then quoted, so a configured name can never
-//! smuggle SQL into the statements it is pasted into. The table's fencing-token sequence is
-//! named after it.
+//! smuggle SQL into the statements it is pasted into. The objects beside the table (its
+//! fencing-token sequence, its waiting line and the line's indexes) are named after it.
 
 use verrou_core::Error;
 
@@ -11,19 +11,40 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 /// What the fencing-token sequence adds to the table's name.
 const SEQUENCE_SUFFIX: &str = "_fencing_seq";
 
+/// What the waiting-line table adds to the table's name.
+const LINE_SUFFIX: &str = "_waiters";
+
+/// What the line's primary key adds to the table's name.
+const LINE_KEY_SUFFIX: &str = "_waiters_pk";
+
+/// What the line's arrival-order index adds to the table's name.
+const LINE_ORDER_SUFFIX: &str = "_waiters_idx";
+
+/// The longest suffix: a table name leaves room for it.
+const LONGEST_SUFFIX: usize = max(
+    max(SEQUENCE_SUFFIX.len(), LINE_SUFFIX.len()),
+    max(LINE_KEY_SUFFIX.len(), LINE_ORDER_SUFFIX.len()),
+);
+
 /// A validated table name, optionally schema-qualified, in its quoted SQL form, with the
-/// name of its fencing-token sequence (`<table>_fencing_seq`, in the same schema).
+/// names of the objects beside it, in the same schema: its fencing-token sequence
+/// (`<table>_fencing_seq`) and its waiting line (table `<table>_waiters`, primary key
+/// `<table>_waiters_pk`, index `<table>_waiters_idx`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableName {
     plain: String,
     quoted: String,
     sequence_quoted: String,
+    line_quoted: String,
+    line_key: String,
+    line_order: String,
 }
 
 impl TableName {
     /// Accepts `table` or `schema.table`, each part a letter or underscore followed by
     /// letters, digits, underscores or dollar signs, at most 63 bytes (51 for the table, so
-    /// its sequence's name fits too). Parts are quoted, so their case is kept as written.
+    /// the names of the objects beside it fit too). Parts are quoted, so their case is kept
+    /// as written.
     pub(crate) fn parse(name: &str) -> Result<Self, Error> {
         let invalid = |reason: String| {
             Error::InvalidConfig(format!(
@@ -40,15 +61,18 @@ impl TableName {
         if let Some(schema) = schema {
             check_part(schema, MAX_IDENTIFIER_BYTES).map_err(invalid)?;
         }
-        check_part(table, MAX_IDENTIFIER_BYTES - SEQUENCE_SUFFIX.len()).map_err(invalid)?;
-        let qualify = |name: &str| match schema {
-            Some(schema) => format!("\"{schema}\".\"{name}\""),
-            None => format!("\"{name}\""),
+        check_part(table, MAX_IDENTIFIER_BYTES - LONGEST_SUFFIX).map_err(invalid)?;
+        let qualify = |suffix: &str| match schema {
+            Some(schema) => format!("\"{schema}\".\"{table}{suffix}\""),
+            None => format!("\"{table}{suffix}\""),
         };
         Ok(Self {
             plain: name.to_owned(),
-            quoted: qualify(table),
-            sequence_quoted: qualify(&format!("{table}{SEQUENCE_SUFFIX}")),
+            quoted: qualify(""),
+            sequence_quoted: qualify(SEQUENCE_SUFFIX),
+            line_quoted: qualify(LINE_SUFFIX),
+            line_key: format!("\"{table}{LINE_KEY_SUFFIX}\""),
+            line_order: format!("\"{table}{LINE_ORDER_SUFFIX}\""),
         })
     }
 
@@ -66,6 +90,32 @@ impl TableName {
     /// `"public"."verrou_fencing_seq"`.
     pub(crate) fn sequence_quoted(&self) -> &str {
         &self.sequence_quoted
+    }
+
+    /// The waiting-line table's name as it goes into SQL, e.g. `"public"."verrou_waiters"`.
+    pub(crate) fn line_quoted(&self) -> &str {
+        &self.line_quoted
+    }
+
+    /// The line's primary-key constraint, unqualified as `CONSTRAINT` takes it, e.g.
+    /// `"verrou_waiters_pk"`.
+    pub(crate) fn line_key(&self) -> &str {
+        &self.line_key
+    }
+
+    /// The line's arrival-order index, unqualified as `CREATE INDEX` takes it (the index
+    /// goes into its table's schema), e.g. `"verrou_waiters_idx"`.
+    pub(crate) fn line_order(&self) -> &str {
+        &self.line_order
+    }
+}
+
+/// The larger of two lengths, in a constant.
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
     }
 }
 
@@ -115,6 +165,27 @@ mod tests {
             qualified.sequence_quoted(),
             format!("\"{}\".\"locks_fencing_seq\"", "s".repeat(63))
         );
+        assert_eq!(
+            qualified.line_quoted(),
+            format!("\"{}\".\"locks_waiters\"", "s".repeat(63))
+        );
+        assert_eq!(qualified.line_key(), "\"locks_waiters_pk\"");
+        assert_eq!(qualified.line_order(), "\"locks_waiters_idx\"");
+    }
+
+    #[test]
+    fn the_longest_table_name_leaves_room_for_every_object_beside_it() {
+        let longest = TableName::parse(&"t".repeat(51)).expect("valid");
+        for quoted in [
+            longest.quoted(),
+            longest.sequence_quoted(),
+            longest.line_quoted(),
+            longest.line_key(),
+            longest.line_order(),
+        ] {
+            let name = quoted.trim_matches('"');
+            assert!(name.len() <= MAX_IDENTIFIER_BYTES, "{name}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-mod announce;
+mod channel;
 mod config;
 mod connector;
 mod error;
@@ -17,7 +17,6 @@ mod sweep;
 mod tls;
 #[cfg(feature = "tls")]
 mod verify;
-mod watch;
 
 pub use config::{
     PostgresConfig, PostgresOptions, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,

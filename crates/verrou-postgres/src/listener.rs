@@ -1,28 +1,27 @@
 //! The listener: one connection per store, outside the pool, that `LISTEN`s on the table's
-//! channel, holds the advisory locks of the keys this store's waiters wait for, and wakes
-//! them when it hears a release (see `watch.rs` for the bookkeeping).
+//! channel and reports every hand-over it hears to the store's [`Waiters`] board.
 //!
-//! It runs as a background task from the store's creation until its last clone is dropped.
-//! When its connection fails it says so once, marks every key for registration, and
-//! reconnects with a growing pause (up to [`MAX_PAUSE`]); back on line it `LISTEN`s again,
-//! registers the keys again and wakes the waiters of keys released meanwhile. A connection
-//! that goes silent (a network partition) is found by a ping every [`PING_EVERY`]. Lock
-//! operations never depend on it: while it is down, waiters poll at their retry delay.
+//! It is the store's [`ReleaseFeed`]: a newly watched key is checked at once, and woken if
+//! it is free (a release before the waiter's watch began would otherwise go unheard). It
+//! runs as a background task from the store's creation until its last clone is dropped.
+//! When its connection fails it says so once and reconnects with a growing pause (up to
+//! [`MAX_PAUSE`]); back on line it `LISTEN`s again and wakes the watched keys released
+//! meanwhile. A connection that goes silent (a network partition) is found by a ping every
+//! [`PING_EVERY`]. Lock operations never depend on it: while it is down, waiters poll at
+//! their retry delay.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::tokio_postgres::types::ToSql;
-use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Row, Statement, ToStatement};
+use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Statement};
 use futures_util::StreamExt;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use verrou_core::BoxError;
+use verrou_core::{BoxError, ReleaseFeed, Waiters};
 
-use crate::announce::parse_payload;
+use crate::channel::parse_payload;
 use crate::connector::{Connect, Messages};
 use crate::sql::Statements;
-use crate::watch::Watches;
 
 /// The first pause before reconnecting; it doubles after each failure.
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
@@ -30,11 +29,24 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause between reconnection attempts.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// How often keys whose registration was refused are tried again.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
-
 /// How often the connection is checked when nothing else travels on it.
 const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// The store's [`ReleaseFeed`]: passes newly watched keys to the listener, to be checked.
+/// Every hand-over of the table is heard anyway, and the board ignores keys it does not
+/// watch, so there is nothing to do when a key is no longer watched.
+pub(crate) struct Feed(UnboundedSender<Box<str>>);
+
+impl ReleaseFeed for Feed {
+    /// Queues `key` for the listener to check whether it is free.
+    fn subscribe(&self, key: &str) {
+        // The listener is gone only once the store is: nobody waits any more.
+        let _ = self.0.send(key.into());
+    }
+
+    /// Nothing to do: hand-overs of keys the board does not watch are ignored there.
+    fn unsubscribe(&self, _key: &str) {}
+}
 
 /// The running listener of a store; stopped when dropped.
 #[derive(Debug)]
@@ -46,20 +58,25 @@ pub(crate) struct Listener {
 pub(crate) struct Setup {
     /// Opens its connection.
     pub(crate) connect: Connect,
-    /// The keys to register and the waiters to wake.
-    pub(crate) watches: Arc<Watches>,
-    /// `listen`, `register`, `probe` and `unregister`.
+    /// `listen` and `probe`.
     pub(crate) statements: Arc<Statements>,
     /// The bound on each statement it runs.
     pub(crate) timeout: Duration,
 }
 
 impl Listener {
-    /// Starts listening in the background, on the current Tokio runtime.
-    pub(crate) fn start(setup: Setup) -> Self {
-        Self {
-            _task: Background(tokio::spawn(supervise(setup))),
-        }
+    /// Starts listening in the background, on the current Tokio runtime, for the board it
+    /// returns, whose feed it is.
+    pub(crate) fn start(setup: Setup) -> (Self, Arc<Waiters>) {
+        let (feed, subscribed) = unbounded_channel();
+        let board = Arc::new(Waiters::new(Feed(feed)));
+        let task = tokio::spawn(supervise(setup, Arc::clone(&board), subscribed));
+        (
+            Self {
+                _task: Background(task),
+            },
+            board,
+        )
     }
 }
 
@@ -74,7 +91,7 @@ impl<T> Drop for Background<T> {
 }
 
 /// Connects, serves, and reconnects, for ever.
-async fn supervise(setup: Setup) {
+async fn supervise(setup: Setup, board: Arc<Waiters>, mut subscribed: UnboundedReceiver<Box<str>>) {
     let mut pause = FIRST_PAUSE;
     let mut down = false;
     loop {
@@ -85,7 +102,12 @@ async fn supervise(setup: Setup) {
                 }
                 down = false;
                 pause = FIRST_PAUSE;
-                serve(&setup, &client, messages).await
+                let session = Session {
+                    setup: &setup,
+                    board: &board,
+                    client: &client,
+                };
+                session.serve(messages, &mut subscribed).await
             }
             Err(error) => error,
         };
@@ -99,50 +121,91 @@ async fn supervise(setup: Setup) {
             );
         }
         down = true;
-        setup.watches.disconnected();
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
-/// Listens on one connection until it fails; returns why.
-async fn serve(setup: &Setup, client: &Client, messages: Messages) -> BoxError {
-    let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(&setup.watches))));
-    let session = match Session::start(setup, client).await {
-        Ok(session) => session,
-        Err(error) => return error,
-    };
-    let mut tick = tokio::time::interval(RETRY_EVERY);
-    let mut last_ping = Instant::now();
-    loop {
-        if let Err(error) = session.sync().await {
-            return error;
-        }
-        tokio::select! {
-            () = setup.watches.work() => {}
-            _ = tick.tick() => {
-                setup.watches.retry_refused();
-                if last_ping.elapsed() >= PING_EVERY {
-                    if let Err(error) = session.ping().await {
+/// The listener on one connection.
+struct Session<'a> {
+    setup: &'a Setup,
+    board: &'a Arc<Waiters>,
+    client: &'a Client,
+}
+
+impl Session<'_> {
+    /// Listens until the connection fails; returns why.
+    async fn serve(
+        &self,
+        messages: Messages,
+        subscribed: &mut UnboundedReceiver<Box<str>>,
+    ) -> BoxError {
+        let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(self.board))));
+        let probe = match self.start().await {
+            Ok(probe) => probe,
+            Err(error) => return error,
+        };
+        // Every key watched now is checked once: those queued meanwhile among them.
+        while subscribed.try_recv().is_ok() {}
+        let mut keys: Vec<Box<str>> = self
+            .board
+            .watched()
+            .iter()
+            .map(|key| (**key).into())
+            .collect();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        loop {
+            if !keys.is_empty() {
+                if let Err(error) = self.wake_free(&probe, &keys).await {
+                    return error;
+                }
+                keys.clear();
+            }
+            tokio::select! {
+                // Never closed: the board, whose feed sends, lives as long as this task.
+                _ = subscribed.recv_many(&mut keys, usize::MAX) => {}
+                _ = ping.tick() => {
+                    if let Err(error) = within(self.setup.timeout, self.client.batch_execute("SELECT 1")).await {
                         return error;
                     }
-                    last_ping = Instant::now();
                 }
-            }
-            ended = &mut delivering.0 => {
-                return ended.unwrap_or_else(|error| error.into());
+                ended = &mut delivering.0 => {
+                    return ended.unwrap_or_else(|error| error.into());
+                }
             }
         }
     }
+
+    /// Subscribes to the table's channel; returns the prepared probe.
+    async fn start(&self) -> Result<Statement, BoxError> {
+        let statements = &self.setup.statements;
+        within(
+            self.setup.timeout,
+            self.client.batch_execute(&statements.listen),
+        )
+        .await?;
+        within(self.setup.timeout, self.client.prepare(&statements.probe)).await
+    }
+
+    /// Wakes the waiters of those of `keys` that are free now.
+    async fn wake_free(&self, probe: &Statement, keys: &[Box<str>]) -> Result<(), BoxError> {
+        let keys: Vec<&str> = keys.iter().map(|key| &**key).collect();
+        for row in within(self.setup.timeout, self.client.query(probe, &[&keys])).await? {
+            let key: &str = row.try_get(0)?;
+            self.board.wake(key, None);
+        }
+        Ok(())
+    }
 }
 
-/// Wakes the waiters of every key announced on the connection, until it ends.
-async fn deliver(mut messages: Messages, watches: Arc<Watches>) -> BoxError {
+/// Reports every hand-over announced on the connection to `board`, until it ends.
+async fn deliver(mut messages: Messages, board: Arc<Waiters>) -> BoxError {
     while let Some(message) = messages.next().await {
         match message {
             Ok(AsyncMessage::Notification(notification)) => {
-                if let Some(id) = parse_payload(notification.payload()) {
-                    watches.released(id);
+                if let Some((key, waiter)) = parse_payload(notification.payload()) {
+                    board.wake(key, Some(waiter));
                 }
             }
             Ok(_) => {}
@@ -150,81 +213,6 @@ async fn deliver(mut messages: Messages, watches: Arc<Watches>) -> BoxError {
         }
     }
     "the server closed the connection".into()
-}
-
-/// The listener's statements on its connection, each within the command timeout.
-struct Session<'a> {
-    setup: &'a Setup,
-    client: &'a Client,
-    register: Statement,
-    probe: Statement,
-    unregister: Statement,
-}
-
-impl<'a> Session<'a> {
-    /// Subscribes to the table's channel and prepares the statements.
-    async fn start(setup: &'a Setup, client: &'a Client) -> Result<Self, BoxError> {
-        let statements = &setup.statements;
-        within(setup.timeout, client.batch_execute(&statements.listen)).await?;
-        let prepare = |sql| within(setup.timeout, client.prepare(sql));
-        Ok(Self {
-            setup,
-            client,
-            register: prepare(&statements.register).await?,
-            probe: prepare(&statements.probe).await?,
-            unregister: prepare(&statements.unregister).await?,
-        })
-    }
-
-    /// Gives back the advisory locks no longer needed, then takes those of newly watched
-    /// keys and wakes the waiters of those already free.
-    async fn sync(&self) -> Result<(), BoxError> {
-        let watches = &self.setup.watches;
-        let unlocks = watches.take_unlocks();
-        if !unlocks.is_empty() {
-            self.query(&self.unregister, &[&unlocks]).await?;
-        }
-        let wanted = watches.take_wanted();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<i64> = wanted.iter().map(|key| key.id).collect();
-        let outcomes = self
-            .query(&self.register, &[&ids])
-            .await?
-            .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<Vec<(i64, bool)>, BoxError>>()?;
-        watches.registered(&outcomes);
-        let (ids, keys): (Vec<i64>, Vec<&str>) = wanted
-            .iter()
-            .filter(|key| outcomes.contains(&(key.id, true)))
-            .map(|key| (key.id, key.key.as_str()))
-            .unzip();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        for row in self.query(&self.probe, &[&ids, &keys]).await? {
-            watches.released(row.try_get(0)?);
-        }
-        Ok(())
-    }
-
-    /// Checks that the server still answers.
-    async fn ping(&self) -> Result<(), BoxError> {
-        within(self.setup.timeout, self.client.batch_execute("SELECT 1")).await
-    }
-
-    async fn query<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, BoxError>
-    where
-        T: ToStatement + ?Sized,
-    {
-        within(self.setup.timeout, self.client.query(statement, params)).await
-    }
 }
 
 /// Runs `request`, failing if it fails or takes longer than `timeout`.

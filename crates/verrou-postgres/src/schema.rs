@@ -1,5 +1,5 @@
-//! Making sure the lock table and its fencing-token sequence exist, and reading what its key
-//! column holds.
+//! Making sure the lock table, its fencing-token sequence and its waiting line exist, and
+//! reading what its key column holds.
 
 use deadpool_postgres::tokio_postgres::Error as DriverError;
 use deadpool_postgres::Client;
@@ -7,33 +7,32 @@ use verrou_core::{Error, Result};
 
 use crate::error::setup_failed;
 use crate::identifier::TableName;
-use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, OBJECTS_EXIST};
+use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, MISSING_OBJECTS};
 
-/// Checks that the table and its sequence exist, and creates them if they do not and
-/// `create` allows it (otherwise a missing one is [`Error::InvalidConfig`]).
+/// Checks that the table, its sequence and its waiting line exist, and creates what is
+/// missing if `create` allows it (otherwise something missing is [`Error::InvalidConfig`],
+/// whose message has the statements that create it).
 pub(crate) async fn ensure_table(
     client: &mut Client,
     table: &TableName,
     statements: &Statements,
     create: bool,
 ) -> Result<()> {
-    let (quoted, sequence) = (table.quoted(), table.sequence_quoted());
-    let (table_exists, sequence_exists): (bool, bool) = client
-        .query_one(OBJECTS_EXIST, &[&quoted, &sequence])
+    let quoted = table.quoted();
+    let names = [quoted, table.sequence_quoted(), table.line_quoted()];
+    let missing: Vec<String> = client
+        .query(MISSING_OBJECTS, &[&names.as_slice()])
         .await
-        .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
         .map_err(|error| setup_failed(format!("could not look up table {quoted}"), error))?;
-    if table_exists && sequence_exists {
+    if missing.is_empty() {
         return Ok(());
     }
     if !create {
-        let missing = if table_exists {
-            format!("the fencing-token sequence {sequence} (CREATE SEQUENCE {sequence})")
-        } else {
-            format!("table {quoted}")
-        };
         return Err(Error::InvalidConfig(format!(
-            "{missing} does not exist and create_table is off"
+            "{} does not exist and create_table is off; create what is missing with: {}",
+            missing.join(", "),
+            statements.create_table
         )));
     }
     create_table(client, table, &statements.create_table)
@@ -58,7 +57,7 @@ pub(crate) async fn key_column_length(client: &Client, table: &TableName) -> Res
     Ok(length.and_then(|length| usize::try_from(length).ok()))
 }
 
-/// Creates the table and its sequence, serialized between processes: `CREATE ... IF NOT
+/// Creates the table, its sequence and its line, serialized between processes: `CREATE ... IF NOT
 /// EXISTS` alone races on the catalog (two sessions creating the same name at once, one of
 /// them fails with a unique violation on `pg_type`), so creators queue on an advisory lock
 /// held until their transaction ends, and each one after the first finds them there.

@@ -13,27 +13,41 @@
 
 use std::time::Duration;
 
-use verrou_core::Result;
+use verrou_core::{Result, HANDOVER_WINDOW};
 
-use crate::announce::Announcements;
+use crate::channel::PAYLOAD_SQL;
 use crate::identifier::TableName;
 
 /// The server's current time in epoch milliseconds (rounded down), the unit of the
-/// `expiration` column.
+/// `expiration` and `deadline` columns.
 const NOW_MS: &str = "floor(date_part('epoch', statement_timestamp()) * 1000)::bigint";
 
 /// The server's current time in epoch milliseconds rounded up: the base of every written
-/// expiration (plus the TTL).
+/// expiration and deadline (plus the TTL or lease).
 const EXPIRES_FROM_NOW: &str = "ceil(date_part('epoch', statement_timestamp()) * 1000)::bigint";
 
 /// The most rows one sweep statement deletes, so it never holds many row locks for long.
 pub(crate) const SWEEP_BATCH: i64 = 1000;
 
-/// Every statement a store runs, with its table name quoted in.
+/// Every statement a store runs, with its table names quoted in.
+///
+/// Beside the lock table (`key`, `owner`, `expiration`: the Node.js library's layout, never
+/// changed here) lives the table's waiting line (see [`Statements::create_table`]): one row,
+/// a *place*, per waiter of a key, ordered by `arrival`, alive until `deadline`. The lock
+/// row's `ON CONFLICT` alone keeps two owners apart; the line only decides who goes first.
+///
+/// Rows are locked in one order, lock row first, then the caller's own place, and other
+/// waiters' places only with `SKIP LOCKED`, so that no two statements wait for each other
+/// (a deadlock would fail one of them).
 #[derive(Debug)]
 pub(crate) struct Statements {
-    /// Takes a free or expired key. Params: key, owner, ttl ms (null: never expires).
+    /// Takes a key if it is free or expired and no live waiter is ahead of the taker: for a
+    /// plain take, no live waiter at all; for a waiter, none before its place (a live one
+    /// it holds, or the back of the line). A busy waiter's place is kept, or made at the
+    /// back, and lasts the lease from now; a granted one is removed. Params: key, owner,
+    /// ttl ms (null: never expires), waiter and lease ms (both null for a plain take).
     /// Returns the grant's fencing token (one `bigint` row) when granted, no row when busy.
+    /// An owner that holds the key finds it busy.
     ///
     /// The token is drawn in `RETURNING`, while this statement holds the key's row: a
     /// later grant of the key can only draw after this statement has committed, so its
@@ -42,117 +56,164 @@ pub(crate) struct Statements {
     /// smaller token.
     pub(crate) save: String,
     /// Releases a live lock held by the owner, and deletes the key's row if it has expired
-    /// whoever held it. Params: key, owner, key id (see `Announcements::key_id`). Returns
-    /// no row when nothing was deleted, else one row of two booleans: whether the owner's
-    /// live lock was released, and whether someone waited for the key (the release was
-    /// announced, see [`ANNOUNCE`]).
+    /// whoever held it; then hands the key over (see [`hand_over`]). Params: key, owner.
+    /// Returns no row when nothing was deleted, else one row: whether the owner's live lock
+    /// was released, and the waiter the key was handed to (null: nobody waits).
     pub(crate) delete: String,
-    /// Deletes a key whoever holds it, and announces it. Params: key, key id. One row
-    /// (whether it announced) if a row was deleted.
+    /// Deletes a key whoever holds it and hands it over. Params: key. One row if a row was
+    /// deleted, as [`delete`](Self::delete) returns it.
     pub(crate) force_delete: String,
+    /// Removes a waiter's place; if the key is free, hands it over to the line's front.
+    /// Params: key, waiter. One row (the waiter the key was handed to) or none.
+    pub(crate) leave_line: String,
     /// Whether a key is held and unexpired. Params: key. Returns one boolean.
     pub(crate) exists: String,
     /// Moves a live lock's expiration if the owner holds it. Params: key, owner, ttl ms.
     /// One row (`true`): extended; none: not the owner's (or expired).
     pub(crate) extend: String,
-    /// Deletes up to a batch of expired rows, skipping rows other statements have locked.
-    /// Params: batch size. Returns one row: how many it deleted.
+    /// Deletes up to a batch of expired lock rows, skipping rows other statements have
+    /// locked. Params: batch size. Returns one row: how many it deleted.
     pub(crate) sweep: String,
-    /// Creates the table and its fencing-token sequence where they do not exist. No params;
-    /// several statements, for `batch_execute`.
+    /// Deletes up to a batch of lapsed places, like [`sweep`](Self::sweep).
+    pub(crate) sweep_line: String,
+    /// Creates the table, its fencing-token sequence and its waiting line where they do not
+    /// exist. No params; several statements, for `batch_execute`.
+    ///
+    /// The line is `UNLOGGED`: it is written at every busy take, and losing it in a crash
+    /// (or a failover, whose new primary starts it empty) costs only the order of the
+    /// waiters of that moment. Its primary key finds a waiter's place; its index, the front
+    /// of a key's line.
     pub(crate) create_table: String,
     /// Subscribes the listener's session to the table's announcements. No params.
     pub(crate) listen: String,
-    /// Takes the session-level shared advisory locks of keys that have waiters here, so
-    /// that their releases announce themselves; never waits. Params: key ids (`bigint[]`).
-    /// One row per id: the id and whether its lock was taken (false: someone holds it
-    /// exclusively, most likely a release of that key committing right now).
-    pub(crate) register: String,
-    /// Which of the given keys are free now. Run after `register`, in a statement of its
-    /// own so that it sees every release committed before the locks were taken (a release
-    /// committing later sees the lock and announces itself). Params: key ids (`bigint[]`),
-    /// keys (`text[]`), in the same order. One row per free key: its id.
+    /// Which of the given keys are free now. Params: keys (`text[]`). One row per free key.
     pub(crate) probe: String,
-    /// Gives back advisory locks taken by `register`. Params: key ids (`bigint[]`).
-    pub(crate) unregister: String,
 }
 
-/// How `delete` and `force_delete` announce a release, evaluated on the row they deleted,
-/// while they hold it: if taking the key's advisory lock exclusively fails, some session
-/// holds it shared (the listener of a store whose waiters wait for the key), and the release
-/// is announced on the table's channel with the key id as payload; the notification goes
-/// out when the statement commits. The expression is true when it announced. An
-/// uncontended release takes and drops one advisory lock and sends nothing, sparing the
-/// server `NOTIFY`'s serialized commits. `CASE` fixes the order; `pg_notify` returns
-/// `void`, whose text is empty. (A `(SELECT true FROM pg_notify(...))` sub-select reads
-/// better but costs the server a third more per release, measured at 64 in flight.)
-/// `{channel}` and `{id}` are filled in.
-const ANNOUNCE: &str = "CASE WHEN pg_try_advisory_xact_lock({id}) THEN false \
-     ELSE pg_notify('{channel}', {id}::text)::text = '' END";
+/// The `handed` step of the statements that free a key (in a `WITH` whose param 1 is the
+/// key): if `condition` holds, the first live place of the key's line that no other
+/// statement has locked now (the front, unless it is being left or handed to right now) is
+/// cut to the hand-over window ([`HANDOVER_WINDOW`]: a front that died blocks those behind
+/// it no longer than that) and announced on `channel`, naming its waiter (see
+/// `channel.rs`); the notification goes out when the statement commits, and only when
+/// someone waits. Returns the waiter.
+fn hand_over(line: &str, channel: &str, condition: &str) -> String {
+    let window = HANDOVER_WINDOW.as_millis();
+    format!(
+        "handed AS (UPDATE {line} AS place \
+         SET \"deadline\" = least(place.\"deadline\", {EXPIRES_FROM_NOW} + {window}) \
+         WHERE (place.\"key\", place.\"waiter\") = (SELECT \"key\", \"waiter\" FROM {line} \
+         WHERE \"key\" = $1 AND \"deadline\" >= {NOW_MS} AND {condition} \
+         ORDER BY \"arrival\", \"waiter\" LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING place.\"waiter\", pg_notify('{channel}', {PAYLOAD_SQL}))"
+    )
+}
+
+/// Deletes up to a batch (param 1) of `table`'s rows matching `condition`, skipping rows
+/// other statements have locked; returns how many it deleted.
+fn sweep(table: &str, condition: &str) -> String {
+    format!(
+        "WITH swept AS (DELETE FROM {table} WHERE ctid = ANY (ARRAY(\
+         SELECT ctid FROM {table} WHERE {condition} LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+         AND {condition} RETURNING 1) SELECT count(*) FROM swept"
+    )
+}
 
 impl Statements {
-    /// Builds the statements for `table`, announcing releases as `announcements` says.
-    pub(crate) fn new(table: &TableName, announcements: &Announcements) -> Self {
+    /// Builds the statements for `table`, announcing hand-overs on `channel`.
+    pub(crate) fn new(table: &TableName, channel: &str) -> Self {
         let sequence = table.sequence_quoted();
+        let line = table.line_quoted();
+        let (line_key, line_order) = (table.line_key(), table.line_order());
         let table = table.quoted();
-        let channel = announcements.channel();
-        let announce = |id: &str| ANNOUNCE.replace("{id}", id).replace("{channel}", channel);
         let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
         let expired = format!("\"expiration\" <= {NOW_MS}");
+        let held = format!("EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})");
+        let release = |which: &str, mine: &str| {
+            format!(
+                "WITH released AS (DELETE FROM {table} WHERE \"key\" = $1 {which} \
+                 RETURNING {mine} AS mine), {} \
+                 SELECT released.mine, (SELECT \"waiter\" FROM handed) FROM released",
+                hand_over(line, channel, "EXISTS (SELECT 1 FROM released)")
+            )
+        };
         Self {
             save: format!(
-                "INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
-                 VALUES ($1, $2, {EXPIRES_FROM_NOW} + $3::bigint) \
+                "WITH mine AS (SELECT \"arrival\" FROM {line} \
+                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND \"deadline\" >= {NOW_MS}), \
+                 ahead AS (SELECT 1 FROM {line} AS other \
+                 WHERE other.\"key\" = $1 AND other.\"deadline\" >= {NOW_MS} \
+                 AND other.\"waiter\" IS DISTINCT FROM $4::text \
+                 AND NOT EXISTS (SELECT 1 FROM mine \
+                 WHERE (mine.\"arrival\", $4::text) < (other.\"arrival\", other.\"waiter\")) \
+                 LIMIT 1), \
+                 taken AS (INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
+                 SELECT $1, $2, {EXPIRES_FROM_NOW} + $3::bigint WHERE NOT EXISTS (SELECT 1 FROM ahead) \
                  ON CONFLICT (\"key\") DO UPDATE \
                  SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
                  WHERE held.{expired} \
-                 RETURNING nextval('{sequence}')"
+                 RETURNING nextval('{sequence}') AS token), \
+                 placed AS (INSERT INTO {line} AS place (\"key\", \"waiter\", \"arrival\", \"deadline\") \
+                 SELECT $1, $4, statement_timestamp(), {EXPIRES_FROM_NOW} + $5::bigint \
+                 WHERE $4 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM taken) \
+                 ON CONFLICT (\"key\", \"waiter\") DO UPDATE \
+                 SET \"deadline\" = excluded.\"deadline\", \"arrival\" = CASE \
+                 WHEN place.\"deadline\" >= {NOW_MS} THEN place.\"arrival\" \
+                 ELSE excluded.\"arrival\" END), \
+                 served AS (DELETE FROM {line} \
+                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND EXISTS (SELECT 1 FROM taken)) \
+                 SELECT token FROM taken"
             ),
-            delete: format!(
-                "DELETE FROM {table} WHERE \"key\" = $1 AND (\"owner\" = $2 OR {expired}) \
-                 RETURNING \"owner\" = $2 AND {live}, {}",
-                announce("$3")
+            delete: release(
+                &format!("AND (\"owner\" = $2 OR {expired})"),
+                &format!("\"owner\" = $2 AND {live}"),
             ),
-            force_delete: format!(
-                "DELETE FROM {table} WHERE \"key\" = $1 RETURNING {}",
-                announce("$2")
+            force_delete: release("", "true"),
+            leave_line: format!(
+                "WITH gone AS (DELETE FROM {line} WHERE \"key\" = $1 AND \"waiter\" = $2 \
+                 RETURNING 1), {} SELECT \"waiter\" FROM handed",
+                hand_over(
+                    line,
+                    channel,
+                    &format!(
+                        "\"waiter\" <> $2 AND EXISTS (SELECT 1 FROM gone) AND NOT {held}"
+                    )
+                )
             ),
-            exists: format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})"),
+            exists: format!("SELECT {held}"),
             extend: format!(
                 "UPDATE {table} SET \"expiration\" = {EXPIRES_FROM_NOW} + $3::bigint \
                  WHERE \"key\" = $1 AND \"owner\" = $2 AND {live} RETURNING true"
             ),
-            sweep: format!(
-                "WITH swept AS (DELETE FROM {table} WHERE ctid = ANY (ARRAY(\
-                 SELECT ctid FROM {table} WHERE {expired} LIMIT $1 FOR UPDATE SKIP LOCKED)) \
-                 AND {expired} RETURNING 1) SELECT count(*) FROM swept"
-            ),
+            sweep: sweep(table, &expired),
+            sweep_line: sweep(line, &format!("\"deadline\" < {NOW_MS}")),
             create_table: format!(
                 "CREATE TABLE IF NOT EXISTS {table} (\
                  \"key\" text PRIMARY KEY, \"owner\" text NOT NULL, \"expiration\" bigint); \
-                 CREATE SEQUENCE IF NOT EXISTS {sequence}"
+                 CREATE SEQUENCE IF NOT EXISTS {sequence}; \
+                 CREATE UNLOGGED TABLE IF NOT EXISTS {line} (\
+                 \"key\" text NOT NULL, \"waiter\" text NOT NULL, \
+                 \"arrival\" timestamptz NOT NULL, \"deadline\" bigint NOT NULL, \
+                 CONSTRAINT {line_key} PRIMARY KEY (\"key\", \"waiter\")); \
+                 CREATE INDEX IF NOT EXISTS {line_order} ON {line} (\"key\", \"arrival\", \"waiter\")"
             ),
             listen: format!("LISTEN \"{channel}\""),
-            register: "SELECT id, pg_try_advisory_lock_shared(id) FROM unnest($1::bigint[]) AS id"
-                .to_owned(),
             probe: format!(
-                "SELECT w.id FROM unnest($1::bigint[], $2::text[]) AS w (id, key) \
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = w.key AND {live})"
+                "SELECT k FROM unnest($1::text[]) AS k \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = k AND {live})"
             ),
-            unregister: "SELECT pg_advisory_unlock_shared(id) FROM unnest($1::bigint[]) AS id"
-                .to_owned(),
         }
     }
 }
 
-/// Whether the relations with the quoted names in params 1 (the table) and 2 (its
-/// sequence) exist, resolved like the statements resolve them (through `search_path` when
-/// unqualified). Returns two booleans.
-pub(crate) const OBJECTS_EXIST: &str =
-    "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL";
+/// Which of the relations whose quoted names are in param 1 (`text[]`) do not exist,
+/// resolved like the statements resolve them (through `search_path` when unqualified). One
+/// row per missing name.
+pub(crate) const MISSING_OBJECTS: &str =
+    "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL";
 
 /// The declared length, in characters, of the `key` column of the table whose quoted name
-/// is in param 1 (resolved like [`OBJECTS_EXIST`] resolves it), when the column is
+/// is in param 1 (resolved like [`MISSING_OBJECTS`] resolves it), when the column is
 /// `varchar(n)` or `char(n)`: one `integer` row (`atttypmod` is the length plus the 4-byte
 /// header). No row for `text`, an unbounded `varchar`, or a missing table.
 pub(crate) const KEY_COLUMN_LENGTH: &str = "SELECT atttypmod - 4 FROM pg_attribute \
@@ -193,13 +254,19 @@ mod tests {
         ));
     }
 
+    fn statements(table: &str) -> Statements {
+        let table = TableName::parse(table).expect("valid name");
+        Statements::new(&table, &crate::channel::channel(&table))
+    }
+
     #[test]
-    fn statements_use_the_quoted_table_and_the_server_clock() {
-        let table = TableName::parse("app.locks").expect("valid name");
-        let statements = Statements::new(&table, &Announcements::new(&table));
+    fn statements_use_the_quoted_tables_and_the_server_clock() {
+        let statements = statements("app.locks");
         for sql in [
             &statements.save,
             &statements.delete,
+            &statements.force_delete,
+            &statements.leave_line,
             &statements.exists,
             &statements.extend,
             &statements.sweep,
@@ -208,20 +275,34 @@ mod tests {
             assert!(sql.contains("\"app\".\"locks\""), "{sql}");
             assert!(sql.contains("statement_timestamp()"), "{sql}");
         }
+        for sql in [
+            &statements.save,
+            &statements.delete,
+            &statements.leave_line,
+            &statements.sweep_line,
+        ] {
+            assert!(sql.contains("\"app\".\"locks_waiters\""), "{sql}");
+        }
     }
 
     #[test]
-    fn releases_announce_on_the_tables_channel() {
-        let table = TableName::parse("app.locks").expect("valid name");
-        let statements = Statements::new(&table, &Announcements::new(&table));
-        let announce = |id: &str| {
-            format!(
-                "CASE WHEN pg_try_advisory_xact_lock({id}) THEN false \
-                 ELSE pg_notify('verrou:app.locks', {id}::text)::text = '' END"
-            )
-        };
-        assert!(statements.delete.ends_with(&announce("$3")));
-        assert!(statements.force_delete.ends_with(&announce("$2")));
+    fn hand_overs_cut_to_the_window_and_announce_on_the_tables_channel() {
+        let statements = statements("app.locks");
+        for sql in [
+            &statements.delete,
+            &statements.force_delete,
+            &statements.leave_line,
+        ] {
+            assert!(
+                sql.contains(
+                    "pg_notify('verrou:app.locks', place.\"waiter\" || ' ' || place.\"key\")"
+                ),
+                "{sql}"
+            );
+            assert!(sql.contains("::bigint + 100)"), "{sql}");
+            assert!(sql.contains("FOR UPDATE SKIP LOCKED"), "{sql}");
+        }
+        assert!(!statements.save.contains("pg_notify"));
         assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }

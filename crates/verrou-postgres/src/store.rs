@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
 use deadpool_postgres::Pool;
-use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Result};
+use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Place, Result, Waiters};
 
-use crate::announce::Announcements;
+use crate::channel::channel;
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::connector::{connector, Connect};
 use crate::error::setup_failed;
@@ -23,7 +23,6 @@ use crate::schema::{ensure_table, key_column_length};
 use crate::sql::{ttl_millis, Statements};
 use crate::sweep::{self, Schedule};
 use crate::tls::{make_tls, SslMode};
-use crate::watch::Watches;
 
 /// A [`LockStore`] keeping locks in a PostgreSQL table, one row per held key.
 ///
@@ -34,9 +33,11 @@ use crate::watch::Watches;
 /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, and at most `n` characters when the table's key
 /// column is `varchar(n)` (read when the store starts).
 ///
-/// A store built with [`connect`](Self::connect) also keeps one connection outside the
-/// pool that `LISTEN`s for releases, so a waiting `acquire` gets the lock as soon as it is
-/// released instead of at its next retry.
+/// Waiters of every process wait in one line per key, kept in a table beside the lock
+/// table (`<table>_waiters`): they are served in arrival order, and a release hands the key
+/// to the waiter at the front. A store built with [`connect`](Self::connect) also keeps one
+/// connection outside the pool that `LISTEN`s for hand-overs, so a waiting `acquire` gets
+/// the lock as soon as it is handed to it instead of at its next retry.
 ///
 /// Cloning is cheap and shares the pool and the listener.
 #[derive(Clone)]
@@ -46,16 +47,15 @@ pub struct PostgresStore {
     /// How many characters the table's key column holds, when it is declared with a length.
     key_max_chars: Option<usize>,
     statements: Arc<Statements>,
-    announcements: Announcements,
     sweeps: Arc<Schedule>,
     listening: Option<Arc<Listening>>,
 }
 
-/// The keys waited for here, and the listener that wakes their waiters (stopped when the
-/// last clone of the store is dropped).
+/// The waiters of this store, and the listener that reports hand-overs to them (stopped
+/// when the last clone of the store is dropped).
 #[derive(Debug)]
 struct Listening {
-    watches: Arc<Watches>,
+    board: Arc<Waiters>,
     _listener: Listener,
 }
 
@@ -95,12 +95,13 @@ impl PostgresStore {
     }
 
     /// A store on a pool you already have. Checks the options
-    /// ([`PostgresOptions::validate`]), checks that the server answers, and creates the table
-    /// and its fencing-token sequence unless [`create_table`](PostgresOptions::create_table)
-    /// is off, in which case both must exist.
+    /// ([`PostgresOptions::validate`]), checks that the server answers, and creates the
+    /// table, its fencing-token sequence and its waiting line unless
+    /// [`create_table`](PostgresOptions::create_table) is off, in which case they must
+    /// exist.
     ///
-    /// This store has no listener: its waiters poll at their retry delay (releases by any
-    /// store still wake the waiters of stores that listen). For wake-ups, and TLS as the
+    /// This store has no listener: its waiters keep their places in line and poll at their
+    /// retry delay (its releases still wake the waiters of stores that listen). For wake-ups, and TLS as the
     /// URL's `sslmode` says, use [`connect`](Self::connect).
     pub async fn from_pool(pool: Pool, options: PostgresOptions) -> Result<Self> {
         options.validate()?;
@@ -130,8 +131,7 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(|error| {
             setup_failed(format!("could not reach {server}"), pool_failure(error))
         })?;
-        let announcements = Announcements::new(&table);
-        let statements = Arc::new(Statements::new(&table, &announcements));
+        let statements = Arc::new(Statements::new(&table, &channel(&table)));
         let setup = async {
             ensure_table(&mut client, &table, &statements, options.create_table).await?;
             key_column_length(&client, &table).await
@@ -146,15 +146,13 @@ impl PostgresStore {
                 ))
             })??;
         let listening = listen.map(|connect| {
-            let watches = Arc::new(Watches::default());
-            let listener = Listener::start(Setup {
+            let (listener, board) = Listener::start(Setup {
                 connect,
-                watches: Arc::clone(&watches),
                 statements: Arc::clone(&statements),
                 timeout: options.command_timeout,
             });
             Arc::new(Listening {
-                watches,
+                board,
                 _listener: listener,
             })
         });
@@ -163,7 +161,6 @@ impl PostgresStore {
             table,
             key_max_chars,
             statements,
-            announcements,
             sweeps: Arc::new(Schedule::new(options.sweep_interval)),
             listening,
         })
@@ -190,63 +187,42 @@ impl LockStore for PostgresStore {
     }
 
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        let ttl = ttl.map(ttl_millis).transpose()?;
-        let before = self.listening.as_ref().and_then(|listening| {
-            listening
-                .watches
-                .before_take(|| self.announcements.key_id(key))
-        });
-        let token: Option<i64> = self
-            .query_value(&self.statements.save, &[&key, &owner, &ttl])
+        self.take(key, owner, ttl, None).await
+    }
+
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> Result<Acquisition> {
+        self.take(key, owner, ttl, Some(place)).await
+    }
+
+    async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        let handed = self
+            .query_value(&self.statements.leave_line, &[&key, &waiter])
             .await?;
-        sweep::start_if_due(&self.sweeps, &self.runner, &self.statements);
-        match token {
-            Some(token) => {
-                let token = u64::try_from(token).map_err(|_| {
-                    Error::storage(format!(
-                        "the fencing-token sequence {} returned {token}; it must count up from 1",
-                        self.table.sequence_quoted()
-                    ))
-                })?;
-                Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
-            }
-            None => {
-                if let Some(before) = before {
-                    before.busy();
-                }
-                Ok(Acquisition::Busy)
-            }
-        }
+        self.handed_over(key, handed);
+        Ok(())
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        let id = self.announcements.key_id(key);
-        let row = self
-            .runner
-            .query_opt(&self.statements.delete, &[&key, &owner, &id])
+        let released = self
+            .release(&self.statements.delete, &[&key, &owner])
             .await?;
-        let (released, waited) = match row {
-            Some(row) => (
-                row.try_get(0).map_err(Error::storage)?,
-                row.try_get(1).map_err(Error::storage)?,
-            ),
-            None => (false, false),
-        };
-        Ok(match (released, waited) {
-            (false, _) => OwnerCheck::NotOwner,
-            // Waiters (in this process or elsewhere) heard of it: the releasing factory lets
-            // them have the key rather than take it straight back.
-            (true, true) => OwnerCheck::AppliedWithWaiters,
-            (true, false) => OwnerCheck::Applied,
-        })
+        self.handed_over(
+            key,
+            released.as_ref().and_then(|(_, handed)| handed.clone()),
+        );
+        Ok(owner_check(released.is_some_and(|(mine, _)| mine)))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        let id = self.announcements.key_id(key);
-        self.runner
-            .query_opt(&self.statements.force_delete, &[&key, &id])
-            .await
-            .map(drop)
+        let released = self.release(&self.statements.force_delete, &[&key]).await?;
+        self.handed_over(key, released.and_then(|(_, handed)| handed));
+        Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -262,18 +238,64 @@ impl LockStore for PostgresStore {
         Ok(owner_check(extended == Some(true)))
     }
 
-    /// Returns when the listener hears `key` released (by any store on the table that
-    /// announces releases), or after `max_wait`. Without a listener, or when this store
-    /// already watches the most keys it may, it just sleeps `max_wait`.
-    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
-        let id = self.announcements.key_id(key);
-        let waiter = self
-            .listening
-            .as_ref()
-            .and_then(|listening| listening.watches.join(key, id));
-        match waiter {
-            Some(waiter) => waiter.wait(max_wait).await,
-            None => tokio::time::sleep(max_wait).await,
+    /// The board of the listener's hand-overs; `None` without a listener (waiters poll).
+    fn waiters(&self) -> Option<&Waiters> {
+        self.listening.as_deref().map(|listening| &*listening.board)
+    }
+}
+
+impl PostgresStore {
+    /// A take, plain or (with `place`) in the key's line.
+    async fn take(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        let ttl = ttl.map(ttl_millis).transpose()?;
+        let waiter = place.map(|place| place.waiter);
+        let lease = place.map(|place| ttl_millis(place.lease)).transpose()?;
+        let token: Option<i64> = self
+            .query_value(
+                &self.statements.save,
+                &[&key, &owner, &ttl, &waiter, &lease],
+            )
+            .await?;
+        sweep::start_if_due(&self.sweeps, &self.runner, &self.statements);
+        let Some(token) = token else {
+            return Ok(Acquisition::Busy);
+        };
+        let token = u64::try_from(token).map_err(|_| {
+            Error::storage(format!(
+                "the fencing-token sequence {} returned {token}; it must count up from 1",
+                self.table.sequence_quoted()
+            ))
+        })?;
+        Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
+    }
+
+    /// Runs `delete` or `force_delete`: `None` if no row was deleted, else whether the
+    /// caller's live lock was released and the waiter the key was handed to.
+    async fn release(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<(bool, Option<String>)>> {
+        let row = self.runner.query_opt(sql, params).await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mine = row.try_get(0).map_err(Error::storage)?;
+        let handed = row.try_get(1).map_err(Error::storage)?;
+        Ok(Some((mine, handed)))
+    }
+
+    /// Wakes `waiter` at once if it waits here: the key was handed to it (the listener
+    /// hears it too, a moment later; a second wake costs nothing).
+    fn handed_over(&self, key: &str, waiter: Option<String>) {
+        if let (Some(board), Some(waiter)) = (self.waiters(), waiter) {
+            board.wake(key, Some(&waiter));
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Deleting expired rows that nobody took over.
+//! Deleting expired rows that nobody took over, and lapsed places in waiting lines.
 //!
 //! Most expired rows never need a sweep: taking a key reuses its expired row (the
 //! `ON CONFLICT ... DO UPDATE` of `save`), and a release that finds its key expired deletes
@@ -10,6 +10,10 @@
 //! repeat only while they come back full. A lock operation never waits for a sweep, and
 //! the sweep needs no index on `expiration` (a table created by the Node.js library has
 //! none); its cost is one scan of the table per interval per process.
+//!
+//! Places in a line are removed when their waiter is served or leaves; what is left are
+//! the places of waiters that died, lapsed after their lease. They are swept the same way,
+//! right after the locks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,11 +77,18 @@ pub(crate) fn start_if_due(schedule: &Schedule, runner: &Runner, statements: &Ar
     }
 }
 
-/// Deletes expired rows batch by batch until a batch comes back short.
+/// Deletes expired lock rows, then lapsed places.
 async fn sweep(runner: Runner, statements: Arc<Statements>) {
+    sweep_with(&runner, &statements.sweep, "expired PostgreSQL locks").await;
+    sweep_with(&runner, &statements.sweep_line, "lapsed places in line").await;
+}
+
+/// Runs the sweep statement `sql` batch by batch until a batch comes back short; `what` it
+/// deletes goes into the log.
+async fn sweep_with(runner: &Runner, sql: &str, what: &str) {
     let mut deleted = 0;
     for _ in 0..MAX_BATCHES {
-        match sweep_batch(&runner, &statements.sweep).await {
+        match sweep_batch(runner, sql).await {
             Ok(count) => {
                 deleted += count;
                 if count < SWEEP_BATCH.unsigned_abs() {
@@ -85,12 +96,12 @@ async fn sweep(runner: Runner, statements: Arc<Statements>) {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "verrou: sweeping expired PostgreSQL locks failed");
+                tracing::warn!(%error, "verrou: sweeping {what} failed");
                 break;
             }
         }
     }
-    tracing::debug!(deleted, "verrou: swept expired PostgreSQL locks");
+    tracing::debug!(deleted, "verrou: swept {what}");
 }
 
 /// Runs one sweep statement; returns how many rows it deleted.

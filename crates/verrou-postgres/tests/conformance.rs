@@ -19,3 +19,4 @@ async fn new_store() -> Arc<dyn LockStore> {
 }
 
 verrou_core::conformance_tests!(new_store);
+verrou_core::line_tests!(new_store);

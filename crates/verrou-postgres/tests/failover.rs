@@ -545,7 +545,7 @@ async fn with_synchronous_replication_a_grant_the_standby_lacks_is_never_answere
 }
 
 /// The listener moves too: after the failover, a waiter whose retry delay is an hour is
-/// woken within a moment of a release by another store, announced on the new primary.
+/// woken within a moment of a release by another store, handed over on the new primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failover_a_release_wakes_the_waiters_of_other_stores() {
     let pair = start_pair();
@@ -575,8 +575,7 @@ async fn after_a_failover_a_release_wakes_the_waiters_of_other_stores() {
     let released_at = Instant::now();
     assert_eq!(
         releaser.delete(&key, "holder").await.expect("delete"),
-        OwnerCheck::AppliedWithWaiters,
-        "the waiter's listener does not watch the key on the new primary"
+        OwnerCheck::Applied
     );
     let woken = acquired_after(waiting, released_at).await;
     println!(

@@ -1,5 +1,6 @@
-//! The listener on private servers: it listens again after a restart, and its statements
-//! (and the announcing releases) leave the server log clean.
+//! The listener on private servers: it listens again after a restart, and the line's
+//! statements (takes, hand-overs, waiters leaving, the listener's checks) leave the server
+//! log clean: no error, no deadlock, no warning.
 
 mod common;
 
@@ -79,9 +80,9 @@ async fn the_listener_listens_again_after_a_server_restart() {
     assert!(waited < Duration::from_secs(2), "woken {waited:?} after");
 }
 
-/// Three stores hand keys around with wake-ups, more keys are waited for at once than a
-/// store watches (some waiters poll), and keys are registered and let go again: the server
-/// logs neither an error nor a warning.
+/// Three stores hand keys around with wake-ups, some releases forced and some waiters
+/// giving up while others are handed the key, many keys are waited for at once, and keys
+/// are watched again later: the server logs neither an error nor a warning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_ups_leave_the_server_log_clean() {
     let server = private_server();
@@ -92,13 +93,26 @@ async fn wake_ups_leave_the_server_log_clean() {
         factory(&url, "1h").await,
     ];
 
-    // One hot key, nine workers in three stores; some releases are forced.
+    // One hot key, nine workers in three stores; some releases are forced, and now and then
+    // a worker first sends a lock of its own that gives up at once (leaving the line).
     let hot = unique("hot");
     let mut workers = Vec::new();
     for worker in 0..9 {
-        let lock = factories[worker % 3].create_lock(&hot).expect("valid key");
+        let factory = factories[worker % 3].clone();
+        let lock = factory.create_lock(&hot).expect("valid key");
+        let hot = hot.clone();
         workers.push(tokio::spawn(async move {
             for round in 0..10 {
+                if (worker + round) % 4 == 0 {
+                    let impatient = factory.create_lock(&hot).expect("valid key");
+                    if impatient
+                        .acquire_with(Retry::new().timeout("2ms"))
+                        .await
+                        .expect("acquire")
+                    {
+                        impatient.release().await.expect("release");
+                    }
+                }
                 assert!(lock.acquire().await.expect("acquire"));
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 if (worker + round) % 7 == 0 {
@@ -113,7 +127,7 @@ async fn wake_ups_leave_the_server_log_clean() {
         worker.await.expect("worker");
     }
 
-    // More waited-for keys than a store watches: the others poll (every 200 ms).
+    // Many keys waited for at once, by waiters that also poll (every 200 ms).
     let pollers = factory(&url, "200ms").await;
     let mut held = Vec::new();
     let mut waiting = Vec::new();
@@ -138,7 +152,7 @@ async fn wake_ups_leave_the_server_log_clean() {
             .expect("every waiter gets its lock")
             .expect("waiter");
     }
-    // Keys nobody waits for any more make room for new ones.
+    // And one more key, waited for after all that.
     let key = unique("late");
     let holder = factories[1].create_lock(&key).expect("valid key");
     assert!(holder.acquire().await.expect("acquire"));

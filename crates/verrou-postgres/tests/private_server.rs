@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{client, error_lines, private_server, unique};
-use verrou_core::{Acquisition, Error, LockFactory, LockStore, OwnerCheck};
+use verrou_core::{Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 
 fn granted(acquisition: Acquisition) -> bool {
@@ -100,7 +100,8 @@ async fn contended_run_leaves_no_error_in_the_server_log() {
 }
 
 /// A client-clock implementation would send instants (13-digit epoch milliseconds) as
-/// statement parameters; this one sends only keys, owners and durations.
+/// statement parameters; this one sends only keys, owners, waiters and durations (TTLs and
+/// leases).
 #[tokio::test]
 async fn only_durations_reach_the_server_never_client_instants() {
     let server = private_server();
@@ -135,6 +136,17 @@ async fn only_durations_reach_the_server_never_client_instants() {
             .expect("extend"),
         OwnerCheck::Applied
     );
+    let place = Place {
+        waiter: "w",
+        lease: Duration::from_secs(30),
+    };
+    assert_eq!(
+        store
+            .save_in_line("clock", "you", None, place)
+            .await
+            .expect("save in line"),
+        Acquisition::Busy
+    );
     assert_eq!(
         store.delete("clock", "me").await.expect("delete"),
         OwnerCheck::Applied
@@ -148,8 +160,16 @@ async fn only_durations_reach_the_server_never_client_instants() {
     assert!(
         parameters
             .iter()
-            .any(|line| line.ends_with("$1 = 'clock', $2 = 'me', $3 = '60000'")),
+            .any(|line| line
+                .ends_with("$1 = 'clock', $2 = 'me', $3 = '60000', $4 = NULL, $5 = NULL")),
         "save sends the TTL: {parameters:#?}"
+    );
+    assert!(
+        parameters
+            .iter()
+            .any(|line| line
+                .ends_with("$1 = 'clock', $2 = 'you', $3 = NULL, $4 = 'w', $5 = '30000'")),
+        "a take in line sends the lease: {parameters:#?}"
     );
     assert!(
         parameters
@@ -157,8 +177,8 @@ async fn only_durations_reach_the_server_never_client_instants() {
             .any(|line| line.ends_with("$1 = 'clock', $2 = 'me', $3 = '45000'")),
         "extend sends the TTL: {parameters:#?}"
     );
-    // Key ids (hashes) are large numbers too; an instant is one near the current time, in
-    // epoch seconds, milliseconds or microseconds.
+    // An instant is a number near the current time, in epoch seconds, milliseconds or
+    // microseconds.
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis());

@@ -1,13 +1,14 @@
 //! Waiters wake on release: a waiter whose retry delay is an hour gets the lock within a
-//! moment of its release by another store (another process, as far as the stores know), and
-//! lock operations never depend on the listener.
+//! moment of its release by another store (another process, as far as the stores know), a
+//! release announces itself only when someone waits, and lock operations never depend on
+//! the listener.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{acquired_after, client, patient, start_waiting, store, unique};
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
+use common::{acquired_after, client, listen, patient, places, start_waiting, store, unique};
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW};
 use verrou_postgres::{PostgresConfig, PostgresStore, MAX_KEY_LEN};
 
 /// How soon after a release a woken waiter must have the lock (generous: loaded machines).
@@ -18,7 +19,7 @@ async fn a_release_by_another_store_wakes_the_waiter() {
     let table = unique("wake");
     let waiters = patient(store(&table).await);
     let holders = LockFactory::new(store(&table).await);
-    // The longest key travels as its hash, like any other.
+    // The longest key travels in the announcement, like any other.
     for key in [unique("key"), "k".repeat(MAX_KEY_LEN)] {
         let holder = holders.create_lock(key.as_str()).expect("valid key");
         assert!(holder.acquire().await.expect("acquire"));
@@ -132,43 +133,59 @@ async fn lock_operations_do_not_need_the_listener() {
     assert_eq!(sessions, 1, "the pool's connection, and no listener");
 }
 
-/// A release tells its factory whether anyone waited, so that the factory lets the waiters
-/// have the key instead of taking it straight back.
+/// A release hands the key over to the front waiter by name: its place is cut to the
+/// hand-over window and one notification names it and the key. A release nobody waits for
+/// sends nothing, nor does a take.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_says_whether_someone_waited() {
-    let table = unique("waited");
-    let key = unique("key");
-    let waiters = patient(store(&table).await);
+async fn a_release_announces_only_a_hand_over_naming_the_front_waiter() {
+    let table = unique("handover");
+    let key = format!("{} with spaces", unique("key"));
     let releaser = store(&table).await;
+    let url = verrou_testkit::postgres_url();
+    let mut heard = listen(&url, &format!("verrou:{table}")).await;
+    let inspector = client(&url).await;
     let take = || async {
         let taken = releaser.save(&key, "holder", None).await.expect("save");
-        assert!(matches!(taken, Acquisition::Granted(_)));
+        assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
     };
 
     take().await;
-    let waiting = start_waiting(waiters.create_lock(&key).expect("key")).await;
     assert_eq!(
         releaser.delete(&key, "holder").await.expect("delete"),
-        OwnerCheck::AppliedWithWaiters
+        OwnerCheck::Applied
     );
-    let _ = acquired_after(waiting, Instant::now()).await;
-    waiters
-        .create_lock(&key)
-        .expect("key")
-        .force_release()
-        .await
-        .expect("force release");
+    take().await;
+    releaser.force_delete(&key).await.expect("force delete");
+    assert_eq!(
+        heard.within(Duration::from_millis(300)).await,
+        Vec::<String>::new(),
+        "nobody waits: no notification"
+    );
 
-    // Nobody waits any more: once the waiter's store has let the key go, releases are
-    // plain again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        take().await;
-        let released = releaser.delete(&key, "holder").await.expect("delete");
-        if released == OwnerCheck::Applied {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {released:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    take().await;
+    for waiter in ["first", "second"] {
+        let place = Place {
+            waiter,
+            lease: Duration::from_secs(60),
+        };
+        let busy = releaser
+            .save_in_line(&key, waiter, None, place)
+            .await
+            .expect("save in line");
+        assert_eq!(busy, Acquisition::Busy);
     }
+    assert_eq!(
+        releaser.delete(&key, "holder").await.expect("delete"),
+        OwnerCheck::Applied
+    );
+    assert_eq!(
+        heard.within(Duration::from_millis(300)).await,
+        [format!("first {key}")],
+        "one notification, naming the front waiter"
+    );
+    let line = places(&inspector, &table, &key).await;
+    let window = i64::try_from(HANDOVER_WINDOW.as_millis()).expect("small");
+    assert_eq!(line.len(), 2, "{line:?}");
+    assert!(line[0].0 == "first" && line[0].1 <= window, "{line:?}");
+    assert!(line[1].0 == "second" && line[1].1 > 50_000, "{line:?}");
 }

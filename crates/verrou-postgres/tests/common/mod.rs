@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 use verrou_core::{Acquisition, Error, Lock, LockFactory, Retry};
-use verrou_postgres::tokio_postgres::{Client, NoTls};
+use verrou_postgres::tokio_postgres::{AsyncMessage, Client, NoTls};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 use verrou_testkit::PostgresServer;
 
@@ -90,8 +91,7 @@ pub(crate) fn error_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The `WARNING` lines of a server log (for example giving back an advisory lock that is
-/// not held).
+/// The `WARNING` lines of a server log.
 pub(crate) fn warning_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|line| line.contains("WARNING:"))
@@ -149,4 +149,65 @@ pub(crate) async fn acquired_after(
         .expect("waiter task");
     assert!(acquired);
     at.saturating_duration_since(released_at)
+}
+
+/// The places in the waiting line of `key` in `table`'s line, front first: each waiter and
+/// how many milliseconds its place has left on the server's clock.
+pub(crate) async fn places(client: &Client, table: &str, key: &str) -> Vec<(String, i64)> {
+    client
+        .query(
+            &format!(
+                "SELECT waiter, deadline - floor(extract(epoch from clock_timestamp()) * 1000)::bigint \
+                 FROM \"{table}_waiters\" WHERE key = $1 ORDER BY arrival, waiter"
+            ),
+            &[&key],
+        )
+        .await
+        .expect("the line's rows")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// A connection that `LISTEN`s on a channel, and the payloads it heard.
+pub(crate) struct Heard {
+    _client: Client,
+    /// The payloads, in the order they came.
+    pub(crate) payloads: UnboundedReceiver<String>,
+}
+
+impl Heard {
+    /// The payloads heard within `wait`.
+    pub(crate) async fn within(&mut self, wait: Duration) -> Vec<String> {
+        let mut heard = Vec::new();
+        let until = tokio::time::Instant::now() + wait;
+        while let Ok(Some(payload)) = tokio::time::timeout_at(until, self.payloads.recv()).await {
+            heard.push(payload);
+        }
+        heard
+    }
+}
+
+/// A connection to `url` that `LISTEN`s on `channel`.
+pub(crate) async fn listen(url: &str, channel: &str) -> Heard {
+    let (client, mut connection) = verrou_postgres::tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("a direct connection to the test server");
+    let (sender, payloads) = unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let AsyncMessage::Notification(notification) = message {
+                let _ = sender.send(notification.payload().to_owned());
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .await
+        .expect("LISTEN");
+    Heard {
+        _client: client,
+        payloads,
+    }
 }
