@@ -5,8 +5,8 @@
 //! The board decides which keys are watched and for how long; the feed only subscribes
 //! (`SSUBSCRIBE` to the key's release channel, see [`crate::slots`]) and unsubscribes when
 //! told, subscribes again to every watched key after each (re)connection, and after a
-//! subscription wakes the key's waiters if the key is free (a release may have come before
-//! it). Polling at the retry delay stays the safety net: for locks that expire without
+//! subscription wakes the waiter that may take the key if it is free (a hand-over may have
+//! come before it). Polling at the retry delay stays the safety net: for locks that expire without
 //! release, for peers that do not publish (the Node.js library), and for anything missed
 //! while the subscriber is down.
 
@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use fred::bytes_utils::Str;
 use fred::clients::Client;
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Options;
 use fred::types::{Builder, Message};
 use tokio::sync::broadcast::error::RecvError;
@@ -23,6 +23,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use verrou_core::{ReleaseFeed, Waiters};
 
 use crate::connection::Connection;
+use crate::scripts::NEXT_TAKER;
 use crate::slots::{self, Slot};
 
 /// Messages that may queue between the connection and the task before the oldest are
@@ -188,8 +189,7 @@ impl Task {
     /// published it (it woke its waiter itself). A message without a waiter wakes every
     /// waiter of the key.
     fn heard(&self, message: &Message) {
-        let (Some(board), Some(text)) = (self.setup.board.upgrade(), message.value.as_str())
-        else {
+        let (Some(board), Some(text)) = (self.setup.board.upgrade(), message.value.as_str()) else {
             return;
         };
         let (store, waiter) = text
@@ -263,10 +263,13 @@ impl Task {
         self.wake_if_free(keys).await;
     }
 
-    /// Wakes the waiters of those of `keys` that are free: a release (or an expiry) may have
-    /// gone unheard. Waiters of a key still held sleep on: waking them would only cost them
-    /// an attempt. Asked after the subscription, so that a release is either heard or seen
-    /// here. A key whose state cannot be read (the server is unreachable) counts as free.
+    /// Wakes the waiter that may take each of `keys` now, if it is free: a hand-over (or an
+    /// expiry) may have gone unheard. That is the front waiter of its line (which wakes
+    /// nobody here if it waits elsewhere), or every waiter here if nobody is in line.
+    /// Waiters of a key still held sleep on: waking them would only cost them an attempt.
+    /// Asked after the subscription, so that a release is either heard or seen here. A key
+    /// whose state cannot be read (the server is unreachable) counts as free with nobody in
+    /// line.
     async fn wake_if_free(&self, keys: impl IntoIterator<Item = Arc<str>>) {
         let Some(board) = self.setup.board.upgrade() else {
             return;
@@ -275,9 +278,15 @@ impl Task {
         let client = client.with_options(&self.setup.options);
         for key in keys {
             let redis_key = format!("{}{key}", self.setup.key_prefix);
-            let held: Result<i64, FredError> = client.exists(redis_key).await;
-            if !matches!(held, Ok(1..)) {
-                board.wake(&key, None);
+            let slot = Slot::of(&redis_key);
+            let [line, deadlines] = slot.line_keys(&redis_key);
+            let next: Result<Option<String>, FredError> = NEXT_TAKER
+                .run(&client, slot, &[&redis_key, &line, &deadlines], |_| {})
+                .await;
+            match next {
+                Ok(None) => {}
+                Ok(Some(waiter)) if !waiter.is_empty() => board.wake(&key, Some(&waiter)),
+                Ok(Some(_)) | Err(_) => board.wake(&key, None),
             }
         }
     }

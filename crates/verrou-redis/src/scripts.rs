@@ -279,6 +279,32 @@ return {1, hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4])}"#
     ))
 });
 
+/// Who may take `KEYS[1]` now, read-only: nil if it is held; else the first waiter of its
+/// line (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, or `""` if nobody waits. What a
+/// store that has just started hearing a key's hand-overs asks, to wake the waiter a missed
+/// one was for.
+pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        r#"if redis.call("exists", KEYS[1]) == 1 then
+  return false
+end
+local time = redis.call("time")
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local index = 0
+while true do
+  local waiter = redis.call("zrange", KEYS[2], index, index)[1]
+  if not waiter then
+    return ""
+  end
+  local deadline = tonumber(redis.call("zscore", KEYS[3], waiter))
+  if deadline and deadline >= now_ms then
+    return waiter
+  end
+  index = index + 1
+end"#,
+    )
+});
+
 /// Sets the TTL of `KEYS[1]` to `ARGV[2]` milliseconds if its value is `ARGV[1]` (the owner).
 /// Returns 1 if it did, else 0.
 pub(crate) static EXTEND_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {

@@ -229,7 +229,9 @@ mod tests {
         for key in AWKWARD_KEYS {
             let [line, deadlines] = Slot::of(key).line_keys(key);
             assert!(line.starts_with(LINE_START) && line.ends_with(&format!("}}:{key}")));
-            assert!(deadlines.starts_with(DEADLINE_START) && deadlines.ends_with(&format!("}}:{key}")));
+            assert!(
+                deadlines.starts_with(DEADLINE_START) && deadlines.ends_with(&format!("}}:{key}"))
+            );
             for name in [&line, &deadlines] {
                 assert_eq!(
                     redis_keyslot(name.as_bytes()),

@@ -20,8 +20,8 @@ use verrou_core::{
 };
 
 use crate::config::{RedisConfig, RedisOptions};
-use crate::error::ConnectError;
 use crate::connection::Connection;
+use crate::error::ConnectError;
 use crate::feed::Feed;
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;

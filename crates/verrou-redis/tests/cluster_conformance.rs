@@ -1,5 +1,5 @@
-//! The store conformance suite, and its fault group, against a private Redis Cluster (three
-//! masters, three replicas).
+//! The store conformance suite, its waiting-line group and its fault group, against a private
+//! Redis Cluster (three masters, three replicas).
 //!
 //! For the fault group, every connection of the store under test goes through a fault
 //! proxy: a cluster client learns the nodes' addresses from `CLUSTER SLOTS` (and from
@@ -30,6 +30,7 @@ async fn new_store() -> Arc<dyn LockStore> {
 }
 
 verrou_core::conformance_tests!(new_store);
+verrou_core::line_tests!(new_store);
 
 mod faults {
     use std::collections::HashMap;

@@ -1,5 +1,5 @@
-//! The store conformance suite against a real Redis server (`VERROU_REDIS_URL`, or a private
-//! throwaway server).
+//! The store conformance suite, and its waiting-line group, against a real Redis server
+//! (`VERROU_REDIS_URL`, or a private throwaway server).
 
 use std::sync::Arc;
 
@@ -18,3 +18,4 @@ async fn new_store() -> Arc<dyn LockStore> {
 }
 
 verrou_core::conformance_tests!(new_store);
+verrou_core::line_tests!(new_store);

@@ -210,11 +210,11 @@ async fn each_operation_is_one_command() {
     calls.sort();
     // Sent by the store: evalsha 7 (take, release, extend, force release), exists 1.
     // Counted too, run by the scripts on the server: time 2, get 4 (the counter, and the key
-    // for its owner) and set 2 (the key) by both takes, then set 1 (the counter, behind the
-    // clock), incr 1 and get 1 (the token) by the take that got the key; get 4 and pexpire 1
-    // (release, extend), del 2
-    // (release, force release), spublish 1 (the release that freed the key; the force
-    // release found it free). No EVAL, no SCRIPT LOAD, no second command for any operation.
+    // for its owner) and zcard 2 (the key's waiting line: empty) by both takes, then set 2
+    // (the key, and the counter, behind the clock), incr 1 and get 1 (the token) by the take
+    // that got the key (the other found the key held and wrote nothing); get 4 and
+    // pexpire 1 (release, extend), zcard 2 and del 2 (release, force release). Nobody waits,
+    // so nothing is published. No EVAL, no SCRIPT LOAD, no second command for any operation.
     let expected = [
         ("del", 2),
         ("evalsha", 7),
@@ -222,9 +222,9 @@ async fn each_operation_is_one_command() {
         ("get", 9),
         ("incr", 1),
         ("pexpire", 1),
-        ("set", 3),
-        ("spublish", 1),
+        ("set", 2),
         ("time", 2),
+        ("zcard", 4),
     ];
     let expected: Vec<_> = expected
         .iter()

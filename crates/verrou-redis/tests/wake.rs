@@ -1,16 +1,20 @@
 //! Wake-on-release: a waiter with a one-hour retry delay still gets the lock within moments
-//! of a release by another store, because the release is published and heard.
+//! of a release by another store, because the release hands it the key by name and its
+//! store's subscriber hears it; and the subscriber connection's own life (subscriptions that
+//! linger and go, reconnections, refused rights, the store dropped).
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use support::{connect, raw_client, unique_key};
 use verrou_core::conformance::CountingStore;
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
-use verrou_redis::fred::prelude::{Client, ClientLike, Value};
+use verrou_core::waiting::LINGER;
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Place, Result, Retry, Waiters};
+use verrou_redis::fred::prelude::{Client, ClientLike, EventInterface, PubsubInterface, Value};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
 use verrou_redis::RedisStore;
@@ -161,49 +165,114 @@ async fn the_key_prefix_is_part_of_the_release_channel() {
     acquired_promptly(waiter).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscription_outlives_its_waiters_briefly_then_goes() {
-    let url = redis_url();
-    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
-    let key = unique_key("wake-unsubscribe");
-    store.wait_for_release(&key, SETTLE).await;
-    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
-    // Nobody waits any more: the subscription lingers a few seconds, then is dropped.
-    wait_for_subscriptions(&raw, &key, 0, Duration::from_secs(15)).await;
+/// Waits for `key` through `store` until `within` gives up, the key being held.
+async fn wait_in_vain(store: &Arc<RedisStore>, key: &str, within: Duration) {
+    let lock = patient(store).create_lock(key).unwrap();
+    let acquired = lock.acquire_with(Retry::new().timeout(within)).await;
+    assert!(!acquired.unwrap(), "acquired a held lock");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiting_returns_after_max_wait_when_nothing_is_released() {
+async fn a_subscription_outlives_its_waiters_briefly_then_goes() {
     let url = redis_url();
-    let (store, holder) = (connect(&url, |_| {}).await, connect(&url, |_| {}).await);
-    let key = unique_key("wake-nothing");
+    let (store, holder, raw) = (
+        Arc::new(connect(&url, |_| {}).await),
+        connect(&url, |_| {}).await,
+        raw_client(&url).await,
+    );
+    let key = unique_key("wake-unsubscribe");
     assert!(matches!(
         holder.save(&key, "holder", Some(HOUR)).await.unwrap(),
         Acquisition::Granted(_)
     ));
-    // Not even the first wait, which subscribes, returns early: the key is still held.
-    for _ in 0..3 {
-        let started = Instant::now();
-        store.wait_for_release(&key, SETTLE).await;
-        let waited = started.elapsed();
-        assert!(
-            waited >= SETTLE && waited < SETTLE + PROMPT,
-            "waited {waited:?} for {SETTLE:?}"
-        );
-    }
+    wait_in_vain(&store, &key, SETTLE).await;
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+    // Nobody waits any more: the subscription lingers, then goes at the store's next wait.
+    tokio::time::sleep(LINGER + Duration::from_secs(1)).await;
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+    let other = unique_key("wake-unsubscribe-other");
+    assert!(matches!(
+        holder.save(&other, "holder", Some(HOUR)).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    wait_in_vain(&store, &other, SETTLE).await;
+    wait_for_subscriptions(&raw, &key, 0, PROMPT).await;
     holder.force_delete(&key).await.unwrap();
+    holder.force_delete(&other).await.unwrap();
+}
+
+/// A store whose first busy answer to a take in line comes back late, after [`SETTLE`]: a
+/// release meanwhile is published before the waiter's store subscribes to the key.
+struct LateAnswer {
+    inner: RedisStore,
+    late: AtomicBool,
+}
+
+#[async_trait]
+impl LockStore for LateAnswer {
+    async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+        self.inner.save(key, owner, ttl).await
+    }
+
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> Result<Acquisition> {
+        let answer = self.inner.save_in_line(key, owner, ttl, place).await?;
+        if answer == Acquisition::Busy && self.late.swap(false, Ordering::SeqCst) {
+            tokio::time::sleep(SETTLE).await;
+        }
+        Ok(answer)
+    }
+
+    async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        self.inner.leave_line(key, waiter).await
+    }
+
+    async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        self.inner.delete(key, owner).await
+    }
+
+    async fn force_delete(&self, key: &str) -> Result<()> {
+        self.inner.force_delete(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+
+    async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        self.inner.extend(key, owner, ttl).await
+    }
+
+    fn waiters(&self) -> Option<&Waiters> {
+        self.inner.waiters()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_wait_for_a_key_released_before_it_subscribed_returns_at_once() {
+async fn a_hand_over_published_before_the_subscription_is_not_missed() {
     let url = redis_url();
-    let store = connect(&url, |_| {}).await;
-    // Free: released (or expired) between the caller's last take and the subscription,
-    // unheard. The wait must not sleep through it.
+    let holder = Arc::new(connect(&url, |_| {}).await);
+    let late = LateAnswer {
+        inner: connect(&url, |_| {}).await,
+        late: AtomicBool::new(true),
+    };
     let key = unique_key("wake-missed");
-    let started = Instant::now();
-    store.wait_for_release(&key, HOUR).await;
-    assert!(started.elapsed() < PROMPT, "slept through a free key");
+    let lock = patient(&holder).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(lock.acquire_immediately().await.unwrap());
+    let waiters = LockFactory::new(late)
+        .with_retry(Retry::new().delay(HOUR))
+        .unwrap();
+    let waiter = acquire_in_background(&waiters, &key);
+    // Released while the waiter's busy answer is on its way: the hand-over names it, but
+    // its store does not hear it; once subscribed, the store finds it is the next taker.
+    tokio::time::sleep(SETTLE / 3).await;
+    lock.release().await.unwrap();
+    acquired_promptly(waiter).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,6 +443,8 @@ async fn the_acl_rules_the_readme_lists_are_enough() {
         &[
             "~locks:*",
             "~verrou:fence:*",
+            "~verrou:line:*",
+            "~verrou:deadline:*",
             "&verrou:released:*",
             "+evalsha",
             "+eval",
@@ -384,6 +455,13 @@ async fn the_acl_rules_the_readme_lists_are_enough() {
             "+incr",
             "+pexpire",
             "+time",
+            "+zadd",
+            "+zcard",
+            "+zrange",
+            "+zrangebyscore",
+            "+zrem",
+            "+zremrangebyscore",
+            "+zscore",
             "+spublish",
             "+ssubscribe",
             "+sunsubscribe",
@@ -444,10 +522,6 @@ async fn without_pubsub_rights_locks_work_and_waiters_poll() {
         assert!(released.elapsed() <= delay + PROMPT);
         lock.release().await.unwrap();
     }
-    // A bare wait neither hangs nor fails.
-    let started = Instant::now();
-    a.wait_for_release(&key, SETTLE).await;
-    assert!(started.elapsed() < SETTLE + PROMPT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,9 +529,14 @@ async fn dropping_a_store_that_waited_closes_its_subscriber_too() {
     let server = RedisServer::start().expect("a private redis-server");
     let url = server.url();
     let raw = raw_client(&url).await;
-    let store = connect(&url, |_| {}).await;
+    let store = Arc::new(connect(&url, |_| {}).await);
+    let holder = connect(&url, |_| {}).await;
     let key = unique_key("wake-drop");
-    store.wait_for_release(&key, SETTLE).await;
+    assert!(matches!(
+        holder.save(&key, "holder", Some(HOUR)).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    wait_in_vain(&store, &key, SETTLE).await;
     wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
 
     drop(store);
@@ -465,42 +544,36 @@ async fn dropping_a_store_that_waited_closes_its_subscriber_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_says_whether_waiters_elsewhere_heard_it() {
-    // A private server: no other test's subscriber may hear the release.
+async fn a_release_publishes_its_front_waiter_and_nothing_when_nobody_waits() {
+    // A private server: no other test publishes there.
     let server = RedisServer::start().expect("a private redis-server");
     let url = server.url();
-    let (a, b) = (
+    let (a, b, raw, listener) = (
         Arc::new(connect(&url, |_| {}).await),
         Arc::new(connect(&url, |_| {}).await),
+        raw_client(&url).await,
+        raw_client(&url).await,
     );
-    let key = unique_key("wake-waiters-elsewhere");
-    let take = |store: Arc<RedisStore>| {
-        let key = key.clone();
-        async move {
-            assert!(matches!(
-                store
-                    .save(&key, "holder", Some(Duration::from_secs(60)))
-                    .await
-                    .unwrap(),
-                verrou_core::Acquisition::Granted(_)
-            ));
-        }
-    };
-
-    take(Arc::clone(&b)).await;
-    assert_eq!(b.delete(&key, "holder").await.unwrap(), OwnerCheck::Applied);
-
-    // The releasing store's own subscription is no waiter elsewhere.
-    take(Arc::clone(&b)).await;
-    b.wait_for_release(&key, SETTLE).await;
-    assert_eq!(b.delete(&key, "holder").await.unwrap(), OwnerCheck::Applied);
-
-    take(Arc::clone(&b)).await;
+    let key = unique_key("wake-message");
+    let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
     let waiter = acquire_in_background(&patient(&a), &key);
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(
-        b.delete(&key, "holder").await.unwrap(),
-        OwnerCheck::AppliedWithWaiters
-    );
-    acquired_promptly(waiter).await;
+    wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
+    let (channel, _) = release_channels(&raw, &key).await.remove(0);
+    let mut messages = listener.message_rx();
+    listener.ssubscribe(channel.as_str()).await.unwrap();
+
+    holder.release().await.unwrap();
+    let message = tokio::time::timeout(PROMPT, messages.recv())
+        .await
+        .expect("the release was published")
+        .unwrap();
+    let text = message.value.as_string().unwrap();
+    let (store, waiter_id) = text.split_once(':').expect("STORE:WAITER");
+    assert!(!store.is_empty() && !waiter_id.is_empty(), "{text}");
+    let lock = tokio::time::timeout(PROMPT, waiter).await.unwrap().unwrap();
+    // Nobody waits now: the release publishes nothing.
+    lock.release().await.unwrap();
+    let quiet = tokio::time::timeout(SETTLE, messages.recv()).await;
+    assert!(quiet.is_err(), "published with nobody waiting: {quiet:?}");
 }

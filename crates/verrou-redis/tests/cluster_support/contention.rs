@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use verrou_core::conformance::History;
 use verrou_core::{
-    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Result as VerrouResult, Retry,
+    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Result as VerrouResult, Retry,
+    Waiters,
 };
 use verrou_redis::RedisStore;
 use verrou_testkit::{hash_slot, RedisCluster};
@@ -103,8 +104,23 @@ impl LockStore for TimedStore {
         self.timed(self.inner.extend(key, owner, ttl)).await
     }
 
-    async fn wait_for_release(&self, key: &str, max_wait: Duration) {
-        self.inner.wait_for_release(key, max_wait).await;
+    async fn save_in_line(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        place: Place<'_>,
+    ) -> VerrouResult<Acquisition> {
+        self.timed(self.inner.save_in_line(key, owner, ttl, place))
+            .await
+    }
+
+    async fn leave_line(&self, key: &str, waiter: &str) -> VerrouResult<()> {
+        self.timed(self.inner.leave_line(key, waiter)).await
+    }
+
+    fn waiters(&self) -> Option<&Waiters> {
+        self.inner.waiters()
     }
 }
 
