@@ -16,6 +16,7 @@
 mod expiry;
 mod line;
 mod shard;
+mod shares;
 mod store;
 
 pub use store::MemoryStore;

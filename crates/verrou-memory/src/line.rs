@@ -1,12 +1,107 @@
-//! The waiting line of one key: waiters in arrival order, each place with a deadline.
+//! Waiting lines: the waiters of a key in arrival order, each place with a deadline.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::hash_map::RawEntryMut;
+use hashbrown::{DefaultHashBuilder, HashMap};
+
+/// A key with its hash, computed once with the store's hasher.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hashed<'a> {
+    pub(crate) hash: u64,
+    pub(crate) key: &'a str,
+}
+
+/// The lines of the keys that have waiters (a line that empties is removed).
+#[derive(Debug)]
+pub(crate) struct Lines {
+    by_key: HashMap<Arc<str>, Line, DefaultHashBuilder>,
+}
+
+impl Lines {
+    /// No line, hashing with `hasher`.
+    pub(crate) fn new(hasher: &DefaultHashBuilder) -> Self {
+        Self {
+            by_key: HashMap::with_hasher(hasher.clone()),
+        }
+    }
+
+    /// Whether `waiter` (`None`: a take from outside the line) may take `key` now: nobody
+    /// waits (lapsed places are dropped first), or it is at the front.
+    pub(crate) fn lets(&mut self, key: Hashed<'_>, waiter: Option<&str>, now: Instant) -> bool {
+        if self.by_key.is_empty() {
+            return true;
+        }
+        let mut lets = true;
+        self.edit(key, |line| {
+            line.drop_lapsed(now);
+            lets = line.lets(waiter);
+        });
+        lets
+    }
+
+    /// Keeps `waiter`'s place in `key`'s line until `deadline`.
+    pub(crate) fn keep(&mut self, key: Hashed<'_>, waiter: &str, deadline: Instant) {
+        let (_, line) = self
+            .by_key
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(key.hash, key.key)
+            .or_insert_with(|| (Arc::from(key.key), Line::default()));
+        line.keep(waiter, deadline);
+    }
+
+    /// Removes `waiter`'s place from `key`'s line; whether it was at the front.
+    pub(crate) fn remove(&mut self, key: Hashed<'_>, waiter: &str) -> bool {
+        let mut was_front = false;
+        self.edit(key, |line| was_front = line.remove(waiter));
+        was_front
+    }
+
+    /// Hands `key` over to the front waiter of its line (lapsed places dropped first): its
+    /// place lasts at most `window` more. The waiter to wake.
+    pub(crate) fn hand_over(
+        &mut self,
+        key: Hashed<'_>,
+        now: Instant,
+        window: Duration,
+    ) -> Option<Arc<str>> {
+        if self.by_key.is_empty() {
+            return None;
+        }
+        let mut front = None;
+        self.edit(key, |line| {
+            line.drop_lapsed(now);
+            front = line.hand_over(now, window);
+        });
+        front
+    }
+
+    /// How many keys have a line.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Changes the line of `key`, if it has one, and removes it if that emptied it.
+    fn edit(&mut self, key: Hashed<'_>, change: impl FnOnce(&mut Line)) {
+        if let RawEntryMut::Occupied(mut occupied) = self
+            .by_key
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(key.hash, key.key)
+        {
+            change(occupied.get_mut());
+            if occupied.get().is_empty() {
+                occupied.remove();
+            }
+        }
+    }
+}
+
 /// The places of one key's line, front first.
 #[derive(Debug, Default)]
-pub(crate) struct Line {
+struct Line {
     places: VecDeque<Place>,
 }
 
@@ -20,24 +115,24 @@ struct Place {
 
 impl Line {
     /// Drops the places that lapsed by `now`.
-    pub(crate) fn drop_lapsed(&mut self, now: Instant) {
+    fn drop_lapsed(&mut self, now: Instant) {
         self.places.retain(|place| place.deadline > now);
     }
 
     /// Whether nobody waits.
-    pub(crate) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.places.is_empty()
     }
 
     /// Whether `waiter` may take the key: nobody waits, or `waiter` is at the front.
-    pub(crate) fn lets(&self, waiter: Option<&str>) -> bool {
+    fn lets(&self, waiter: Option<&str>) -> bool {
         self.places
             .front()
             .is_none_or(|front| Some(&*front.waiter) == waiter)
     }
 
     /// Keeps `waiter`'s place until `deadline`: where it was, or at the back.
-    pub(crate) fn keep(&mut self, waiter: &str, deadline: Instant) {
+    fn keep(&mut self, waiter: &str, deadline: Instant) {
         match self
             .places
             .iter_mut()
@@ -52,7 +147,7 @@ impl Line {
     }
 
     /// Removes `waiter`'s place; whether it was at the front.
-    pub(crate) fn remove(&mut self, waiter: &str) -> bool {
+    fn remove(&mut self, waiter: &str) -> bool {
         let Some(index) = self
             .places
             .iter()
@@ -66,7 +161,7 @@ impl Line {
 
     /// Hands the key over to the front waiter: its place now lasts at most `window` more.
     /// Returns the waiter to wake.
-    pub(crate) fn hand_over(&mut self, now: Instant, window: Duration) -> Option<Arc<str>> {
+    fn hand_over(&mut self, now: Instant, window: Duration) -> Option<Arc<str>> {
         let front = self.places.front_mut()?;
         if let Some(cut) = now.checked_add(window) {
             front.deadline = front.deadline.min(cut);

@@ -8,15 +8,18 @@ use hashbrown::hash_map::RawEntryMut;
 use hashbrown::{DefaultHashBuilder, HashMap};
 
 use crate::expiry::{Deadline, ExpiryQueue};
-use crate::line::Line;
+use crate::line::{Hashed, Lines};
+use crate::shares::Shares;
+use verrou_core::Family;
 
 /// The locks and waiting lines of some keys.
 #[derive(Debug)]
 pub(crate) struct Shard {
     entries: HashMap<Arc<str>, Entry, DefaultHashBuilder>,
-    /// The lines of keys that have waiters (a line that empties is removed).
-    lines: HashMap<Arc<str>, Line, DefaultHashBuilder>,
+    lines: Lines,
     expiry: ExpiryQueue,
+    semaphores: Shares,
+    rw_locks: Shares,
 }
 
 /// A held lock.
@@ -28,18 +31,18 @@ struct Entry {
     generation: u64,
 }
 
-/// A key with its hash, computed once with the store's hasher.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Hashed<'a> {
-    pub(crate) hash: u64,
-    pub(crate) key: &'a str,
-}
-
 /// A take's place in the key's line, if it waits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Waiting<'a> {
     pub(crate) waiter: &'a str,
     pub(crate) lease: Duration,
+}
+
+impl Waiting<'_> {
+    /// When a place kept `now` lapses.
+    pub(crate) fn deadline(self, now: Instant) -> Instant {
+        now.checked_add(self.lease).unwrap_or(now)
+    }
 }
 
 impl Shard {
@@ -48,8 +51,10 @@ impl Shard {
     pub(crate) fn new(hasher: &DefaultHashBuilder) -> Self {
         Self {
             entries: HashMap::with_hasher(hasher.clone()),
-            lines: HashMap::with_hasher(hasher.clone()),
+            lines: Lines::new(hasher),
             expiry: ExpiryQueue::default(),
+            semaphores: Shares::new(hasher),
+            rw_locks: Shares::new(hasher),
         }
     }
 
@@ -63,8 +68,18 @@ impl Shard {
         self.entries.contains_key(key)
     }
 
-    /// Drops the locks whose deadline is at or before `now`.
+    /// The semaphores or the read-write locks.
+    pub(crate) fn shares(&mut self, family: Family) -> &mut Shares {
+        match family {
+            Family::RwLock => &mut self.rw_locks,
+            Family::Semaphore | _ => &mut self.semaphores,
+        }
+    }
+
+    /// Drops the locks and shares whose deadline is at or before `now`.
     pub(crate) fn drop_expired(&mut self, now: Instant) {
+        self.semaphores.drop_expired(now);
+        self.rw_locks.drop_expired(now);
         while let Some(deadline) = self.expiry.pop_due(now) {
             let current = self
                 .entries
@@ -89,25 +104,17 @@ impl Shard {
         tokens: &AtomicU64,
     ) -> Option<u64> {
         let waiter = waiting.map(|waiting| waiting.waiter);
-        let line = self.line(hashed, now);
-        if line.is_none_or(|line| line.lets(waiter)) {
+        if self.lines.lets(hashed, waiter, now) {
             if let Some(token) = self.insert(hashed, owner, ttl, now, tokens) {
                 if let Some(waiter) = waiter {
-                    self.edit_line(hashed, |line| {
-                        line.remove(waiter);
-                    });
+                    self.lines.remove(hashed, waiter);
                 }
                 return Some(token);
             }
         }
         if let Some(waiting) = waiting {
-            let deadline = now.checked_add(waiting.lease).unwrap_or(now);
-            let (_, line) = self
-                .lines
-                .raw_entry_mut()
-                .from_key_hashed_nocheck(hashed.hash, hashed.key)
-                .or_insert_with(|| (Arc::from(hashed.key), Line::default()));
-            line.keep(waiting.waiter, deadline);
+            self.lines
+                .keep(hashed, waiting.waiter, waiting.deadline(now));
         }
         None
     }
@@ -187,7 +194,7 @@ impl Shard {
             return None;
         }
         occupied.remove();
-        Some(self.hand_over(hashed, now, window))
+        Some(self.lines.hand_over(hashed, now, window))
     }
 
     /// Removes `waiter`'s place; if it was at the front and the key is free, hands the key
@@ -199,51 +206,10 @@ impl Shard {
         now: Instant,
         window: Duration,
     ) -> Option<Arc<str>> {
-        let mut was_front = false;
-        self.edit_line(hashed, |line| was_front = line.remove(waiter));
-        if was_front && !self.is_held(hashed.key) {
-            self.hand_over(hashed, now, window)
+        if self.lines.remove(hashed, waiter) && !self.is_held(hashed.key) {
+            self.lines.hand_over(hashed, now, window)
         } else {
             None
-        }
-    }
-
-    /// The front waiter of `key`'s line, whose place now lasts at most `window` more.
-    fn hand_over(
-        &mut self,
-        hashed: Hashed<'_>,
-        now: Instant,
-        window: Duration,
-    ) -> Option<Arc<str>> {
-        self.line(hashed, now)?;
-        let mut front = None;
-        self.edit_line(hashed, |line| front = line.hand_over(now, window));
-        front
-    }
-
-    /// The line of `key` without its lapsed places; `None` (and removed) if nobody waits.
-    fn line(&mut self, hashed: Hashed<'_>, now: Instant) -> Option<&Line> {
-        if self.lines.is_empty() {
-            return None;
-        }
-        self.edit_line(hashed, |line| line.drop_lapsed(now));
-        self.lines
-            .raw_entry()
-            .from_key_hashed_nocheck(hashed.hash, hashed.key)
-            .map(|(_, line)| line)
-    }
-
-    /// Changes the line of `key`, if it has one, and removes it if that emptied it.
-    fn edit_line(&mut self, hashed: Hashed<'_>, change: impl FnOnce(&mut Line)) {
-        if let RawEntryMut::Occupied(mut occupied) = self
-            .lines
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hashed.hash, hashed.key)
-        {
-            change(occupied.get_mut());
-            if occupied.get().is_empty() {
-                occupied.remove();
-            }
         }
     }
 

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use hashbrown::DefaultHashBuilder;
 use verrou_core::{
-    Acquisition, Grant, IntoDuration, LockStore, OwnerCheck, Place, ReleaseFeed, Result, Waiters,
-    HANDOVER_WINDOW,
+    Acquisition, Family, Grant, IntoDuration, LockStore, OwnerCheck, Place, ReleaseFeed, Result,
+    Share, Waiters, HANDOVER_WINDOW,
 };
 
-use crate::shard::{Hashed, Shard, Waiting};
+use crate::line::Hashed;
+use crate::shard::{Shard, Waiting};
+use crate::shares::Request;
 
 /// How many shards the keys are spread over: unrelated keys rarely share a mutex.
 const SHARDS: usize = 64;
@@ -43,7 +45,10 @@ struct Inner {
     /// The next fencing token (and hold generation): starts at the wall clock in
     /// nanoseconds (at least 1, so every token is positive).
     tokens: AtomicU64,
+    /// The boards of the locks, the semaphores and the read-write locks.
     waiters: Waiters,
+    semaphore_waiters: Waiters,
+    rw_lock_waiters: Waiters,
 }
 
 impl MemoryStore {
@@ -58,7 +63,9 @@ impl MemoryStore {
                 hasher,
                 shards,
                 tokens: AtomicU64::new(epoch_nanos_now().max(1)),
-                waiters: Waiters::new(Feed(Weak::clone(inner))),
+                waiters: Waiters::new(Feed(Weak::clone(inner), None)),
+                semaphore_waiters: Waiters::new(Feed(Weak::clone(inner), Some(Family::Semaphore))),
+                rw_lock_waiters: Waiters::new(Feed(Weak::clone(inner), Some(Family::RwLock))),
             }),
         }
     }
@@ -108,8 +115,21 @@ impl Inner {
 
     /// Wakes the waiter a key was handed over to.
     fn wake(&self, key: &str, handed_to: Option<Arc<str>>) {
+        self.wake_on(&self.waiters, key, handed_to);
+    }
+
+    /// Wakes the waiter a key was handed over to, on `board`.
+    fn wake_on(&self, board: &Waiters, key: &str, handed_to: Option<Arc<str>>) {
         if let Some(waiter) = handed_to {
-            self.waiters.wake(key, Some(&waiter));
+            board.wake(key, Some(&waiter));
+        }
+    }
+
+    /// The board of `family`.
+    fn board(&self, family: Family) -> &Waiters {
+        match family {
+            Family::RwLock => &self.rw_lock_waiters,
+            Family::Semaphore | _ => &self.semaphore_waiters,
         }
     }
 }
@@ -118,19 +138,24 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How the board learns that a key it starts to watch is free already: the store wakes
-/// every waiter of a key directly when it hands it over, so the only release a waiter can
-/// miss is one between its take and its watch.
+/// How a board (of the locks, or of a family of shares) learns that a key it starts to
+/// watch is free already: the store wakes every waiter of a key directly when it hands it
+/// over, so the only release a waiter can miss is one between its take and its watch.
 #[derive(Debug)]
-struct Feed(Weak<Inner>);
+struct Feed(Weak<Inner>, Option<Family>);
 
 impl ReleaseFeed for Feed {
     fn subscribe(&self, key: &str) {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        if !inner.with_shard(key, |shard, _, _| shard.is_held(key)) {
-            inner.waiters.wake(key, None);
+        let free = inner.with_shard(key, |shard, hashed, _| match self.1 {
+            None => !shard.is_held(key),
+            Some(family) => shard.shares(family).is_free(hashed.key),
+        });
+        if free {
+            let board = self.1.map_or(&inner.waiters, |family| inner.board(family));
+            board.wake(key, None);
         }
     }
 
@@ -216,6 +241,111 @@ impl LockStore for MemoryStore {
 
     fn waiters(&self) -> Option<&Waiters> {
         Some(&self.inner.waiters)
+    }
+
+    async fn save_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        share: Share,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        let ttl = ttl.map(IntoDuration::into_duration).transpose()?;
+        let inner = &self.inner;
+        let request = Request {
+            owner,
+            ttl,
+            share,
+            waiting: place.map(|place| Waiting {
+                waiter: place.waiter,
+                lease: place.lease,
+            }),
+        };
+        let (token, handed) = inner.with_shard(key, |shard, hashed, now| {
+            let shares = shard.shares(share.family());
+            let token = shares.take(hashed, request, now, &inner.tokens);
+            let handed =
+                token.map(|_| shares.hand_over_after_grant(hashed, share, now, HANDOVER_WINDOW));
+            (token, handed)
+        });
+        if let Some(handed) = handed {
+            inner.wake_on(inner.board(share.family()), key, handed.to);
+        }
+        Ok(match token {
+            Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
+            None => Acquisition::Busy,
+        })
+    }
+
+    async fn delete_share(&self, key: &str, owner: &str, share: Share) -> Result<OwnerCheck> {
+        let inner = &self.inner;
+        let removed = inner.with_shard(key, |shard, hashed, now| {
+            shard
+                .shares(share.family())
+                .remove(hashed, owner, share, now, HANDOVER_WINDOW)
+        });
+        Ok(match removed {
+            Some(handed) => {
+                inner.wake_on(inner.board(share.family()), key, handed.to);
+                OwnerCheck::Applied
+            }
+            None => OwnerCheck::NotOwner,
+        })
+    }
+
+    async fn extend_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        share: Share,
+    ) -> Result<OwnerCheck> {
+        let ttl = ttl.into_duration()?;
+        let extended = self.inner.with_shard(key, |shard, hashed, now| {
+            shard
+                .shares(share.family())
+                .extend(hashed, owner, share, ttl, now)
+        });
+        Ok(if extended {
+            OwnerCheck::Applied
+        } else {
+            OwnerCheck::NotOwner
+        })
+    }
+
+    async fn force_delete_shares(&self, key: &str, family: Family) -> Result<()> {
+        let inner = &self.inner;
+        let handed = inner.with_shard(key, |shard, hashed, now| {
+            shard.shares(family).clear(hashed, now, HANDOVER_WINDOW)
+        });
+        inner.wake_on(inner.board(family), key, handed.to);
+        Ok(())
+    }
+
+    async fn count_shares(&self, key: &str, share: Share) -> Result<u32> {
+        Ok(self.inner.with_shard(key, |shard, hashed, now| {
+            shard.shares(share.family()).count(hashed, share, now)
+        }))
+    }
+
+    async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
+        let inner = &self.inner;
+        let handed = inner.with_shard(key, |shard, hashed, now| {
+            shard
+                .shares(family)
+                .leave(hashed, waiter, now, HANDOVER_WINDOW)
+        });
+        inner.wake_on(inner.board(family), key, handed.to);
+        Ok(())
+    }
+
+    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
+        Some(self.inner.board(family))
+    }
+
+    fn name(&self) -> &'static str {
+        "the memory store"
     }
 }
 

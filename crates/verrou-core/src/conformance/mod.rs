@@ -10,10 +10,12 @@
 mod faults;
 mod history;
 mod lines;
+mod shares;
 
 pub use faults::*;
 pub use history::{History, Hold, OpenHold, Verdict};
 pub use lines::*;
+pub use shares::*;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
