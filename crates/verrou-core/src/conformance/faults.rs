@@ -14,7 +14,7 @@ use tokio::time::sleep;
 
 use super::history::{millis, History};
 use super::unique_key;
-use crate::{Error, LockFactory, LockStore, Result, Retry};
+use crate::{Error, LockFactory, LockStore, Result, Retry, Share};
 
 /// Network faults a test can inject between a store and its server. Each call replaces the
 /// previous fault; [`heal`](Self::heal) ends them all.
@@ -54,6 +54,19 @@ const SLACK: Duration = Duration::from_millis(1500);
 
 /// The longest a store may take to work again once the network heals.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(15);
+
+/// Writes one `#[test]` per fault case of semaphores and read-write locks, with stores made
+/// by `$new_faulty_store` (as for [`fault_tests!`](crate::fault_tests)), for stores that keep
+/// them.
+#[macro_export]
+macro_rules! share_fault_tests {
+    ($new_faulty_store:path) => {
+        $crate::fault_tests!(@cases $new_faulty_store;
+            dropped_share_takes_are_given_back,
+            blackholed_share_operations_fail_within_the_command_timeout,
+        );
+    };
+}
 
 /// Writes one `#[test]` per fault case, each on its own Tokio runtime with stores made by
 /// `$new_faulty_store`, an `async fn() -> FaultyStore` that starts a new fault injector for
@@ -493,5 +506,100 @@ fault_case! {
         next.release().await.unwrap();
         stuck.abort();
         faulty.faults.heal();
+    }
+}
+
+/// A permit of 2, a reader and a writer, on three keys, made by `factory` with a 30 s TTL.
+fn one_of_each_share(factory: &LockFactory, name: &str) -> Vec<(crate::Lock, Share)> {
+    let permit = factory
+        .create_semaphore_with_ttl(unique_key(&format!("{name}-permit")), 2, "30s")
+        .unwrap();
+    let rw = |side: &str| {
+        factory
+            .create_rw_lock_with_ttl(unique_key(&format!("{name}-{side}")), "30s")
+            .unwrap()
+    };
+    vec![
+        (permit, Share::Permit { limit: 2 }),
+        (rw("read").read().unwrap(), Share::Read),
+        (rw("write").write().unwrap(), Share::Write),
+    ]
+}
+
+/// Whether `store` counts no holder of `share` of `key` within `limit`.
+async fn shares_freed_within(
+    store: &dyn LockStore,
+    key: &str,
+    share: Share,
+    limit: Duration,
+) -> bool {
+    let started = Instant::now();
+    loop {
+        if matches!(store.count_shares(key, share).await, Ok(0)) {
+            return true;
+        }
+        if started.elapsed() >= limit {
+            return false;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fault_case! {
+    /// A permit, read or write take whose `acquire` is dropped while its answer is on the
+    /// wire is given back once the answer arrives, as a lock's is.
+    dropped_share_takes_are_given_back(new_faulty) {
+        let faulty = new_faulty().await;
+        let factory = quick_factory(&faulty.store);
+        let back = faulty.command_timeout / 2;
+        for (handle, share) in one_of_each_share(&factory, "dropped-share") {
+            faulty.faults.set_latency(Duration::ZERO, back);
+            let dropped = tokio::time::timeout(back / 2, handle.acquire()).await;
+            assert!(dropped.is_err(), "{share:?}: the answer cannot be back yet");
+            let started = Instant::now();
+            let mut seen_held = false;
+            while !seen_held && started.elapsed() < back {
+                seen_held = faulty.direct.count_shares(handle.key(), share).await.unwrap() > 0;
+            }
+            assert!(seen_held, "{share:?}: the dropped take never reached the server");
+            faulty.faults.heal();
+            let limit = faulty.command_timeout + SLACK;
+            assert!(
+                shares_freed_within(faulty.direct.as_ref(), handle.key(), share, limit).await,
+                "{share:?}: the grant of a dropped acquire was left to its 30 s TTL"
+            );
+            assert!(handle.acquire_immediately().await.unwrap(), "{share:?} works after a drop");
+            handle.release().await.unwrap();
+        }
+    }
+}
+
+fault_case! {
+    /// With the connection blackholed, every share operation fails with `Error::Storage`
+    /// within the command timeout; once healed, the store works again and takes that failed
+    /// on the way leave nothing held.
+    blackholed_share_operations_fail_within_the_command_timeout(new_faulty) {
+        let faulty = new_faulty().await;
+        let factory = quick_factory(&faulty.store);
+        for (handle, share) in one_of_each_share(&factory, "blackholed-share") {
+            assert!(handle.acquire_immediately().await.unwrap(), "{share:?}: healthy at first");
+            faulty.faults.blackhole();
+            fails_in_time(&faulty, "extend", handle.extend()).await;
+            fails_in_time(&faulty, "holders", handle.holders()).await;
+            fails_in_time(&faulty, "release", handle.release()).await;
+            fails_in_time(&faulty, "acquire", handle.acquire_with(Retry::new().timeout("10s"))).await;
+            fails_in_time(&faulty, "force_release", handle.force_release()).await;
+            faulty.faults.heal();
+            recovery_time(faulty.store.as_ref(), "after a blackhole").await;
+            match handle.release().await {
+                Ok(()) | Err(Error::NotOwned { .. }) => {}
+                Err(error) => panic!("{share:?}: release after healing: {error}"),
+            }
+            let limit = faulty.command_timeout + SLACK;
+            assert!(
+                shares_freed_within(faulty.direct.as_ref(), handle.key(), share, limit).await,
+                "{share:?}: something taken in the blackhole stayed held"
+            );
+        }
     }
 }
