@@ -44,10 +44,11 @@ mod manager;
 pub use config::{DisabledDriver, MemoryConfig, RetryConfig, StoreConfig, VerrouConfig};
 pub use manager::{Verrou, VerrouBuilder};
 pub use verrou_core::{
-    config as duration_config, parse_duration, Acquisition, BoxError, Error, Grant, IntoDuration,
-    IntoSerializedLock, IntoTtl, Lock, LockFactory, LockGuard, LockStore, LossSignal, OwnerCheck,
-    Result, Retry, SerializedLock, Ttl, DEFAULT_RETRY_DELAY, DEFAULT_TTL, MAX_DURATION,
-    MAX_KEY_LEN,
+    config as duration_config, parse_duration, waiting, Acquisition, BoxError, Error, Family,
+    Grant, IntoDuration, IntoSerializedLock, IntoTtl, Lock, LockFactory, LockGuard, LockKind,
+    LockStore, LossSignal, OwnerCheck, Place, ReleaseFeed, Result, Retry, RwLock, SerializedKind,
+    SerializedLock, Share, Ttl, Waiters, DEFAULT_RETRY_DELAY, DEFAULT_TTL, HANDOVER_WINDOW,
+    MAX_DURATION, MAX_KEY_LEN,
 };
 
 /// The in-process memory store ([`verrou_memory`]).

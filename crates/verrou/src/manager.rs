@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::VerrouConfig;
-use crate::{Error, IntoSerializedLock, IntoTtl, Lock, LockFactory, LockStore, Result, Retry};
+use crate::{
+    Error, IntoSerializedLock, IntoTtl, Lock, LockFactory, LockStore, Result, Retry, RwLock,
+};
 
 /// Several named lock stores and a default one, built once at startup and shared.
 ///
@@ -83,6 +85,37 @@ impl Verrou {
     /// A new lock on the default store with its own TTL.
     pub fn create_lock_with_ttl(&self, key: impl Into<String>, ttl: impl IntoTtl) -> Result<Lock> {
         self.default_store().create_lock_with_ttl(key, ttl)
+    }
+
+    /// A permit of the semaphore `key` (at most `limit` holders) on the default store; see
+    /// [`LockFactory::create_semaphore`].
+    pub fn create_semaphore(&self, key: impl Into<String>, limit: u32) -> Result<Lock> {
+        self.default_store().create_semaphore(key, limit)
+    }
+
+    /// A permit of the semaphore `key` on the default store with its own TTL.
+    pub fn create_semaphore_with_ttl(
+        &self,
+        key: impl Into<String>,
+        limit: u32,
+        ttl: impl IntoTtl,
+    ) -> Result<Lock> {
+        self.default_store()
+            .create_semaphore_with_ttl(key, limit, ttl)
+    }
+
+    /// The read-write lock `key` on the default store; see [`LockFactory::create_rw_lock`].
+    pub fn create_rw_lock(&self, key: impl Into<String>) -> Result<RwLock> {
+        self.default_store().create_rw_lock(key)
+    }
+
+    /// The read-write lock `key` on the default store, its holds with their own TTL.
+    pub fn create_rw_lock_with_ttl(
+        &self,
+        key: impl Into<String>,
+        ttl: impl IntoTtl,
+    ) -> Result<RwLock> {
+        self.default_store().create_rw_lock_with_ttl(key, ttl)
     }
 
     /// A serialized lock restored on the default store.

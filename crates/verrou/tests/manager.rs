@@ -34,6 +34,42 @@ async fn create_lock_uses_the_default_store_and_store_picks_another() {
     assert!(!on_default.is_locked().await.unwrap());
 }
 
+#[tokio::test]
+async fn semaphores_and_rw_locks_come_from_the_default_store_or_a_named_one() {
+    let verrou = two_stores();
+    let permit = verrou.create_semaphore("pool", 1).unwrap();
+    assert!(permit.acquire_immediately().await.unwrap());
+    let same_store = verrou
+        .store("first")
+        .unwrap()
+        .create_semaphore("pool", 1)
+        .unwrap();
+    assert!(!same_store.acquire_immediately().await.unwrap(), "full");
+    let elsewhere = verrou
+        .store("second")
+        .unwrap()
+        .create_semaphore("pool", 1)
+        .unwrap();
+    assert!(
+        elsewhere.acquire_immediately().await.unwrap(),
+        "a separate store"
+    );
+    let writer = verrou
+        .create_rw_lock_with_ttl("cache", "5s")
+        .unwrap()
+        .write()
+        .unwrap();
+    assert!(writer.acquire_immediately().await.unwrap());
+    let reader = verrou.create_rw_lock("cache").unwrap().read().unwrap();
+    assert!(
+        !reader.acquire_immediately().await.unwrap(),
+        "the writer holds it"
+    );
+    let restored = verrou.restore_lock(permit.serialize()).unwrap();
+    restored.release().await.unwrap();
+    assert_eq!(same_store.holders().await.unwrap(), 0);
+}
+
 #[test]
 fn unknown_store_names_the_store_and_the_known_ones() {
     let verrou = two_stores();
