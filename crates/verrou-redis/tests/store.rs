@@ -472,3 +472,32 @@ async fn a_ttl_or_extension_of_the_longest_duration_works_and_longer_is_refused(
     }
     store.delete(&key, "owner-1").await.unwrap();
 }
+
+#[test]
+fn a_store_made_outside_a_runtime_takes_and_wakes_inside_one() {
+    let url = redis_url();
+    let config = verrou_redis::fred::prelude::Config::from_url(&url).unwrap();
+    let client = verrou_redis::fred::prelude::Builder::from_config(config)
+        .build()
+        .unwrap();
+    // No Tokio runtime here: the store (and its release subscriber) is only built.
+    let store = RedisStore::from_client(client.clone(), RedisOptions::default()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let key = unique_key("outside-runtime");
+        let factory = LockFactory::new(store)
+            .with_retry(Retry::new().delay("1h"))
+            .unwrap();
+        let (holder, waiter) = (
+            factory.create_lock(&key).unwrap(),
+            factory.create_lock(&key).unwrap(),
+        );
+        assert!(holder.acquire_immediately().await.unwrap());
+        let waiting = tokio::spawn(async move { waiter.acquire().await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder.release().await.unwrap();
+        let woken = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert!(woken.expect("woken by the release").unwrap());
+        client.quit().await.unwrap();
+    });
+}
