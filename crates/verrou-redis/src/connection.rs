@@ -15,8 +15,9 @@ pub(crate) struct Connection {
     pub(crate) seats: Vec<Arc<Seat>>,
     /// Where the round robin over the seats is.
     next: AtomicUsize,
-    /// Whether the store built the clients ([`RedisStore::connect`](crate::RedisStore::connect)): then it closes them
-    /// when dropped. Otherwise it closes only the replacements it made.
+    /// Whether the store built the clients
+    /// ([`RedisStore::connect`](crate::RedisStore::connect)): then it closes them when
+    /// dropped. Otherwise it closes only the replacements it made.
     owned: bool,
 }
 

@@ -34,8 +34,8 @@ use fred::util::redis_keyslot;
 /// Hash slots in Redis Cluster (and in the key hashing of a single server, unused there).
 const SLOTS: usize = 16_384;
 
-/// What every name of the store's own starts with, counters and channels alike: no lock key
-/// may (see [`RedisStore`](crate::RedisStore)'s `validate_key`).
+/// What every name of the store's own starts with, counters, lines and channels alike: no
+/// lock key may (see [`RedisStore`](crate::RedisStore)'s `validate_key`).
 pub(crate) const NAMESPACE: &str = "verrou:";
 
 /// What the fencing counters' names start with, up to the slot's number.
