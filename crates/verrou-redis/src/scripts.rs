@@ -46,14 +46,17 @@ macro_rules! line_functions {
         r#"if redis.replicate_commands then
   redis.replicate_commands()
 end
+-- The decimal text of an integral number.
 local function text(number)
   return string.format("%.0f", number)
 end
+-- The server's time: microseconds as exact text, and milliseconds as a number.
 local function clock()
   local time = redis.call("time")
   return time[1] .. string.format("%06d", tonumber(time[2])),
     tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
+-- Reads a line key, failing (before any write) if it is not a sorted set.
 local function read(command, key, ...)
   local reply = redis.pcall(command, key, ...)
   if type(reply) == "table" and reply.err then
@@ -61,6 +64,7 @@ local function read(command, key, ...)
   end
   return reply
 end
+-- Drops the places that lapsed before now_ms; returns how many are left.
 local function prune(now_ms)
   local cutoff = "(" .. text(now_ms)
   local lapsed = read("zrangebyscore", KEYS[3], "-inf", cutoff)
@@ -72,6 +76,7 @@ local function prune(now_ms)
   end
   return redis.call("zcard", KEYS[2])
 end
+-- Makes both line keys expire with their last place (deletes them if none is left).
 local function expire_line(now_ms)
   local last = redis.call("zrange", KEYS[3], -1, -1, "WITHSCORES")
   if #last == 0 then
@@ -82,6 +87,7 @@ local function expire_line(now_ms)
     redis.call("pexpire", KEYS[3], ttl)
   end
 end
+-- Removes the waiter's place; whether it had one.
 local function leave(waiter, now_ms)
   if redis.call("zrem", KEYS[2], waiter) == 0 then
     return false
@@ -90,9 +96,12 @@ local function leave(waiter, now_ms)
   expire_line(now_ms)
   return true
 end
+-- The waiter at the front of the line, or nil.
 local function front()
   return redis.call("zrange", KEYS[2], 0, 0)[1]
 end
+-- Cuts the front waiter's place to the window and publishes STORE:WAITER; returns the
+-- waiter, or "" if nobody waits.
 local function hand_over(now_ms, channel, store, window)
   local waiter = front()
   if not waiter then
