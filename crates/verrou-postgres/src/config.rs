@@ -50,11 +50,13 @@ pub struct PostgresOptions {
     /// case is kept; at most 51 bytes for the table, 63 for the schema). Default
     /// [`DEFAULT_TABLE`].
     pub table: String,
-    /// Create the table, and the sequence beside it that numbers grants
-    /// (`<table>_fencing_seq`, for fencing tokens), if they do not exist. Default `true`.
+    /// Create the table, the sequence beside it that numbers grants
+    /// (`<table>_fencing_seq`, for fencing tokens) and its waiting line (`<table>_waiters`),
+    /// if they do not exist. Default `true`.
     pub create_table: bool,
     /// How often the store deletes expired rows that nobody took over (locks of crashed
-    /// holders); `None` never sweeps. Above zero. Default 60 s.
+    /// holders) and lapsed places in line (waiters that died); `None` never sweeps. Above
+    /// zero. Default 60 s.
     pub sweep_interval: Option<Duration>,
     /// Longest time one lock operation may take, from asking the pool for a connection to
     /// the server's answer. Past it the operation fails with
@@ -186,12 +188,11 @@ pub struct PostgresConfig {
         )
     )]
     pub command_timeout: Duration,
-    /// Keep one more connection, outside the pool, that `LISTEN`s for releases, so that
-    /// a waiting `acquire` wakes as soon as the lock it waits for is released (by this
-    /// process or another), instead of at its next retry. Turn it off behind a
-    /// transaction-pooling proxy (PgBouncer in transaction mode), which breaks `LISTEN` and
-    /// session-level advisory locks; waiters then poll at their retry delay. Default
-    /// `true`.
+    /// Keep one more connection, outside the pool, that `LISTEN`s for hand-overs, so that
+    /// a waiting `acquire` wakes as soon as a release (by this process or another) hands it
+    /// the lock, instead of at its next retry. Turn it off behind a transaction-pooling
+    /// proxy (PgBouncer in transaction mode), which breaks `LISTEN`; waiters then keep their
+    /// places in line and poll at their retry delay. Default `true`.
     #[cfg_attr(feature = "serde", serde(default = "default_listen"))]
     pub listen: bool,
     /// A PEM file of certificate authorities to check the server's certificate against

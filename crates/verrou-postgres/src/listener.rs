@@ -35,13 +35,13 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// The store's [`ReleaseFeed`]: passes newly watched keys to the listener, to be checked.
 /// Every hand-over of the table is heard anyway, and the board ignores keys it does not
 /// watch, so there is nothing to do when a key is no longer watched.
-pub(crate) struct Feed(UnboundedSender<Box<str>>);
+struct Feed(UnboundedSender<Arc<str>>);
 
 impl ReleaseFeed for Feed {
     /// Queues `key` for the listener to check whether it is free.
     fn subscribe(&self, key: &str) {
         // The listener is gone only once the store is: nobody waits any more.
-        let _ = self.0.send(key.into());
+        let _ = self.0.send(Arc::from(key));
     }
 
     /// Nothing to do: hand-overs of keys the board does not watch are ignored there.
@@ -91,7 +91,7 @@ impl<T> Drop for Background<T> {
 }
 
 /// Connects, serves, and reconnects, for ever.
-async fn supervise(setup: Setup, board: Arc<Waiters>, mut subscribed: UnboundedReceiver<Box<str>>) {
+async fn supervise(setup: Setup, board: Arc<Waiters>, mut subscribed: UnboundedReceiver<Arc<str>>) {
     let mut pause = FIRST_PAUSE;
     let mut down = false;
     loop {
@@ -128,8 +128,11 @@ async fn supervise(setup: Setup, board: Arc<Waiters>, mut subscribed: UnboundedR
 
 /// The listener on one connection.
 struct Session<'a> {
+    /// The statements and their timeout.
     setup: &'a Setup,
+    /// Where hand-overs and free keys are reported.
     board: &'a Arc<Waiters>,
+    /// The connection.
     client: &'a Client,
 }
 
@@ -138,7 +141,7 @@ impl Session<'_> {
     async fn serve(
         &self,
         messages: Messages,
-        subscribed: &mut UnboundedReceiver<Box<str>>,
+        subscribed: &mut UnboundedReceiver<Arc<str>>,
     ) -> BoxError {
         let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(self.board))));
         let probe = match self.start().await {
@@ -147,12 +150,7 @@ impl Session<'_> {
         };
         // Every key watched now is checked once: those queued meanwhile among them.
         while subscribed.try_recv().is_ok() {}
-        let mut keys: Vec<Box<str>> = self
-            .board
-            .watched()
-            .iter()
-            .map(|key| (**key).into())
-            .collect();
+        let mut keys = self.board.watched();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
         loop {
@@ -189,7 +187,7 @@ impl Session<'_> {
     }
 
     /// Wakes the waiters of those of `keys` that are free now.
-    async fn wake_free(&self, probe: &Statement, keys: &[Box<str>]) -> Result<(), BoxError> {
+    async fn wake_free(&self, probe: &Statement, keys: &[Arc<str>]) -> Result<(), BoxError> {
         let keys: Vec<&str> = keys.iter().map(|key| &**key).collect();
         for row in within(self.setup.timeout, self.client.query(probe, &[&keys])).await? {
             let key: &str = row.try_get(0)?;

@@ -41,13 +41,10 @@ pub(crate) const SWEEP_BATCH: i64 = 1000;
 /// (a deadlock would fail one of them).
 #[derive(Debug)]
 pub(crate) struct Statements {
-    /// Takes a key if it is free or expired and no live waiter is ahead of the taker: for a
-    /// plain take, no live waiter at all; for a waiter, none before its place (a live one
-    /// it holds, or the back of the line). A busy waiter's place is kept, or made at the
-    /// back, and lasts the lease from now; a granted one is removed. Params: key, owner,
-    /// ttl ms (null: never expires), waiter and lease ms (both null for a plain take).
-    /// Returns the grant's fencing token (one `bigint` row) when granted, no row when busy.
-    /// An owner that holds the key finds it busy.
+    /// Takes a key if it is free or expired and nobody waits in its line (a live place).
+    /// Params: key, owner, ttl ms (null: never expires). Returns the grant's fencing token
+    /// (one `bigint` row) when granted, no row when busy. An owner that holds the key finds
+    /// it busy.
     ///
     /// The token is drawn in `RETURNING`, while this statement holds the key's row: a
     /// later grant of the key can only draw after this statement has committed, so its
@@ -55,6 +52,11 @@ pub(crate) struct Statements {
     /// `VALUES` instead would draw before waiting for the row and could hand out a stale,
     /// smaller token.
     pub(crate) save: String,
+    /// Takes a key like [`save`](Self::save), for a waiter: only if no live place is ahead
+    /// of the waiter's (a live one it holds, or the back of the line). When busy, the place
+    /// is kept, or made at the back, and lasts the lease from now; when granted, it is
+    /// removed. Params: key, owner, ttl ms, waiter, lease ms. Returns as `save` does.
+    pub(crate) save_in_line: String,
     /// Releases a live lock held by the owner, and deletes the key's row if it has expired
     /// whoever held it; then hands the key over (see [`hand_over`]). Params: key, owner.
     /// Returns no row when nothing was deleted, else one row: whether the owner's live lock
@@ -109,6 +111,21 @@ fn hand_over(line: &str, channel: &str, condition: &str) -> String {
     )
 }
 
+/// Takes the lock row of key $1 for owner $2 and ttl $3 (ms) when `condition` holds (no
+/// waiter is in the way) and the key is free or expired, returning the fencing token. The
+/// params are typed `text` here: the line's columns are `text`, a lock table the Node.js
+/// library created has `varchar` ones, and PostgreSQL refuses to guess between the two.
+fn take_row(table: &str, sequence: &str, condition: &str) -> String {
+    format!(
+        "INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
+         SELECT $1::text, $2::text, {EXPIRES_FROM_NOW} + $3::bigint WHERE {condition} \
+         ON CONFLICT (\"key\") DO UPDATE \
+         SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
+         WHERE held.\"expiration\" <= {NOW_MS} \
+         RETURNING nextval('{sequence}') AS token"
+    )
+}
+
 /// Deletes up to a batch (param 1) of `table`'s rows matching `condition`, skipping rows
 /// other statements have locked; returns how many it deleted.
 fn sweep(table: &str, condition: &str) -> String {
@@ -128,6 +145,7 @@ impl Statements {
         let table = table.quoted();
         let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
         let expired = format!("\"expiration\" <= {NOW_MS}");
+        let waiting = format!("\"deadline\" >= {NOW_MS}");
         let held = format!("EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})");
         let release = |which: &str, mine: &str| {
             format!(
@@ -138,31 +156,30 @@ impl Statements {
             )
         };
         Self {
-            save: format!(
+            save: take_row(
+                table,
+                sequence,
+                &format!("NOT EXISTS (SELECT 1 FROM {line} WHERE \"key\" = $1 AND {waiting})"),
+            ),
+            save_in_line: format!(
                 "WITH mine AS (SELECT \"arrival\" FROM {line} \
-                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND \"deadline\" >= {NOW_MS}), \
+                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND {waiting}), \
                  ahead AS (SELECT 1 FROM {line} AS other \
-                 WHERE other.\"key\" = $1 AND other.\"deadline\" >= {NOW_MS} \
-                 AND other.\"waiter\" IS DISTINCT FROM $4::text \
+                 WHERE other.\"key\" = $1 AND other.{waiting} AND other.\"waiter\" <> $4 \
                  AND NOT EXISTS (SELECT 1 FROM mine \
                  WHERE (mine.\"arrival\", $4::text) < (other.\"arrival\", other.\"waiter\")) \
                  LIMIT 1), \
-                 taken AS (INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
-                 SELECT $1, $2, {EXPIRES_FROM_NOW} + $3::bigint WHERE NOT EXISTS (SELECT 1 FROM ahead) \
-                 ON CONFLICT (\"key\") DO UPDATE \
-                 SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
-                 WHERE held.{expired} \
-                 RETURNING nextval('{sequence}') AS token), \
+                 taken AS ({}), \
                  placed AS (INSERT INTO {line} AS place (\"key\", \"waiter\", \"arrival\", \"deadline\") \
                  SELECT $1, $4, statement_timestamp(), {EXPIRES_FROM_NOW} + $5::bigint \
-                 WHERE $4 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM taken) \
+                 WHERE NOT EXISTS (SELECT 1 FROM taken) \
                  ON CONFLICT (\"key\", \"waiter\") DO UPDATE \
                  SET \"deadline\" = excluded.\"deadline\", \"arrival\" = CASE \
-                 WHEN place.\"deadline\" >= {NOW_MS} THEN place.\"arrival\" \
-                 ELSE excluded.\"arrival\" END), \
+                 WHEN place.{waiting} THEN place.\"arrival\" ELSE excluded.\"arrival\" END), \
                  served AS (DELETE FROM {line} \
                  WHERE \"key\" = $1 AND \"waiter\" = $4 AND EXISTS (SELECT 1 FROM taken)) \
-                 SELECT token FROM taken"
+                 SELECT token FROM taken",
+                take_row(table, sequence, "NOT EXISTS (SELECT 1 FROM ahead)")
             ),
             delete: release(
                 &format!("AND (\"owner\" = $2 OR {expired})"),
@@ -186,7 +203,7 @@ impl Statements {
                  WHERE \"key\" = $1 AND \"owner\" = $2 AND {live} RETURNING true"
             ),
             sweep: sweep(table, &expired),
-            sweep_line: sweep(line, &format!("\"deadline\" < {NOW_MS}")),
+            sweep_line: sweep(line, &format!("NOT {waiting}")),
             create_table: format!(
                 "CREATE TABLE IF NOT EXISTS {table} (\
                  \"key\" text PRIMARY KEY, \"owner\" text NOT NULL, \"expiration\" bigint); \
@@ -264,6 +281,7 @@ mod tests {
         let statements = statements("app.locks");
         for sql in [
             &statements.save,
+            &statements.save_in_line,
             &statements.delete,
             &statements.force_delete,
             &statements.leave_line,
@@ -277,6 +295,7 @@ mod tests {
         }
         for sql in [
             &statements.save,
+            &statements.save_in_line,
             &statements.delete,
             &statements.leave_line,
             &statements.sweep_line,
@@ -303,6 +322,7 @@ mod tests {
             assert!(sql.contains("FOR UPDATE SKIP LOCKED"), "{sql}");
         }
         assert!(!statements.save.contains("pg_notify"));
+        assert!(!statements.save_in_line.contains("pg_notify"));
         assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }

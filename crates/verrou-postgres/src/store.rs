@@ -212,11 +212,9 @@ impl LockStore for PostgresStore {
         let released = self
             .release(&self.statements.delete, &[&key, &owner])
             .await?;
-        self.handed_over(
-            key,
-            released.as_ref().and_then(|(_, handed)| handed.clone()),
-        );
-        Ok(owner_check(released.is_some_and(|(mine, _)| mine)))
+        let (mine, handed) = released.unwrap_or((false, None));
+        self.handed_over(key, handed);
+        Ok(owner_check(mine))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
@@ -254,14 +252,18 @@ impl PostgresStore {
         place: Option<Place<'_>>,
     ) -> Result<Acquisition> {
         let ttl = ttl.map(ttl_millis).transpose()?;
-        let waiter = place.map(|place| place.waiter);
-        let lease = place.map(|place| ttl_millis(place.lease)).transpose()?;
-        let token: Option<i64> = self
-            .query_value(
-                &self.statements.save,
-                &[&key, &owner, &ttl, &waiter, &lease],
-            )
-            .await?;
+        let token: Option<i64> = match place {
+            None => {
+                self.query_value(&self.statements.save, &[&key, &owner, &ttl])
+                    .await?
+            }
+            Some(place) => {
+                let lease = ttl_millis(place.lease)?;
+                let params: [&(dyn ToSql + Sync); 5] = [&key, &owner, &ttl, &place.waiter, &lease];
+                self.query_value(&self.statements.save_in_line, &params)
+                    .await?
+            }
+        };
         sweep::start_if_due(&self.sweeps, &self.runner, &self.statements);
         let Some(token) = token else {
             return Ok(Acquisition::Busy);
@@ -300,6 +302,7 @@ impl PostgresStore {
     }
 }
 
+/// What an owner-checked statement's answer means.
 fn owner_check(applied: bool) -> OwnerCheck {
     if applied {
         OwnerCheck::Applied

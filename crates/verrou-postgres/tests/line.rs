@@ -429,9 +429,20 @@ async fn the_line_leaves_the_node_layout_of_the_lock_table_alone() {
     let (owner, left): (String, i64) = (row.get(0), row.get(1));
     assert_eq!(owner, holder.owner());
     assert!((25_000..=30_500).contains(&left), "{left} ms left");
+    // Every statement runs against the Node.js columns: a plain take, a waiter giving up
+    // (leaving the line), a release handing over, a force release.
+    let newcomer = factories[0].create_lock("job").expect("key");
+    assert!(!newcomer.acquire_immediately().await.expect("acquire"));
+    let impatient = factories[0].create_lock("job").expect("key");
+    let acquired = impatient
+        .acquire_with(Retry::new().timeout("100ms"))
+        .await
+        .expect("acquire");
+    assert!(!acquired);
     holder.release().await.expect("release");
     let waited = acquired_after(waiting, Instant::now()).await;
     assert!(waited < PROMPTLY, "acquired {waited:?} after the release");
+    newcomer.force_release().await.expect("force release");
 
     assert_eq!(
         layout(client.query(&columns, &[]).await.expect("columns")),
