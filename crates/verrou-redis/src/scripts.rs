@@ -36,19 +36,13 @@ use fred::types::{CustomCommand, FromValue, Value};
 
 use crate::slots::Slot;
 
-/// The Lua functions the scripts share, on `KEYS[2]` (the line's arrivals) and `KEYS[3]`
-/// (its deadlines). `redis.replicate_commands()` lets a script write after `TIME` on Redis
-/// 3.2 to 4 (since Redis 5 scripts replicate their effects anyway, and it does nothing).
-/// Numbers are passed to Redis as text made by `text`: Lua numbers are doubles, which some
-/// Redis versions turn into text lossily (all the times and deadlines are below 2^53, exact).
-macro_rules! line_functions {
+/// `clock()`, the server's time, for the scripts that need it. `redis.replicate_commands()`
+/// lets a script write after `TIME` on Redis 3.2 to 4 (since Redis 5 scripts replicate their
+/// effects anyway, and it does nothing).
+macro_rules! clock_function {
     () => {
         r#"if redis.replicate_commands then
   redis.replicate_commands()
-end
--- The decimal text of an integral number.
-local function text(number)
-  return string.format("%.0f", number)
 end
 -- The server's time: microseconds as exact text, and milliseconds as a number.
 local function clock()
@@ -56,66 +50,104 @@ local function clock()
   return time[1] .. string.format("%06d", tonumber(time[2])),
     tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
--- Reads a line key, failing (before any write) if it is not a sorted set.
-local function read(command, key, ...)
-  local reply = redis.pcall(command, key, ...)
-  if type(reply) == "table" and reply.err then
-    error(redis.error_reply("ERR verrou: the waiting line key " .. key .. " cannot be read (" .. tostring(reply.err) .. "); was it changed by hand?"))
+"#
+    };
+}
+
+/// `line()`, which makes the functions on the key's line, `KEYS[2]` (arrivals) and `KEYS[3]`
+/// (deadlines). The scripts define and call it only when a key has a line or the taker has a
+/// place: making Lua functions at every call costs more than the rest of a take or release
+/// of a key without a line. Numbers are passed to Redis as text made by `text`: Lua numbers
+/// are doubles, which some Redis versions turn into text lossily (all the times and deadlines
+/// are below 2^53, exact).
+macro_rules! line_function {
+    () => {
+        r#"-- The functions on the line.
+local function line()
+  local L = {}
+  -- The decimal text of an integral number.
+  function L.text(number)
+    return string.format("%.0f", number)
   end
-  return reply
-end
--- Drops the places that lapsed before now_ms; returns how many are left.
-local function prune(now_ms)
-  local cutoff = "(" .. text(now_ms)
-  local lapsed = read("zrangebyscore", KEYS[3], "-inf", cutoff)
-  for first = 1, #lapsed, 1000 do
-    redis.call("zrem", KEYS[2], unpack(lapsed, first, math.min(first + 999, #lapsed)))
+  -- Reads a line key, failing (before any write) if it is not a sorted set.
+  function L.read(command, key, ...)
+    local reply = redis.pcall(command, key, ...)
+    if type(reply) == "table" and reply.err then
+      error(redis.error_reply("ERR verrou: the waiting line key " .. key .. " cannot be read (" .. tostring(reply.err) .. "); was it changed by hand?"))
+    end
+    return reply
   end
-  if #lapsed > 0 then
-    redis.call("zremrangebyscore", KEYS[3], "-inf", cutoff)
+  -- Drops the places that lapsed before now_ms; returns how many are left.
+  function L.prune(now_ms)
+    if L.read("zcard", KEYS[2]) == 0 then
+      return 0
+    end
+    local cutoff = "(" .. L.text(now_ms)
+    local lapsed = L.read("zrangebyscore", KEYS[3], "-inf", cutoff)
+    for first = 1, #lapsed, 1000 do
+      redis.call("zrem", KEYS[2], unpack(lapsed, first, math.min(first + 999, #lapsed)))
+    end
+    if #lapsed > 0 then
+      redis.call("zremrangebyscore", KEYS[3], "-inf", cutoff)
+    end
+    return redis.call("zcard", KEYS[2])
   end
-  return redis.call("zcard", KEYS[2])
-end
--- Makes both line keys expire with their last place (deletes them if none is left).
-local function expire_line(now_ms)
-  local last = redis.call("zrange", KEYS[3], -1, -1, "WITHSCORES")
-  if #last == 0 then
-    redis.call("del", KEYS[2], KEYS[3])
-  else
-    local ttl = text(tonumber(last[2]) - now_ms + 1)
-    redis.call("pexpire", KEYS[2], ttl)
-    redis.call("pexpire", KEYS[3], ttl)
+  -- Makes both line keys expire with their last place (deletes them if none is left).
+  function L.expire(now_ms)
+    local last = redis.call("zrange", KEYS[3], -1, -1, "WITHSCORES")
+    if #last == 0 then
+      redis.call("del", KEYS[2], KEYS[3])
+    else
+      local ttl = L.text(tonumber(last[2]) - now_ms + 1)
+      redis.call("pexpire", KEYS[2], ttl)
+      redis.call("pexpire", KEYS[3], ttl)
+    end
   end
-end
--- Removes the waiter's place; whether it had one.
-local function leave(waiter, now_ms)
-  if redis.call("zrem", KEYS[2], waiter) == 0 then
-    return false
+  -- Keeps the waiter's place until now_ms + lease: at the back if it had none (arrival now,
+  -- or just after the last arrival if the clock went back).
+  function L.keep(waiter, now, now_ms, lease)
+    redis.call("zadd", KEYS[3], L.text(now_ms + tonumber(lease)), waiter)
+    if not redis.call("zscore", KEYS[2], waiter) then
+      local arrival = now
+      local last = redis.call("zrange", KEYS[2], -1, -1, "WITHSCORES")[2]
+      if last and tonumber(last) >= tonumber(now) then
+        arrival = L.text(tonumber(last) + 1)
+      end
+      redis.call("zadd", KEYS[2], arrival, waiter)
+    end
+    L.expire(now_ms)
   end
-  redis.call("zrem", KEYS[3], waiter)
-  expire_line(now_ms)
-  return true
-end
--- The waiter at the front of the line, or nil.
-local function front()
-  return redis.call("zrange", KEYS[2], 0, 0)[1]
-end
--- Cuts the front waiter's place to the window and publishes STORE:WAITER; returns the
--- waiter, or "" if nobody waits.
-local function hand_over(now_ms, channel, store, window)
-  local waiter = front()
-  if not waiter then
-    return ""
+  -- Removes the waiter's place; whether it had one.
+  function L.leave(waiter, now_ms)
+    if redis.call("zrem", KEYS[2], waiter) == 0 then
+      return false
+    end
+    redis.call("zrem", KEYS[3], waiter)
+    L.expire(now_ms)
+    return true
   end
-  local deadline = now_ms + tonumber(window)
-  local current = tonumber(redis.call("zscore", KEYS[3], waiter))
-  if current and current < deadline then
-    deadline = current
+  -- The waiter at the front of the line, or nil.
+  function L.front()
+    return redis.call("zrange", KEYS[2], 0, 0)[1]
   end
-  redis.call("zadd", KEYS[3], text(deadline), waiter)
-  expire_line(now_ms)
-  redis.pcall("spublish", channel, store .. ":" .. waiter)
-  return waiter
+  -- Cuts the front waiter's place to the window and publishes STORE:WAITER; returns the
+  -- waiter, or nil if nobody waits.
+  function L.hand_over(now_ms, channel, store, window)
+    local waiter = L.front()
+    if not waiter then
+      return nil
+    end
+    local deadline = now_ms + tonumber(window)
+    local current = tonumber(redis.call("zscore", KEYS[3], waiter))
+    if current and current < deadline then
+      deadline = current
+    end
+    redis.call("zadd", KEYS[3], L.text(deadline), waiter)
+    L.expire(now_ms)
+    redis.pcall("spublish", channel, store .. ":" .. waiter)
+    return waiter
+  end
+  return L
 end
 "#
     };
@@ -167,7 +199,7 @@ end
 /// another type is simply not the owner's, and the take is busy.
 pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
-        line_functions!(),
+        clock_function!(),
         r#"local now, now_ms = clock()
 local counter = redis.pcall("get", KEYS[4])
 if type(counter) == "table" then
@@ -178,9 +210,13 @@ if counter and not (counter == "0" or (string.match(counter, "^[1-9]%d*$")
   return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " does not hold an integer from 0 to 2^63 - 2; was it changed by hand?")
 end
 local waiter = ARGV[3]
-local queued = read("zcard", KEYS[2])
-if queued > 0 then
-  queued = prune(now_ms)
+local L
+local queued = 0
+if waiter or redis.pcall("zcard", KEYS[2]) ~= 0 then
+"#,
+        line_function!(),
+        r#"  L = line()
+  queued = L.prune(now_ms)
 end
 local held = redis.pcall("get", KEYS[1])
 local renewed = held == ARGV[1]
@@ -190,18 +226,9 @@ if renewed then
   else
     redis.call("pexpire", KEYS[1], ARGV[2])
   end
-elseif held or (queued > 0 and front() ~= waiter) then
+elseif held or (queued > 0 and L.front() ~= waiter) then
   if waiter then
-    redis.call("zadd", KEYS[3], text(now_ms + tonumber(ARGV[4])), waiter)
-    if not redis.call("zscore", KEYS[2], waiter) then
-      local arrival = now
-      local last = redis.call("zrange", KEYS[2], -1, -1, "WITHSCORES")[2]
-      if last and tonumber(last) >= tonumber(now) then
-        arrival = text(tonumber(last) + 1)
-      end
-      redis.call("zadd", KEYS[2], arrival, waiter)
-    end
-    expire_line(now_ms)
+    L.keep(waiter, now, now_ms, ARGV[4])
   end
   return false
 else
@@ -216,7 +243,7 @@ else
   end
 end
 if waiter and queued > 0 then
-  leave(waiter, now_ms)
+  L.leave(waiter, now_ms)
 end
 if not counter or tonumber(counter) < tonumber(now) then
   redis.call("set", KEYS[4], now)
@@ -229,38 +256,44 @@ return {redis.call("get", KEYS[4]), renewed and 1 or 0}"#
 /// Deletes `KEYS[1]` if its value is `ARGV[1]` (the owner), then hands it over to the front
 /// waiter of its line (`KEYS[2]`, `KEYS[3]`), if any: cuts that waiter's deadline to at most
 /// `ARGV[4]` ms from now and publishes `ARGV[3]:WAITER` (`ARGV[3]` the releasing store's id)
-/// on the release channel `ARGV[2]`. Returns `{1, WAITER}` (`""` if nobody waits), or
-/// `{0, ""}` if the key was not the owner's.
+/// on the release channel `ARGV[2]`. Returns `WAITER`, or 1 if nobody waits, or 0 if the key
+/// was not the owner's. (No table: returning one costs a third of the whole script.)
 pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
-        line_functions!(),
         r#"if redis.call("get", KEYS[1]) ~= ARGV[1] then
-  return {0, ""}
+  return 0
 end
-if read("zcard", KEYS[2]) == 0 then
+if redis.pcall("zcard", KEYS[2]) == 0 then
   redis.call("del", KEYS[1])
-  return {1, ""}
+  return 1
 end
+"#,
+        clock_function!(),
+        line_function!(),
+        r#"local L = line()
 local _, now_ms = clock()
-prune(now_ms)
+L.prune(now_ms)
 redis.call("del", KEYS[1])
-return {1, hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4])}"#
+return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
     ))
 });
 
 /// Deletes `KEYS[1]` whoever holds it, then hands it over like [`DELETE_IF_OWNER`] (channel
-/// `ARGV[1]`, store id `ARGV[2]`, window `ARGV[3]` ms). Returns `{deleted, WAITER}` (`""` if
-/// nobody waits).
+/// `ARGV[1]`, store id `ARGV[2]`, window `ARGV[3]` ms). Returns `WAITER`, or the number of
+/// keys deleted if nobody waits.
 pub(crate) static FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
-        line_functions!(),
-        r#"if read("zcard", KEYS[2]) == 0 then
-  return {redis.call("del", KEYS[1]), ""}
+        r#"if redis.pcall("zcard", KEYS[2]) == 0 then
+  return redis.call("del", KEYS[1])
 end
+"#,
+        clock_function!(),
+        line_function!(),
+        r#"local L = line()
 local _, now_ms = clock()
-prune(now_ms)
+L.prune(now_ms)
 local deleted = redis.call("del", KEYS[1])
-return {deleted, hand_over(now_ms, ARGV[1], ARGV[2], ARGV[3])}"#
+return L.hand_over(now_ms, ARGV[1], ARGV[2], ARGV[3]) or deleted"#
     ))
 });
 
@@ -268,23 +301,24 @@ return {deleted, hand_over(now_ms, ARGV[1], ARGV[2], ARGV[3])}"#
 /// was at the front and the key is free, hands the key over to the next waiter, if any, like
 /// [`DELETE_IF_OWNER`] (channel `ARGV[2]`, store id `ARGV[3]`, window `ARGV[4]` ms): a waiter
 /// that gives up right after being handed the key does not strand those behind it. Returns
-/// `{removed, WAITER}` (`""` if the key was not handed over).
+/// `WAITER` if it handed the key over, else 1 if the place was removed, 0 if there was none.
 pub(crate) static LEAVE_LINE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
-        line_functions!(),
-        r#"if read("zcard", KEYS[2]) == 0 then
-  return {0, ""}
-end
+        clock_function!(),
+        line_function!(),
+        r#"local L = line()
 local _, now_ms = clock()
-prune(now_ms)
-local was_front = front() == ARGV[1]
-if not leave(ARGV[1], now_ms) then
-  return {0, ""}
+if L.prune(now_ms) == 0 then
+  return 0
+end
+local was_front = L.front() == ARGV[1]
+if not L.leave(ARGV[1], now_ms) then
+  return 0
 end
 if not was_front or redis.call("exists", KEYS[1]) == 1 then
-  return {1, ""}
+  return 1
 end
-return {1, hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4])}"#
+return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
     ))
 });
 

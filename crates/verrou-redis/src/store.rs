@@ -334,7 +334,7 @@ impl RedisStore {
     /// `leading` as its first arguments and then what a hand-over needs (the key's release
     /// channel, this store's id, the hand-over window). Wakes the waiter it handed the key
     /// to, if it waits here (this store ignores its own publications), and returns the
-    /// script's count (1: deleted, or removed).
+    /// script's count (1: deleted, or removed), which a hand-over implies.
     async fn hand_over(&self, script: &LuaScript, key: &str, leading: Option<&str>) -> Result<i64> {
         let redis_key = self.redis_key(key);
         let redis_key: &str = &redis_key;
@@ -345,7 +345,7 @@ impl RedisStore {
         let channel = channel.as_str();
         // The window is 100 ms.
         let window = i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap_or(i64::MAX);
-        let (count, waiter): (i64, String) = self
+        let reply: Value = self
             .send(|client| async move {
                 script
                     .run(&client, slot, &keys, |args| {
@@ -360,10 +360,13 @@ impl RedisStore {
             })
             .await
             .map_err(Error::storage)?;
-        if !waiter.is_empty() {
+        if let Value::Integer(count) = reply {
+            return Ok(count);
+        }
+        if let Some(waiter) = reply.as_str() {
             self.waiters.wake(key, Some(&waiter));
         }
-        Ok(count)
+        Ok(1)
     }
 }
 
