@@ -64,6 +64,9 @@ pub(crate) struct Takes {
     left: Mutex<Unsettled>,
     /// How many attempts to give back a grant have failed so far.
     failures: AtomicU64,
+    /// Whether a wait that stopped without the lock left a place in the key's line that
+    /// nobody has left or renewed since (see [`leave_line_later`]).
+    leave_pending: AtomicBool,
 }
 
 /// The right to talk to the store about one lock's grants, with what is unsettled. Given
@@ -245,6 +248,10 @@ pub(crate) async fn take(
     let failures_seen = lock.takes.failures.load(Ordering::Acquire);
     let mut turn = Turn::wait_for(lock).await;
     turn.settle(Some(failures_seen)).await?;
+    if lease.is_some() {
+        // This take renews the place a wait left: leaving it now would lose the new one.
+        lock.takes.leave_pending.store(false, Ordering::Release);
+    }
     let sent_at = Instant::now();
     let sent = Arc::clone(lock);
     turn.unsettled = Unsettled::Answer(Box::pin(async move {
@@ -268,6 +275,27 @@ pub(crate) async fn take(
     };
     turn.unsettled = unsettled;
     verdict
+}
+
+/// Leaves `lock`'s place in its key's line, in the background and in the lock's turn,
+/// unless a take in line renews the place first: a wait that stopped without the lock (it
+/// gave up, or was dropped) must not leave a place that holds up the waiters behind it, nor
+/// remove the place of the lock's next wait.
+pub(crate) fn leave_line_later(lock: &Arc<LockInner>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    lock.takes.leave_pending.store(true, Ordering::Release);
+    let lock = Arc::clone(lock);
+    runtime.spawn(async move {
+        let turn = Turn::wait_for(&lock).await;
+        if lock.takes.leave_pending.swap(false, Ordering::AcqRel) {
+            if let Err(error) = lock.store_leave_line().await {
+                tracing::debug!(key = %lock.key, %error, "could not leave the waiting line; the place lapses with its lease");
+            }
+        }
+        drop(turn);
+    });
 }
 
 /// Settles what `turn` holds, retrying a failing store with growing pauses — during which

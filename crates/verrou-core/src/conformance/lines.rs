@@ -26,6 +26,7 @@ macro_rules! line_tests {
             a_woken_waiter_that_is_gone_delays_the_next_by_a_window,
             a_waiter_that_gives_up_leaves_the_line,
             a_dropped_waiting_acquire_leaves_the_line,
+            a_lock_that_gave_up_keeps_its_next_place,
         );
     };
 }
@@ -271,5 +272,33 @@ case! {
             .unwrap();
         assert!(acquired);
         patient.release().await.unwrap();
+    }
+}
+
+case! {
+    /// A lock whose wait gave up and that at once waits again keeps its new place: leaving
+    /// the old one (in the background) never removes the new one, so the next release still
+    /// wakes it (five rounds, each a fresh race).
+    a_lock_that_gave_up_keeps_its_next_place(new_store) {
+        let key = unique_key("gave-up-again");
+        let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        let again = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        for round in 0..5 {
+            assert!(holder.acquire().await.unwrap());
+            let gave_up = again.acquire_with(Retry::new().delay(NEVER).timeout("50ms")).await.unwrap();
+            assert!(!gave_up, "round {round}: the key is held");
+            let waiting = {
+                let again = again.clone();
+                tokio::spawn(async move { again.acquire_with(Retry::new().delay(NEVER).timeout("30s")).await.unwrap() })
+            };
+            sleep(Duration::from_millis(100)).await;
+            holder.release().await.unwrap();
+            let acquired = tokio::time::timeout(PROMPTLY, waiting)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the new place was lost, the release woke nobody"))
+                .unwrap();
+            assert!(acquired);
+            again.release().await.unwrap();
+        }
     }
 }

@@ -146,7 +146,8 @@ impl Lock {
 
 /// Whether a waiting `acquire` may have a place in its key's line: if it stops waiting
 /// without the lock (it gave up, failed, or was dropped), the place is left in the
-/// background, so that those behind it do not wait out its lease.
+/// background ([`take::leave_line_later`]), so that those behind it do not wait out its
+/// lease.
 struct InLine<'lock> {
     lock: &'lock Arc<LockInner>,
     maybe: bool,
@@ -170,17 +171,8 @@ impl<'lock> InLine<'lock> {
 
 impl Drop for InLine<'_> {
     fn drop(&mut self) {
-        if !self.maybe {
-            return;
+        if self.maybe {
+            take::leave_line_later(self.lock);
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let lock = Arc::clone(self.lock);
-        runtime.spawn(async move {
-            if let Err(error) = lock.store_leave_line().await {
-                tracing::debug!(key = %lock.key, %error, "could not leave the waiting line; the place lapses with its lease");
-            }
-        });
     }
 }
