@@ -20,16 +20,26 @@ const LINE_KEY_SUFFIX: &str = "_waiters_pk";
 /// What the line's arrival-order index adds to the table's name.
 const LINE_ORDER_SUFFIX: &str = "_waiters_idx";
 
+/// What the table of semaphores and read-write locks adds to the table's name.
+const SHARES_SUFFIX: &str = "_shares";
+
+/// What the shares table's primary key adds to the table's name.
+const SHARES_KEY_SUFFIX: &str = "_shares_pk";
+
 /// The longest suffix: a table name leaves room for it.
 const LONGEST_SUFFIX: usize = max(
     max(SEQUENCE_SUFFIX.len(), LINE_SUFFIX.len()),
-    max(LINE_KEY_SUFFIX.len(), LINE_ORDER_SUFFIX.len()),
+    max(
+        max(LINE_KEY_SUFFIX.len(), LINE_ORDER_SUFFIX.len()),
+        max(SHARES_SUFFIX.len(), SHARES_KEY_SUFFIX.len()),
+    ),
 );
 
 /// A validated table name, optionally schema-qualified, in its quoted SQL form, with the
 /// names of the objects beside it, in the same schema: its fencing-token sequence
 /// (`<table>_fencing_seq`) and its waiting line (table `<table>_waiters`, primary key
-/// `<table>_waiters_pk`, index `<table>_waiters_idx`).
+/// `<table>_waiters_pk`, index `<table>_waiters_idx`) and its table of semaphores and
+/// read-write locks (`<table>_shares`, primary key `<table>_shares_pk`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableName {
     plain: String,
@@ -38,6 +48,8 @@ pub(crate) struct TableName {
     line_quoted: String,
     line_key: String,
     line_order: String,
+    shares_quoted: String,
+    shares_key: String,
 }
 
 impl TableName {
@@ -73,6 +85,8 @@ impl TableName {
             line_quoted: qualify(LINE_SUFFIX),
             line_key: format!("\"{table}{LINE_KEY_SUFFIX}\""),
             line_order: format!("\"{table}{LINE_ORDER_SUFFIX}\""),
+            shares_quoted: qualify(SHARES_SUFFIX),
+            shares_key: format!("\"{table}{SHARES_KEY_SUFFIX}\""),
         })
     }
 
@@ -107,6 +121,16 @@ impl TableName {
     /// goes into its table's schema), e.g. `"verrou_waiters_idx"`.
     pub(crate) fn line_order(&self) -> &str {
         &self.line_order
+    }
+
+    /// The shares table's name as it goes into SQL, e.g. `"public"."verrou_shares"`.
+    pub(crate) fn shares_quoted(&self) -> &str {
+        &self.shares_quoted
+    }
+
+    /// The shares table's primary-key constraint, unqualified, e.g. `"verrou_shares_pk"`.
+    pub(crate) fn shares_key(&self) -> &str {
+        &self.shares_key
     }
 }
 
@@ -171,6 +195,11 @@ mod tests {
         );
         assert_eq!(qualified.line_key(), "\"locks_waiters_pk\"");
         assert_eq!(qualified.line_order(), "\"locks_waiters_idx\"");
+        assert_eq!(
+            qualified.shares_quoted(),
+            format!("\"{}\".\"locks_shares\"", "s".repeat(63))
+        );
+        assert_eq!(qualified.shares_key(), "\"locks_shares_pk\"");
     }
 
     #[test]
@@ -182,6 +211,8 @@ mod tests {
             longest.line_quoted(),
             longest.line_key(),
             longest.line_order(),
+            longest.shares_quoted(),
+            longest.shares_key(),
         ] {
             let name = quoted.trim_matches('"');
             assert!(name.len() <= MAX_IDENTIFIER_BYTES, "{name}");

@@ -1,8 +1,10 @@
 //! Which keys a store accepts: no longer than its table's primary-key index can hold, nor
-//! than a `varchar(n)` key column allows.
+//! than a `varchar(n)` key column allows, and none that starts like the waiting line of a
+//! semaphore or read-write lock.
 
 use verrou_core::{Error, Result};
 
+use crate::family::LINE_MARK;
 use crate::identifier::TableName;
 
 /// The longest key a [`PostgresStore`](crate::PostgresStore) accepts, in bytes (UTF-8).
@@ -17,8 +19,16 @@ use crate::identifier::TableName;
 pub const MAX_KEY_LEN: usize = 2048;
 
 /// Checks `key` against [`MAX_KEY_LEN`] and, when the key column of `table` is declared
-/// with a length (`varchar(n)`), against that many characters (`max_chars`).
+/// with a length (`varchar(n)`), against that many characters (`max_chars`); refuses keys
+/// starting with U+0001, which the lines of semaphores and read-write locks start with.
 pub(crate) fn check_key(key: &str, table: &TableName, max_chars: Option<usize>) -> Result<()> {
+    if key.starts_with(LINE_MARK) {
+        return Err(Error::invalid_key(
+            key,
+            "a PostgreSQL store reserves keys starting with U+0001 for the waiting lines of \
+             semaphores and read-write locks",
+        ));
+    }
     if key.len() > MAX_KEY_LEN {
         return Err(Error::invalid_key(
             key,
@@ -66,6 +76,16 @@ mod tests {
         assert!(too_long.contains("has 2049"), "{too_long}");
         let multibyte = "é".repeat(MAX_KEY_LEN / 2 + 1);
         assert!(reason(&multibyte, None).is_some());
+    }
+
+    #[test]
+    fn keys_starting_like_a_share_line_are_reserved() {
+        let reserved = reason("\u{1}semaphore:pool", None).expect("refused");
+        assert!(
+            reserved.contains("reserves keys starting with U+0001"),
+            "{reserved}"
+        );
+        assert_eq!(reason("pool\u{1}", None), None);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod boards;
 mod channel;
 mod config;
 mod connector;
 mod error;
+mod family;
 mod hosts;
 mod identifier;
 mod key;
@@ -11,6 +13,7 @@ mod listener;
 mod pool;
 mod run;
 mod schema;
+mod shares_sql;
 mod sql;
 mod store;
 mod sweep;

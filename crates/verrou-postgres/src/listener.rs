@@ -1,8 +1,10 @@
 //! The listener: one connection per store, outside the pool, that `LISTEN`s on the table's
-//! channel and reports every hand-over it hears to the store's [`Waiters`] board.
+//! channel and reports every hand-over it hears to the store's
+//! [`Waiters`](verrou_core::Waiters) board it belongs to (the locks', or a family's: see
+//! [`Board`]).
 //!
-//! It is the store's [`ReleaseFeed`]: a newly watched key is checked at once, and woken if
-//! it is free (a release before the waiter's watch began would otherwise go unheard). It
+//! It is the [`ReleaseFeed`] of every board: a newly watched key is checked at once, and
+//! woken if it is free (a release before the waiter's watch began would otherwise go unheard). It
 //! runs as a background task from the store's creation until its last clone is dropped.
 //! When its connection fails it says so once and reconnects with a growing pause (up to
 //! [`MAX_PAUSE`]); back on line it `LISTEN`s again and wakes the watched keys released
@@ -13,14 +15,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::tokio_postgres::types::ToSql;
 use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Statement};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use verrou_core::{BoxError, ReleaseFeed, Waiters};
+use verrou_core::{BoxError, ReleaseFeed};
 
+use crate::boards::{Board, Boards};
 use crate::channel::parse_payload;
 use crate::connector::{Connect, Messages};
+use crate::family::family_name;
 use crate::sql::Statements;
 
 /// The first pause before reconnecting; it doubles after each failure.
@@ -32,16 +37,16 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How often the connection is checked when nothing else travels on it.
 const PING_EVERY: Duration = Duration::from_secs(15);
 
-/// The store's [`ReleaseFeed`]: passes newly watched keys to the listener, to be checked.
+/// A board's [`ReleaseFeed`]: passes newly watched keys to the listener, to be checked.
 /// Every hand-over of the table is heard anyway, and the board ignores keys it does not
 /// watch, so there is nothing to do when a key is no longer watched.
-struct Feed(UnboundedSender<Arc<str>>);
+struct Feed(UnboundedSender<(Board, Arc<str>)>, Board);
 
 impl ReleaseFeed for Feed {
-    /// Queues `key` for the listener to check whether it is free.
+    /// Queues `key` of this feed's board for the listener to check whether it is free.
     fn subscribe(&self, key: &str) {
         // The listener is gone only once the store is: nobody waits any more.
-        let _ = self.0.send(Arc::from(key));
+        let _ = self.0.send((self.1, Arc::from(key)));
     }
 
     /// Nothing to do: hand-overs of keys the board does not watch are ignored there.
@@ -58,24 +63,24 @@ pub(crate) struct Listener {
 pub(crate) struct Setup {
     /// Opens its connection.
     pub(crate) connect: Connect,
-    /// `listen` and `probe`.
+    /// `listen` and the probes.
     pub(crate) statements: Arc<Statements>,
     /// The bound on each statement it runs.
     pub(crate) timeout: Duration,
 }
 
 impl Listener {
-    /// Starts listening in the background, on the current Tokio runtime, for the board it
+    /// Starts listening in the background, on the current Tokio runtime, for the boards it
     /// returns, whose feed it is.
-    pub(crate) fn start(setup: Setup) -> (Self, Arc<Waiters>) {
+    pub(crate) fn start(setup: Setup) -> (Self, Arc<Boards>) {
         let (feed, subscribed) = unbounded_channel();
-        let board = Arc::new(Waiters::new(Feed(feed)));
-        let task = tokio::spawn(supervise(setup, Arc::clone(&board), subscribed));
+        let boards = Arc::new(Boards::new(|board| Feed(feed.clone(), board)));
+        let task = tokio::spawn(supervise(setup, Arc::clone(&boards), subscribed));
         (
             Self {
                 _task: Background(task),
             },
-            board,
+            boards,
         )
     }
 }
@@ -91,7 +96,11 @@ impl<T> Drop for Background<T> {
 }
 
 /// Connects, serves, and reconnects, for ever.
-async fn supervise(setup: Setup, board: Arc<Waiters>, mut subscribed: UnboundedReceiver<Arc<str>>) {
+async fn supervise(
+    setup: Setup,
+    boards: Arc<Boards>,
+    mut subscribed: UnboundedReceiver<(Board, Arc<str>)>,
+) {
     let mut pause = FIRST_PAUSE;
     let mut down = false;
     loop {
@@ -104,7 +113,7 @@ async fn supervise(setup: Setup, board: Arc<Waiters>, mut subscribed: UnboundedR
                 pause = FIRST_PAUSE;
                 let session = Session {
                     setup: &setup,
-                    board: &board,
+                    boards: &boards,
                     client: &client,
                 };
                 session.serve(messages, &mut subscribed).await
@@ -131,7 +140,7 @@ struct Session<'a> {
     /// The statements and their timeout.
     setup: &'a Setup,
     /// Where hand-overs and free keys are reported.
-    board: &'a Arc<Waiters>,
+    boards: &'a Arc<Boards>,
     /// The connection.
     client: &'a Client,
 }
@@ -141,21 +150,21 @@ impl Session<'_> {
     async fn serve(
         &self,
         messages: Messages,
-        subscribed: &mut UnboundedReceiver<Arc<str>>,
+        subscribed: &mut UnboundedReceiver<(Board, Arc<str>)>,
     ) -> BoxError {
-        let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(self.board))));
-        let probe = match self.start().await {
-            Ok(probe) => probe,
+        let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(self.boards))));
+        let probes = match self.start().await {
+            Ok(probes) => probes,
             Err(error) => return error,
         };
         // Every key watched now is checked once: those queued meanwhile among them.
         while subscribed.try_recv().is_ok() {}
-        let mut keys = self.board.watched();
+        let mut keys = self.boards.watched();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
         loop {
             if !keys.is_empty() {
-                if let Err(error) = self.wake_free(&probe, &keys).await {
+                if let Err(error) = self.wake_free(&probes, &keys).await {
                     return error;
                 }
                 keys.clear();
@@ -175,35 +184,76 @@ impl Session<'_> {
         }
     }
 
-    /// Subscribes to the table's channel; returns the prepared probe.
-    async fn start(&self) -> Result<Statement, BoxError> {
+    /// Subscribes to the table's channel; returns the prepared probes.
+    async fn start(&self) -> Result<Probes, BoxError> {
         let statements = &self.setup.statements;
         within(
             self.setup.timeout,
             self.client.batch_execute(&statements.listen),
         )
         .await?;
-        within(self.setup.timeout, self.client.prepare(&statements.probe)).await
+        Ok(Probes {
+            locks: within(self.setup.timeout, self.client.prepare(&statements.probe)).await?,
+            shares: within(
+                self.setup.timeout,
+                self.client.prepare(&statements.shares.probe),
+            )
+            .await?,
+        })
     }
 
-    /// Wakes the waiters of those of `keys` that are free now.
-    async fn wake_free(&self, probe: &Statement, keys: &[Arc<str>]) -> Result<(), BoxError> {
-        let keys: Vec<&str> = keys.iter().map(|key| &**key).collect();
-        for row in within(self.setup.timeout, self.client.query(probe, &[&keys])).await? {
-            let key: &str = row.try_get(0)?;
-            self.board.wake(key, None);
+    /// Wakes the waiters of those of `keys` that are free now, one query per board.
+    async fn wake_free(&self, probes: &Probes, keys: &[(Board, Arc<str>)]) -> Result<(), BoxError> {
+        for board in Board::ALL {
+            let of_board: Vec<&str> = keys
+                .iter()
+                .filter(|(on, _)| *on == board)
+                .map(|(_, key)| &**key)
+                .collect();
+            if of_board.is_empty() {
+                continue;
+            }
+            let rows = match board {
+                Board::Locks => {
+                    within(
+                        self.setup.timeout,
+                        self.client.query(&probes.locks, &[&of_board]),
+                    )
+                    .await?
+                }
+                Board::Shares(family) => {
+                    let family = family_name(family)?;
+                    let params: [&(dyn ToSql + Sync); 2] = [&of_board, &family];
+                    within(
+                        self.setup.timeout,
+                        self.client.query(&probes.shares, &params),
+                    )
+                    .await?
+                }
+            };
+            for row in rows {
+                let key: &str = row.try_get(0)?;
+                self.boards.get(board).wake(key, None);
+            }
         }
         Ok(())
     }
 }
 
-/// Reports every hand-over announced on the connection to `board`, until it ends.
-async fn deliver(mut messages: Messages, board: Arc<Waiters>) -> BoxError {
+/// The prepared statements that find free keys: the locks', and the shares' (per family).
+struct Probes {
+    locks: Statement,
+    shares: Statement,
+}
+
+/// Reports every hand-over announced on the connection to its board, until it ends.
+async fn deliver(mut messages: Messages, boards: Arc<Boards>) -> BoxError {
     while let Some(message) = messages.next().await {
         match message {
             Ok(AsyncMessage::Notification(notification)) => {
-                if let Some((key, waiter)) = parse_payload(notification.payload()) {
-                    board.wake(key, Some(waiter));
+                if let Some((line_key, waiter)) = parse_payload(notification.payload()) {
+                    let (board, key) = Board::of_line_key(line_key);
+                    boards.get(board).wake(key, Some(waiter));
                 }
             }
             Ok(_) => {}

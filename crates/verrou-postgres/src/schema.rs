@@ -1,4 +1,5 @@
-//! Making sure the lock table, its fencing-token sequence and its waiting line exist, and
+//! Making sure the lock table, its fencing-token sequence, its waiting line and its shares
+//! table exist, and
 //! reading what its key column holds.
 
 use deadpool_postgres::tokio_postgres::Error as DriverError;
@@ -9,7 +10,7 @@ use crate::error::setup_failed;
 use crate::identifier::TableName;
 use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, MISSING_OBJECTS};
 
-/// Checks that the table, its sequence and its waiting line exist, and creates what is
+/// Checks that the table, its sequence, its waiting line and its shares table exist, and creates what is
 /// missing if `create` allows it (otherwise something missing is [`Error::InvalidConfig`],
 /// whose message has the statements that create it).
 pub(crate) async fn ensure_table(
@@ -19,7 +20,12 @@ pub(crate) async fn ensure_table(
     create: bool,
 ) -> Result<()> {
     let quoted = table.quoted();
-    let names = [quoted, table.sequence_quoted(), table.line_quoted()];
+    let names = [
+        quoted,
+        table.sequence_quoted(),
+        table.line_quoted(),
+        table.shares_quoted(),
+    ];
     let missing: Vec<String> = client
         .query(MISSING_OBJECTS, &[&names.as_slice()])
         .await
@@ -57,7 +63,7 @@ pub(crate) async fn key_column_length(client: &Client, table: &TableName) -> Res
     Ok(length.and_then(|length| usize::try_from(length).ok()))
 }
 
-/// Creates the table, its sequence and its line, serialized between processes: `CREATE ... IF NOT
+/// Creates the table, its sequence, its line and its shares table, serialized between processes: `CREATE ... IF NOT
 /// EXISTS` alone races on the catalog (two sessions creating the same name at once, one of
 /// them fails with a unique violation on `pg_type`), so creators queue on an advisory lock
 /// held until their transaction ends, and each one after the first finds them there.

@@ -17,14 +17,16 @@ use verrou_core::{Result, HANDOVER_WINDOW};
 
 use crate::channel::PAYLOAD_SQL;
 use crate::identifier::TableName;
+use crate::shares_sql::ShareStatements;
 
 /// The server's current time in epoch milliseconds (rounded down), the unit of the
 /// `expiration` and `deadline` columns.
-const NOW_MS: &str = "floor(date_part('epoch', statement_timestamp()) * 1000)::bigint";
+pub(crate) const NOW_MS: &str = "floor(date_part('epoch', statement_timestamp()) * 1000)::bigint";
 
 /// The server's current time in epoch milliseconds rounded up: the base of every written
 /// expiration and deadline (plus the TTL or lease).
-const EXPIRES_FROM_NOW: &str = "ceil(date_part('epoch', statement_timestamp()) * 1000)::bigint";
+pub(crate) const EXPIRES_FROM_NOW: &str =
+    "ceil(date_part('epoch', statement_timestamp()) * 1000)::bigint";
 
 /// The most rows one sweep statement deletes, so it never holds many row locks for long.
 pub(crate) const SWEEP_BATCH: i64 = 1000;
@@ -78,8 +80,8 @@ pub(crate) struct Statements {
     pub(crate) sweep: String,
     /// Deletes up to a batch of lapsed places, like [`sweep`](Self::sweep).
     pub(crate) sweep_line: String,
-    /// Creates the table, its fencing-token sequence and its waiting line where they do not
-    /// exist. No params; several statements, for `batch_execute`.
+    /// Creates the table, its fencing-token sequence, its waiting line and its shares table
+    /// (see [`ShareStatements`]) where they do not exist. No params; several statements, for `batch_execute`.
     ///
     /// The line is `UNLOGGED`: it is written at every busy take, and losing it in a crash
     /// (or a failover, whose new primary starts it empty) costs only the order of the
@@ -90,22 +92,26 @@ pub(crate) struct Statements {
     pub(crate) listen: String,
     /// Which of the given keys are free now. Params: keys (`text[]`). One row per free key.
     pub(crate) probe: String,
+    /// The statements of semaphores and read-write locks, whose table `create_table`
+    /// creates too.
+    pub(crate) shares: ShareStatements,
 }
 
-/// The `handed` step of the statements that free a key (in a `WITH` whose param 1 is the
-/// key): if `condition` holds, the first live place of the key's line that no other
+/// The `handed` step of the statements that free a key (in a `WITH`), on the line whose key
+/// is the SQL expression `line_key` (`$1` for a lock): if `condition` holds, the first live
+/// place of that line that no other
 /// statement has locked now (the front, unless it is being left or handed to right now) is
 /// cut to the hand-over window ([`HANDOVER_WINDOW`]: a front that died blocks those behind
 /// it no longer than that) and announced on `channel`, naming its waiter (see
 /// `channel.rs`); the notification goes out when the statement commits, and only when
 /// someone waits. Returns the waiter.
-fn hand_over(line: &str, channel: &str, condition: &str) -> String {
+pub(crate) fn hand_over(line: &str, channel: &str, line_key: &str, condition: &str) -> String {
     let window = HANDOVER_WINDOW.as_millis();
     format!(
         "handed AS (UPDATE {line} AS place \
          SET \"deadline\" = least(place.\"deadline\", {EXPIRES_FROM_NOW} + {window}) \
          WHERE (place.\"key\", place.\"waiter\") = (SELECT \"key\", \"waiter\" FROM {line} \
-         WHERE \"key\" = $1 AND \"deadline\" >= {NOW_MS} AND {condition} \
+         WHERE \"key\" = {line_key} AND \"deadline\" >= {NOW_MS} AND {condition} \
          ORDER BY \"arrival\", \"waiter\" LIMIT 1 FOR UPDATE SKIP LOCKED) \
          RETURNING place.\"waiter\", pg_notify('{channel}', {PAYLOAD_SQL}))"
     )
@@ -128,7 +134,7 @@ fn take_row(table: &str, sequence: &str, condition: &str) -> String {
 
 /// Deletes up to a batch (param 1) of `table`'s rows matching `condition`, skipping rows
 /// other statements have locked; returns how many it deleted.
-fn sweep(table: &str, condition: &str) -> String {
+pub(crate) fn sweep(table: &str, condition: &str) -> String {
     format!(
         "WITH swept AS (DELETE FROM {table} WHERE ctid = ANY (ARRAY(\
          SELECT ctid FROM {table} WHERE {condition} LIMIT $1 FOR UPDATE SKIP LOCKED)) \
@@ -142,6 +148,7 @@ impl Statements {
         let sequence = table.sequence_quoted();
         let line = table.line_quoted();
         let (line_key, line_order) = (table.line_key(), table.line_order());
+        let shares = ShareStatements::new(table, channel);
         let table = table.quoted();
         let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
         let expired = format!("\"expiration\" <= {NOW_MS}");
@@ -152,7 +159,7 @@ impl Statements {
                 "WITH released AS (DELETE FROM {table} WHERE \"key\" = $1 {which} \
                  RETURNING {mine} AS mine), {} \
                  SELECT released.mine, (SELECT \"waiter\" FROM handed) FROM released",
-                hand_over(line, channel, "EXISTS (SELECT 1 FROM released)")
+                hand_over(line, channel, "$1", "EXISTS (SELECT 1 FROM released)")
             )
         };
         Self {
@@ -192,6 +199,7 @@ impl Statements {
                 hand_over(
                     line,
                     channel,
+                    "$1",
                     &format!(
                         "\"waiter\" <> $2 AND EXISTS (SELECT 1 FROM gone) AND NOT {held}"
                     )
@@ -212,13 +220,15 @@ impl Statements {
                  \"key\" text NOT NULL, \"waiter\" text NOT NULL, \
                  \"arrival\" timestamptz NOT NULL, \"deadline\" bigint NOT NULL, \
                  CONSTRAINT {line_key} PRIMARY KEY (\"key\", \"waiter\")); \
-                 CREATE INDEX IF NOT EXISTS {line_order} ON {line} (\"key\", \"arrival\", \"waiter\")"
+                 CREATE INDEX IF NOT EXISTS {line_order} ON {line} (\"key\", \"arrival\", \"waiter\"); {}",
+                shares.create_table
             ),
             listen: format!("LISTEN \"{channel}\""),
             probe: format!(
                 "SELECT k FROM unnest($1::text[]) AS k \
                  WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = k AND {live})"
             ),
+            shares,
         }
     }
 }

@@ -7,8 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
 use deadpool_postgres::Pool;
-use verrou_core::{Acquisition, Error, Grant, LockStore, OwnerCheck, Place, Result, Waiters};
+use verrou_core::{
+    Acquisition, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share, Waiters,
+};
 
+use crate::boards::{Board, Boards};
 use crate::channel::channel;
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::connector::{connector, Connect};
@@ -23,6 +26,11 @@ use crate::schema::{ensure_table, key_column_length};
 use crate::sql::{ttl_millis, Statements};
 use crate::sweep::{self, Schedule};
 use crate::tls::{make_tls, SslMode};
+
+mod shares;
+
+/// What the store calls itself in messages ([`LockStore::name`]).
+pub(crate) const NAME: &str = "the PostgreSQL store";
 
 /// A [`LockStore`] keeping locks in a PostgreSQL table, one row per held key.
 ///
@@ -55,7 +63,7 @@ pub struct PostgresStore {
 /// when the last clone of the store is dropped).
 #[derive(Debug)]
 struct Listening {
-    board: Arc<Waiters>,
+    boards: Arc<Boards>,
     _listener: Listener,
 }
 
@@ -146,13 +154,13 @@ impl PostgresStore {
                 ))
             })??;
         let listening = listen.map(|connect| {
-            let (listener, board) = Listener::start(Setup {
+            let (listener, boards) = Listener::start(Setup {
                 connect,
                 statements: Arc::clone(&statements),
                 timeout: options.command_timeout,
             });
             Arc::new(Listening {
-                board,
+                boards,
                 _listener: listener,
             })
         });
@@ -204,7 +212,7 @@ impl LockStore for PostgresStore {
         let handed = self
             .query_value(&self.statements.leave_line, &[&key, &waiter])
             .await?;
-        self.handed_over(key, handed);
+        self.handed_over(Board::Locks, key, handed);
         Ok(())
     }
 
@@ -213,13 +221,13 @@ impl LockStore for PostgresStore {
             .release(&self.statements.delete, &[&key, &owner])
             .await?;
         let (mine, handed) = released.unwrap_or((false, None));
-        self.handed_over(key, handed);
+        self.handed_over(Board::Locks, key, handed);
         Ok(owner_check(mine))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
         let released = self.release(&self.statements.force_delete, &[&key]).await?;
-        self.handed_over(key, released.and_then(|(_, handed)| handed));
+        self.handed_over(Board::Locks, key, released.and_then(|(_, handed)| handed));
         Ok(())
     }
 
@@ -238,7 +246,53 @@ impl LockStore for PostgresStore {
 
     /// The board of the listener's hand-overs; `None` without a listener (waiters poll).
     fn waiters(&self) -> Option<&Waiters> {
-        self.listening.as_deref().map(|listening| &*listening.board)
+        self.board(Board::Locks)
+    }
+
+    async fn save_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        share: Share,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        self.take_share(key, owner, ttl, share, place).await
+    }
+
+    async fn delete_share(&self, key: &str, owner: &str, share: Share) -> Result<OwnerCheck> {
+        self.release_share(key, owner, share).await
+    }
+
+    async fn extend_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        share: Share,
+    ) -> Result<OwnerCheck> {
+        self.extend_share_by(key, owner, ttl, share).await
+    }
+
+    async fn force_delete_shares(&self, key: &str, family: Family) -> Result<()> {
+        self.clear_shares(key, family).await
+    }
+
+    async fn count_shares(&self, key: &str, share: Share) -> Result<u32> {
+        self.count_holders(key, share).await
+    }
+
+    async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
+        self.leave_family_line(key, family, waiter).await
+    }
+
+    /// The board of the listener's hand-overs of `family`; `None` without a listener.
+    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
+        self.board(Board::Shares(family))
+    }
+
+    fn name(&self) -> &'static str {
+        NAME
     }
 }
 
@@ -265,9 +319,11 @@ impl PostgresStore {
             }
         };
         sweep::start_if_due(&self.sweeps, &self.runner, &self.statements);
-        let Some(token) = token else {
-            return Ok(Acquisition::Busy);
-        };
+        token.map_or(Ok(Acquisition::Busy), |token| self.granted(token))
+    }
+
+    /// A grant with the fencing token the sequence gave.
+    fn granted(&self, token: i64) -> Result<Acquisition> {
         let token = u64::try_from(token).map_err(|_| {
             Error::storage(format!(
                 "the fencing-token sequence {} returned {token}; it must count up from 1",
@@ -293,10 +349,17 @@ impl PostgresStore {
         Ok(Some((mine, handed)))
     }
 
-    /// Wakes `waiter` at once if it waits here: the key was handed to it (the listener
-    /// hears it too, a moment later; a second wake costs nothing).
-    fn handed_over(&self, key: &str, waiter: Option<String>) {
-        if let (Some(board), Some(waiter)) = (self.waiters(), waiter) {
+    /// The waiters of `board`; `None` without a listener.
+    fn board(&self, board: Board) -> Option<&Waiters> {
+        self.listening
+            .as_deref()
+            .map(|listening| listening.boards.get(board))
+    }
+
+    /// Wakes `waiter` at once if it waits here on `board`: the key was handed to it (the
+    /// listener hears it too, a moment later; a second wake costs nothing).
+    fn handed_over(&self, board: Board, key: &str, waiter: Option<String>) {
+        if let (Some(board), Some(waiter)) = (self.board(board), waiter) {
             board.wake(key, Some(&waiter));
         }
     }

@@ -11,6 +11,10 @@
 //! the sweep needs no index on `expiration` (a table created by the Node.js library has
 //! none); its cost is one scan of the table per interval per process.
 //!
+//! Semaphores and read-write locks are rows of their own table, whose holders every
+//! statement that writes the row trims of the expired ones; a row whose holders all expired
+//! and that nobody touches again is swept the same way.
+//!
 //! Places in a line are removed when their waiter is served or leaves; what is left are
 //! the places of waiters that died, lapsed after their lease. They are swept the same way,
 //! right after the locks.
@@ -77,9 +81,15 @@ pub(crate) fn start_if_due(schedule: &Schedule, runner: &Runner, statements: &Ar
     }
 }
 
-/// Deletes expired lock rows, then lapsed places.
+/// Deletes expired lock rows, then share rows whose holders all expired, then lapsed places.
 async fn sweep(runner: Runner, statements: Arc<Statements>) {
     sweep_with(&runner, &statements.sweep, "expired PostgreSQL locks").await;
+    sweep_with(
+        &runner,
+        &statements.shares.sweep,
+        "expired semaphores and read-write locks",
+    )
+    .await;
     sweep_with(&runner, &statements.sweep_line, "lapsed places in line").await;
 }
 

@@ -20,3 +20,5 @@ async fn new_store() -> Arc<dyn LockStore> {
 
 verrou_core::conformance_tests!(new_store);
 verrou_core::line_tests!(new_store);
+verrou_core::semaphore_tests!(new_store);
+verrou_core::rw_lock_tests!(new_store);

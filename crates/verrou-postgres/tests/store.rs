@@ -91,7 +91,7 @@ async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
     let message = invalid_config(PostgresStore::from_pool(pool.clone(), options.clone()).await);
     assert!(
         message.starts_with(&format!(
-            "\"{table}_fencing_seq\", \"{table}_waiters\" does not exist"
+            "\"{table}_fencing_seq\", \"{table}_waiters\", \"{table}_shares\" does not exist"
         )),
         "{message}"
     );
@@ -104,7 +104,7 @@ async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
         .expect("the statements the message gives");
     let store = PostgresStore::from_pool(pool, options)
         .await
-        .expect("the table, its sequence and its line exist now");
+        .expect("the table, its sequence, its line and its shares table exist now");
     assert!(granted(store.save("k", "me", None).await.expect("save")));
     assert!(store.exists("k").await.expect("exists"));
 }
