@@ -1,6 +1,7 @@
 //! Several processes share one Redis or PostgreSQL store: they exclude each other, their
 //! fencing tokens grow in the order they held the lock, a lock serialized in one process is
-//! released in another, and a crashed holder's lock expires for the others.
+//! released in another, a crashed holder's lock expires for the others, waiting processes
+//! are served in turn, and semaphores and read-write locks hold across processes.
 
 use std::process::{Child, Command, Output, Stdio};
 
@@ -196,4 +197,148 @@ async fn redis_killed_holders_lock_expires() {
 #[tokio::test]
 async fn postgres_killed_holders_lock_expires() {
     a_killed_holders_lock_expires(Store::Postgres).await;
+}
+
+/// The holds of several workers, each tagged with its worker's index, in start order.
+fn tagged_holds(workers: Vec<Child>) -> Vec<(usize, Hold)> {
+    let mut all: Vec<(usize, Hold)> = workers
+        .into_iter()
+        .enumerate()
+        .flat_map(|(worker, child)| {
+            holds(&finish(child))
+                .into_iter()
+                .map(move |hold| (worker, hold))
+        })
+        .collect();
+    all.sort_by_key(|(_, hold)| hold.started);
+    all
+}
+
+/// The most holds that overlap in time.
+fn most_at_once<'a>(holds: impl IntoIterator<Item = &'a Hold>) -> usize {
+    let mut events: Vec<(u128, i32)> = holds
+        .into_iter()
+        .flat_map(|hold| [(hold.started, 1), (hold.ended, -1)])
+        .collect();
+    // An end before a start at the same instant: touching holds do not overlap.
+    events.sort();
+    let (mut inside, mut most) = (0i32, 0i32);
+    for (_, change) in events {
+        inside += change;
+        most = most.max(inside);
+    }
+    usize::try_from(most).unwrap_or_default()
+}
+
+/// Four processes line up while the test holds the key, with an hour-long retry delay:
+/// released, the key goes round them in turn (each release hands it to the front of the
+/// store's line), ten times each, without any of them polling.
+async fn processes_queue_in_turn(store: Store) {
+    let key = unique_key("queue");
+    let factory = store.factory().await;
+    let gate = factory.create_lock(&key).unwrap();
+    assert!(gate.acquire_immediately().await.unwrap());
+    let workers: Vec<Child> = (0..4)
+        .map(|_| store.worker(&["queue", &key, "10", "2"]).spawn().unwrap())
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    gate.release().await.unwrap();
+    let all = tokio::task::spawn_blocking(move || tagged_holds(workers))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 40, "every process got its ten turns");
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].1.ended <= pair[1].1.started,
+            "two processes held the lock at once"
+        );
+        assert!(
+            pair[0].1.token < pair[1].1.token,
+            "fencing token did not grow"
+        );
+    }
+    let order: Vec<usize> = all.iter().map(|(worker, _)| *worker).collect();
+    for window in order.windows(4) {
+        let distinct: std::collections::HashSet<_> = window.iter().collect();
+        assert_eq!(distinct.len(), 4, "not in turn: {order:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_processes_queue_in_turn() {
+    processes_queue_in_turn(Store::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_processes_queue_in_turn() {
+    processes_queue_in_turn(Store::Postgres).await;
+}
+
+/// Five processes cycle through a semaphore of two permits: never more than two inside
+/// at once (by the wall clock, inside each hold), and two do get in together.
+fn processes_share_a_semaphore(store: Store) {
+    let key = unique_key("semaphore");
+    let workers: Vec<Child> = (0..5)
+        .map(|_| {
+            store
+                .worker(&["permit", &key, "2", "6", "20"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let all = tagged_holds(workers);
+    assert_eq!(all.len(), 30);
+    assert_eq!(most_at_once(all.iter().map(|(_, hold)| hold)), 2);
+}
+
+#[test]
+fn redis_processes_share_a_semaphore() {
+    processes_share_a_semaphore(Store::Redis);
+}
+
+#[test]
+fn postgres_processes_share_a_semaphore() {
+    processes_share_a_semaphore(Store::Postgres);
+}
+
+/// Three reader processes and two writer processes on one read-write lock: a write never
+/// overlaps any other hold, and every process gets all its turns.
+fn processes_share_a_rw_lock(store: Store) {
+    let key = unique_key("rw");
+    let sides = ["read", "read", "read", "write", "write"];
+    let workers: Vec<Child> = sides
+        .iter()
+        .map(|side| {
+            store
+                .worker(&["rw", &key, side, "5", "10"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let all = tagged_holds(workers);
+    assert_eq!(all.len(), 25);
+    for (worker, write) in all.iter().filter(|(worker, _)| sides[*worker] == "write") {
+        let overlapping = all
+            .iter()
+            .filter(|(other, hold)| {
+                (other, hold.started) != (worker, write.started)
+                    && hold.started < write.ended
+                    && write.started < hold.ended
+            })
+            .count();
+        assert_eq!(
+            overlapping, 0,
+            "a write overlapped {overlapping} other holds"
+        );
+    }
+}
+
+#[test]
+fn redis_processes_share_a_rw_lock() {
+    processes_share_a_rw_lock(Store::Redis);
+}
+
+#[test]
+fn postgres_processes_share_a_rw_lock() {
+    processes_share_a_rw_lock(Store::Postgres);
 }

@@ -15,6 +15,13 @@ struct Cli {
     task: Task,
 }
 
+/// A side of a read-write lock.
+#[derive(ValueEnum, Clone, Copy)]
+enum Side {
+    Read,
+    Write,
+}
+
 #[derive(ValueEnum, Clone, Copy)]
 enum Store {
     Redis,
@@ -27,6 +34,26 @@ enum Task {
     /// `held <start_ns> <end_ns> <fencing token>` per turn (wall clock, inside the hold).
     Contend {
         key: String,
+        turns: u32,
+        hold_ms: u64,
+    },
+    /// Like `contend`, with a retry delay of an hour: only the store's hand-over moves it.
+    Queue {
+        key: String,
+        turns: u32,
+        hold_ms: u64,
+    },
+    /// Like `contend`, on a permit of the semaphore `key` of `limit` permits.
+    Permit {
+        key: String,
+        limit: u32,
+        turns: u32,
+        hold_ms: u64,
+    },
+    /// Like `contend`, on the read or write side of the read-write lock `key`.
+    Rw {
+        key: String,
+        side: Side,
         turns: u32,
         hold_ms: u64,
     },
@@ -49,16 +76,39 @@ async fn main() -> verrou::Result<()> {
             turns,
             hold_ms,
         } => {
-            for _ in 0..turns {
-                let lock = factory.create_lock_with_ttl(key.as_str(), "30s")?;
-                assert!(lock.acquire().await?, "gave up after 60 s");
-                let started = epoch_nanos();
-                tokio::time::sleep(Duration::from_millis(hold_ms)).await;
-                let ended = epoch_nanos();
-                let token = lock.fencing_token().unwrap_or_default();
-                println!("held {started} {ended} {token}");
-                lock.release().await?;
-            }
+            let new_lock = || factory.create_lock_with_ttl(key.as_str(), "30s");
+            take_turns(new_lock, turns, hold_ms).await?;
+        }
+        Task::Queue {
+            key,
+            turns,
+            hold_ms,
+        } => {
+            let patient = factory.clone().with_retry(Retry::new().delay("1h"))?;
+            let new_lock = || patient.create_lock_with_ttl(key.as_str(), "30s");
+            take_turns(new_lock, turns, hold_ms).await?;
+        }
+        Task::Permit {
+            key,
+            limit,
+            turns,
+            hold_ms,
+        } => {
+            let new_lock = || factory.create_semaphore_with_ttl(key.as_str(), limit, "30s");
+            take_turns(new_lock, turns, hold_ms).await?;
+        }
+        Task::Rw {
+            key,
+            side,
+            turns,
+            hold_ms,
+        } => {
+            let rw = factory.create_rw_lock_with_ttl(key, "30s")?;
+            let new_lock = || match side {
+                Side::Read => rw.read(),
+                Side::Write => rw.write(),
+            };
+            take_turns(new_lock, turns, hold_ms).await?;
         }
         Task::Hand { key, ttl } => {
             let lock = factory.create_lock_with_ttl(key, ttl.as_str())?;
@@ -75,6 +125,26 @@ async fn main() -> verrou::Result<()> {
             println!("acquired");
             std::future::pending::<()>().await;
         }
+    }
+    Ok(())
+}
+
+/// Takes a lock made by `new_lock` `turns` times, holding it `hold_ms` each time; prints
+/// `held <start_ns> <end_ns> <fencing token>` per turn (wall clock, inside the hold).
+async fn take_turns(
+    new_lock: impl Fn() -> verrou::Result<verrou::Lock>,
+    turns: u32,
+    hold_ms: u64,
+) -> verrou::Result<()> {
+    for _ in 0..turns {
+        let lock = new_lock()?;
+        assert!(lock.acquire().await?, "gave up after 60 s");
+        let started = epoch_nanos();
+        tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        let ended = epoch_nanos();
+        let token = lock.fencing_token().unwrap_or_default();
+        println!("held {started} {ended} {token}");
+        lock.release().await?;
     }
     Ok(())
 }
