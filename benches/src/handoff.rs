@@ -17,22 +17,20 @@ use crate::stats::{new_histogram, record, Percentiles};
 /// How waiters learn of a release.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) enum Mode {
-    /// One factory for all workers (the tasks of one process): they queue locally, and the
-    /// store's release notifications wake the front one.
-    WakeSharedFactory,
-    /// A factory and store instance per worker (as separate processes): release
-    /// notifications from the store wake them.
-    WakePerWorker,
-    /// A factory and store instance per worker, notifications ignored: pure polling at
-    /// the given retry delay.
+    /// The workers spread over this many store instances (1: the tasks of one process; 8:
+    /// eight processes), each with its factory: they queue in the store's line, and a
+    /// release wakes the front waiter.
+    Line(usize),
+    /// A factory and store instance per worker, with no line and no notifications: pure
+    /// polling at the given retry delay.
     Poll(Duration),
 }
 
 impl Mode {
     fn label(self) -> String {
         match self {
-            Mode::WakeSharedFactory => "wake on release, one factory".into(),
-            Mode::WakePerWorker => "wake on release, factory per worker".into(),
+            Mode::Line(1) => "line, 1 store instance".into(),
+            Mode::Line(instances) => format!("line, {instances} store instances"),
             Mode::Poll(delay) => format!("polling every {} ms", delay.as_millis()),
         }
     }
@@ -56,7 +54,11 @@ pub(crate) struct HandoffResult {
     /// others).
     pub(crate) handoffs: u64,
     pub(crate) handoff: Percentiles,
-    pub(crate) failed_attempts_per_second_per_waiter: f64,
+    /// Takes answered busy for a waiter already in line (or, with polling, after its first
+    /// attempt): asks in vain.
+    pub(crate) asks_in_vain_per_second_per_waiter: f64,
+    /// Every busy answer, the one that joins a line included, per acquisition.
+    pub(crate) busy_answers_per_grant: f64,
     pub(crate) min_acquisitions_per_worker: u64,
     pub(crate) max_acquisitions_per_worker: u64,
     pub(crate) double_grants: u64,
@@ -73,30 +75,27 @@ pub(crate) async fn measure(
     round: usize,
 ) -> HandoffResult {
     let key = format!("bench:handoff:{round}:{}", mode.label().replace(' ', "-"));
-    let shared = Arc::new(CountingStore::new(backend.new_store().await));
+    let instances = match mode {
+        Mode::Line(instances) => instances.clamp(1, WORKERS),
+        Mode::Poll(_) => WORKERS,
+    };
     let mut factories = Vec::new();
     let mut probes = Vec::new();
-    for _ in 0..WORKERS {
+    for _ in 0..instances {
         let store = match mode {
-            Mode::WakeSharedFactory => Arc::clone(&shared),
-            Mode::WakePerWorker => Arc::new(CountingStore::new(backend.new_store().await)),
-            Mode::Poll(_) => Arc::new(CountingStore::new(Arc::new(PollOnly(
-                backend.new_store().await,
-            )))),
+            Mode::Line(_) => backend.new_store().await,
+            Mode::Poll(_) => Arc::new(PollOnly(backend.new_store().await)),
         };
-        probes.push(Arc::clone(&store));
-        let factory = LockFactory::from_shared(store)
+        let probe = Arc::new(CountingStore::new(store));
+        probes.push(Arc::clone(&probe));
+        let factory = LockFactory::from_shared(probe)
             .with_retry(Retry::new().delay(mode.retry_delay()))
             .expect("valid retry options");
         factories.push(factory);
     }
-    if matches!(mode, Mode::WakeSharedFactory) {
-        let one = factories[0].clone();
-        factories
-            .iter_mut()
-            .for_each(|factory| *factory = one.clone());
-        probes.truncate(1);
-    }
+    let factories: Vec<LockFactory> = (0..WORKERS)
+        .map(|worker| factories[worker % instances].clone())
+        .collect();
 
     let shared_state = Arc::new(Shared::default());
     let started = Instant::now();
@@ -122,10 +121,14 @@ pub(crate) async fn measure(
         handoffs.add(&histogram).expect("same histogram bounds");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let failed: usize = probes
-        .iter()
-        .map(|probe| probe.busy.load(Ordering::SeqCst))
-        .sum();
+    let count = |counter: fn(&CountingStore) -> &AtomicUsize| -> usize {
+        probes
+            .iter()
+            .map(|probe| counter(probe).load(Ordering::SeqCst))
+            .sum()
+    };
+    let in_vain = count(|probe| &probe.in_vain);
+    let busy = count(|probe| &probe.busy);
     HandoffResult {
         store: backend.name,
         mode: mode.label(),
@@ -133,7 +136,8 @@ pub(crate) async fn measure(
         acquisitions_per_second: per_worker.iter().sum::<u64>() as f64 / elapsed,
         handoffs: handoffs.len(),
         handoff: Percentiles::of(&handoffs),
-        failed_attempts_per_second_per_waiter: failed as f64 / elapsed / (WORKERS - 1) as f64,
+        asks_in_vain_per_second_per_waiter: in_vain as f64 / elapsed / (WORKERS - 1) as f64,
+        busy_answers_per_grant: busy as f64 / per_worker.iter().sum::<u64>().max(1) as f64,
         min_acquisitions_per_worker: per_worker.iter().copied().min().unwrap_or(0),
         max_acquisitions_per_worker: per_worker.iter().copied().max().unwrap_or(0),
         double_grants: shared_state.double_grants.load(Ordering::SeqCst),

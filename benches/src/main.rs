@@ -6,6 +6,7 @@
 //! cargo run -p verrou-benches --release -- all
 //! cargo run -p verrou-benches --release -- cycle --stores memory --seconds 2
 //! cargo run -p verrou-benches --release -- handoff --stores redis,postgres --json out.json
+//! cargo run -p verrou-benches --release -- semaphore --stores memory,redis
 //! cargo run -p verrou-benches --release -- cycle --stores redis,redis-cluster
 //! cargo run -p verrou-benches --release -- cycle --stores redis,redis-replicated
 //! ```
@@ -19,6 +20,7 @@ mod backends;
 mod cycle;
 mod handoff;
 mod report;
+mod shared_key;
 mod stats;
 
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ enum Scenario {
     Cycle,
     /// Eight workers handing one key to each other.
     Handoff,
+    /// 64 tasks on one key: a lock beside a semaphore of 8 permits.
+    Semaphore,
     /// Both.
     All,
 }
@@ -76,6 +80,7 @@ struct Results {
     machine: String,
     cycle: Vec<cycle::CycleResult>,
     handoff: Vec<handoff::HandoffResult>,
+    shared_key: Vec<shared_key::SharedKeyResult>,
 }
 
 #[tokio::main]
@@ -103,8 +108,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         if matches!(cli.scenario, Scenario::Handoff | Scenario::All) {
             let modes = [
-                Mode::WakeSharedFactory,
-                Mode::WakePerWorker,
+                Mode::Line(1),
+                Mode::Line(2),
+                Mode::Line(8),
                 Mode::Poll(Duration::from_millis(10)),
                 Mode::Poll(Duration::from_millis(250)),
             ];
@@ -112,6 +118,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 results
                     .handoff
                     .push(handoff::measure(&backend, mode, cli.seconds, round).await);
+            }
+        }
+        if matches!(cli.scenario, Scenario::Semaphore | Scenario::All) {
+            for limit in [None, Some(8)] {
+                results
+                    .shared_key
+                    .push(shared_key::measure(&backend, limit, cli.seconds).await);
             }
         }
     }
@@ -122,6 +135,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if !results.handoff.is_empty() {
         println!("### Handoff (8 workers, one key, hold 1 ms)\n");
         println!("{}", report::handoff_table(&results.handoff));
+    }
+    if !results.shared_key.is_empty() {
+        println!(
+            "### One key, {} tasks (acquire, hold 1 ms, release)\n",
+            shared_key::TASKS
+        );
+        println!("{}", report::shared_key_table(&results.shared_key));
     }
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;

@@ -2,6 +2,7 @@
 
 use crate::cycle::CycleResult;
 use crate::handoff::HandoffResult;
+use crate::shared_key::SharedKeyResult;
 use crate::stats::show_us;
 
 /// The cycle results as a markdown table.
@@ -30,8 +31,8 @@ pub(crate) fn cycle_table(results: &[CycleResult]) -> String {
 /// The handoff results as a markdown table.
 pub(crate) fn handoff_table(results: &[HandoffResult]) -> String {
     let mut table = String::from(
-        "| store | waiters learn of a release by | acquisitions/s | handoff p50 / p99 | failed attempts/s per waiter | per worker min / max | double grants |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "| store | waiting | acquisitions/s | handoff p50 / p99 | asks in vain/s per waiter | busy answers per grant | per worker min / max (ratio) | double grants |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for result in results {
         let handoff = if result.handoffs == 0 {
@@ -44,15 +45,39 @@ pub(crate) fn handoff_table(results: &[HandoffResult]) -> String {
             )
         };
         table.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {:.2} | {} / {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {} / {} ({:.2}) | {} |\n",
             result.store,
             result.mode,
             result.acquisitions_per_second,
             handoff,
-            result.failed_attempts_per_second_per_waiter,
+            result.asks_in_vain_per_second_per_waiter,
+            result.busy_answers_per_grant,
             result.min_acquisitions_per_worker,
             result.max_acquisitions_per_worker,
+            result.min_acquisitions_per_worker as f64
+                / result.max_acquisitions_per_worker.max(1) as f64,
             result.double_grants,
+        ));
+    }
+    table
+}
+
+/// The shared-key results (a lock beside a semaphore) as a markdown table.
+pub(crate) fn shared_key_table(results: &[SharedKeyResult]) -> String {
+    let mut table = String::from(
+        "| store | primitive | acquisitions/s | handoff p50 / p99 | most inside (allowed) |\n\
+         | --- | --- | ---: | ---: | ---: |\n",
+    );
+    for result in results {
+        table.push_str(&format!(
+            "| {} | {} | {:.0} | {} / {} | {} ({}) |\n",
+            result.store,
+            result.primitive,
+            result.acquisitions_per_second,
+            show_us(result.handoff.p50_us),
+            show_us(result.handoff.p99_us),
+            result.most_inside,
+            result.limit,
         ));
     }
     table
