@@ -64,10 +64,6 @@ mod tests {
             family_of("\u{1}semaphore:pool: a"),
             Some((Family::Semaphore, "pool: a"))
         );
-        assert_eq!(
-            family_of("\u{1}rw_lock:cache"),
-            Some((Family::RwLock, "cache"))
-        );
         assert_eq!(family_of("semaphore:pool"), None, "a lock's key");
         assert_eq!(family_of("\u{1}other:pool"), None);
         assert_eq!(family_name(Family::RwLock).ok(), Some("rw_lock"));

@@ -184,8 +184,7 @@ impl ShareStatements {
             extend: format!(
                 "UPDATE {shares} AS held \
                  SET \"holders\" = {} || {} \
-                 WHERE {this_row} AND held.\"holders\" -> $3::text ->> 'side' = $4::text \
-                 AND EXISTS (SELECT 1 FROM jsonb_each(held.\"holders\") AS h \
+                 WHERE {this_row} AND EXISTS (SELECT 1 FROM jsonb_each(held.\"holders\") AS h \
                  WHERE {mine} AND {live_h}) \
                  RETURNING true",
                 others("held.\"holders\""),
