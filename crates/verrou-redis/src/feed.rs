@@ -1,7 +1,8 @@
 //! The store's [`ReleaseFeed`]: one subscriber connection per store, opened at the first
 //! wait, that hears the hand-overs of the keys its waiters watch (`SSUBSCRIBE` to their
 //! release channels, see [`crate::slots`]) and reports them to the store's [`Waiters`]
-//! board, which decides what is watched and for how long. Polling at the retry delay stays
+//! boards (one for locks, one per family of shares: [`Boards`]), which decide what is
+//! watched and for how long. Polling at the retry delay stays
 //! the safety net: for locks that expire without release, for peers that do not publish
 //! (the Node.js library), and for anything missed while the subscriber is down.
 
@@ -12,12 +13,13 @@ use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Options;
-use fred::types::{Builder, Message};
+use fred::types::{Builder, Message, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use verrou_core::{ReleaseFeed, Waiters};
+use verrou_core::{Family, ReleaseFeed, Waiters};
 
 use crate::connection::Connection;
+use crate::gate::{Gate, OPEN};
 use crate::scripts::NEXT_TAKER;
 use crate::slots::{self, Slot};
 
@@ -26,34 +28,75 @@ use crate::slots::{self, Slot};
 /// have been among them).
 const MESSAGE_BUFFER: usize = 1024;
 
-/// A key to start (`true`) or stop hearing, for the subscriber task.
-type Change = (Arc<str>, bool);
+/// A watched key: its family (`None`: plain locks) and the key.
+type Topic = (Option<Family>, Arc<str>);
 
-/// The feed of one store: the way to its subscriber task, which the first subscription
-/// starts (on the waiter's Tokio runtime).
-pub(crate) struct Feed {
+/// A key to start (`true`) or stop hearing, for the subscriber task.
+type Change = (Topic, bool);
+
+/// The boards of one store: its locks' waiters, and those of each family of shares.
+pub(crate) struct Boards {
+    locks: Waiters,
+    semaphores: Waiters,
+    rw_locks: Waiters,
+}
+
+impl Boards {
+    /// The board of `family` (`None`: plain locks).
+    pub(crate) fn of(&self, family: Option<Family>) -> &Waiters {
+        match family {
+            None => &self.locks,
+            Some(Family::RwLock) => &self.rw_locks,
+            Some(Family::Semaphore | _) => &self.semaphores,
+        }
+    }
+
+    /// Every key watched now, on every board.
+    fn watched(&self) -> Vec<Topic> {
+        [None, Some(Family::Semaphore), Some(Family::RwLock)]
+            .into_iter()
+            .flat_map(|family| {
+                self.of(family)
+                    .watched()
+                    .into_iter()
+                    .map(move |key| (family, key))
+            })
+            .collect()
+    }
+}
+
+/// The way to a store's subscriber task, which the first subscription starts (on the
+/// waiter's Tokio runtime), shared by the feeds of its boards.
+struct Subscriber {
     changes: UnboundedSender<Change>,
     /// The task until it is started; `None` once started, or if it could not be built
     /// (waiters then poll).
     unstarted: Mutex<Option<(Task, UnboundedReceiver<Change>)>>,
 }
 
+/// The feed of one board of a store.
+pub(crate) struct Feed {
+    /// The board's family (`None`: plain locks).
+    family: Option<Family>,
+    subscriber: Arc<Subscriber>,
+}
+
 impl Feed {
-    /// The board of a store on `connection` (commands with `options`) whose releases carry
+    /// The boards of a store on `connection` (commands with `options`) whose releases carry
     /// `id` and whose Redis keys start with `key_prefix`, fed by a subscriber of its own.
-    pub(crate) fn board(
+    pub(crate) fn boards(
         connection: Arc<Connection>,
         options: Options,
         id: Str,
         key_prefix: &str,
-    ) -> Arc<Waiters> {
+    ) -> Arc<Boards> {
         let client = subscriber_like(&connection.client());
         if let Err(error) = &client {
             tracing::warn!(%error, "cannot build the lock release subscriber; waiters will poll");
         }
         let key_prefix = Arc::from(key_prefix);
         let (changes, receiver) = mpsc::unbounded_channel();
-        Arc::new_cyclic(|board| {
+        Arc::new_cyclic(|boards| {
             let task = client.ok().map(|client| Task {
                 client,
                 own: Options {
@@ -66,14 +109,29 @@ impl Feed {
                 options,
                 id,
                 key_prefix,
-                board: Weak::clone(board),
+                boards: Weak::clone(boards),
                 warned: false,
             });
-            let unstarted = Mutex::new(task.map(|task| (task, receiver)));
-            Waiters::new(Feed { changes, unstarted })
+            let subscriber = Arc::new(Subscriber {
+                changes,
+                unstarted: Mutex::new(task.map(|task| (task, receiver))),
+            });
+            let board = |family| {
+                Waiters::new(Feed {
+                    family,
+                    subscriber: Arc::clone(&subscriber),
+                })
+            };
+            Boards {
+                locks: board(None),
+                semaphores: board(Some(Family::Semaphore)),
+                rw_locks: board(Some(Family::RwLock)),
+            }
         })
     }
+}
 
+impl Subscriber {
     /// Hands `change` to the subscriber task, starting it if this is the first one.
     fn send(&self, change: Change) {
         let start = self
@@ -91,11 +149,11 @@ impl Feed {
 
 impl ReleaseFeed for Feed {
     fn subscribe(&self, key: &str) {
-        self.send((Arc::from(key), true));
+        self.subscriber.send(((self.family, Arc::from(key)), true));
     }
 
     fn unsubscribe(&self, key: &str) {
-        self.send((Arc::from(key), false));
+        self.subscriber.send(((self.family, Arc::from(key)), false));
     }
 }
 
@@ -131,15 +189,15 @@ struct Task {
     id: Str,
     /// Put before lock keys to make Redis keys.
     key_prefix: Arc<str>,
-    /// The board to report to; gone with the store.
-    board: Weak<Waiters>,
+    /// The boards to report to; gone with the store.
+    boards: Weak<Boards>,
     /// Whether a refused subscription was reported at warning level already.
     warned: bool,
 }
 
 impl Task {
     /// Follows the changes of the watched keys and reports what it hears, subscribing again
-    /// after every (re)connection, until the store's board is dropped.
+    /// after every (re)connection, until the store's boards are dropped.
     async fn run(mut self, mut changes: UnboundedReceiver<Change>) {
         // Listen before connecting, so that neither the first connection nor a message is
         // missed.
@@ -149,14 +207,14 @@ impl Task {
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
-                    Some((key, true)) => {
-                        if self.subscribe(&key).await {
-                            self.wake_if_free([key]).await;
+                    Some((topic, true)) => {
+                        if self.subscribe(&topic).await {
+                            self.wake_if_free([topic]).await;
                         }
                     }
-                    Some((key, false)) => {
+                    Some((topic, false)) => {
                         // On failure the connection is down, and the next starts without it.
-                        let channel = self.channel(&key);
+                        let channel = self.channel(&topic);
                         let _ = self.client.with_options(&self.own).sunsubscribe(channel).await;
                     }
                     None => break,
@@ -169,11 +227,11 @@ impl Task {
                 connected = connections.recv() => match connected {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
                         // Subscribes again, then looks for hand-overs missed meanwhile.
-                        let keys = self.watched();
-                        for key in &keys {
-                            self.subscribe(key).await;
+                        let topics = self.watched();
+                        for topic in &topics {
+                            self.subscribe(topic).await;
                         }
-                        self.wake_if_free(keys).await;
+                        self.wake_if_free(topics).await;
                     }
                     Err(RecvError::Closed) => break,
                 },
@@ -183,28 +241,28 @@ impl Task {
         let _ = self.client.quit().await;
     }
 
-    /// Reports a hand-over `message` (`STORE:WAITER`) to the board, unless this store
-    /// published it (it woke its waiter itself). A message without a waiter wakes every
-    /// waiter of the key.
+    /// Reports a hand-over `message` (`STORE:WAITER`) to the board of its channel's family,
+    /// unless this store published it (it woke its waiter itself). A message without a
+    /// waiter wakes every waiter of the key.
     fn heard(&self, message: &Message) {
-        let (Some(board), Some(text)) = (self.board.upgrade(), message.value.as_str()) else {
+        let (Some(boards), Some(text)) = (self.boards.upgrade(), message.value.as_str()) else {
             return;
         };
         let (store, waiter) = text
             .split_once(':')
             .map_or((&*text, None), |(store, waiter)| (store, Some(waiter)));
-        let key = slots::released_key(&message.channel)
-            .and_then(|key| key.strip_prefix(&*self.key_prefix));
-        if let Some(key) = key.filter(|_| store != &*self.id) {
-            board.wake(key, waiter);
+        let released = slots::released_key(&message.channel)
+            .and_then(|(family, key)| Some((family, key.strip_prefix(&*self.key_prefix)?)));
+        if let Some((family, key)) = released.filter(|_| store != &*self.id) {
+            boards.of(family).wake(key, waiter);
         }
     }
 
-    /// The keys the board watches now.
-    fn watched(&self) -> Vec<Arc<str>> {
-        self.board
+    /// The keys the boards watch now.
+    fn watched(&self) -> Vec<Topic> {
+        self.boards
             .upgrade()
-            .map(|board| board.watched())
+            .map(|boards| boards.watched())
             .unwrap_or_default()
     }
 
@@ -213,16 +271,16 @@ impl Task {
         format!("{}{key}", self.key_prefix)
     }
 
-    /// The release channel of lock `key`.
-    fn channel(&self, key: &str) -> String {
+    /// The release channel of a watched key.
+    fn channel(&self, (family, key): &Topic) -> String {
         let key = self.redis_key(key);
-        Slot::of(&key).release_channel(&key)
+        Slot::of(&key).family_release_channel(*family, &key)
     }
 
-    /// Subscribes to `key`'s hand-overs; whether the server confirmed. A subscription that
+    /// Subscribes to a key's hand-overs; whether the server confirmed. A subscription that
     /// fails is made again at the next (re)connection, if the key is still watched.
-    async fn subscribe(&mut self, key: &str) -> bool {
-        let channel = self.channel(key);
+    async fn subscribe(&mut self, topic: &Topic) -> bool {
+        let channel = self.channel(topic);
         let subscribed = self
             .client
             .with_options(&self.own)
@@ -241,21 +299,30 @@ impl Task {
         false
     }
 
-    /// Wakes the waiter that may take each of `keys` now, if it is free, since a hand-over
-    /// (or an expiry) may have gone unheard: the front waiter of its line (nobody here if it
-    /// waits elsewhere), or every waiter here if nobody is in line or the server cannot
-    /// tell. Asked after the subscription, so that a release is either heard or seen here.
-    async fn wake_if_free(&self, keys: impl IntoIterator<Item = Arc<str>>) {
-        let Some(board) = self.board.upgrade() else {
+    /// Wakes the waiter that may take each of `topics` now, if it is free, since a
+    /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
+    /// here if it waits elsewhere), or every waiter here if nobody is in line or the server
+    /// cannot tell. Asked after the subscription, so that a release is either heard or seen
+    /// here.
+    async fn wake_if_free(&self, topics: impl IntoIterator<Item = Topic>) {
+        let Some(boards) = self.boards.upgrade() else {
             return;
         };
         let client = self.connection.client().with_options(&self.options);
-        for key in keys {
+        for (family, key) in topics {
+            let board = boards.of(family);
             let redis_key = self.redis_key(&key);
-            let slot = Slot::of(&redis_key);
-            let [line, deadlines] = slot.line_keys(&redis_key);
+            let gate = Gate::new(family, &redis_key);
+            let [line, deadlines] = gate.slot.family_line_keys(family, &redis_key);
             let next: Result<Option<String>, FredError> = NEXT_TAKER
-                .run(&client, slot, &[&redis_key, &line, &deadlines], |_| {})
+                .run(
+                    &client,
+                    gate.slot,
+                    &[&gate.key, &line, &deadlines],
+                    |args| {
+                        args.extend(gate.open.then(|| Value::from(OPEN)));
+                    },
+                )
                 .await;
             match next {
                 Ok(None) => {}

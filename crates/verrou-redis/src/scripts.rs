@@ -153,6 +153,39 @@ end
     };
 }
 
+/// Reads the fencing counter `KEYS[4]` into `counter` (nil if missing), returning an error
+/// reply that names it, before any write, unless it is the text of an integer from 0 to
+/// 2^63 - 2 (what `fence_issue!` writes, with room for one more `INCR`).
+macro_rules! fence_check {
+    () => {
+        r#"local counter = redis.pcall("get", KEYS[4])
+if type(counter) == "table" then
+  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " cannot be read (" .. tostring(counter.err) .. "); was it changed by hand?")
+end
+if counter and not (counter == "0" or (string.match(counter, "^[1-9]%d*$")
+    and (#counter < 19 or (#counter == 19 and counter < "9223372036854775807")))) then
+  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " does not hold an integer from 0 to 2^63 - 2; was it changed by hand?")
+end
+"#
+    };
+}
+
+/// Issues a grant's fencing token from the counter `fence_check!` read: `max(counter, now)
+/// + 1` (`now` the server's time in microseconds, as text), stored back; `token` is its
+/// text. See [`TAKE`] for why.
+macro_rules! fence_issue {
+    () => {
+        r#"if not counter or tonumber(counter) < tonumber(now) then
+  redis.call("set", KEYS[4], now)
+end
+redis.call("incr", KEYS[4])
+local token = redis.call("get", KEYS[4])
+"#
+    };
+}
+
+pub(crate) use {clock_function, fence_check, fence_issue, line_function};
+
 /// Takes `KEYS[1]` for owner `ARGV[1]` if it is free and nobody waits ahead, with a TTL of
 /// `ARGV[2]` milliseconds (`0`: none), and issues the grant's fencing token from the slot's
 /// counter `KEYS[4]`. `KEYS[2]` and `KEYS[3]` are the key's line; `ARGV[3]`, if given, is the
@@ -201,15 +234,9 @@ pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
         r#"local now, now_ms = clock()
-local counter = redis.pcall("get", KEYS[4])
-if type(counter) == "table" then
-  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " cannot be read (" .. tostring(counter.err) .. "); was it changed by hand?")
-end
-if counter and not (counter == "0" or (string.match(counter, "^[1-9]%d*$")
-    and (#counter < 19 or (#counter == 19 and counter < "9223372036854775807")))) then
-  return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " does not hold an integer from 0 to 2^63 - 2; was it changed by hand?")
-end
-local waiter = ARGV[3]
+"#,
+        fence_check!(),
+        r#"local waiter = ARGV[3]
 local L
 local queued = 0
 if waiter or redis.pcall("zcard", KEYS[2]) ~= 0 then
@@ -245,11 +272,9 @@ end
 if waiter and queued > 0 then
   L.leave(waiter, now_ms)
 end
-if not counter or tonumber(counter) < tonumber(now) then
-  redis.call("set", KEYS[4], now)
-end
-redis.call("incr", KEYS[4])
-return {redis.call("get", KEYS[4]), renewed and 1 or 0}"#
+"#,
+        fence_issue!(),
+        r#"return {token, renewed and 1 or 0}"#
     ))
 });
 
@@ -302,6 +327,11 @@ return L.hand_over(now_ms, ARGV[1], ARGV[2], ARGV[3]) or deleted"#
 /// [`DELETE_IF_OWNER`] (channel `ARGV[2]`, store id `ARGV[3]`, window `ARGV[4]` ms): a waiter
 /// that gives up right after being handed the key does not strand those behind it. Returns
 /// `WAITER` if it handed the key over, else 1 if the place was removed, 0 if there was none.
+///
+/// The key is free when `KEYS[1]` does not exist: the lock key, or a read-write lock's writer
+/// set (readers do not keep the front out: it may be a reader too). With `ARGV[5]` `open`,
+/// it always is: a semaphore's permits never keep the front out (its limit, which it may
+/// still fit in, is its own).
 pub(crate) static LEAVE_LINE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
@@ -315,7 +345,7 @@ local was_front = L.front() == ARGV[1]
 if not L.leave(ARGV[1], now_ms) then
   return 0
 end
-if not was_front or redis.call("exists", KEYS[1]) == 1 then
+if not was_front or (ARGV[5] ~= "open" and redis.call("exists", KEYS[1]) == 1) then
   return 1
 end
 return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
@@ -325,10 +355,11 @@ return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
 /// Who may take `KEYS[1]` now, read-only: nil if it is held; else the first waiter of its
 /// line (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, or `""` if nobody waits. What a
 /// store that has just started hearing a key's hand-overs asks, to wake the waiter a missed
-/// one was for.
+/// one was for. `KEYS[1]` and `ARGV[1]` (`open`) say when the key is free as for
+/// [`LEAVE_LINE`].
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
-        r#"if redis.call("exists", KEYS[1]) == 1 then
+        r#"if ARGV[1] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
   return false
 end
 local time = redis.call("time")
@@ -366,7 +397,7 @@ pub(crate) struct LuaScript {
 }
 
 impl LuaScript {
-    fn new(source: &'static str) -> Self {
+    pub(crate) fn new(source: &'static str) -> Self {
         Self {
             source: Str::from_static(source),
             sha1: Str::from(fred::util::sha1_hash(source)),

@@ -25,11 +25,21 @@
 //!
 //! Releases are published on `verrou:released:{N}:KEY`: one sharded channel per lock key, in
 //! its slot.
+//!
+//! Semaphores and read-write locks (see [`crate::share_scripts`]) keep their holders in
+//! sorted sets of the key's slot, apart from the lock key itself, so that a lock, a
+//! semaphore and a read-write lock of one name never touch each other:
+//! `verrou:permits:{N}:KEY` (a semaphore's permits), `verrou:readers:{N}:KEY` and
+//! `verrou:writer:{N}:KEY` (a read-write lock's readers and writer). Each family has its own
+//! lines and channels, the lock's names with the family after their first word:
+//! `verrou:line:semaphore:{N}:KEY`, `verrou:deadline:rwlock:{N}:KEY`,
+//! `verrou:released:semaphore:{N}:KEY`, and so on.
 
 use std::sync::LazyLock;
 
 use fred::types::ClusterHash;
 use fred::util::redis_keyslot;
+use verrou_core::{Family, Share};
 
 /// Hash slots in Redis Cluster (and in the key hashing of a single server, unused there).
 const SLOTS: usize = 16_384;
@@ -49,6 +59,52 @@ const LINE_START: &str = "verrou:line:{";
 
 /// What the waiting lines' deadline sets start with, up to the slot's number.
 const DEADLINE_START: &str = "verrou:deadline:{";
+
+/// What the sets of a semaphore's permits start with, up to the slot's number.
+const PERMITS_START: &str = "verrou:permits:{";
+
+/// What the sets of a read-write lock's readers start with, up to the slot's number.
+const READERS_START: &str = "verrou:readers:{";
+
+/// What the sets of a read-write lock's writer start with, up to the slot's number.
+const WRITER_START: &str = "verrou:writer:{";
+
+/// The starts of the names of one family's lines and release channels.
+struct LineNames {
+    line: &'static str,
+    deadline: &'static str,
+    channel: &'static str,
+}
+
+/// The names of the plain locks' lines and channels.
+const LOCK_NAMES: LineNames = LineNames {
+    line: LINE_START,
+    deadline: DEADLINE_START,
+    channel: CHANNEL_START,
+};
+
+/// The names of the semaphores' lines and channels.
+const SEMAPHORE_NAMES: LineNames = LineNames {
+    line: "verrou:line:semaphore:{",
+    deadline: "verrou:deadline:semaphore:{",
+    channel: "verrou:released:semaphore:{",
+};
+
+/// The names of the read-write locks' lines and channels.
+const RW_LOCK_NAMES: LineNames = LineNames {
+    line: "verrou:line:rwlock:{",
+    deadline: "verrou:deadline:rwlock:{",
+    channel: "verrou:released:rwlock:{",
+};
+
+/// The names of the lines and channels of `family` (`None`: plain locks).
+fn line_names(family: Option<Family>) -> &'static LineNames {
+    match family {
+        None => &LOCK_NAMES,
+        Some(Family::RwLock) => &RW_LOCK_NAMES,
+        Some(Family::Semaphore | _) => &SEMAPHORE_NAMES,
+    }
+}
 
 /// For each hash slot, the smallest number whose decimal text hashes to it.
 static SLOT_TAGS: LazyLock<Vec<u32>> = LazyLock::new(|| {
@@ -94,19 +150,33 @@ impl Slot {
         self.name(COUNTER_START, "")
     }
 
-    /// The sharded channel on which releases of `lock_key`, a key of this slot, are
-    /// published.
-    pub(crate) fn release_channel(self, lock_key: &str) -> String {
-        self.name(CHANNEL_START, lock_key)
-    }
-
     /// The waiting line of `lock_key`, a key of this slot: its arrival set and its deadline
     /// set.
     pub(crate) fn line_keys(self, lock_key: &str) -> [String; 2] {
-        [
-            self.name(LINE_START, lock_key),
-            self.name(DEADLINE_START, lock_key),
-        ]
+        self.family_line_keys(None, lock_key)
+    }
+
+    /// The sharded channel on which releases of `key`, a key of this slot, in `family`
+    /// (`None`: plain locks) are published.
+    pub(crate) fn family_release_channel(self, family: Option<Family>, key: &str) -> String {
+        self.name(line_names(family).channel, key)
+    }
+
+    /// The waiting line of `key`, a key of this slot, in `family` (`None`: plain locks).
+    pub(crate) fn family_line_keys(self, family: Option<Family>, key: &str) -> [String; 2] {
+        let names = line_names(family);
+        [self.name(names.line, key), self.name(names.deadline, key)]
+    }
+
+    /// The sorted set of the holders of `share` of `key`, a key of this slot: the permits,
+    /// the readers or the writer.
+    pub(crate) fn holders_key(self, share: Share, key: &str) -> String {
+        let start = match share {
+            Share::Permit { .. } => PERMITS_START,
+            Share::Read => READERS_START,
+            Share::Write | _ => WRITER_START,
+        };
+        self.name(start, key)
     }
 
     /// `start`, the slot's number, `}`, then `:` and `end` unless `end` is empty. Built by
@@ -147,13 +217,19 @@ impl Digits {
     }
 }
 
-/// The lock key whose releases `channel` carries, if it is a release channel.
-pub(crate) fn released_key(channel: &str) -> Option<&str> {
-    let (number, key) = channel.strip_prefix(CHANNEL_START)?.split_once("}:")?;
-    number
-        .bytes()
-        .all(|byte| byte.is_ascii_digit())
-        .then_some(key)
+/// The key whose releases `channel` carries, with its family (`None`: a plain lock), if it
+/// is a release channel.
+pub(crate) fn released_key(channel: &str) -> Option<(Option<Family>, &str)> {
+    [None, Some(Family::Semaphore), Some(Family::RwLock)]
+        .into_iter()
+        .find_map(|family| {
+            let rest = channel.strip_prefix(line_names(family).channel)?;
+            let (number, key) = rest.split_once("}:")?;
+            number
+                .bytes()
+                .all(|byte| byte.is_ascii_digit())
+                .then_some((family, key))
+        })
 }
 
 #[cfg(test)]
@@ -174,7 +250,14 @@ mod tests {
 
     #[test]
     fn the_stores_names_are_in_its_namespace() {
-        for start in [COUNTER_START, CHANNEL_START, LINE_START, DEADLINE_START] {
+        let families = [LOCK_NAMES, SEMAPHORE_NAMES, RW_LOCK_NAMES];
+        let lines = families
+            .iter()
+            .flat_map(|names| [names.line, names.deadline, names.channel]);
+        for start in [COUNTER_START, PERMITS_START, READERS_START, WRITER_START]
+            .into_iter()
+            .chain(lines)
+        {
             assert!(start.starts_with(NAMESPACE), "{start}");
         }
     }
@@ -214,13 +297,40 @@ mod tests {
             .into_iter()
             .chain(["}:", "verrou:released:{1}:x"])
         {
-            let channel = Slot::of(key).release_channel(key);
+            let channel = Slot::of(key).family_release_channel(None, key);
             assert_eq!(
                 redis_keyslot(channel.as_bytes()),
                 redis_keyslot(key.as_bytes()),
                 "{key:?} -> {channel:?}"
             );
-            assert_eq!(released_key(&channel), Some(key), "{channel:?}");
+            assert_eq!(released_key(&channel), Some((None, key)), "{channel:?}");
+        }
+    }
+
+    #[test]
+    fn share_names_are_in_the_keys_slot_and_apart_from_the_locks() {
+        for key in AWKWARD_KEYS {
+            let slot = Slot::of(key);
+            let mut names = vec![slot.counter_key(), slot.family_release_channel(None, key)];
+            names.extend(slot.line_keys(key));
+            for family in [Family::Semaphore, Family::RwLock] {
+                let channel = slot.family_release_channel(Some(family), key);
+                assert_eq!(released_key(&channel), Some((Some(family), key)));
+                names.push(channel);
+                names.extend(slot.family_line_keys(Some(family), key));
+            }
+            for share in [Share::Permit { limit: 2 }, Share::Read, Share::Write] {
+                names.push(slot.holders_key(share, key));
+            }
+            for name in &names {
+                assert_eq!(
+                    redis_keyslot(name.as_bytes()),
+                    redis_keyslot(key.as_bytes()),
+                    "{key:?} -> {name:?}"
+                );
+            }
+            let distinct: std::collections::HashSet<_> = names.iter().collect();
+            assert_eq!(distinct.len(), names.len(), "{names:?}");
         }
     }
 

@@ -16,13 +16,14 @@ use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
 use fred::types::{ClientState, Value};
 use verrou_core::{
-    Acquisition, Error, Grant, LockStore, OwnerCheck, Place, Result, Waiters, HANDOVER_WINDOW,
+    Acquisition, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share, Waiters,
+    HANDOVER_WINDOW,
 };
 
 use crate::config::{RedisConfig, RedisOptions};
 use crate::connection::Connection;
 use crate::error::ConnectError;
-use crate::feed::Feed;
+use crate::feed::{Boards, Feed};
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;
 use crate::scripts::{LuaScript, DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, LEAVE_LINE, TAKE};
@@ -95,8 +96,8 @@ pub struct RedisStore {
     /// This store's id, published with its hand-overs so that it ignores them when it hears
     /// them.
     id: Str,
-    /// The board of this store's waiters, fed by its subscriber (see [`crate::feed`]).
-    waiters: Arc<Waiters>,
+    /// The boards of this store's waiters, fed by its subscriber (see [`crate::feed`]).
+    boards: Arc<Boards>,
     /// On Redis Sentinel: the failover watcher (see [`crate::sentinel`]), started with the
     /// store within a Tokio runtime, else at its first operation.
     sentinel: OnceLock<Option<Sentinel>>,
@@ -214,7 +215,7 @@ impl RedisStore {
             ..Options::default()
         };
         let id = Str::from(new_id());
-        let waiters = Feed::board(
+        let boards = Feed::boards(
             Arc::clone(&connection),
             command_options.clone(),
             id.clone(),
@@ -226,7 +227,7 @@ impl RedisStore {
             key_prefix: options.key_prefix,
             command_options,
             id,
-            waiters,
+            boards,
             sentinel: OnceLock::new(),
             acknowledgement: Acknowledgement::new(options.min_replicas, options.replica_timeout),
         };
@@ -259,7 +260,7 @@ impl RedisStore {
     }
 
     /// The Redis key of lock `key`.
-    fn redis_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
+    pub(crate) fn redis_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
         if self.key_prefix.is_empty() {
             Cow::Borrowed(key)
         } else {
@@ -276,7 +277,7 @@ impl RedisStore {
     /// Sends `command` (given the client, with the store's options) through the next
     /// client, and again while Redis Cluster refuses it without running it (see
     /// [`crate::resend`]), within the command timeout.
-    async fn send<R, F, Fut>(&self, command: F) -> std::result::Result<R, FredError>
+    pub(crate) async fn send<R, F, Fut>(&self, command: F) -> std::result::Result<R, FredError>
     where
         F: Fn(WithOptions<Client>) -> Fut,
         Fut: Future<Output = std::result::Result<R, FredError>>,
@@ -330,31 +331,51 @@ impl RedisStore {
         })
     }
 
-    /// Runs `script`, one that may hand `key` over to the front waiter of its line, with
-    /// `leading` as its first arguments and then what a hand-over needs (the key's release
-    /// channel, this store's id, the hand-over window). Wakes the waiter it handed the key
-    /// to, if it waits here (this store ignores its own publications), and returns the
-    /// script's count (1: deleted, or removed), which a hand-over implies.
+    /// Runs `script`, one that may hand `key` over to the front waiter of its line, on the
+    /// lock key and its line, with `leading` as its first argument: see
+    /// [`hand_over_at`](Self::hand_over_at).
     async fn hand_over(&self, script: &LuaScript, key: &str, leading: Option<&str>) -> Result<i64> {
         let redis_key = self.redis_key(key);
         let redis_key: &str = &redis_key;
         let slot = Slot::of(redis_key);
         let [line, deadlines] = slot.line_keys(redis_key);
-        let keys = [redis_key, &line, &deadlines];
-        let channel = slot.release_channel(redis_key);
+        let at = Handing {
+            family: None,
+            key,
+            redis_key,
+            slot,
+            keys: &[redis_key, &line, &deadlines],
+        };
+        self.hand_over_at(script, &at, leading, None).await
+    }
+
+    /// Runs `script`, one that may hand a key over to the front waiter of its line, where
+    /// `at` says, with `leading` as its first argument, then what a hand-over needs (the
+    /// key's release channel in its family, this store's id, the hand-over window), then
+    /// `trailing`. Wakes the waiter it handed the key to, if it waits here (this store
+    /// ignores its own publications), and returns the script's count (1: deleted, or
+    /// removed), which a hand-over implies.
+    pub(crate) async fn hand_over_at(
+        &self,
+        script: &LuaScript,
+        at: &Handing<'_>,
+        leading: Option<&str>,
+        trailing: Option<&'static str>,
+    ) -> Result<i64> {
+        let channel = at.slot.family_release_channel(at.family, at.redis_key);
         let channel = channel.as_str();
-        // The window is 100 ms.
-        let window = i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let (slot, keys) = (at.slot, at.keys);
         let reply: Value = self
             .send(|client| async move {
                 script
-                    .run(&client, slot, &keys, |args| {
+                    .run(&client, slot, keys, |args| {
                         args.extend(leading.map(Value::from));
                         args.extend([
                             Value::from(channel),
                             Value::String(self.id.clone()),
-                            Value::Integer(window),
+                            Value::Integer(handover_window()),
                         ]);
+                        args.extend(trailing.map(Value::from));
                     })
                     .await
             })
@@ -364,10 +385,44 @@ impl RedisStore {
             return Ok(count);
         }
         if let Some(waiter) = reply.as_str() {
-            self.waiters.wake(key, Some(&waiter));
+            self.wake(at.family, at.key, &waiter);
         }
         Ok(1)
     }
+
+    /// Wakes `waiter`, handed `key` of `family` (`None`: a plain lock) by this store.
+    pub(crate) fn wake(&self, family: Option<Family>, key: &str, waiter: &str) {
+        self.boards.of(family).wake(key, Some(waiter));
+    }
+
+    /// This store's id, published with its hand-overs.
+    pub(crate) fn id(&self) -> &Str {
+        &self.id
+    }
+
+    /// Replica acknowledgement of takes and extensions, if asked for.
+    pub(crate) fn acknowledgement(&self) -> Option<&Acknowledgement> {
+        self.acknowledgement.as_ref()
+    }
+}
+
+/// Where a script that may hand a key over runs.
+pub(crate) struct Handing<'a> {
+    /// The key's family (`None`: a plain lock).
+    pub(crate) family: Option<Family>,
+    /// The key, as the store received it (its board's name for it).
+    pub(crate) key: &'a str,
+    /// Its Redis key.
+    pub(crate) redis_key: &'a str,
+    /// Its hash slot.
+    pub(crate) slot: Slot,
+    /// The script's keys, all in `slot`.
+    pub(crate) keys: &'a [&'a str],
+}
+
+/// The hand-over window in whole milliseconds (100 ms), as the scripts take it.
+pub(crate) fn handover_window() -> i64 {
+    i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A new store id: 64 random bits (the OS-seeded keys of std's `RandomState`) and the
@@ -384,13 +439,13 @@ fn new_id() -> String {
 /// [`MAX_DURATION`](verrou_core::MAX_DURATION), else [`Error::InvalidDuration`]. Core checks
 /// it before it calls the store; checking again here guards direct calls. The longest TTL
 /// is about 3.2 × 10^11 ms, which `PX` and `PEXPIRE` accept, and an `i64` holds.
-fn millis(ttl: Duration) -> Result<i64> {
+pub(crate) fn millis(ttl: Duration) -> Result<i64> {
     // At most MAX_DURATION in milliseconds: far below i64::MAX.
     Ok(i64::try_from(verrou_core::ttl_millis(ttl)?).unwrap_or(i64::MAX))
 }
 
 /// What an owner-checked script's reply (1 applied, 0 not the owner) means.
-fn owner_check(applied: i64) -> OwnerCheck {
+pub(crate) fn owner_check(applied: i64) -> OwnerCheck {
     if applied == 1 {
         OwnerCheck::Applied
     } else {
@@ -491,7 +546,52 @@ impl LockStore for RedisStore {
     }
 
     fn waiters(&self) -> Option<&Waiters> {
-        Some(&self.waiters)
+        Some(self.boards.of(None))
+    }
+
+    async fn save_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        share: Share,
+        place: Option<Place<'_>>,
+    ) -> Result<Acquisition> {
+        self.take_share(key, owner, ttl, share, place).await
+    }
+
+    async fn delete_share(&self, key: &str, owner: &str, share: Share) -> Result<OwnerCheck> {
+        self.release_share(key, owner, share).await
+    }
+
+    async fn extend_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        share: Share,
+    ) -> Result<OwnerCheck> {
+        self.extend_share_hold(key, owner, ttl, share).await
+    }
+
+    async fn force_delete_shares(&self, key: &str, family: Family) -> Result<()> {
+        self.force_release_shares(key, family).await
+    }
+
+    async fn count_shares(&self, key: &str, share: Share) -> Result<u32> {
+        self.count_share_holders(key, share).await
+    }
+
+    async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
+        self.leave_family_line(key, family, waiter).await
+    }
+
+    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
+        Some(self.boards.of(Some(family)))
+    }
+
+    fn name(&self) -> &'static str {
+        "the Redis store"
     }
 }
 

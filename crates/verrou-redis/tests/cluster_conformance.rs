@@ -1,5 +1,6 @@
-//! The store conformance suite, its waiting-line group and its fault group, against a private
-//! Redis Cluster (three masters, three replicas).
+//! The store conformance suite, its waiting-line, semaphore and read-write lock groups and its
+//! fault groups (locks and shares), against a private Redis Cluster (three masters, three
+//! replicas).
 //!
 //! For the fault group, every connection of the store under test goes through a fault
 //! proxy: a cluster client learns the nodes' addresses from `CLUSTER SLOTS` (and from
@@ -31,6 +32,8 @@ async fn new_store() -> Arc<dyn LockStore> {
 
 verrou_core::conformance_tests!(new_store);
 verrou_core::line_tests!(new_store);
+verrou_core::semaphore_tests!(new_store);
+verrou_core::rw_lock_tests!(new_store);
 
 mod faults {
     use std::collections::HashMap;
@@ -143,4 +146,5 @@ mod faults {
     }
 
     verrou_core::fault_tests!(new_faulty_store);
+    verrou_core::share_fault_tests!(new_faulty_store);
 }

@@ -1,5 +1,5 @@
-//! The store conformance suite, and its waiting-line group, against a real Redis server
-//! (`VERROU_REDIS_URL`, or a private throwaway server).
+//! The store conformance suite, its waiting-line group and its semaphore and read-write lock
+//! groups, against a real Redis server (`VERROU_REDIS_URL`, or a private throwaway server).
 
 use std::sync::Arc;
 
@@ -19,3 +19,5 @@ async fn new_store() -> Arc<dyn LockStore> {
 
 verrou_core::conformance_tests!(new_store);
 verrou_core::line_tests!(new_store);
+verrou_core::semaphore_tests!(new_store);
+verrou_core::rw_lock_tests!(new_store);

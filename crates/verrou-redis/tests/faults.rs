@@ -33,3 +33,4 @@ async fn new_faulty_store() -> FaultyStore {
 }
 
 verrou_core::fault_tests!(new_faulty_store);
+verrou_core::share_fault_tests!(new_faulty_store);

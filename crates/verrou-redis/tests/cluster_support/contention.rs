@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use verrou_core::conformance::History;
 use verrou_core::{
-    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Result as VerrouResult, Retry,
-    Waiters,
+    Acquisition, Error, Family, LockFactory, LockStore, OwnerCheck, Place, Result as VerrouResult,
+    Retry, Share, Waiters,
 };
 use verrou_redis::RedisStore;
 use verrou_testkit::{hash_slot, RedisCluster};
@@ -121,6 +121,55 @@ impl LockStore for TimedStore {
 
     fn waiters(&self) -> Option<&Waiters> {
         self.inner.waiters()
+    }
+
+    async fn save_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        share: Share,
+        place: Option<Place<'_>>,
+    ) -> VerrouResult<Acquisition> {
+        self.timed(self.inner.save_share(key, owner, ttl, share, place))
+            .await
+    }
+
+    async fn delete_share(&self, key: &str, owner: &str, share: Share) -> VerrouResult<OwnerCheck> {
+        self.timed(self.inner.delete_share(key, owner, share)).await
+    }
+
+    async fn extend_share(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        share: Share,
+    ) -> VerrouResult<OwnerCheck> {
+        self.timed(self.inner.extend_share(key, owner, ttl, share))
+            .await
+    }
+
+    async fn force_delete_shares(&self, key: &str, family: Family) -> VerrouResult<()> {
+        self.timed(self.inner.force_delete_shares(key, family))
+            .await
+    }
+
+    async fn count_shares(&self, key: &str, share: Share) -> VerrouResult<u32> {
+        self.timed(self.inner.count_shares(key, share)).await
+    }
+
+    async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> VerrouResult<()> {
+        self.timed(self.inner.leave_share_line(key, family, waiter))
+            .await
+    }
+
+    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
+        self.inner.share_waiters(family)
+    }
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
     }
 }
 
