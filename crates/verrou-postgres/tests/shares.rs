@@ -105,6 +105,39 @@ async fn simultaneous_takes_from_eight_stores_never_exceed_the_room() {
     }
 }
 
+/// Thirty-two readers of one key, on eight stores, release at the same instant: every
+/// release applies (none is undone by another one's rewrite of the row) and the last one
+/// deletes the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn simultaneous_releases_all_apply_and_leave_no_row() {
+    let table = unique("shares_release");
+    let stores = stores(&table).await;
+    let admin = client(&verrou_testkit::postgres_url()).await;
+    for round in 0..10 {
+        let key = unique("release");
+        let granted = take_at_once(&stores, &key, &[Share::Read; 32]).await;
+        assert_eq!(granted.len(), 32, "readers share");
+        let barrier = Arc::new(Barrier::new(32));
+        let mut tasks = Vec::new();
+        for index in 0..32 {
+            let store = Arc::clone(&stores[index % STORES]);
+            let (barrier, key) = (Arc::clone(&barrier), key.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let owner = format!("owner-{index}");
+                store.delete_share(&key, &owner, Share::Read).await
+            }));
+        }
+        for task in tasks {
+            let released = task.await.expect("releaser").expect("release");
+            assert_eq!(released, OwnerCheck::Applied, "round {round}");
+        }
+        let sql = format!("SELECT count(*) FROM \"{table}_shares\" WHERE key = $1");
+        let left: i64 = admin.query_one(&sql, &[&key]).await.expect("rows").get(0);
+        assert_eq!(left, 0, "round {round}: the row outlived its holders");
+    }
+}
+
 /// A waiter in a semaphore's line that its own limit keeps out (limit 1, one permit held)
 /// is not overtaken by a plain take that would fit (limit 2): the line comes first. Once
 /// the holder releases, the release hands the key over to the waiter, which gets in.
