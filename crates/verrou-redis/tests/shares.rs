@@ -1,0 +1,380 @@
+//! Semaphores and read-write locks on a real Redis server, beyond the conformance groups:
+//! many stores hammering one semaphore and one read-write lock; the holder sets and lines
+//! expiring and going away once their holders and waiters are gone; and a share key of the
+//! wrong type refused with an error that names it, changing nothing.
+
+mod support;
+
+use std::error::Error as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use support::{connect, raw_client, unique_key};
+use verrou_core::{Acquisition, Error, Family, LockFactory, LockStore, Retry, Share};
+use verrou_redis::fred::prelude::{Client, KeysInterface};
+use verrou_redis::fred::types::scan::Scanner;
+use verrou_redis::RedisStore;
+use verrou_testkit::redis_url;
+
+/// Long enough that nothing a test holds expires on its own.
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The store's names (`verrou:KIND:{N}:KEY`, every family) of `key` on the server of `raw`.
+async fn names_of(raw: &Client, key: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pages = raw.scan(format!("verrou:*:{key}"), Some(1000), None);
+    while let Some(mut page) = pages.try_next().await.unwrap() {
+        found.extend(
+            page.take_results()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|name| name.into_string()),
+        );
+    }
+    found.sort();
+    found
+}
+
+/// The one name of `kind` (`permits`, `readers`, `line:semaphore`...) of `key` on the server.
+async fn name_of(raw: &Client, kind: &str, key: &str) -> Option<String> {
+    names_of(raw, key)
+        .await
+        .into_iter()
+        .find(|name| name.starts_with(&format!("verrou:{kind}:{{")))
+}
+
+/// How many are inside at once, and the most there ever were.
+#[derive(Default)]
+struct Occupancy {
+    inside: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Occupancy {
+    fn enter(&self) -> usize {
+        let inside = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(inside, Ordering::SeqCst);
+        inside
+    }
+
+    fn leave(&self) {
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_stores_never_let_four_into_a_semaphore_of_three_nor_a_reader_beside_a_writer() {
+    const STORES: usize = 8;
+    const ROUNDS: usize = 8;
+    let url = redis_url();
+    let semaphore = unique_key("hammer-semaphore");
+    let rw_lock = unique_key("hammer-rw");
+    let permits = Arc::new(Occupancy::default());
+    let readers = Arc::new(Occupancy::default());
+    let writers = Arc::new(Occupancy::default());
+    let mut workers = Vec::new();
+    for store in 0..STORES {
+        let factory = LockFactory::new(connect(&url, |_| {}).await)
+            .with_retry(Retry::new().delay("20ms").timeout("60s"))
+            .unwrap();
+        let permit = factory
+            .create_semaphore_with_ttl(&semaphore, 3, "30s")
+            .unwrap();
+        let permits = Arc::clone(&permits);
+        workers.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                assert!(permit.acquire().await.unwrap());
+                let inside = permits.enter();
+                assert!(inside <= 3, "{inside} holders inside a semaphore of 3");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                permits.leave();
+                permit.release().await.unwrap();
+            }
+        }));
+        let rw = factory.create_rw_lock_with_ttl(&rw_lock, "30s").unwrap();
+        let write = store < 2;
+        let handle = if write { rw.write() } else { rw.read() }.unwrap();
+        let (mine, theirs) = if write {
+            (Arc::clone(&writers), Arc::clone(&readers))
+        } else {
+            (Arc::clone(&readers), Arc::clone(&writers))
+        };
+        workers.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                assert!(handle.acquire().await.unwrap());
+                let inside = mine.enter();
+                assert!(!write || inside == 1, "two writers inside");
+                assert_eq!(
+                    theirs.inside.load(Ordering::SeqCst),
+                    0,
+                    "a reader beside a writer"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                mine.leave();
+                handle.release().await.unwrap();
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(
+        permits.most.load(Ordering::SeqCst),
+        3,
+        "the permits were never all used"
+    );
+    assert!(
+        readers.most.load(Ordering::SeqCst) > 1,
+        "readers never shared"
+    );
+    let raw = raw_client(&url).await;
+    for key in [&semaphore, &rw_lock] {
+        assert_eq!(
+            names_of(&raw, key).await,
+            Vec::<String>::new(),
+            "left behind"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_sets_expire_with_their_last_holder_and_go_with_it() {
+    let url = redis_url();
+    let raw = raw_client(&url).await;
+    let store = connect(&url, |_| {}).await;
+    let key = unique_key("share-expiry");
+    let permit = Share::Permit { limit: 3 };
+    let ttl = Duration::from_millis(300);
+    for owner in ["a", "b"] {
+        let taken = store.save_share(&key, owner, Some(ttl), permit, None).await;
+        assert!(matches!(taken, Ok(Acquisition::Granted(_))), "{taken:?}");
+    }
+    let permits = name_of(&raw, "permits", &key)
+        .await
+        .expect("the permits set");
+    let pttl: i64 = raw.pttl(&permits).await.unwrap();
+    assert!(
+        pttl > 0 && pttl <= 301,
+        "expires with its last holder: {pttl} ms"
+    );
+    // A holder without TTL keeps the set; giving it back makes the set expire again.
+    store
+        .save_share(&key, "forever", None, permit, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.pttl::<i64, _>(&permits).await.unwrap(),
+        -1,
+        "no TTL while one holds without"
+    );
+    store.delete_share(&key, "forever", permit).await.unwrap();
+    let pttl: i64 = raw.pttl(&permits).await.unwrap();
+    assert!(
+        pttl > 0 && pttl <= 301,
+        "expires again once it is given back: {pttl} ms"
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(
+        names_of(&raw, &key).await,
+        Vec::<String>::new(),
+        "expired, with no call"
+    );
+
+    // Readers and the writer: the sets go with their last holder, released or expired.
+    store
+        .save_share(&key, "reader", None, Share::Read, None)
+        .await
+        .unwrap();
+    assert!(name_of(&raw, "readers", &key).await.is_some());
+    store
+        .delete_share(&key, "reader", Share::Read)
+        .await
+        .unwrap();
+    store
+        .save_share(&key, "writer", Some(ttl), Share::Write, None)
+        .await
+        .unwrap();
+    assert!(name_of(&raw, "writer", &key).await.is_some());
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert_eq!(
+        names_of(&raw, &key).await,
+        Vec::<String>::new(),
+        "released, or expired"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_of_share_waiters_goes_with_its_last_waiter() {
+    let url = redis_url();
+    let raw = raw_client(&url).await;
+    let holder = connect(&url, |_| {}).await;
+    let key = unique_key("share-line");
+    let writer = holder
+        .save_share(&key, "writer", Some(HOUR), Share::Write, None)
+        .await
+        .unwrap();
+    assert!(matches!(writer, Acquisition::Granted(_)));
+    let factory = LockFactory::new(connect(&url, |_| {}).await)
+        .with_retry(Retry::new().delay("1h").timeout("10s"))
+        .unwrap();
+    let reader = factory.create_rw_lock(&key).unwrap().read().unwrap();
+    let waiting = tokio::spawn(async move { (reader.acquire().await.unwrap(), reader) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        name_of(&raw, "line:rwlock", &key).await.is_some(),
+        "the reader waits in line"
+    );
+    assert_eq!(
+        name_of(&raw, "line", &key).await,
+        None,
+        "not in the locks' line"
+    );
+    holder
+        .delete_share(&key, "writer", Share::Write)
+        .await
+        .unwrap();
+    let (acquired, reader) = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("the reader is handed the key")
+        .unwrap();
+    assert!(acquired);
+    assert_eq!(
+        name_of(&raw, "line:rwlock", &key).await,
+        None,
+        "the line went with it"
+    );
+    reader.release().await.unwrap();
+    assert_eq!(names_of(&raw, &key).await, Vec::<String>::new());
+}
+
+/// Whether `result` is the error of a script that found `name` of the wrong type.
+fn names_the_key<T: std::fmt::Debug>(result: verrou_core::Result<T>, name: &str) -> bool {
+    match result {
+        Err(error @ Error::Storage { .. }) => {
+            let cause = error.source().map(ToString::to_string).unwrap_or_default();
+            cause.contains(name) && cause.contains("changed by hand")
+        }
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_key_of_the_wrong_type_is_a_clear_error_and_changes_nothing() {
+    let url = redis_url();
+    let raw = raw_client(&url).await;
+    let store = connect(&url, |_| {}).await;
+    let key = unique_key("share-wrong-type");
+    let permit = Share::Permit { limit: 2 };
+    // Learn the names, then leave them empty.
+    store
+        .save_share(&key, "a", Some(HOUR), permit, None)
+        .await
+        .unwrap();
+    store
+        .save_share(&key, "r", Some(HOUR), Share::Read, None)
+        .await
+        .unwrap();
+    let permits = name_of(&raw, "permits", &key).await.unwrap();
+    let readers = name_of(&raw, "readers", &key).await.unwrap();
+    store
+        .force_delete_shares(&key, Family::Semaphore)
+        .await
+        .unwrap();
+    store
+        .force_delete_shares(&key, Family::RwLock)
+        .await
+        .unwrap();
+    let counter = permits.split_once("}:").map(|(start, _)| start).unwrap();
+    let counter = format!("{}}}", counter.replace("verrou:permits:", "verrou:fence:"));
+    let token_before: String = raw.get(&counter).await.unwrap();
+
+    for name in [&permits, &readers] {
+        raw.set::<(), _, _>(name, "by hand", None, None, false)
+            .await
+            .unwrap();
+    }
+    assert!(names_the_key(
+        store.save_share(&key, "b", Some(HOUR), permit, None).await,
+        &permits
+    ));
+    assert!(names_the_key(
+        store.delete_share(&key, "a", permit).await,
+        &permits
+    ));
+    assert!(names_the_key(
+        store.extend_share(&key, "a", HOUR, permit).await,
+        &permits
+    ));
+    assert!(names_the_key(
+        store.count_shares(&key, permit).await,
+        &permits
+    ));
+    assert!(names_the_key(
+        store.force_delete_shares(&key, Family::Semaphore).await,
+        &permits
+    ));
+    // A writer reads the readers' set: refused before it writes its own.
+    let write = store
+        .save_share(&key, "w", Some(HOUR), Share::Write, None)
+        .await;
+    assert!(names_the_key(write, &readers));
+    assert_eq!(
+        name_of(&raw, "writer", &key).await,
+        None,
+        "the writer set was written"
+    );
+    for name in [&permits, &readers] {
+        let value: String = raw.get(name).await.unwrap();
+        assert_eq!(value, "by hand", "{name} was changed");
+    }
+    let token_after: String = raw.get(&counter).await.unwrap();
+    assert_eq!(token_after, token_before, "a refused take issued a token");
+    // Deleting the key by hand repairs it.
+    raw.del::<(), _>(vec![permits.as_str(), readers.as_str()])
+        .await
+        .unwrap();
+    let taken = store
+        .save_share(&key, "b", Some(HOUR), permit, None)
+        .await
+        .unwrap();
+    assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
+    store
+        .force_delete_shares(&key, Family::Semaphore)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_take_received_twice_is_a_renewal_not_a_second_permit() {
+    let url = redis_url();
+    let store: RedisStore = connect(&url, |_| {}).await;
+    let key = unique_key("share-renewal");
+    let permit = Share::Permit { limit: 2 };
+    let first = store
+        .save_share(&key, "me", Some(HOUR), permit, None)
+        .await
+        .unwrap();
+    let Acquisition::Granted(first) = first else {
+        panic!("{first:?}")
+    };
+    let again = store
+        .save_share(&key, "me", Some(HOUR), permit, None)
+        .await
+        .unwrap();
+    let Acquisition::Renewed(again) = again else {
+        panic!("{again:?}")
+    };
+    assert!(again.fencing_token > first.fencing_token);
+    assert_eq!(
+        store.count_shares(&key, permit).await.unwrap(),
+        1,
+        "one holder, once"
+    );
+    store
+        .force_delete_shares(&key, Family::Semaphore)
+        .await
+        .unwrap();
+    assert_eq!(store.name(), "the Redis store");
+}
