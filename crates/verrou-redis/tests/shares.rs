@@ -1,7 +1,8 @@
 //! Semaphores and read-write locks on a real Redis server, beyond the conformance groups:
 //! many stores hammering one semaphore and one read-write lock; the holder sets and lines
 //! expiring and going away once their holders and waiters are gone; and a share key of the
-//! wrong type refused with an error that names it, changing nothing.
+//! wrong type refused with an error that names it, changing nothing; and the README's ACL
+//! rules for them.
 
 mod support;
 
@@ -13,10 +14,11 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use support::{connect, raw_client, unique_key};
 use verrou_core::{Acquisition, Error, Family, LockFactory, LockStore, Retry, Share};
-use verrou_redis::fred::prelude::{Client, KeysInterface};
+use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface};
 use verrou_redis::fred::types::scan::Scanner;
+use verrou_redis::fred::types::{ClusterHash, CustomCommand, Value};
 use verrou_redis::RedisStore;
-use verrou_testkit::redis_url;
+use verrou_testkit::{redis_url, RedisServer};
 
 /// Long enough that nothing a test holds expires on its own.
 const HOUR: Duration = Duration::from_secs(3600);
@@ -377,4 +379,82 @@ async fn a_share_take_received_twice_is_a_renewal_not_a_second_permit() {
         .await
         .unwrap();
     assert_eq!(store.name(), "the Redis store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_rules_the_readme_lists_are_enough_for_shares() {
+    let server = RedisServer::start().expect("a private redis-server");
+    let admin = raw_client(&server.url()).await;
+    // The locks' rules, then those the README adds for semaphores and read-write locks.
+    let rules = [
+        "SETUSER",
+        "sharer",
+        "reset",
+        "on",
+        ">pw",
+        "~locks:*",
+        "~verrou:fence:*",
+        "~verrou:line:*",
+        "~verrou:deadline:*",
+        "&verrou:released:*",
+        "+evalsha",
+        "+eval",
+        "+exists",
+        "+get",
+        "+set",
+        "+del",
+        "+incr",
+        "+pexpire",
+        "+time",
+        "+zadd",
+        "+zcard",
+        "+zrange",
+        "+zrangebyscore",
+        "+zrem",
+        "+zremrangebyscore",
+        "+zscore",
+        "+spublish",
+        "+ssubscribe",
+        "+sunsubscribe",
+        "~verrou:permits:*",
+        "~verrou:readers:*",
+        "~verrou:writer:*",
+        "+zcount",
+        "+persist",
+    ];
+    let acl = CustomCommand::new_static("ACL", ClusterHash::Random, false);
+    let _: Value = admin.custom(acl, rules.to_vec()).await.unwrap();
+    let url = format!("redis://sharer:pw@127.0.0.1:{}", server.port());
+    let prefixed = |config: &mut verrou_redis::RedisConfig| config.key_prefix = "locks:".into();
+    let holder = LockFactory::new(connect(&url, prefixed).await);
+    let patient = LockFactory::new(connect(&url, prefixed).await)
+        .with_retry(Retry::new().delay("1h").timeout("10s"))
+        .unwrap();
+    let key = unique_key("share-acl");
+    let permit = holder.create_semaphore(&key, 1).unwrap();
+    assert!(permit.acquire_immediately().await.unwrap());
+    let writer = holder
+        .create_rw_lock_with_ttl(&key, "60s")
+        .unwrap()
+        .write()
+        .unwrap();
+    assert!(writer.acquire_immediately().await.unwrap());
+    writer.extend().await.unwrap();
+    assert_eq!(writer.holders().await.unwrap(), 1);
+    let waiting_permit = patient.create_semaphore(&key, 1).unwrap();
+    let reader = patient.create_rw_lock(&key).unwrap().read().unwrap();
+    let waiters = tokio::spawn(async move {
+        let (permit, read) = tokio::join!(waiting_permit.acquire(), reader.acquire());
+        (permit.unwrap() && read.unwrap(), waiting_permit, reader)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    permit.release().await.unwrap();
+    writer.release().await.unwrap();
+    let (acquired, waiting_permit, reader) = tokio::time::timeout(Duration::from_secs(3), waiters)
+        .await
+        .expect("both waiters are handed their key")
+        .unwrap();
+    assert!(acquired);
+    waiting_permit.force_release().await.unwrap();
+    reader.force_release().await.unwrap();
 }
