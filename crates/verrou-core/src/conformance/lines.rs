@@ -4,13 +4,12 @@
 //! Stores made by one constructor stand for separate processes: the line must serve waiters
 //! in arrival order whichever store instance they use.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 
-use super::{unique_key, CountingStore};
+use super::{factory_with_delay, unique_key, woken_by_release, CountingStore, NEVER, PROMPTLY};
 use crate::{Acquisition, LockFactory, LockStore, Place, Retry, HANDOVER_WINDOW};
 
 /// Writes one `#[test]` per waiting-line case, each on its own Tokio runtime with stores
@@ -31,29 +30,12 @@ macro_rules! line_tests {
     };
 }
 
-/// A retry delay no case waits out: a waiter that gets the key before it was woken.
-const NEVER: &str = "1h";
-
-/// How long a case gives a woken waiter to get the key (a loaded machine).
-const PROMPTLY: Duration = Duration::from_secs(3);
-
 /// A place that outlasts any case.
 fn place(waiter: &str) -> Place<'_> {
     Place {
         waiter,
         lease: Duration::from_secs(60),
     }
-}
-
-macro_rules! case {
-    ($(#[$doc:meta])* $name:ident($new_store:ident) $body:block) => {
-        $(#[$doc])*
-        pub async fn $name<F, Fut>($new_store: F)
-        where
-            F: Fn() -> Fut,
-            Fut: Future<Output = Arc<dyn LockStore>>,
-        $body
-    };
 }
 
 case! {
@@ -67,10 +49,7 @@ case! {
         let served = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
         for arrival in 0..4 {
-            let factory = LockFactory::from_shared(new_store().await)
-                .with_retry(Retry::new().delay(NEVER).timeout("30s"))
-                .unwrap();
-            let lock = factory.create_lock(&key).unwrap();
+            let lock = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
             let served = Arc::clone(&served);
             waiters.push(tokio::spawn(async move {
                 assert!(lock.acquire().await.unwrap(), "waiter {arrival} gave up");
@@ -226,21 +205,9 @@ case! {
             impatient.acquire_with(Retry::new().delay(NEVER).timeout("300ms")).await.unwrap()
         });
         sleep(Duration::from_millis(50)).await;
-        let patient = LockFactory::from_shared(new_store().await)
-            .with_retry(Retry::new().delay(NEVER).timeout("30s"))
-            .unwrap()
-            .create_lock(&key)
-            .unwrap();
-        let waiting = tokio::spawn(async move { (patient.acquire().await.unwrap(), patient) });
         assert!(!gave_up.await.unwrap(), "the impatient waiter gave up");
-        sleep(Duration::from_millis(100)).await;
-        holder.release().await.unwrap();
-        let (acquired, patient) = tokio::time::timeout(PROMPTLY, waiting)
-            .await
-            .expect("the patient waiter is woken by the release")
-            .unwrap();
-        assert!(acquired);
-        patient.release().await.unwrap();
+        let patient = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
+        woken_by_release(patient, &holder, "the waiter ahead gave up").await;
     }
 }
 
@@ -258,20 +225,8 @@ case! {
             .unwrap();
         let cancelled = tokio::time::timeout(Duration::from_millis(200), dropped.acquire()).await;
         assert!(cancelled.is_err(), "the key is held: the acquire was still waiting");
-        let patient = LockFactory::from_shared(new_store().await)
-            .with_retry(Retry::new().delay(NEVER).timeout("30s"))
-            .unwrap()
-            .create_lock(&key)
-            .unwrap();
-        let waiting = tokio::spawn(async move { (patient.acquire().await.unwrap(), patient) });
-        sleep(Duration::from_millis(100)).await;
-        holder.release().await.unwrap();
-        let (acquired, patient) = tokio::time::timeout(PROMPTLY, waiting)
-            .await
-            .expect("the waiter behind the dropped one is woken by the release")
-            .unwrap();
-        assert!(acquired);
-        patient.release().await.unwrap();
+        let patient = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
+        woken_by_release(patient, &holder, "the waiter ahead was dropped").await;
     }
 }
 

@@ -9,13 +9,9 @@
 
 mod faults;
 mod history;
-mod lines;
-mod shares;
 
 pub use faults::*;
 pub use history::{History, Hold, OpenHold, Verdict};
-pub use lines::*;
-pub use shares::*;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -161,7 +157,43 @@ macro_rules! case {
 }
 
 mod edges;
+mod lines;
+mod shares;
 pub use edges::*;
+pub use lines::*;
+pub use shares::*;
+
+/// A retry delay no case waits out: a waiter that gets the key in time was woken.
+const NEVER: &str = "1h";
+
+/// How long a case gives a woken waiter to get the key (on a loaded machine).
+const PROMPTLY: Duration = Duration::from_secs(3);
+
+/// A factory on a new store instance (another process, as it were) that waits at most 30 s,
+/// `delay` apart.
+async fn factory_with_delay<F, Fut>(new_store: &F, delay: &str) -> LockFactory
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn LockStore>>,
+{
+    LockFactory::from_shared(new_store().await)
+        .with_retry(Retry::new().delay(delay).timeout("30s"))
+        .unwrap()
+}
+
+/// Starts `waiter`'s `acquire`, lets it join the line, releases `holder`, and checks that
+/// the waiter gets the key promptly (`why` it should), then releases it.
+async fn woken_by_release(waiter: crate::Lock, holder: &crate::Lock, why: &str) {
+    let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
+    sleep(Duration::from_millis(100)).await;
+    holder.release().await.unwrap();
+    let (acquired, waiter) = tokio::time::timeout(PROMPTLY, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("not woken by the release: {why}"))
+        .unwrap();
+    assert!(acquired);
+    waiter.release().await.unwrap();
+}
 
 case! {
     /// A free key is acquired; the store then reports it locked.

@@ -2,15 +2,14 @@
 //! keeps shares ([`LockStore::save_share`] and the rest) must do. Stores made by one
 //! constructor stand for separate processes.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 
-use super::unique_key;
-use crate::{Error, LockFactory, LockKind, LockStore, Retry, Share};
+use super::{factory_with_delay, unique_key, woken_by_release, NEVER, PROMPTLY};
+use crate::{Error, LockFactory, LockKind, Share};
 
 /// Writes one `#[test]` per semaphore case, with stores made by `$new_store` (as for
 /// [`conformance_tests!`](crate::conformance_tests)).
@@ -50,50 +49,35 @@ macro_rules! rw_lock_tests {
     };
 }
 
-/// A retry delay no case waits out.
-const NEVER: &str = "1h";
-
-/// How long a case gives a woken waiter.
-const PROMPTLY: Duration = Duration::from_secs(3);
-
-macro_rules! case {
-    ($(#[$doc:meta])* $name:ident($new_store:ident) $body:block) => {
-        $(#[$doc])*
-        pub async fn $name<F, Fut>($new_store: F)
-        where
-            F: Fn() -> Fut,
-            Fut: Future<Output = Arc<dyn LockStore>>,
-        $body
-    };
-}
-
-/// A factory on a new store instance, waiting at most 30 s with the given retry delay.
-async fn factory_with_delay<F, Fut>(new_store: &F, delay: &str) -> LockFactory
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn LockStore>>,
-{
-    LockFactory::from_shared(new_store().await)
-        .with_retry(Retry::new().delay(delay).timeout("30s"))
-        .unwrap()
-}
-
-/// How many are inside at once, and the most there ever were.
-#[derive(Default)]
-struct Occupancy {
+/// How many holders are inside a critical section at once, and the most there ever were:
+/// a probe for tests of semaphores and read-write locks (in one process).
+#[derive(Debug, Default)]
+pub struct Occupancy {
     inside: AtomicUsize,
     most: AtomicUsize,
 }
 
 impl Occupancy {
-    fn enter(&self) -> usize {
+    /// A holder comes in; how many are inside now.
+    pub fn enter(&self) -> usize {
         let inside = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(inside, Ordering::SeqCst);
         inside
     }
 
-    fn leave(&self) {
+    /// A holder goes out.
+    pub fn leave(&self) {
         self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many are inside now.
+    pub fn inside(&self) -> usize {
+        self.inside.load(Ordering::SeqCst)
+    }
+
+    /// The most that were ever inside at once.
+    pub fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
     }
 }
 
@@ -121,7 +105,7 @@ case! {
         for worker in workers {
             worker.await.unwrap();
         }
-        assert_eq!(occupancy.most.load(Ordering::SeqCst), 3, "the permits were never all used at once");
+        assert_eq!(occupancy.most(), 3, "the permits were never all used at once");
     }
 }
 
@@ -162,12 +146,7 @@ case! {
         let holder = LockFactory::from_shared(new_store().await).create_semaphore(&key, 1).unwrap();
         assert!(holder.acquire().await.unwrap());
         let waiter = factory_with_delay(&new_store, NEVER).await.create_semaphore(&key, 1).unwrap();
-        let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
-        sleep(Duration::from_millis(100)).await;
-        holder.release().await.unwrap();
-        let (acquired, waiter) = tokio::time::timeout(PROMPTLY, waiting).await.expect("woken by the release").unwrap();
-        assert!(acquired);
-        waiter.release().await.unwrap();
+        woken_by_release(waiter, &holder, "a permit was freed").await;
     }
 }
 
@@ -381,7 +360,7 @@ case! {
                     assert!(handle.acquire().await.unwrap());
                     let inside = mine.enter();
                     assert!(!write || inside == 1, "two writers inside");
-                    assert_eq!(theirs.inside.load(Ordering::SeqCst), 0, "a reader beside a writer");
+                    assert_eq!(theirs.inside(), 0, "a reader beside a writer");
                     sleep(Duration::from_millis(15)).await;
                     mine.leave();
                     handle.release().await.unwrap();
@@ -391,7 +370,7 @@ case! {
         for worker in workers {
             worker.await.unwrap();
         }
-        assert!(readers_in.most.load(Ordering::SeqCst) > 1, "readers never shared the key");
+        assert!(readers_in.most() > 1, "readers never shared the key");
     }
 }
 
