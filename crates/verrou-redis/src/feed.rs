@@ -299,35 +299,39 @@ impl Task {
         false
     }
 
-    /// Wakes the waiter that may take each of `topics` now, if it is free, since a
-    /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
-    /// here if it waits elsewhere), or every waiter here if nobody is in line or the server
-    /// cannot tell. Asked after the subscription, so that a release is either heard or seen
-    /// here.
+    /// Wakes the waiters of each of `topics` that is free now, since a hand-over (or an
+    /// expiry) may have gone unheard: the front waiter of its line wherever it waits
+    /// ([`NEXT_TAKER`] publishes it), and every waiter here (the front, or those that lost
+    /// their place for not hearing their hand-over, and join again at the back), also when
+    /// nobody is in line or the server cannot tell. Asked after the subscription, so that a
+    /// release is either heard or seen here.
     async fn wake_if_free(&self, topics: impl IntoIterator<Item = Topic>) {
         let Some(boards) = self.boards.upgrade() else {
             return;
         };
         let client = self.connection.client().with_options(&self.options);
-        for (family, key) in topics {
-            let board = boards.of(family);
-            let redis_key = self.redis_key(&key);
-            let gate = Gate::new(family, &redis_key);
-            let [line, deadlines] = gate.slot.family_line_keys(family, &redis_key);
+        for topic in topics {
+            let (family, key) = &topic;
+            let redis_key = self.redis_key(key);
+            let gate = Gate::new(*family, &redis_key);
+            let [line, deadlines] = gate.slot.family_line_keys(*family, &redis_key);
+            let channel = self.channel(&topic);
             let next: Result<Option<String>, FredError> = NEXT_TAKER
                 .run(
                     &client,
                     gate.slot,
                     &[&gate.key, &line, &deadlines],
                     |args| {
+                        args.extend([
+                            Value::from(channel.as_str()),
+                            Value::String(self.id.clone()),
+                        ]);
                         args.extend(gate.open.then(|| Value::from(OPEN)));
                     },
                 )
                 .await;
-            match next {
-                Ok(None) => {}
-                Ok(Some(waiter)) if !waiter.is_empty() => board.wake(&key, Some(&waiter)),
-                Ok(Some(_)) | Err(_) => board.wake(&key, None),
+            if !matches!(next, Ok(None)) {
+                boards.of(*family).wake(key, None);
             }
         }
     }

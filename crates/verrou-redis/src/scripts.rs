@@ -27,6 +27,7 @@
 //! hand) is an error reply naming it.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 
 use fred::bytes_utils::Str;
@@ -352,14 +353,17 @@ return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
     ))
 });
 
-/// Who may take `KEYS[1]` now, read-only: nil if it is held; else the first waiter of its
-/// line (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, or `""` if nobody waits. What a
-/// store that has just started hearing a key's hand-overs asks, to wake the waiter a missed
-/// one was for. `KEYS[1]` and `ARGV[1]` (`open`) say when the key is free as for
-/// [`LEAVE_LINE`].
+/// Who may take `KEYS[1]` now: nil if it is held; else the first waiter of its line
+/// (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, woken wherever it waits (`STORE:WAITER`
+/// published on the release channel `ARGV[1]`, `STORE` the asking store's id `ARGV[2]`,
+/// through `redis.pcall`; nothing else is written), or `""` if nobody waits. What a store
+/// that has just started hearing a key's hand-overs asks, since one may have been missed: a
+/// waiter of that store handed the key before the subscription lost its place after the
+/// window, and the waiter behind it, in another store, was handed nothing. `KEYS[1]` and
+/// `ARGV[3]` (`open`) say when the key is free as for [`LEAVE_LINE`].
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
-        r#"if ARGV[1] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
+        r#"if ARGV[3] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
   return false
 end
 local time = redis.call("time")
@@ -372,6 +376,7 @@ while true do
   end
   local deadline = tonumber(redis.call("zscore", KEYS[3], waiter))
   if deadline and deadline >= now_ms then
+    redis.pcall("spublish", ARGV[1], ARGV[2] .. ":" .. waiter)
     return waiter
   end
   index = index + 1
@@ -394,13 +399,18 @@ return 0"#,
 pub(crate) struct LuaScript {
     source: Str,
     sha1: Str,
+    /// Whether an `EVAL` of the script was answered in this process: until then the server
+    /// has likely never seen it, and `EVALSHA` would cost a round trip in vain.
+    sent: AtomicBool,
 }
 
 impl LuaScript {
+    /// The script of `source`.
     pub(crate) fn new(source: &'static str) -> Self {
         Self {
             source: Str::from_static(source),
             sha1: Str::from(fred::util::sha1_hash(source)),
+            sent: AtomicBool::new(false),
         }
     }
 
@@ -408,7 +418,10 @@ impl LuaScript {
     /// `EVALSHA` round trip while the server has the script cached. When it does not
     /// (`NOSCRIPT`: restarted, failed over, `SCRIPT FLUSH`), `EVALSHA` did nothing, so the
     /// script is sent again in full with `EVAL`, which also puts it back in the cache of the
-    /// node that owns the slot.
+    /// node that owns the slot. The first sending of each script in a process is `EVAL`
+    /// straight away: a new script (one of a new version, or one no store on the server ran
+    /// yet) then costs one round trip, not two, and a take whose answer is lost still
+    /// reached the server at once.
     pub(crate) async fn run<R: FromValue>(
         &self,
         client: &impl ClientLike,
@@ -450,10 +463,18 @@ impl LuaScript {
             arguments
         };
         let command = |name| CustomCommand::new_static(name, slot.hash(), false);
-        match send(command("EVALSHA"), call(&self.sha1)).await {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                send(command("EVAL"), call(&self.source)).await
+        let eval = || async {
+            let result = send(command("EVAL"), call(&self.source)).await;
+            if result.is_ok() {
+                self.sent.store(true, Ordering::Relaxed);
             }
+            result
+        };
+        if !self.sent.load(Ordering::Relaxed) {
+            return eval().await;
+        }
+        match send(command("EVALSHA"), call(&self.sha1)).await {
+            Err(error) if error.details().starts_with("NOSCRIPT") => eval().await,
             result => result,
         }
     }

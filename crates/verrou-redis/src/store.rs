@@ -456,15 +456,15 @@ pub(crate) fn owner_check(applied: i64) -> OwnerCheck {
 #[async_trait]
 impl LockStore for RedisStore {
     /// Refuses a lock whose Redis key (key prefix, then name) starts with `verrou:`, the
-    /// namespace of the store's own fencing counters, waiting lines and release channels: a
-    /// lock named like a counter would stop every take of the counter's hash slot, and
-    /// releasing it would reset the counter.
+    /// namespace of the store's own fencing counters, waiting lines, release channels and
+    /// share holders: a lock named like a counter would stop every take of the counter's hash
+    /// slot, and releasing it would reset the counter.
     fn validate_key(&self, key: &str) -> Result<()> {
         if self.redis_key(key).starts_with(slots::NAMESPACE) {
             return Err(Error::invalid_key(
                 key,
                 format!(
-                    "its Redis key (key prefix {:?}, then the name) starts with `{}`, which the Redis store reserves for its fencing counters, waiting lines and release channels",
+                    "its Redis key (key prefix {:?}, then the name) starts with `{}`, which the Redis store reserves for its fencing counters, waiting lines, release channels and the holders of semaphores and read-write locks",
                     self.key_prefix,
                     slots::NAMESPACE
                 ),

@@ -1,4 +1,5 @@
-//! The store conformance suite, and its fault group, through Redis Sentinel
+//! The store conformance suite, its semaphore and read-write lock groups and its fault groups
+//! (locks and shares), through Redis Sentinel
 //! (`redis-sentinel://`, a private master, replica and three sentinels); and the suite again
 //! with replica acknowledgement (`min_replicas: 1`), which must keep every promise.
 //!
@@ -40,6 +41,8 @@ async fn new_store() -> Arc<dyn LockStore> {
 }
 
 verrou_core::conformance_tests!(new_store);
+verrou_core::semaphore_tests!(new_store);
+verrou_core::rw_lock_tests!(new_store);
 
 mod acknowledged {
     use super::*;
@@ -50,6 +53,8 @@ mod acknowledged {
     }
 
     verrou_core::conformance_tests!(new_store);
+    verrou_core::semaphore_tests!(new_store);
+    verrou_core::rw_lock_tests!(new_store);
 }
 
 mod faults {
@@ -137,4 +142,5 @@ mod faults {
         slow_network_keeps_every_promise,
         contenders_under_faults_keep_a_clean_history,
     );
+    verrou_core::share_fault_tests!(new_faulty_store);
 }
