@@ -458,3 +458,99 @@ async fn the_acl_rules_the_readme_lists_are_enough_for_shares() {
     waiting_permit.force_release().await.unwrap();
     reader.force_release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sharers_waiting_in_a_row_follow_each_other_in_once_subscribed() {
+    let url = redis_url();
+    let holder = LockFactory::new(connect(&url, |_| {}).await);
+    let key = unique_key("share-follow");
+    let writer = holder.create_rw_lock(&key).unwrap().write().unwrap();
+    let full: Vec<_> = (0..2)
+        .map(|_| holder.create_semaphore(&key, 2).unwrap())
+        .collect();
+    assert!(writer.acquire_immediately().await.unwrap());
+    for permit in &full {
+        assert!(permit.acquire_immediately().await.unwrap());
+    }
+    // Three readers and two permits wait, each in a store of its own that only a hand-over
+    // wakes (an hour-long retry delay).
+    let mut waiting = Vec::new();
+    for index in 0..5 {
+        let factory = LockFactory::new(connect(&url, |_| {}).await)
+            .with_retry(Retry::new().delay("1h").timeout("20s"))
+            .unwrap();
+        let handle = if index < 3 {
+            factory.create_rw_lock(&key).unwrap().read().unwrap()
+        } else {
+            factory.create_semaphore(&key, 2).unwrap()
+        };
+        waiting.push(tokio::spawn(async move {
+            (handle.acquire().await.unwrap(), handle)
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every subscription is made: only the hand-overs of grants with room left let the
+    // second and third in.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writer.release().await.unwrap();
+    full[0].force_release().await.unwrap();
+    // All in together: none of them gives anything back before the last is in.
+    let mut inside = Vec::new();
+    for waiter in waiting {
+        let (acquired, handle) = tokio::time::timeout(Duration::from_secs(3), waiter)
+            .await
+            .expect("each sharer is handed the key by the one before it")
+            .unwrap();
+        assert!(acquired);
+        inside.push(handle);
+    }
+    for handle in inside {
+        handle.release().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_holder_beside_a_live_one_neither_counts_nor_answers() {
+    let url = redis_url();
+    let store = connect(&url, |_| {}).await;
+    let key = unique_key("share-expired-beside");
+    let permit = Share::Permit { limit: 2 };
+    let short = Some(Duration::from_millis(200));
+    store
+        .save_share(&key, "short", short, permit, None)
+        .await
+        .unwrap();
+    store
+        .save_share(&key, "long", Some(HOUR), permit, None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.count_shares(&key, permit).await.unwrap(), 1);
+    let extended = store
+        .extend_share(&key, "short", HOUR, permit)
+        .await
+        .unwrap();
+    assert_eq!(
+        extended,
+        verrou_core::OwnerCheck::NotOwner,
+        "an expired permit was extended"
+    );
+    let released = store.delete_share(&key, "short", permit).await.unwrap();
+    assert_eq!(
+        released,
+        verrou_core::OwnerCheck::NotOwner,
+        "an expired permit was given back"
+    );
+    let taken = store
+        .save_share(&key, "next", Some(HOUR), permit, None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(taken, Acquisition::Granted(_)),
+        "the expired permit still counts: {taken:?}"
+    );
+    store
+        .force_delete_shares(&key, Family::Semaphore)
+        .await
+        .unwrap();
+}
