@@ -299,12 +299,12 @@ impl Task {
         false
     }
 
-    /// Wakes the waiters of each of `topics` that is free now, since a hand-over (or an
-    /// expiry) may have gone unheard: the front waiter of its line wherever it waits
-    /// ([`NEXT_TAKER`] publishes it), and every waiter here (the front, or those that lost
-    /// their place for not hearing their hand-over, and join again at the back), also when
-    /// nobody is in line or the server cannot tell. Asked after the subscription, so that a
-    /// release is either heard or seen here.
+    /// Wakes the waiter that may take each of `topics` now, if it is free, since a
+    /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
+    /// here if it waits elsewhere), or every waiter here if nobody is in line, if the front
+    /// is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits), or if the
+    /// server cannot tell. Asked after the subscription, so that a release is either heard
+    /// or seen here.
     async fn wake_if_free(&self, topics: impl IntoIterator<Item = Topic>) {
         let Some(boards) = self.boards.upgrade() else {
             return;
@@ -330,8 +330,11 @@ impl Task {
                     },
                 )
                 .await;
-            if !matches!(next, Ok(None)) {
-                boards.of(*family).wake(key, None);
+            let board = boards.of(*family);
+            match next {
+                Ok(None) => {}
+                Ok(Some(waiter)) if !waiter.is_empty() => board.wake(key, Some(&waiter)),
+                Ok(Some(_)) | Err(_) => board.wake(key, None),
             }
         }
     }

@@ -354,13 +354,16 @@ return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
 });
 
 /// Who may take `KEYS[1]` now: nil if it is held; else the first waiter of its line
-/// (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, woken wherever it waits (`STORE:WAITER`
-/// published on the release channel `ARGV[1]`, `STORE` the asking store's id `ARGV[2]`,
-/// through `redis.pcall`; nothing else is written), or `""` if nobody waits. What a store
-/// that has just started hearing a key's hand-overs asks, since one may have been missed: a
-/// waiter of that store handed the key before the subscription lost its place after the
-/// window, and the waiter behind it, in another store, was handed nothing. `KEYS[1]` and
-/// `ARGV[3]` (`open`) say when the key is free as for [`LEAVE_LINE`].
+/// (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, or `""` if nobody waits. What a store
+/// that has just started hearing a key's hand-overs asks, since one may have been missed.
+/// When lapsed places are ahead of that waiter, one of them may be a waiter of the asking
+/// store that was handed the key before its subscription and lost its place after the
+/// window, and the live waiter, perhaps in another store, was handed nothing: then the
+/// script wakes it wherever it waits (`STORE:WAITER` published on the release channel
+/// `ARGV[1]`, `STORE` the asking store's id `ARGV[2]`, through `redis.pcall`; nothing else
+/// is written) and answers `""`, so that every waiter of the asking store asks too (the one
+/// that lost its place joins again at the back). `KEYS[1]` and `ARGV[3]` (`open`) say when
+/// the key is free as for [`LEAVE_LINE`].
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
         r#"if ARGV[3] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
@@ -376,8 +379,11 @@ while true do
   end
   local deadline = tonumber(redis.call("zscore", KEYS[3], waiter))
   if deadline and deadline >= now_ms then
+    if index == 0 then
+      return waiter
+    end
     redis.pcall("spublish", ARGV[1], ARGV[2] .. ":" .. waiter)
-    return waiter
+    return ""
   end
   index = index + 1
 end"#,

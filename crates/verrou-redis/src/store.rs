@@ -82,6 +82,12 @@ const COMMAND_REDIRECTIONS: u32 = 2;
 /// [`Error::Storage`] (source: [`NotReplicated`](crate::NotReplicated)). The crate's README
 /// says what each can and cannot do.
 ///
+/// Semaphores and read-write locks keep their holders in sorted sets of the key's hash slot
+/// (`verrou:permits:{N}:KEY`, `verrou:readers:{N}:KEY`, `verrou:writer:{N}:KEY`; owners
+/// scored by expiry), apart from the lock key, with a line and a release channel per family,
+/// and take their fencing tokens from the slot's counter: the same guarantees as locks, each
+/// operation one script (the crate's README gives the layout).
+///
 /// Build it with [`connect`](Self::connect) from a [`RedisConfig`], or wrap a fred client
 /// or pool you already have with [`from_client`](Self::from_client) or
 /// [`from_pool`](Self::from_pool).
