@@ -5,7 +5,7 @@
 //! - A **waiter** is one lock's `acquire` that found its key busy. It has a public *waiter
 //!   id* (random, one per lock, not its owner token, which is a secret).
 //! - A store that can keep one keeps a **line** per key: the waiters in arrival order, each
-//!   with a **place** ([`Place`]) that lasts a *lease* unless the waiter asks again. A take
+//!   with a **place** ([`Place`](crate::Place)) that lasts a *lease* unless the waiter asks again. A take
 //!   ([`LockStore::save_in_line`](crate::LockStore::save_in_line)) succeeds only if the key
 //!   is free and no live waiter is ahead of the taker; a busy answer keeps (or makes) the
 //!   taker's place. A plain take ([`LockStore::save`](crate::LockStore::save)) never
