@@ -2,9 +2,9 @@
 //! wait, that hears the hand-overs of the keys its waiters watch (`SSUBSCRIBE` to their
 //! release channels, see [`crate::slots`]) and reports them to the store's [`Waiters`]
 //! boards (one for locks, one per family of shares: [`Boards`]), which decide what is
-//! watched and for how long. Polling at the retry delay stays
-//! the safety net: for locks that expire without release, for peers that do not publish
-//! (the Node.js library), and for anything missed while the subscriber is down.
+//! watched and for how long. Polling at the retry delay stays the safety net: for locks
+//! that expire without release, for peers that do not publish (the Node.js library), and
+//! for anything missed while the subscriber is down.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
