@@ -7,12 +7,12 @@
 mod support;
 
 use std::error::Error as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use support::{connect, raw_client, unique_key};
+use verrou_core::conformance::Occupancy;
 use verrou_core::{Acquisition, Error, Family, LockFactory, LockStore, Retry, Share};
 use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface};
 use verrou_redis::fred::types::scan::Scanner;
@@ -45,25 +45,6 @@ async fn name_of(raw: &Client, kind: &str, key: &str) -> Option<String> {
         .await
         .into_iter()
         .find(|name| name.starts_with(&format!("verrou:{kind}:{{")))
-}
-
-/// How many are inside at once, and the most there ever were.
-#[derive(Default)]
-struct Occupancy {
-    inside: AtomicUsize,
-    most: AtomicUsize,
-}
-
-impl Occupancy {
-    fn enter(&self) -> usize {
-        let inside = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most.fetch_max(inside, Ordering::SeqCst);
-        inside
-    }
-
-    fn leave(&self) {
-        self.inside.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,11 +89,7 @@ async fn eight_stores_never_let_four_into_a_semaphore_of_three_nor_a_reader_besi
                 assert!(handle.acquire().await.unwrap());
                 let inside = mine.enter();
                 assert!(!write || inside == 1, "two writers inside");
-                assert_eq!(
-                    theirs.inside.load(Ordering::SeqCst),
-                    0,
-                    "a reader beside a writer"
-                );
+                assert_eq!(theirs.inside(), 0, "a reader beside a writer");
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 mine.leave();
                 handle.release().await.unwrap();
@@ -122,15 +99,8 @@ async fn eight_stores_never_let_four_into_a_semaphore_of_three_nor_a_reader_besi
     for worker in workers {
         worker.await.unwrap();
     }
-    assert_eq!(
-        permits.most.load(Ordering::SeqCst),
-        3,
-        "the permits were never all used"
-    );
-    assert!(
-        readers.most.load(Ordering::SeqCst) > 1,
-        "readers never shared"
-    );
+    assert_eq!(permits.most(), 3, "the permits were never all used");
+    assert!(readers.most() > 1, "readers never shared");
     let raw = raw_client(&url).await;
     for key in [&semaphore, &rw_lock] {
         assert_eq!(
