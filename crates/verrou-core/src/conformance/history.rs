@@ -11,6 +11,11 @@
 //! - **token regressions**: a hold that starts after another ended, with a fencing token not
 //!   greater than that one's (a resource would refuse the newer holder, or accept the older).
 //!
+//! Holds of semaphores and read-write locks are judged by their kind: readers may overlap
+//! each other (never a writer); a permit overlaps no more holds of its semaphore than its
+//! limit allows at its grant (**over the limit** otherwise). A lock, a semaphore and a
+//! read-write lock of one key are separate resources.
+//!
 //! Grants nobody owns (taken on the server, unknown to every caller) are seen from outside:
 //! once every caller has stopped, the store must report the key free within a command
 //! timeout (see the fault group).
@@ -20,7 +25,7 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::Lock;
+use crate::{Lock, LockKind, Share};
 
 /// A shared, append-only record of holds, for any number of concurrent holders.
 #[derive(Debug)]
@@ -38,6 +43,8 @@ pub struct Hold {
     pub holder: String,
     /// The fencing token of the grant, if the store issues them.
     pub fencing_token: Option<u64>,
+    /// What the lock held of its key.
+    pub kind: LockKind,
     /// When `acquire` returned the grant.
     pub granted_at: Instant,
     /// When the holder stopped relying on it: it began releasing, or its validity ran out.
@@ -51,6 +58,7 @@ pub struct OpenHold {
     key: String,
     holder: String,
     fencing_token: Option<u64>,
+    kind: LockKind,
     granted_at: Instant,
     valid_until: Option<Instant>,
 }
@@ -64,6 +72,8 @@ pub struct Verdict {
     pub overlaps: Vec<(Hold, Hold)>,
     /// Pairs (earlier, later) of holds of one key whose tokens do not increase.
     pub token_regressions: Vec<(Hold, Hold)>,
+    /// Permits granted while their semaphore already had as many holds as their limit.
+    pub over_limit: Vec<Hold>,
 }
 
 impl Default for History {
@@ -89,6 +99,7 @@ impl History {
             key: lock.key().to_owned(),
             holder: holder.into(),
             fencing_token: lock.fencing_token(),
+            kind: lock.kind(),
             granted_at,
             valid_until: lock
                 .remaining_time()
@@ -107,6 +118,7 @@ impl History {
                 key: hold.key,
                 holder: hold.holder,
                 fencing_token: hold.fencing_token,
+                kind: hold.kind,
                 granted_at: hold.granted_at,
                 ended_at: ended_at.max(hold.granted_at),
             });
@@ -119,9 +131,12 @@ impl History {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut by_key: BTreeMap<&str, Vec<&Hold>> = BTreeMap::new();
+        let mut by_key: BTreeMap<(u8, &str), Vec<&Hold>> = BTreeMap::new();
         for hold in &holds {
-            by_key.entry(&hold.key).or_default().push(hold);
+            by_key
+                .entry((resource(hold.kind), &hold.key))
+                .or_default()
+                .push(hold);
         }
         let mut verdict = Verdict {
             holds: holds.len(),
@@ -132,9 +147,11 @@ impl History {
             for (index, earlier) in key_holds.iter().enumerate() {
                 for later in &key_holds[index + 1..] {
                     if later.granted_at < earlier.ended_at {
-                        verdict
-                            .overlaps
-                            .push(((*earlier).clone(), (*later).clone()));
+                        if excludes(earlier.kind, later.kind) {
+                            verdict
+                                .overlaps
+                                .push(((*earlier).clone(), (*later).clone()));
+                        }
                     } else if let (Some(old), Some(new)) =
                         (earlier.fencing_token, later.fencing_token)
                     {
@@ -143,6 +160,16 @@ impl History {
                                 .token_regressions
                                 .push(((*earlier).clone(), (*later).clone()));
                         }
+                    }
+                }
+                if let LockKind::Shared(Share::Permit { limit }) = earlier.kind {
+                    // The holds granted before this one and still held at its grant.
+                    let beside = key_holds[..index]
+                        .iter()
+                        .filter(|before| before.ended_at > earlier.granted_at)
+                        .count();
+                    if beside >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                        verdict.over_limit.push((*earlier).clone());
                     }
                 }
             }
@@ -159,7 +186,9 @@ impl History {
     pub fn assert_clean(&self) -> usize {
         let verdict = self.verdict();
         assert!(
-            verdict.overlaps.is_empty() && verdict.token_regressions.is_empty(),
+            verdict.overlaps.is_empty()
+                && verdict.token_regressions.is_empty()
+                && verdict.over_limit.is_empty(),
             "{}",
             Report {
                 verdict: &verdict,
@@ -168,6 +197,26 @@ impl History {
         );
         verdict.holds
     }
+}
+
+/// Which resource a hold of `kind` is on: a lock, a semaphore, or a read-write lock.
+fn resource(kind: LockKind) -> u8 {
+    match kind {
+        LockKind::Shared(Share::Permit { .. }) => 1,
+        LockKind::Shared(_) => 2,
+        LockKind::Exclusive => 0,
+    }
+}
+
+/// Whether holds of these kinds, on one resource, may never overlap (permits are counted
+/// apart, against their limit).
+fn excludes(one: LockKind, other: LockKind) -> bool {
+    !matches!(
+        (one, other),
+        (LockKind::Shared(Share::Permit { .. }), _)
+            | (_, LockKind::Shared(Share::Permit { .. }))
+            | (LockKind::Shared(Share::Read), LockKind::Shared(Share::Read))
+    )
 }
 
 /// A verdict as text, times in milliseconds since the history started.
@@ -196,11 +245,15 @@ impl fmt::Display for Report<'_> {
         };
         writeln!(
             formatter,
-            "history of {} holds: {} overlaps, {} token regressions",
+            "history of {} holds: {} overlaps, {} token regressions, {} permits over the limit",
             self.verdict.holds,
             self.verdict.overlaps.len(),
-            self.verdict.token_regressions.len()
+            self.verdict.token_regressions.len(),
+            self.verdict.over_limit.len()
         )?;
+        for permit in &self.verdict.over_limit {
+            writeln!(formatter, "  over the limit: {}", hold(permit))?;
+        }
         for (earlier, later) in &self.verdict.overlaps {
             writeln!(formatter, "  overlap: {} / {}", hold(earlier), hold(later))?;
         }
@@ -230,9 +283,14 @@ mod tests {
             key: "k".into(),
             holder: holder.into(),
             fencing_token: Some(token),
+            kind: LockKind::Exclusive,
             granted_at: origin + Duration::from_millis(from_ms),
             ended_at: origin + Duration::from_millis(to_ms),
         }
+    }
+
+    fn of_kind(kind: LockKind, hold: Hold) -> Hold {
+        Hold { kind, ..hold }
     }
 
     fn verdict_of(holds: Vec<Hold>) -> Verdict {
@@ -260,5 +318,43 @@ mod tests {
             hold("b", 7, 11, 20, origin),
         ]);
         assert_eq!(regression.token_regressions.len(), 1);
+    }
+
+    #[test]
+    fn readers_share_and_permits_count_against_their_limit() {
+        let origin = Instant::now();
+        let read = |hold| of_kind(LockKind::Shared(Share::Read), hold);
+        let write = |hold| of_kind(LockKind::Shared(Share::Write), hold);
+        let readers = verdict_of(vec![
+            read(hold("a", 1, 0, 10, origin)),
+            read(hold("b", 2, 5, 20, origin)),
+        ]);
+        assert!(readers.overlaps.is_empty(), "readers overlap freely");
+        let beside = verdict_of(vec![
+            read(hold("a", 1, 0, 10, origin)),
+            write(hold("w", 2, 5, 20, origin)),
+        ]);
+        assert_eq!(beside.overlaps.len(), 1, "a writer beside a reader");
+        let permit = |limit, held| of_kind(LockKind::Shared(Share::Permit { limit }), held);
+        let within = verdict_of(vec![
+            permit(2, hold("a", 1, 0, 10, origin)),
+            permit(2, hold("b", 2, 1, 10, origin)),
+            permit(2, hold("c", 3, 10, 20, origin)),
+        ]);
+        assert!(within.over_limit.is_empty() && within.overlaps.is_empty());
+        let over = verdict_of(vec![
+            permit(2, hold("a", 1, 0, 10, origin)),
+            permit(2, hold("b", 2, 1, 10, origin)),
+            permit(2, hold("c", 3, 2, 20, origin)),
+        ]);
+        assert_eq!(over.over_limit.len(), 1, "a third permit of 2");
+        let apart = verdict_of(vec![
+            hold("lock", 1, 0, 10, origin),
+            write(hold("writer", 2, 0, 10, origin)),
+        ]);
+        assert!(
+            apart.overlaps.is_empty(),
+            "a lock and a read-write lock of one key"
+        );
     }
 }

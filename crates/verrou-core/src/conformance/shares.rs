@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 
-use super::{factory_with_delay, unique_key, woken_by_release, NEVER, PROMPTLY};
+use super::{factory_with_delay, unique_key, woken_by_release, History, NEVER, PROMPTLY};
 use crate::{Error, LockFactory, LockKind, Share};
 
 /// Writes one `#[test]` per semaphore case, with stores made by `$new_store` (as for
@@ -87,17 +87,20 @@ case! {
     permits_never_exceed_the_limit(new_store) {
         let key = unique_key("semaphore-limit");
         let occupancy = Arc::new(Occupancy::default());
+        let history = Arc::new(History::new());
         let mut workers = Vec::new();
-        for _ in 0..6 {
+        for worker in 0..6 {
             let permit = factory_with_delay(&new_store, "20ms").await.create_semaphore(&key, 3).unwrap();
-            let occupancy = Arc::clone(&occupancy);
+            let (occupancy, history) = (Arc::clone(&occupancy), Arc::clone(&history));
             workers.push(tokio::spawn(async move {
                 for _ in 0..5 {
                     assert!(permit.acquire().await.unwrap());
+                    let hold = history.granted(&permit, format!("worker {worker}"));
                     let inside = occupancy.enter();
                     assert!(inside <= 3, "{inside} holders inside a semaphore of 3");
                     sleep(Duration::from_millis(20)).await;
                     occupancy.leave();
+                    history.released(hold);
                     permit.release().await.unwrap();
                 }
             }));
@@ -105,6 +108,7 @@ case! {
         for worker in workers {
             worker.await.unwrap();
         }
+        assert_eq!(history.assert_clean(), 30);
         assert_eq!(occupancy.most(), 3, "the permits were never all used at once");
     }
 }
@@ -345,6 +349,7 @@ case! {
         let key = unique_key("rw-mix");
         let readers_in = Arc::new(Occupancy::default());
         let writers_in = Arc::new(Occupancy::default());
+        let history = Arc::new(History::new());
         let mut workers = Vec::new();
         for worker in 0..6 {
             let rw = factory_with_delay(&new_store, "20ms").await.create_rw_lock(&key).unwrap();
@@ -355,14 +360,17 @@ case! {
             } else {
                 (Arc::clone(&readers_in), Arc::clone(&writers_in))
             };
+            let history = Arc::clone(&history);
             workers.push(tokio::spawn(async move {
                 for _ in 0..6 {
                     assert!(handle.acquire().await.unwrap());
+                    let hold = history.granted(&handle, format!("worker {worker}"));
                     let inside = mine.enter();
                     assert!(!write || inside == 1, "two writers inside");
                     assert_eq!(theirs.inside(), 0, "a reader beside a writer");
                     sleep(Duration::from_millis(15)).await;
                     mine.leave();
+                    history.released(hold);
                     handle.release().await.unwrap();
                 }
             }));
@@ -371,6 +379,7 @@ case! {
             worker.await.unwrap();
         }
         assert!(readers_in.most() > 1, "readers never shared the key");
+        assert_eq!(history.assert_clean(), 36);
     }
 }
 
