@@ -4,19 +4,20 @@
 //! wrong type refused with an error that names it, changing nothing; and the README's ACL
 //! rules for them.
 
+mod acl_support;
 mod support;
 
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use acl_support::{acl_user, LOCK_RULES};
 use futures_util::TryStreamExt;
 use support::{connect, raw_client, unique_key};
 use verrou_core::conformance::Occupancy;
 use verrou_core::{Acquisition, Error, Family, LockFactory, LockStore, Retry, Share};
-use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface};
+use verrou_redis::fred::prelude::{Client, KeysInterface};
 use verrou_redis::fred::types::scan::Scanner;
-use verrou_redis::fred::types::{ClusterHash, CustomCommand, Value};
 use verrou_redis::RedisStore;
 use verrou_testkit::{redis_url, RedisServer};
 
@@ -356,44 +357,18 @@ async fn the_acl_rules_the_readme_lists_are_enough_for_shares() {
     let server = RedisServer::start().expect("a private redis-server");
     let admin = raw_client(&server.url()).await;
     // The locks' rules, then those the README adds for semaphores and read-write locks.
-    let rules = [
-        "SETUSER",
-        "sharer",
-        "reset",
-        "on",
-        ">pw",
-        "~locks:*",
-        "~verrou:fence:*",
-        "~verrou:line:*",
-        "~verrou:deadline:*",
-        "&verrou:released:*",
-        "+evalsha",
-        "+eval",
-        "+exists",
-        "+get",
-        "+set",
-        "+del",
-        "+incr",
-        "+pexpire",
-        "+time",
-        "+zadd",
-        "+zcard",
-        "+zrange",
-        "+zrangebyscore",
-        "+zrem",
-        "+zremrangebyscore",
-        "+zscore",
-        "+spublish",
-        "+ssubscribe",
-        "+sunsubscribe",
-        "~verrou:permits:*",
-        "~verrou:readers:*",
-        "~verrou:writer:*",
-        "+zcount",
-        "+persist",
-    ];
-    let acl = CustomCommand::new_static("ACL", ClusterHash::Random, false);
-    let _: Value = admin.custom(acl, rules.to_vec()).await.unwrap();
+    let rules: Vec<&str> = LOCK_RULES
+        .iter()
+        .copied()
+        .chain([
+            "~verrou:permits:*",
+            "~verrou:readers:*",
+            "~verrou:writer:*",
+            "+zcount",
+            "+persist",
+        ])
+        .collect();
+    acl_user(&admin, "sharer", &rules).await;
     let url = format!("redis://sharer:pw@127.0.0.1:{}", server.port());
     let prefixed = |config: &mut verrou_redis::RedisConfig| config.key_prefix = "locks:".into();
     let holder = LockFactory::new(connect(&url, prefixed).await);

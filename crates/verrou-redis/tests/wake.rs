@@ -3,12 +3,14 @@
 //! store's subscriber hears it; and the subscriber connection's own life (subscriptions that
 //! linger and go, reconnections, refused rights, the store dropped).
 
+mod acl_support;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use acl_support::{acl_user, LOCK_RULES};
 use async_trait::async_trait;
 use support::{connect, raw_client, unique_key};
 use verrou_core::conformance::CountingStore;
@@ -420,54 +422,11 @@ async fn a_killed_subscriber_connection_comes_back_and_lock_operations_never_not
     acquired_promptly(waiter).await;
 }
 
-/// Creates the ACL user `name` (password `pw`) with `rules` on the private server of `admin`.
-async fn acl_user(admin: &Client, name: &str, rules: &[&str]) {
-    let mut arguments = vec!["SETUSER", name, "reset", "on", ">pw"];
-    arguments.extend_from_slice(rules);
-    let _: Value = admin
-        .custom(
-            CustomCommand::new_static("ACL", ClusterHash::Random, false),
-            arguments,
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_acl_rules_the_readme_lists_are_enough() {
     let server = RedisServer::start().expect("a private redis-server");
     let admin = raw_client(&server.url()).await;
-    acl_user(
-        &admin,
-        "locker",
-        &[
-            "~locks:*",
-            "~verrou:fence:*",
-            "~verrou:line:*",
-            "~verrou:deadline:*",
-            "&verrou:released:*",
-            "+evalsha",
-            "+eval",
-            "+exists",
-            "+get",
-            "+set",
-            "+del",
-            "+incr",
-            "+pexpire",
-            "+time",
-            "+zadd",
-            "+zcard",
-            "+zrange",
-            "+zrangebyscore",
-            "+zrem",
-            "+zremrangebyscore",
-            "+zscore",
-            "+spublish",
-            "+ssubscribe",
-            "+sunsubscribe",
-        ],
-    )
-    .await;
+    acl_user(&admin, "locker", LOCK_RULES).await;
     let url = format!("redis://locker:pw@127.0.0.1:{}", server.port());
     let prefixed = |config: &mut verrou_redis::RedisConfig| config.key_prefix = "locks:".into();
     let (a, b) = (
