@@ -37,7 +37,7 @@
 //! the release names the front waiter, and only it asks.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -91,11 +91,19 @@ pub trait ReleaseFeed: Send + Sync + 'static {
 /// [`LockStore::waiters`](crate::LockStore::waiters). Keys are the locks' keys, as the store
 /// receives them.
 pub struct Waiters {
+    board: Arc<Board>,
+}
+
+/// What a [`Waiters`] shares with its background sweep of lingering keys.
+struct Board {
     feed: Box<dyn ReleaseFeed>,
     keys: Mutex<Keys>,
     /// How many keys are watched, read without the mutex so that a release nobody here
     /// waits for costs nothing.
     watched: AtomicUsize,
+    /// Whether a background sweep will run: keys that went idle are unsubscribed after
+    /// lingering even if this process never waits again.
+    sweep_scheduled: AtomicBool,
 }
 
 #[derive(Default)]
@@ -122,9 +130,12 @@ impl Waiters {
     /// A board whose keys are watched through `feed`.
     pub fn new(feed: impl ReleaseFeed) -> Self {
         Self {
-            feed: Box::new(feed),
-            keys: Mutex::default(),
-            watched: AtomicUsize::new(0),
+            board: Arc::new(Board {
+                feed: Box::new(feed),
+                keys: Mutex::default(),
+                watched: AtomicUsize::new(0),
+                sweep_scheduled: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -132,10 +143,10 @@ impl Waiters {
     /// particular, every waiter of the key asks). Wakes of keys nobody here watches are
     /// ignored.
     pub fn wake(&self, key: &str, waiter: Option<&str>) {
-        if self.watched.load(Ordering::Acquire) == 0 {
+        if self.board.watched.load(Ordering::Acquire) == 0 {
             return;
         }
-        let mut keys = self.lock();
+        let mut keys = self.board.lock();
         let Some(watch) = keys.by_key.get_mut(key) else {
             return;
         };
@@ -152,21 +163,22 @@ impl Waiters {
     /// Every key watched now (with waiters, or lingering): what a store subscribes to again
     /// after a reconnection.
     pub fn watched(&self) -> Vec<Arc<str>> {
-        self.lock().by_key.keys().cloned().collect()
+        self.board.lock().by_key.keys().cloned().collect()
     }
 
     /// Whether `key` is watched now.
     pub fn is_watched(&self, key: &str) -> bool {
-        self.watched.load(Ordering::Acquire) > 0 && self.lock().by_key.contains_key(key)
+        self.board.watched.load(Ordering::Acquire) > 0 && self.board.lock().by_key.contains_key(key)
     }
 
     /// How many wakes `key` had so far, if it is watched: read before a take, so that a wake
     /// arriving between the take's answer and the wait is not missed.
     pub(crate) fn generation(&self, key: &str) -> u64 {
-        if self.watched.load(Ordering::Acquire) == 0 {
+        if self.board.watched.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        self.lock()
+        self.board
+            .lock()
             .by_key
             .get(key)
             .map_or(0, |watch| watch.generation)
@@ -180,7 +192,7 @@ impl Waiters {
         waiter: &'board str,
         seen: u64,
     ) -> Ticket<'board> {
-        let mut keys = self.lock();
+        let mut keys = self.board.lock();
         let key: Arc<str> = Arc::from(key);
         let new = !keys.by_key.contains_key(&key);
         let watch = keys
@@ -198,12 +210,14 @@ impl Waiters {
         // A key first watched now counts its wakes from zero.
         let seen = if new { 0 } else { seen };
         let woken = Arc::clone(&watch.woken);
-        self.watched.store(keys.by_key.len(), Ordering::Release);
-        let idle = self.sweep(&mut keys);
+        self.board
+            .watched
+            .store(keys.by_key.len(), Ordering::Release);
+        let idle = self.board.sweep(&mut keys);
         drop(keys);
-        self.unsubscribe(idle);
+        self.board.unsubscribe(idle);
         if new {
-            self.feed.subscribe(&key);
+            self.board.feed.subscribe(&key);
         }
         Ticket {
             board: self,
@@ -213,7 +227,9 @@ impl Waiters {
             woken,
         }
     }
+}
 
+impl Board {
     /// Removes the keys idle for [`LINGER`], at most once per [`SWEEP_PERIOD`]; returns them
     /// to be unsubscribed once the mutex is released.
     fn sweep(&self, keys: &mut Keys) -> Vec<Arc<str>> {
@@ -245,6 +261,40 @@ impl Waiters {
         }
     }
 
+    /// Unsubscribes the lingering keys in the background, once they have lingered, unless a
+    /// sweep is already scheduled; the sweep goes on while keys linger, and ends with the
+    /// board.
+    fn schedule_sweep(self: &Arc<Self>) {
+        if self.sweep_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweep_scheduled.store(false, Ordering::Release);
+            return;
+        };
+        let board = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(LINGER.saturating_add(SWEEP_PERIOD)).await;
+                let Some(board) = board.upgrade() else {
+                    return;
+                };
+                let mut keys = board.lock();
+                keys.last_sweep = None;
+                let idle = board.sweep(&mut keys);
+                let lingering = keys.by_key.values().any(|watch| watch.idle_since.is_some());
+                if !lingering {
+                    board.sweep_scheduled.store(false, Ordering::Release);
+                }
+                drop(keys);
+                board.unsubscribe(idle);
+                if !lingering {
+                    return;
+                }
+            }
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, Keys> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -254,7 +304,7 @@ impl std::fmt::Debug for Waiters {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Waiters")
-            .field("watched", &self.watched.load(Ordering::Relaxed))
+            .field("watched", &self.board.watched.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -272,7 +322,7 @@ pub(crate) struct Ticket<'board> {
 impl Ticket<'_> {
     /// A take is about to be sent: the wakes so far are answered by it.
     pub(crate) fn asking(&mut self) {
-        if let Some(watch) = self.board.lock().by_key.get(&self.key) {
+        if let Some(watch) = self.board.board.lock().by_key.get(&self.key) {
             self.seen = watch.generation;
         }
     }
@@ -298,7 +348,7 @@ impl Ticket<'_> {
 
     /// Whether a wake since the last take names this waiter or nobody in particular.
     fn is_woken(&self) -> bool {
-        let keys = self.board.lock();
+        let keys = self.board.board.lock();
         keys.by_key.get(&self.key).is_some_and(|watch| {
             watch.recent.iter().any(|(generation, waiter)| {
                 *generation > self.seen
@@ -310,16 +360,22 @@ impl Ticket<'_> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        let mut keys = self.board.lock();
+        let board = &self.board.board;
+        let mut keys = board.lock();
+        let mut went_idle = false;
         if let Some(watch) = keys.by_key.get_mut(&self.key) {
             watch.waiters -= 1;
             if watch.waiters == 0 {
                 watch.idle_since = Some(Instant::now());
+                went_idle = true;
             }
         }
-        let idle = self.board.sweep(&mut keys);
+        let idle = board.sweep(&mut keys);
         drop(keys);
-        self.board.unsubscribe(idle);
+        board.unsubscribe(idle);
+        if went_idle {
+            board.schedule_sweep();
+        }
     }
 }
 
@@ -375,12 +431,27 @@ mod tests {
         let board = Waiters::new(feed.clone());
         drop(board.join("old", "a", 0));
         // As if it had lingered long enough, and no sweep had run for a while.
-        board.lock().by_key.get_mut("old").unwrap().idle_since = Instant::now().checked_sub(LINGER);
-        board.lock().last_sweep = None;
+        board.board.lock().by_key.get_mut("old").unwrap().idle_since =
+            Instant::now().checked_sub(LINGER);
+        board.board.lock().last_sweep = None;
         drop(board.join("new", "b", 0));
         assert_eq!(*feed.0.lock().unwrap(), ["+old", "-old", "+new"]);
         assert!(!board.is_watched("old"));
         board.wake("old", None);
+    }
+
+    #[tokio::test]
+    async fn idle_keys_are_unsubscribed_even_if_nobody_waits_again() {
+        let feed = Recorded::default();
+        let board = Waiters::new(feed.clone());
+        drop(board.join("quiet", "a", 0));
+        tokio::time::sleep(LINGER + SWEEP_PERIOD + Duration::from_millis(500)).await;
+        assert_eq!(*feed.0.lock().unwrap(), ["+quiet", "-quiet"]);
+        assert!(!board.is_watched("quiet"));
+        assert!(
+            !board.board.sweep_scheduled.load(Ordering::Acquire),
+            "the sweep stops once nothing lingers"
+        );
     }
 
     #[test]
