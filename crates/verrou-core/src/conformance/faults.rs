@@ -325,6 +325,12 @@ fault_case! {
         let one_way = faulty.command_timeout / 8;
         let ttl = one_way * 3 / 2;
         let lock = factory.create_lock_with_ttl(&key, ttl).unwrap();
+        // Connected and warm first (a store may still be connecting in the background, and
+        // a first take may prepare its statement or load its script): only the take below
+        // should meet the latency.
+        let warm_up = factory.create_lock(unique_key("late-grant-warm-up")).unwrap();
+        assert!(warm_up.acquire_immediately().await.unwrap());
+        warm_up.release().await.unwrap();
         faulty.faults.set_latency(one_way, one_way);
         let acquired = lock.acquire_immediately().await;
         assert!(
