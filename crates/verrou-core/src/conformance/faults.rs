@@ -163,6 +163,17 @@ async fn fails_in_time<T: std::fmt::Debug>(
     }
 }
 
+/// Takes and releases `lock` once, so that its store is connected (a store may connect in
+/// the background) and its take and release are prepared (a statement, a script) before a
+/// case injects latency that only the operation under test should meet.
+async fn warm_up(lock: &crate::Lock) {
+    assert!(
+        lock.acquire_immediately().await.unwrap(),
+        "warming up on a free key"
+    );
+    lock.release().await.unwrap();
+}
+
 fn quick_factory(store: &Arc<dyn LockStore>) -> LockFactory {
     LockFactory::from_shared(Arc::clone(store))
         .with_retry(Retry::new().delay(50))
@@ -254,6 +265,7 @@ fault_case! {
         let factory = quick_factory(&faulty.store);
         let key = unique_key("dropped-take");
         let lock = factory.create_lock_with_ttl(&key, "30s").unwrap();
+        warm_up(&lock).await;
         let back = faulty.command_timeout / 2;
         faulty.faults.set_latency(Duration::ZERO, back);
         let dropped = tokio::time::timeout(back / 2, lock.acquire()).await;
@@ -328,9 +340,7 @@ fault_case! {
         // Connected and warm first (a store may still be connecting in the background, and
         // a first take may prepare its statement or load its script): only the take below
         // should meet the latency.
-        let warm_up = factory.create_lock(unique_key("late-grant-warm-up")).unwrap();
-        assert!(warm_up.acquire_immediately().await.unwrap());
-        warm_up.release().await.unwrap();
+        warm_up(&factory.create_lock(unique_key("late-grant-warm-up")).unwrap()).await;
         faulty.faults.set_latency(one_way, one_way);
         let acquired = lock.acquire_immediately().await;
         assert!(
@@ -559,6 +569,9 @@ fault_case! {
         let factory = quick_factory(&faulty.store);
         let back = faulty.command_timeout / 2;
         for (handle, share) in one_of_each_share(&factory, "dropped-share") {
+            // Connected and warm first (see the late-grant case): only this take should
+            // meet the latency.
+            warm_up(&handle).await;
             faulty.faults.set_latency(Duration::ZERO, back);
             let dropped = tokio::time::timeout(back / 2, handle.acquire()).await;
             assert!(dropped.is_err(), "{share:?}: the answer cannot be back yet");
