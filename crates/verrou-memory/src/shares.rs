@@ -38,11 +38,8 @@ pub(crate) struct Request<'a> {
     pub(crate) waiting: Option<Waiting<'a>>,
 }
 
-/// What a grant or release of shares did.
-pub(crate) struct Handed {
-    /// The waiter the key was handed over to, to wake.
-    pub(crate) to: Option<Arc<str>>,
-}
+/// The waiter a key was handed over to, to wake (`None`: nobody).
+pub(crate) type Handed = Option<Arc<str>>;
 
 impl Shares {
     /// No key, hashing with `hasher`.
@@ -120,11 +117,9 @@ impl Shares {
             Share::Read => true,
             Share::Write | _ => false,
         };
-        Handed {
-            to: room_left
-                .then(|| self.lines.hand_over(key, now, window))
-                .flatten(),
-        }
+        room_left
+            .then(|| self.lines.hand_over(key, now, window))
+            .flatten()
     }
 
     /// Gives back `owner`'s `share` of `key` if it holds it unexpired: `None` if not; else
@@ -154,9 +149,7 @@ impl Shares {
         {
             occupied.remove();
         }
-        Handed {
-            to: self.lines.hand_over(key, now, window),
-        }
+        self.lines.hand_over(key, now, window)
     }
 
     /// Makes `owner`'s `share` of `key` expire `ttl` from `now` if it holds it unexpired.
@@ -211,7 +204,7 @@ impl Shares {
         if self.lines.remove(key, waiter) {
             self.hand_over_if_free(key, now, window)
         } else {
-            Handed { to: None }
+            None
         }
     }
 
@@ -221,11 +214,9 @@ impl Shares {
         let writer_holds = self
             .holders_mut(key, now)
             .is_some_and(|holders| holders.iter().any(|holder| holder.share == Share::Write));
-        Handed {
-            to: (!writer_holds)
-                .then(|| self.lines.hand_over(key, now, window))
-                .flatten(),
-        }
+        (!writer_holds)
+            .then(|| self.lines.hand_over(key, now, window))
+            .flatten()
     }
 
     /// Queues a holder's deadline, and rebuilds the queue when stale deadlines (of holders

@@ -269,9 +269,7 @@ impl LockStore for MemoryStore {
                 token.map(|_| shares.hand_over_after_grant(hashed, share, now, HANDOVER_WINDOW));
             (token, handed)
         });
-        if let Some(handed) = handed {
-            inner.wake_on(inner.board(share.family()), key, handed.to);
-        }
+        inner.wake_on(inner.board(share.family()), key, handed.flatten());
         Ok(match token {
             Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
             None => Acquisition::Busy,
@@ -287,7 +285,7 @@ impl LockStore for MemoryStore {
         });
         Ok(match removed {
             Some(handed) => {
-                inner.wake_on(inner.board(share.family()), key, handed.to);
+                inner.wake_on(inner.board(share.family()), key, handed);
                 OwnerCheck::Applied
             }
             None => OwnerCheck::NotOwner,
@@ -319,7 +317,7 @@ impl LockStore for MemoryStore {
         let handed = inner.with_shard(key, |shard, hashed, now| {
             shard.shares(family).clear(hashed, now, HANDOVER_WINDOW)
         });
-        inner.wake_on(inner.board(family), key, handed.to);
+        inner.wake_on(inner.board(family), key, handed);
         Ok(())
     }
 
@@ -336,7 +334,7 @@ impl LockStore for MemoryStore {
                 .shares(family)
                 .leave(hashed, waiter, now, HANDOVER_WINDOW)
         });
-        inner.wake_on(inner.board(family), key, handed.to);
+        inner.wake_on(inner.board(family), key, handed);
         Ok(())
     }
 
