@@ -124,19 +124,6 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// [`Error::Unsupported`] for `family` on the store named `store`.
-    pub(crate) fn unsupported(store: &'static str, family: crate::Family) -> Self {
-        Error::Unsupported {
-            store,
-            family: match family {
-                crate::Family::Semaphore => "semaphores",
-                crate::Family::RwLock => "read-write locks",
-            },
-        }
-    }
-}
-
 /// The text of [`Error::Storage`]: `store `redis` failed to take lock `card:1``, or a plain
 /// "lock store operation failed" without context.
 fn storage_message(store: Option<&str>, operation: Option<&str>, key: Option<&str>) -> String {
@@ -152,6 +139,17 @@ fn storage_message(store: Option<&str>, operation: Option<&str>, key: Option<&st
 }
 
 impl Error {
+    /// [`Error::Unsupported`] for `family` on the store named `store`.
+    pub(crate) fn unsupported(store: &'static str, family: crate::Family) -> Self {
+        Error::Unsupported {
+            store,
+            family: match family {
+                crate::Family::Semaphore => "semaphores",
+                crate::Family::RwLock => "read-write locks",
+            },
+        }
+    }
+
     /// Wraps a store client error as [`Error::Storage`].
     pub fn storage(source: impl Into<BoxError>) -> Self {
         Error::Storage {

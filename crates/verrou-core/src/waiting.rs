@@ -166,11 +166,6 @@ impl Waiters {
         self.board.lock().by_key.keys().cloned().collect()
     }
 
-    /// Whether `key` is watched now.
-    pub fn is_watched(&self, key: &str) -> bool {
-        self.board.watched.load(Ordering::Acquire) > 0 && self.board.lock().by_key.contains_key(key)
-    }
-
     /// How many wakes `key` had so far, if it is watched: read before a take, so that a wake
     /// arriving between the take's answer and the wait is not missed.
     pub(crate) fn generation(&self, key: &str) -> u64 {
@@ -436,7 +431,7 @@ mod tests {
         board.board.lock().last_sweep = None;
         drop(board.join("new", "b", 0));
         assert_eq!(*feed.0.lock().unwrap(), ["+old", "-old", "+new"]);
-        assert!(!board.is_watched("old"));
+        assert!(!board.watched().iter().any(|key| &**key == "old"));
         board.wake("old", None);
     }
 
@@ -447,7 +442,7 @@ mod tests {
         drop(board.join("quiet", "a", 0));
         tokio::time::sleep(LINGER + SWEEP_PERIOD + Duration::from_millis(500)).await;
         assert_eq!(*feed.0.lock().unwrap(), ["+quiet", "-quiet"]);
-        assert!(!board.is_watched("quiet"));
+        assert!(board.watched().is_empty());
         assert!(
             !board.board.sweep_scheduled.load(Ordering::Acquire),
             "the sweep stops once nothing lingers"

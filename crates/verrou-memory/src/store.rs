@@ -113,11 +113,6 @@ impl Inner {
         operation(&mut shard, Hashed { hash, key }, now)
     }
 
-    /// Wakes the waiter a key was handed over to.
-    fn wake(&self, key: &str, handed_to: Option<Arc<str>>) {
-        self.wake_on(&self.waiters, key, handed_to);
-    }
-
     /// Wakes the waiter a key was handed over to, on `board`.
     fn wake_on(&self, board: &Waiters, key: &str, handed_to: Option<Arc<str>>) {
         if let Some(waiter) = handed_to {
@@ -195,7 +190,7 @@ impl LockStore for MemoryStore {
         let handed_to = inner.with_shard(key, |shard, hashed, now| {
             shard.leave(hashed, waiter, now, HANDOVER_WINDOW)
         });
-        inner.wake(key, handed_to);
+        inner.wake_on(&inner.waiters, key, handed_to);
         Ok(())
     }
 
@@ -206,7 +201,7 @@ impl LockStore for MemoryStore {
         });
         Ok(match removed {
             Some(handed_to) => {
-                inner.wake(key, handed_to);
+                inner.wake_on(&inner.waiters, key, handed_to);
                 OwnerCheck::Applied
             }
             None => OwnerCheck::NotOwner,
@@ -218,7 +213,7 @@ impl LockStore for MemoryStore {
         let removed = inner.with_shard(key, |shard, hashed, now| {
             shard.remove(hashed, None, now, HANDOVER_WINDOW)
         });
-        inner.wake(key, removed.flatten());
+        inner.wake_on(&inner.waiters, key, removed.flatten());
         Ok(())
     }
 

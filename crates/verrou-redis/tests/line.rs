@@ -249,40 +249,6 @@ async fn a_waiter_handed_the_key_that_leaves_wakes_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_that_gives_up_is_not_handed_the_key() {
-    let url = redis_url();
-    let key = unique_key("line-give-up");
-    let holder = connect(&url, |_| {}).await;
-    hold(&holder, &key, "holder").await;
-    let quitter = factory(Arc::new(connect(&url, |_| {}).await), HOUR)
-        .create_lock_with_ttl(&key, "10s")
-        .unwrap();
-    let gave_up = tokio::spawn(async move {
-        quitter
-            .acquire_with(Retry::new().timeout(SETTLE))
-            .await
-            .unwrap()
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let lock = factory(Arc::new(connect(&url, |_| {}).await), HOUR)
-        .create_lock_with_ttl(&key, "10s")
-        .unwrap();
-    let waiter = tokio::spawn(async move {
-        assert!(lock.acquire().await.unwrap());
-        lock
-    });
-    assert!(!gave_up.await.unwrap(), "acquired a held lock");
-    // Its place is left in the background.
-    tokio::time::sleep(SETTLE).await;
-    holder.delete(&key, "holder").await.unwrap();
-    let lock = tokio::time::timeout(PROMPT, waiter)
-        .await
-        .expect("the release went to the waiter still in line")
-        .unwrap();
-    lock.release().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_line_keys_expire_with_the_last_place_and_go_with_the_last_waiter() {
     let url = redis_url();
     let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
