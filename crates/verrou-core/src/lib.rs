@@ -84,5 +84,5 @@ pub use lock::{Lock, LockKind};
 pub use loss::LossSignal;
 pub use retry::{Retry, DEFAULT_RETRY_DELAY};
 pub use serialized::{IntoSerializedLock, SerializedKind, SerializedLock};
-pub use store::{Acquisition, Family, Grant, LockStore, OwnerCheck, Place, Share};
+pub use store::{Acquisition, Family, Grant, ImmediateStore, LockStore, OwnerCheck, Place, Share};
 pub use waiting::{ReleaseFeed, Waiters, HANDOVER_WINDOW};

@@ -9,14 +9,12 @@ use rand::RngExt;
 pub(crate) fn new_owner_token() -> String {
     const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
     let bits: u128 = rand::rng().random();
-    let mut digits = [0u8; 32];
-    for (index, digit) in digits.iter_mut().enumerate() {
-        *digit = HEX_DIGITS[((bits >> ((31 - index) * 4)) & 0xf) as usize];
+    let mut token = String::with_capacity(32);
+    for byte in bits.to_be_bytes() {
+        token.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+        token.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
     }
-    // Hex digits are ASCII, so the conversion cannot fail; the lossy path only keeps this
-    // function free of panics.
-    String::from_utf8(digits.to_vec())
-        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+    token
 }
 
 #[cfg(test)]

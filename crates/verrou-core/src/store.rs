@@ -1,7 +1,7 @@
 //! The contract between a [`Lock`](crate::Lock) and the place its state lives.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -135,9 +135,12 @@ pub trait LockStore: Send + Sync + 'static {
 
     /// Takes `key` for `owner` if it is free or expired, for `ttl` (`None`: until released).
     ///
-    /// A store that keeps waiting lines takes only if no live waiter is in the key's line
-    /// (a take from outside the line never overtakes a waiter); if `owner` already holds the
-    /// key, it answers [`Acquisition::Renewed`] whatever the line.
+    /// A store that keeps waiting lines never lets a take from outside the line overtake the
+    /// waiter a release handed the key to (for the hand-over window); it may check the whole
+    /// line (then no take from outside gets a key anyone waits for), or only reserve the key
+    /// for the waiter it hands it to (then a key freed without a release — its holder's TTL
+    /// ran out, or the waiter never came — goes to whoever asks first). If `owner` already
+    /// holds the key, it answers [`Acquisition::Renewed`] whatever the line.
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition>;
 
     /// Like [`save`](Self::save), for a waiter: takes only if no live waiter is ahead of
@@ -176,7 +179,8 @@ pub trait LockStore: Send + Sync + 'static {
     /// Deleting a free key succeeds.
     async fn force_delete(&self, key: &str) -> Result<()>;
 
-    /// Whether someone holds `key` and their lock has not expired.
+    /// Whether someone holds `key` and their lock has not expired. A key a release reserved
+    /// for the waiter it handed it to (see [`save`](Self::save)) is held by nobody yet.
     async fn exists(&self, key: &str) -> Result<bool>;
 
     /// Makes `key` expire `ttl` from now if `owner` holds it and it has not expired.
@@ -264,6 +268,38 @@ pub trait LockStore: Send + Sync + 'static {
     fn waiters(&self) -> Option<&Waiters> {
         None
     }
+
+    /// Whether the grants of plain locks carry fencing tokens ([`Grant::fencing_token`]).
+    /// The conformance suite holds a store to what it says here. The provided
+    /// implementation says no.
+    fn issues_fencing_tokens(&self) -> bool {
+        false
+    }
+
+    /// The plain take and release of a store that answers without I/O (in this process's
+    /// memory), which a lock then calls instead of [`save`](Self::save) and
+    /// [`delete`](Self::delete). The provided implementation has none.
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        None
+    }
+}
+
+/// The plain take and release of a store that answers at once, in this process, without
+/// I/O: a lock calls them without the future (and its allocation) a round trip needs, and
+/// nothing can be cut off half-way. Each does exactly what its twin on [`LockStore`] does.
+pub trait ImmediateStore: Send + Sync {
+    /// [`LockStore::save`], at once, with `now` (the caller's reading of the monotonic
+    /// clock, just taken) as the store's clock: the TTL runs from `now`.
+    fn save_now(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Result<Acquisition>;
+
+    /// [`LockStore::delete`], at once.
+    fn delete_now(&self, key: &str, owner: &str) -> Result<OwnerCheck>;
 }
 
 #[async_trait]
@@ -353,5 +389,13 @@ impl<S: LockStore + ?Sized> LockStore for Arc<S> {
 
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    fn issues_fencing_tokens(&self) -> bool {
+        (**self).issues_fencing_tokens()
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        (**self).immediate()
     }
 }

@@ -23,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::lock::LockInner;
-use crate::store::{Acquisition, OwnerCheck};
+use crate::store::{Acquisition, ImmediateStore, OwnerCheck};
 use crate::telemetry::Operation;
 use crate::{Error, Result};
 
@@ -233,6 +233,13 @@ pub(crate) enum Verdict {
     Unusable,
 }
 
+/// When a take was sent and when its answer arrived, for judging a grant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) sent: Instant,
+    pub(crate) arrived: Instant,
+}
+
 /// Sends a take of `lock`'s key (in its line, with a place of `lease`, if given) once what an
 /// earlier take left is settled, and returns the
 /// store's answer with what `judge` made of a grant (`None` when busy). A grant judged
@@ -243,30 +250,69 @@ pub(crate) enum Verdict {
 pub(crate) async fn take(
     lock: &Arc<LockInner>,
     lease: Option<Duration>,
-    judge: impl FnOnce(&Acquisition, Instant) -> Verdict,
+    judge: impl FnOnce(&Acquisition, Timing) -> Verdict,
 ) -> Result<Option<Verdict>> {
     let failures_seen = lock.takes.failures.load(Ordering::Acquire);
     let mut turn = Turn::wait_for(lock).await;
-    turn.settle(Some(failures_seen)).await?;
+    if !turn.unsettled.is_nothing() {
+        // Rare: boxed, so that the plain take's future stays small.
+        Box::pin(turn.settle(Some(failures_seen))).await?;
+    }
     if lease.is_some() {
         // This take renews the place a wait left: leaving it now would lose the new one.
         lock.takes.leave_pending.store(false, Ordering::Release);
     }
-    let sent_at = Instant::now();
-    let sent = Arc::clone(lock);
+    let sent = Instant::now();
+    let sending = Arc::clone(lock);
     turn.unsettled = Unsettled::Answer(Box::pin(async move {
-        let save = sent.store_take(lease);
-        sent.telemetry
-            .store_call(Operation::Take, &sent.key, save)
+        let save = sending.store_take(lease);
+        sending
+            .telemetry
+            .store_call(Operation::Take, &sending.key, save)
             .await
     }));
     let Unsettled::Answer(answer) = &mut turn.unsettled else {
         return Ok(None);
     };
     let answer = answer.await;
+    let arrived = Instant::now();
+    adopt(&mut turn, answer, judge, Timing { sent, arrived })
+}
+
+/// Like [`take`] without a line, all at once, on `store`, `lock`'s store answering without
+/// I/O ([`LockInner::immediate`]): no future, one clock reading, which the store uses too
+/// (so a grant can never arrive late). `None` when the take must go through [`take`]: the
+/// lock's turn is busy or has something to settle.
+pub(crate) fn take_now(
+    lock: &Arc<LockInner>,
+    store: &dyn ImmediateStore,
+    judge: impl FnOnce(&Acquisition, Timing) -> Verdict,
+) -> Option<Result<Option<Verdict>>> {
+    let mut turn = Turn::try_take(lock)?;
+    if !turn.unsettled.is_nothing() {
+        turn.give_back_turn();
+        return None;
+    }
+    let now = Instant::now();
+    let answer = lock.store_take_now(store, now);
+    let timing = Timing {
+        sent: now,
+        arrived: now,
+    };
+    Some(adopt(&mut turn, answer, judge, timing))
+}
+
+/// What `judge` makes of the store's `answer` to a take in `turn`; a grant nobody will use,
+/// or a take that may have been applied before it failed, is left to be given back.
+fn adopt(
+    turn: &mut Turn,
+    answer: Result<Acquisition>,
+    judge: impl FnOnce(&Acquisition, Timing) -> Verdict,
+    timing: Timing,
+) -> Result<Option<Verdict>> {
     let (unsettled, verdict) = match answer {
         Ok(Acquisition::Busy) => (Unsettled::Nothing, Ok(None)),
-        Ok(granted) => match judge(&granted, sent_at) {
+        Ok(granted) => match judge(&granted, timing) {
             Verdict::Unusable => (Unsettled::Grant, Ok(Some(Verdict::Unusable))),
             verdict => (Unsettled::Nothing, Ok(Some(verdict))),
         },

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::{Error, Result};
 
@@ -92,12 +92,35 @@ impl Telemetry {
         key: &str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let span = tracing::trace_span!("verrou.store", store = %self.store, operation = operation.as_str(), key);
-        call.instrument(span).await.map_err(|error| {
-            let labels = [("operation", operation.as_str())];
-            metric::counter("verrou_store_errors_total", &self.store, &labels);
-            error.in_store(&self.store, operation.as_str(), key)
-        })
+        call.instrument(self.store_span(operation, key))
+            .await
+            .map_err(|error| self.failed(operation, key, error))
+    }
+
+    /// Like [`store_call`](Self::store_call), for a call answered at once (an
+    /// [`ImmediateStore`](crate::ImmediateStore)'s).
+    pub(crate) fn store_call_now<T>(
+        &self,
+        operation: Operation,
+        key: &str,
+        call: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        self.store_span(operation, key)
+            .in_scope(call)
+            .map_err(|error| self.failed(operation, key, error))
+    }
+
+    /// The trace-level span of a call of `operation` on the store for `key`.
+    fn store_span(&self, operation: Operation, key: &str) -> Span {
+        tracing::trace_span!("verrou.store", store = %self.store, operation = operation.as_str(), key)
+    }
+
+    /// A store call of `operation` for `key` failed with `error`: counted, and told which
+    /// store, operation and key it was about.
+    fn failed(&self, operation: Operation, key: &str, error: Error) -> Error {
+        let labels = [("operation", operation.as_str())];
+        metric::counter("verrou_store_errors_total", &self.store, &labels);
+        error.in_store(&self.store, operation.as_str(), key)
     }
 
     /// A take was answered "busy".

@@ -8,13 +8,19 @@
 //!   with a **place** ([`Place`](crate::Place)) that lasts a *lease* unless the waiter asks again. A take
 //!   ([`LockStore::save_in_line`](crate::LockStore::save_in_line)) succeeds only if the key
 //!   is free and no live waiter is ahead of the taker; a busy answer keeps (or makes) the
-//!   taker's place. A plain take ([`LockStore::save`](crate::LockStore::save)) never
-//!   overtakes a live waiter either. A granted take removes the taker's place.
+//!   taker's place. A granted take removes the taker's place.
 //! - A **release** of a key with a line **hands over** the key to the waiter at the front:
 //!   the store cuts that waiter's lease to [`HANDOVER_WINDOW`] (so a waiter that died does
 //!   not block those behind it for longer) and **wakes** it, naming its waiter id. Waiters
 //!   behind it are not woken and do not ask: one store call per release, whatever the
 //!   number of waiters and processes.
+//! - A plain take ([`LockStore::save`](crate::LockStore::save)) from outside the line never
+//!   gets a key handed over to a waiter. A store either checks the whole line at every plain
+//!   take (memory, Redis with fencing tokens), or **reserves** the key for the waiter it
+//!   hands it to, for the window, so that its plain take stays a bare set-if-absent (Redis
+//!   by default, PostgreSQL); a key that frees without a release (its holder's TTL ran out,
+//!   or the waiter never came) then goes to whoever asks first. A reserved key is held by
+//!   nobody: [`LockStore::exists`](crate::LockStore::exists) says it is free.
 //! - A store that hears releases **watches** the keys that have waiters in this process
 //!   ([`ReleaseFeed::subscribe`]), and reports every release it hears to [`Waiters::wake`].
 //!

@@ -71,8 +71,9 @@ case! {
 }
 
 case! {
-    /// Once a waiter is in line and the key is free, neither a plain take nor a take in line
-    /// by a newcomer (from another store instance) gets it; the waiter does.
+    /// Once a waiter is in line and the key is released, neither a plain take nor a take in
+    /// line by a newcomer (from another store instance) gets it; the waiter does. Meanwhile
+    /// nobody holds the key (a store that reserves it for the waiter does not count that).
     no_take_overtakes_a_waiter(new_store) {
         let key = unique_key("overtake");
         let (store, newcomer) = (new_store().await, new_store().await);
@@ -81,6 +82,7 @@ case! {
         let busy = store.save_in_line(&key, "waiter-owner", ttl, place("waiter")).await.unwrap();
         assert_eq!(busy, Acquisition::Busy);
         store.delete(&key, "holder").await.unwrap();
+        assert!(!newcomer.exists(&key).await.unwrap(), "a key handed over is held by nobody yet");
         assert_eq!(newcomer.save(&key, "newcomer", ttl).await.unwrap(), Acquisition::Busy, "a plain take overtook");
         let in_line = newcomer.save_in_line(&key, "newcomer", ttl, place("newcomer")).await.unwrap();
         assert_eq!(in_line, Acquisition::Busy, "a newcomer in line overtook");

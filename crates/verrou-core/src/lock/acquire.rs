@@ -4,13 +4,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::{Lock, LockInner};
 use crate::clock;
 use crate::retry::{Retry, RetryPolicy};
 use crate::take::{self, Verdict};
-use crate::telemetry::Outcome;
+use crate::telemetry::{Outcome, Waiting};
 use crate::waiting::{self, Ticket};
 use crate::Result;
 
@@ -40,31 +40,58 @@ impl Lock {
 
     /// Runs `acquire` in a `verrou.acquire` span, counted in the metrics.
     async fn observed_acquire(&self, acquire: impl Future<Output = Result<bool>>) -> Result<bool> {
+        let span = self.acquire_span();
+        let waiting = self.inner.telemetry.waiting();
+        let acquired = acquire.instrument(span.clone()).await;
+        observed(&span, waiting, acquired)
+    }
+
+    /// A `verrou.acquire` span for this lock, its outcome to be recorded.
+    fn acquire_span(&self) -> Span {
         let inner = &self.inner;
-        let span = tracing::debug_span!(
+        tracing::debug_span!(
             "verrou.acquire",
             key = %inner.key,
             store = inner.telemetry.store(),
             outcome = tracing::field::Empty,
-        );
-        let waiting = inner.telemetry.waiting();
-        let acquired = acquire.instrument(span.clone()).await;
-        let outcome = Outcome::of(&acquired);
-        span.record("outcome", tracing::field::debug(outcome));
-        waiting.ended(outcome);
-        acquired
+        )
     }
 
     /// Tries to acquire the lock once, without waiting: `Ok(false)` if someone holds it.
     pub async fn acquire_immediately(&self) -> Result<bool> {
+        if let Some(acquired) = self.acquire_now() {
+            return acquired;
+        }
         self.observed_acquire(async {
             let acquired = self.try_acquire(None).await?;
-            if acquired {
-                tracing::debug!(key = %self.inner.key, wait = ?Duration::ZERO, "lock acquired");
-            }
+            self.acquired_at_once(acquired);
             Ok(acquired)
         })
         .await
+    }
+
+    /// [`acquire_immediately`](Self::acquire_immediately) all at once, with no future, when
+    /// the store answers without I/O (see [`take::take_now`]); `None` when it cannot.
+    fn acquire_now(&self) -> Option<Result<bool>> {
+        let store = self.inner.immediate()?;
+        let span = self.acquire_span();
+        let waiting = self.inner.telemetry.waiting();
+        let acquired = span.in_scope(|| {
+            let verdict = take::take_now(&self.inner, store, |answer, timing| {
+                self.judge(answer, timing)
+            })?;
+            let acquired = verdict.map(|verdict| self.took(verdict));
+            self.acquired_at_once(acquired.as_ref().is_ok_and(|acquired| *acquired));
+            Some(acquired)
+        })?;
+        Some(observed(&span, waiting, acquired))
+    }
+
+    /// Logs an `acquire_immediately` that got the lock.
+    fn acquired_at_once(&self, acquired: bool) {
+        if acquired {
+            tracing::debug!(key = %self.inner.key, wait = ?Duration::ZERO, "lock acquired");
+        }
     }
 
     /// Asks the store until it grants the lock or the policy gives up (see
@@ -132,16 +159,30 @@ impl Lock {
     /// arrives is no grant: it is given back, and this is `Ok(false)` like a busy key.
     async fn try_acquire(&self, lease: Option<Duration>) -> Result<bool> {
         let inner = &self.inner;
-        let verdict = take::take(inner, lease, |answer, sent| self.judge(answer, sent)).await?;
+        let verdict = take::take(inner, lease, |answer, timing| self.judge(answer, timing)).await?;
+        Ok(self.took(verdict))
+    }
+
+    /// Whether a take that got `verdict` (`None`: busy) acquired the lock.
+    fn took(&self, verdict: Option<Verdict>) -> bool {
+        let inner = &self.inner;
         if verdict.is_none() {
             inner.telemetry.take_refused();
         }
         if verdict != Some(Verdict::Adopted) {
-            return Ok(false);
+            return false;
         }
         tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
-        Ok(true)
+        true
     }
+}
+
+/// Records how an acquire in `span`, counted in `waiting`, ended, and passes its result on.
+fn observed(span: &Span, waiting: Waiting<'_>, acquired: Result<bool>) -> Result<bool> {
+    let outcome = Outcome::of(&acquired);
+    span.record("outcome", tracing::field::debug(outcome));
+    waiting.ended(outcome);
+    acquired
 }
 
 /// Whether a waiting `acquire` may have a place in its key's line: if it stops waiting

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Lock, LockInner};
 use crate::clock;
 use crate::store::Acquisition;
-use crate::take::Verdict;
+use crate::take::{Timing, Verdict};
 
 /// What this process knows about its hold on the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,17 +35,18 @@ pub(super) struct Expiry {
 
 impl Holding {
     /// A hold that started (was requested) at `requested_at` and lasts `ttl`; `None` if it
-    /// has already run out, or runs out further ahead than the clock can tell.
+    /// has already run out at `now`, or runs out further ahead than the clock can tell.
     pub(super) fn starting(
         requested_at: Instant,
         ttl: Option<Duration>,
         fencing_token: Option<u64>,
+        now: Instant,
     ) -> Option<Self> {
         let expiry = match ttl {
             None => None,
             Some(ttl) => {
                 let at = clock::after(requested_at, ttl)?;
-                if at <= Instant::now() {
+                if at <= now {
                     return None;
                 }
                 Some(Expiry {
@@ -73,20 +74,20 @@ impl LockInner {
 }
 
 impl Lock {
-    /// What this lock makes of a grant whose take left at `sent`: it holds it from then on,
-    /// unless its TTL has already run out (unusable); a renewal of a hold it has and that
+    /// What this lock makes of a grant whose take left at `timing.sent`: it holds it from
+    /// then on, unless its TTL had already run out when it arrived (unusable); a renewal of a hold it has and that
     /// has not expired moves that hold's expiry instead (the lock is not reentrant).
-    pub(super) fn judge(&self, answer: &Acquisition, sent: Instant) -> Verdict {
+    pub(super) fn judge(&self, answer: &Acquisition, timing: Timing) -> Verdict {
+        let Timing { sent, arrived } = timing;
         let (Acquisition::Granted(grant) | Acquisition::Renewed(grant)) = answer else {
             return Verdict::Unusable;
         };
         let ttl = self.inner.ttl.as_duration();
         let mut state = self.state();
         if let (Acquisition::Renewed(_), Holding::Held { expiry, .. }) = (answer, &mut *state) {
-            let now = Instant::now();
             match expiry {
                 None => return Verdict::AlreadyHeld,
-                Some(expiry) if expiry.at > now => {
+                Some(expiry) if expiry.at > arrived => {
                     // The store started the TTL again, at or after `sent`.
                     if let Some(at) = ttl.and_then(|ttl| clock::after(sent, ttl)) {
                         if at > expiry.at {
@@ -101,13 +102,13 @@ impl Lock {
                 Some(_) => {}
             }
         }
-        match Holding::starting(sent, ttl, grant.fencing_token) {
+        match Holding::starting(sent, ttl, grant.fencing_token, arrived) {
             Some(holding) => {
                 *state = holding;
                 Verdict::Adopted
             }
             None => {
-                tracing::debug!(key = %self.inner.key, round_trip = ?sent.elapsed(), "grant arrived after its TTL ran out; giving it back");
+                tracing::debug!(key = %self.inner.key, round_trip = ?arrived.saturating_duration_since(sent), "grant arrived after its TTL ran out; giving it back");
                 Verdict::Unusable
             }
         }

@@ -1,9 +1,10 @@
 //! What a lock holds of its key, and which store operations that makes its own.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::LockInner;
-use crate::store::{Acquisition, OwnerCheck, Place, Share};
+use crate::store::{Acquisition, ImmediateStore, OwnerCheck, Place, Share};
+use crate::telemetry::Operation;
 use crate::waiting::Waiters;
 use crate::Result;
 
@@ -33,6 +34,39 @@ impl LockInner {
             (LockKind::Shared(share), place) => {
                 self.store.save_share(key, owner, ttl, share, place).await
             }
+        }
+    }
+
+    /// Takes the key on `store` (this lock's, answering without I/O) at `now`.
+    pub(crate) fn store_take_now(
+        &self,
+        store: &dyn ImmediateStore,
+        now: Instant,
+    ) -> Result<Acquisition> {
+        let ttl = self.ttl.as_duration();
+        self.telemetry
+            .store_call_now(Operation::Take, &self.key, || {
+                store.save_now(&self.key, &self.owner, ttl, now)
+            })
+    }
+
+    /// Gives the key back at once, owner-checked, if the lock is plain and its store
+    /// answers without I/O; `None` otherwise (see [`store_release`](Self::store_release)).
+    pub(crate) fn store_release_now(&self) -> Option<Result<OwnerCheck>> {
+        let store = self.immediate()?;
+        Some(
+            self.telemetry
+                .store_call_now(Operation::Release, &self.key, || {
+                    store.delete_now(&self.key, &self.owner)
+                }),
+        )
+    }
+
+    /// The store's operations that answer without I/O, for a plain lock.
+    pub(crate) fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        match self.kind {
+            LockKind::Exclusive => self.store.immediate(),
+            LockKind::Shared(_) => None,
         }
     }
 

@@ -164,10 +164,15 @@ impl Lock {
     /// gets [`Error::NotOwned`] and the lock is left as it is.
     pub async fn release(&self) -> Result<()> {
         let inner = &self.inner;
-        let outcome = inner
-            .telemetry
-            .store_call(Operation::Release, &inner.key, inner.store_release())
-            .await?;
+        let outcome = match inner.store_release_now() {
+            Some(outcome) => outcome?,
+            None => {
+                inner
+                    .telemetry
+                    .store_call(Operation::Release, &inner.key, inner.store_release())
+                    .await?
+            }
+        };
         let held = std::mem::replace(&mut *self.state(), Holding::NotHeld);
         if let Holding::Held { since, .. } = held {
             let released = outcome != OwnerCheck::NotOwner;
@@ -283,14 +288,16 @@ impl Lock {
                     } => (since, fencing_token),
                     Holding::NotHeld => (requested_at, None),
                 };
-                *state = match Holding::starting(requested_at, Some(ttl), fencing_token) {
-                    Some(Holding::Held { expiry, .. }) => Holding::Held {
-                        since,
-                        expiry,
-                        fencing_token,
-                    },
-                    _ => Holding::NotHeld,
-                };
+                *state =
+                    match Holding::starting(requested_at, Some(ttl), fencing_token, Instant::now())
+                    {
+                        Some(Holding::Held { expiry, .. }) => Holding::Held {
+                            since,
+                            expiry,
+                            fencing_token,
+                        },
+                        _ => Holding::NotHeld,
+                    };
                 drop(state);
                 tracing::debug!(key = %inner.key, ttl = ?ttl, "lock extended");
                 Ok(())
