@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashbrown::hash_map::RawEntryMut;
-use hashbrown::{DefaultHashBuilder, HashMap};
+use hashbrown::hash_table::Entry as Slot;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::expiry::{Deadline, ExpiryQueue};
 use crate::line::{Hashed, Lines};
@@ -15,9 +15,11 @@ use verrou_core::Family;
 /// The locks and waiting lines of some keys.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    entries: HashMap<Arc<str>, Entry, DefaultHashBuilder>,
+    entries: HashTable<Entry>,
     lines: Lines,
-    expiry: ExpiryQueue,
+    /// Deadlines of the entries, naming each by its key's hash (the generation tells it
+    /// from the other entries of that hash).
+    expiry: ExpiryQueue<u64>,
     semaphores: Shares,
     rw_locks: Shares,
 }
@@ -25,10 +27,47 @@ pub(crate) struct Shard {
 /// A held lock.
 #[derive(Debug)]
 struct Entry {
-    owner: Box<str>,
+    /// The key then the owner, in one allocation.
+    text: Box<str>,
+    key_len: usize,
+    /// The key's hash, with the store's hasher.
+    hash: u64,
     expires_at: Option<Instant>,
-    /// Tells this hold's deadline in the expiry queue from older ones of the key.
+    /// Tells this hold's deadline in the expiry queue from older ones of the key (unique in
+    /// the store: it is the hold's fencing token, or the extension's).
     generation: u64,
+}
+
+impl Entry {
+    fn new(hashed: Hashed<'_>, owner: &str, expires_at: Option<Instant>, generation: u64) -> Self {
+        let mut text = String::with_capacity(hashed.key.len() + owner.len());
+        text.push_str(hashed.key);
+        text.push_str(owner);
+        Self {
+            text: text.into_boxed_str(),
+            key_len: hashed.key.len(),
+            hash: hashed.hash,
+            expires_at,
+            generation,
+        }
+    }
+
+    fn key(&self) -> &str {
+        self.text.get(..self.key_len).unwrap_or_default()
+    }
+
+    fn owner(&self) -> &str {
+        self.text.get(self.key_len..).unwrap_or_default()
+    }
+
+    /// The deadline of this hold, if it expires.
+    fn deadline(&self) -> Option<Deadline<u64>> {
+        self.expires_at.map(|at| Deadline {
+            at,
+            generation: self.generation,
+            key: self.hash,
+        })
+    }
 }
 
 /// A take's place in the key's line, if it waits.
@@ -50,7 +89,7 @@ impl Shard {
     /// computed once).
     pub(crate) fn new(hasher: &DefaultHashBuilder) -> Self {
         Self {
-            entries: HashMap::with_hasher(hasher.clone()),
+            entries: HashTable::new(),
             lines: Lines::new(hasher),
             expiry: ExpiryQueue::default(),
             semaphores: Shares::new(hasher),
@@ -64,8 +103,10 @@ impl Shard {
     }
 
     /// Whether `key` is held.
-    pub(crate) fn is_held(&self, key: &str) -> bool {
-        self.entries.contains_key(key)
+    pub(crate) fn is_held(&self, key: Hashed<'_>) -> bool {
+        self.entries
+            .find(key.hash, |entry| entry.key() == key.key)
+            .is_some()
     }
 
     /// The semaphores or the read-write locks.
@@ -81,12 +122,11 @@ impl Shard {
         self.semaphores.drop_expired(now);
         self.rw_locks.drop_expired(now);
         while let Some(deadline) = self.expiry.pop_due(now) {
-            let current = self
-                .entries
-                .get(&deadline.key)
-                .is_some_and(|entry| entry.generation == deadline.generation);
-            if current {
-                self.entries.remove(&deadline.key);
+            let current = self.entries.find_entry(deadline.key, |entry| {
+                entry.generation == deadline.generation
+            });
+            if let Ok(current) = current {
+                current.remove();
             }
         }
     }
@@ -128,24 +168,19 @@ impl Shard {
         now: Instant,
         tokens: &AtomicU64,
     ) -> Option<u64> {
-        let RawEntryMut::Vacant(vacant) = self
-            .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hashed.hash, hashed.key)
-        else {
+        let slot = self.entries.entry(
+            hashed.hash,
+            |entry| entry.key() == hashed.key,
+            |entry| entry.hash,
+        );
+        let Slot::Vacant(vacant) = slot else {
             return None;
         };
         let token = tokens.fetch_add(1, Ordering::Relaxed);
         let expires_at = ttl.map(|ttl| now.checked_add(ttl).unwrap_or(now));
-        let entry = Entry {
-            owner: owner.into(),
-            expires_at,
-            generation: token,
-        };
-        let (key, _) = vacant.insert_hashed_nocheck(hashed.hash, Arc::from(hashed.key), entry);
-        if let Some(at) = expires_at {
-            let key = Arc::clone(key);
-            self.expire_at(key, at, token);
+        let entry = vacant.insert(Entry::new(hashed, owner, expires_at, token));
+        if let Some(deadline) = entry.get().deadline() {
+            self.expire_at(deadline);
         }
         Some(token)
     }
@@ -153,24 +188,26 @@ impl Shard {
     /// Makes `key` expire `ttl` from `now` if `owner` holds it.
     pub(crate) fn extend(
         &mut self,
-        key: &str,
+        key: Hashed<'_>,
         owner: &str,
         ttl: Duration,
         now: Instant,
         tokens: &AtomicU64,
     ) -> bool {
-        let Some((key, entry)) = self.entries.get_key_value_mut(key) else {
+        let Some(entry) = self
+            .entries
+            .find_mut(key.hash, |entry| entry.key() == key.key)
+        else {
             return false;
         };
-        if &*entry.owner != owner {
+        if entry.owner() != owner {
             return false;
         }
-        let at = now.checked_add(ttl).unwrap_or(now);
-        let generation = tokens.fetch_add(1, Ordering::Relaxed);
-        entry.expires_at = Some(at);
-        entry.generation = generation;
-        let key = Arc::clone(key);
-        self.expire_at(key, at, generation);
+        entry.expires_at = Some(now.checked_add(ttl).unwrap_or(now));
+        entry.generation = tokens.fetch_add(1, Ordering::Relaxed);
+        if let Some(deadline) = entry.deadline() {
+            self.expire_at(deadline);
+        }
         true
     }
 
@@ -183,17 +220,14 @@ impl Shard {
         now: Instant,
         window: Duration,
     ) -> Option<Option<Arc<str>>> {
-        let RawEntryMut::Occupied(occupied) = self
+        let held = self
             .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hashed.hash, hashed.key)
-        else {
-            return None;
-        };
-        if owner.is_some_and(|owner| &*occupied.get().owner != owner) {
+            .find_entry(hashed.hash, |entry| entry.key() == hashed.key)
+            .ok()?;
+        if owner.is_some_and(|owner| held.get().owner() != owner) {
             return None;
         }
-        occupied.remove();
+        held.remove();
         Some(self.lines.hand_over(hashed, now, window))
     }
 
@@ -206,33 +240,19 @@ impl Shard {
         now: Instant,
         window: Duration,
     ) -> Option<Arc<str>> {
-        if self.lines.remove(hashed, waiter) && !self.is_held(hashed.key) {
+        if self.lines.remove(hashed, waiter) && !self.is_held(hashed) {
             self.lines.hand_over(hashed, now, window)
         } else {
             None
         }
     }
 
-    /// Queues the deadline of `key`'s hold `generation`, and rebuilds the queue if stale
-    /// deadlines have piled up.
-    fn expire_at(&mut self, key: Arc<str>, at: Instant, generation: u64) {
-        self.expiry.push(Deadline {
-            at,
-            generation,
-            key,
-        });
+    /// Queues a hold's deadline, and rebuilds the queue if stale deadlines have piled up.
+    fn expire_at(&mut self, deadline: Deadline<u64>) {
+        self.expiry.push(deadline);
         let entries = &self.entries;
         self.expiry.compact_if_bloated(entries.len(), || {
-            entries
-                .iter()
-                .filter_map(|(key, entry)| {
-                    entry.expires_at.map(|at| Deadline {
-                        at,
-                        generation: entry.generation,
-                        key: Arc::clone(key),
-                    })
-                })
-                .collect()
+            entries.iter().filter_map(Entry::deadline).collect()
         });
     }
 

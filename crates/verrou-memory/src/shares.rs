@@ -18,7 +18,7 @@ pub(crate) struct Shares {
     holds: HashMap<Arc<str>, Vec<Holder>, DefaultHashBuilder>,
     lines: Lines,
     /// When holders expire, so that keys left to expire do not pile up.
-    expiry: ExpiryQueue,
+    expiry: ExpiryQueue<Arc<str>>,
 }
 
 /// One holder of a key: a permit, a reader or the writer.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use hashbrown::DefaultHashBuilder;
 use verrou_core::{
-    Acquisition, Family, Grant, IntoDuration, LockStore, OwnerCheck, Place, ReleaseFeed, Result,
-    Share, Waiters, HANDOVER_WINDOW,
+    Acquisition, Family, Grant, ImmediateStore, IntoDuration, LockStore, OwnerCheck, Place,
+    ReleaseFeed, Result, Share, Waiters, HANDOVER_WINDOW,
 };
 
 use crate::line::Hashed;
@@ -104,11 +104,22 @@ impl Inner {
         key: &str,
         operation: impl FnOnce(&mut Shard, Hashed<'_>, Instant) -> T,
     ) -> T {
+        self.with_shard_at(key, None, operation)
+    }
+
+    /// Like [`with_shard`](Self::with_shard), at `now` if given (else the time once the
+    /// shard is locked).
+    fn with_shard_at<T>(
+        &self,
+        key: &str,
+        now: Option<Instant>,
+        operation: impl FnOnce(&mut Shard, Hashed<'_>, Instant) -> T,
+    ) -> T {
         let hash = self.hasher.hash_one(key);
         // The middle bits: the map inside the shard uses the low and the top ones.
         let index = usize::try_from(hash >> 32).unwrap_or_default() % SHARDS;
         let mut shard = lock(&self.shards[index]);
-        let now = Instant::now();
+        let now = now.unwrap_or_else(Instant::now);
         shard.drop_expired(now);
         operation(&mut shard, Hashed { hash, key }, now)
     }
@@ -145,7 +156,7 @@ impl ReleaseFeed for Feed {
             return;
         };
         let free = inner.with_shard(key, |shard, hashed, _| match self.1 {
-            None => !shard.is_held(key),
+            None => !shard.is_held(hashed),
             Some(family) => shard.shares(family).is_free(hashed.key),
         });
         if free {
@@ -168,7 +179,7 @@ fn epoch_nanos_now() -> u64 {
 #[async_trait]
 impl LockStore for MemoryStore {
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        self.take(key, owner, ttl, None)
+        self.take(key, owner, ttl, None, None)
     }
 
     async fn save_in_line(
@@ -182,7 +193,7 @@ impl LockStore for MemoryStore {
             waiter: place.waiter,
             lease: place.lease,
         };
-        self.take(key, owner, ttl, Some(waiting))
+        self.take(key, owner, ttl, Some(waiting), None)
     }
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
@@ -195,17 +206,7 @@ impl LockStore for MemoryStore {
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        let inner = &self.inner;
-        let removed = inner.with_shard(key, |shard, hashed, now| {
-            shard.remove(hashed, Some(owner), now, HANDOVER_WINDOW)
-        });
-        Ok(match removed {
-            Some(handed_to) => {
-                inner.wake_on(&inner.waiters, key, handed_to);
-                OwnerCheck::Applied
-            }
-            None => OwnerCheck::NotOwner,
-        })
+        self.delete_now(key, owner)
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
@@ -218,14 +219,16 @@ impl LockStore for MemoryStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.inner.with_shard(key, |shard, _, _| shard.is_held(key)))
+        Ok(self
+            .inner
+            .with_shard(key, |shard, hashed, _| shard.is_held(hashed)))
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
         let ttl = ttl.into_duration()?;
         let inner = &self.inner;
-        let extended = inner.with_shard(key, |shard, _, now| {
-            shard.extend(key, owner, ttl, now, &inner.tokens)
+        let extended = inner.with_shard(key, |shard, hashed, now| {
+            shard.extend(hashed, owner, ttl, now, &inner.tokens)
         });
         Ok(if extended {
             OwnerCheck::Applied
@@ -340,20 +343,55 @@ impl LockStore for MemoryStore {
     fn name(&self) -> &'static str {
         "the memory store"
     }
+
+    fn issues_fencing_tokens(&self) -> bool {
+        true
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateStore> {
+        Some(self)
+    }
+}
+
+impl ImmediateStore for MemoryStore {
+    fn save_now(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Result<Acquisition> {
+        self.take(key, owner, ttl, None, Some(now))
+    }
+
+    fn delete_now(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        let inner = &self.inner;
+        let removed = inner.with_shard(key, |shard, hashed, now| {
+            shard.remove(hashed, Some(owner), now, HANDOVER_WINDOW)
+        });
+        Ok(match removed {
+            Some(handed_to) => {
+                inner.wake_on(&inner.waiters, key, handed_to);
+                OwnerCheck::Applied
+            }
+            None => OwnerCheck::NotOwner,
+        })
+    }
 }
 
 impl MemoryStore {
-    /// A take, in the key's line if `waiting`.
+    /// A take, in the key's line if `waiting`, at `now` if given.
     fn take(
         &self,
         key: &str,
         owner: &str,
         ttl: Option<Duration>,
         waiting: Option<Waiting<'_>>,
+        now: Option<Instant>,
     ) -> Result<Acquisition> {
         let ttl = ttl.map(IntoDuration::into_duration).transpose()?;
         let inner = &self.inner;
-        let token = inner.with_shard(key, |shard, hashed, now| {
+        let token = inner.with_shard_at(key, now, |shard, hashed, now| {
             shard.take(hashed, owner, ttl, waiting, now, &inner.tokens)
         });
         Ok(match token {
