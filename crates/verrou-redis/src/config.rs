@@ -100,6 +100,10 @@ pub struct RedisConfig {
         )
     )]
     pub replica_timeout: Duration,
+    /// Whether plain locks' grants carry fencing tokens (see
+    /// [`RedisOptions::fencing_tokens`]). Off by default: a take is then one `SET NX PX`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub fencing_tokens: bool,
 }
 
 #[cfg(feature = "serde")]
@@ -133,6 +137,7 @@ impl RedisConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             min_replicas: 0,
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,
+            fencing_tokens: false,
         }
     }
 
@@ -173,6 +178,7 @@ impl RedisConfig {
             command_timeout: self.command_timeout,
             min_replicas: self.min_replicas,
             replica_timeout: self.replica_timeout,
+            fencing_tokens: self.fencing_tokens,
         }
     }
 
@@ -219,6 +225,7 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("min_replicas", &self.min_replicas)
             .field("replica_timeout", &self.replica_timeout)
+            .field("fencing_tokens", &self.fencing_tokens)
             .finish()
     }
 }
@@ -263,6 +270,13 @@ pub struct RedisOptions {
     /// Default: 500 ms. With `min_replicas` set, it must be above zero and below the command
     /// timeout ([`Error::InvalidConfig`] otherwise).
     pub replica_timeout: Duration,
+    /// Whether the grants of plain locks carry fencing tokens ([`Lock::fencing_token`](verrou_core::Lock::fencing_token)).
+    /// On, a take is a script that also issues the token from the slot's counter (about
+    /// twice the server time of a bare `SET NX PX`: measure with the benchmark's `redis` and
+    /// `redis-fenced` rows). Off (the default), a take from outside the waiting line is one
+    /// `SET key owner NX PX ttl GET`, as cheap as the bare command, and grants carry no
+    /// token. Semaphore permits and read-write locks always carry tokens.
+    pub fencing_tokens: bool,
 }
 
 impl RedisOptions {
@@ -290,6 +304,7 @@ impl Default for RedisOptions {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             min_replicas: 0,
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,
+            fencing_tokens: false,
         }
     }
 }

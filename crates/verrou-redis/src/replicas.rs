@@ -164,9 +164,30 @@ pub(crate) async fn run<R: FromValue>(
     })
 }
 
-/// Sends `command arguments` (`EVALSHA` or `EVAL`) then `WAIT` to the node of `slot`, in one
-/// pipeline, with `client`'s options on both. Fails with the script's error; otherwise
-/// returns its reply and what `WAIT` answered.
+/// Sends `command arguments` (a command on one key of `slot`) through `client`; with an
+/// `acknowledgement`, `WAIT` goes in the same pipeline right after it, to the same node.
+pub(crate) async fn send<R: FromValue>(
+    acknowledgement: Option<&Acknowledgement>,
+    client: &WithOptions<Client>,
+    slot: Slot,
+    command: CustomCommand,
+    arguments: Vec<Value>,
+) -> Result<Acknowledged<R>, FredError> {
+    let Some(acknowledgement) = acknowledgement else {
+        let reply = client.custom(command, arguments).await?;
+        return Ok(Acknowledged { reply, wait: None });
+    };
+    let (reply, outcome) =
+        eval_then_wait(client, command, arguments, acknowledgement, slot).await?;
+    Ok(Acknowledged {
+        reply,
+        wait: Some((*acknowledgement, outcome)),
+    })
+}
+
+/// Sends `command arguments` (`EVALSHA`, `EVAL`, or another write) then `WAIT` to the node
+/// of `slot`, in one pipeline, with `client`'s options on both. Fails with the command's
+/// error; otherwise returns its reply and what `WAIT` answered.
 async fn eval_then_wait<R: FromValue>(
     client: &WithOptions<Client>,
     command: CustomCommand,

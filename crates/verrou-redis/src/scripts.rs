@@ -13,8 +13,12 @@
 //! these scripts, or by following the same rules on the same keys.
 //!
 //! A release (owner-checked or forced) of a key with a line **hands it over**: it cuts the
-//! front waiter's deadline to at most the hand-over window from now and publishes
-//! `STORE:WAITER` on the key's release channel (a sharded channel in the key's hash slot)
+//! front waiter's deadline to at most the hand-over window from now, *reserves* the lock key
+//! for it until then (the key holds `verrou:handover:WAITER` with that TTL, so that a take
+//! from outside the line — a plain `SET NX PX`, ours or the Node.js library's — finds it
+//! busy, and only that waiter's take may replace it), and publishes
+//! `STORE:WAITER` on the key's release channel (a sharded channel in the key's hash slot,
+//! named after the line: `verrou:line:REST` publishes on `verrou:released:REST`)
 //! with `SPUBLISH`, in the same script: `STORE` the releasing store's id (without `:`), so
 //! that a store ignores its own releases (it wakes its waiter from the script's reply), and
 //! `WAITER` the front waiter's id. Nothing is published when nobody waits. The publication
@@ -131,9 +135,14 @@ local function line()
   function L.front()
     return redis.call("zrange", KEYS[2], 0, 0)[1]
   end
-  -- Cuts the front waiter's place to the window and publishes STORE:WAITER; returns the
-  -- waiter, or nil if nobody waits.
-  function L.hand_over(now_ms, channel, store, window)
+  -- The key's release channel: its line's name (KEYS[2], verrou:line:REST) with
+  -- "released" for "line" (verrou:released:REST).
+  function L.channel()
+    return "verrou:released:" .. string.sub(KEYS[2], 13)
+  end
+  -- Cuts the front waiter's place to the window and publishes STORE:WAITER on the key's
+  -- release channel; returns the waiter, or nil if nobody waits.
+  function L.hand_over(now_ms, store, window)
     local waiter = L.front()
     if not waiter then
       return nil
@@ -145,10 +154,36 @@ local function line()
     end
     redis.call("zadd", KEYS[3], L.text(deadline), waiter)
     L.expire(now_ms)
-    redis.pcall("spublish", channel, store .. ":" .. waiter)
+    redis.pcall("spublish", L.channel(), store .. ":" .. waiter)
+    return waiter, deadline
+  end
+  -- Hands the lock key KEYS[1] over like hand_over, reserving it for the waiter for as
+  -- long as its place lives (the key holds RESERVED .. waiter, with that TTL); deletes it
+  -- if nobody waits. Returns the waiter or nil.
+  function L.hand_over_reserved(now_ms, store, window)
+    local waiter, deadline = L.hand_over(now_ms, store, window)
+    if waiter then
+      redis.call("set", KEYS[1], RESERVED .. waiter, "PX", L.text(deadline - now_ms + 1))
+    else
+      redis.call("del", KEYS[1])
+    end
     return waiter
   end
   return L
+end
+"#
+    };
+}
+
+/// `L` and `queued`: the line's functions and how many live places it has, made (and the
+/// lapsed places dropped) only if the line `KEYS[2]` exists; needs `line()` and `now_ms`.
+macro_rules! queued_line {
+    () => {
+        r#"local L
+local queued = 0
+if redis.pcall("zcard", KEYS[2]) ~= 0 then
+  L = line()
+  queued = L.prune(now_ms)
 end
 "#
     };
@@ -185,18 +220,34 @@ local token = redis.call("get", KEYS[4])
     };
 }
 
-pub(crate) use {clock_function, fence_check, fence_issue, line_function};
+/// The prefix of the value a lock key holds while it is handed over to a waiter (the
+/// waiter's id follows): no owner token starts with it. The scripts have it as `RESERVED`
+/// ([`reserved_prefix!`]).
+pub(crate) const RESERVED: &str = "verrou:handover:";
+
+/// `RESERVED` ([`RESERVED`]) for the scripts.
+macro_rules! reserved_prefix {
+    () => {
+        r#"local RESERVED = "verrou:handover:"
+"#
+    };
+}
+
+pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_line};
 
 /// Takes `KEYS[1]` for owner `ARGV[1]` if it is free and nobody waits ahead, with a TTL of
-/// `ARGV[2]` milliseconds (`0`: none), and issues the grant's fencing token from the slot's
-/// counter `KEYS[4]`. `KEYS[2]` and `KEYS[3]` are the key's line; `ARGV[3]`, if given, is the
-/// taker's waiter id and `ARGV[4]` its lease in milliseconds. Returns `{token, 0}`, the token
-/// as decimal text (exact, whatever its size), or nil if the key is busy.
+/// `ARGV[2]` milliseconds (`0`: none), and, if `ARGV[3]` is `fenced`, issues the grant's
+/// fencing token from the slot's counter `KEYS[4]`. `KEYS[2]` and `KEYS[3]` are the key's
+/// line; `ARGV[4]`, if given, is the taker's waiter id and `ARGV[5]` its lease in
+/// milliseconds. Returns `{token, 0}`, the token as decimal text (exact, whatever its size;
+/// `"0"` when not fenced), or nil if the key is busy.
 ///
 /// The line first: lapsed places are dropped. Then:
 ///
 /// - the key holds `ARGV[1]`: a *renewal* (below), whatever the line; the taker's place, if
 ///   any, is removed;
+/// - the key is reserved for the taker's waiter (handed over to it): `SET` replaces the
+///   reservation with the owner and the TTL, and the place is removed;
 /// - the key is held by another (or holds something other than an owner), or it is free but
 ///   a live place is ahead of the taker's (for a take without a place: any live place):
 ///   busy. A taker with a place keeps it: made at the back if it had none (arrival: the
@@ -234,10 +285,11 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function};
 pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
+        reserved_prefix!(),
         r#"local now, now_ms = clock()
 "#,
         fence_check!(),
-        r#"local waiter = ARGV[3]
+        r#"local waiter = ARGV[4]
 local L
 local queued = 0
 if waiter or redis.pcall("zcard", KEYS[2]) ~= 0 then
@@ -254,9 +306,15 @@ if renewed then
   else
     redis.call("pexpire", KEYS[1], ARGV[2])
   end
+elseif waiter and held == RESERVED .. waiter then
+  if ARGV[2] == "0" then
+    redis.call("set", KEYS[1], ARGV[1])
+  else
+    redis.call("set", KEYS[1], ARGV[1], "PX", ARGV[2])
+  end
 elseif held or (queued > 0 and L.front() ~= waiter) then
   if waiter then
-    L.keep(waiter, now, now_ms, ARGV[4])
+    L.keep(waiter, now, now_ms, ARGV[5])
   end
   return false
 else
@@ -273,17 +331,21 @@ end
 if waiter and queued > 0 then
   L.leave(waiter, now_ms)
 end
+if ARGV[3] ~= "fenced" then
+  return {"0", renewed and 1 or 0}
+end
 "#,
         fence_issue!(),
         r#"return {token, renewed and 1 or 0}"#
     ))
 });
 
-/// Deletes `KEYS[1]` if its value is `ARGV[1]` (the owner), then hands it over to the front
-/// waiter of its line (`KEYS[2]`, `KEYS[3]`), if any: cuts that waiter's deadline to at most
-/// `ARGV[4]` ms from now and publishes `ARGV[3]:WAITER` (`ARGV[3]` the releasing store's id)
-/// on the release channel `ARGV[2]`. Returns `WAITER`, or 1 if nobody waits, or 0 if the key
-/// was not the owner's. (No table: returning one costs a third of the whole script.)
+/// Releases `KEYS[1]` if its value is `ARGV[1]` (the owner): if a live waiter is in its line
+/// (`KEYS[2]`, `KEYS[3]`), hands it over to the front one — cuts that waiter's deadline to at
+/// most `ARGV[3]` ms from now, reserves the key for it until then, and publishes
+/// `ARGV[2]:WAITER` (`ARGV[2]` the releasing store's id) on the key's release channel;
+/// else deletes it. Returns `WAITER`, or 1 if nobody waits, or 0 if the key was not the
+/// owner's. (No table: returning one costs a third of the whole script.)
 pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         r#"if redis.call("get", KEYS[1]) ~= ARGV[1] then
@@ -295,18 +357,18 @@ if redis.pcall("zcard", KEYS[2]) == 0 then
 end
 "#,
         clock_function!(),
+        reserved_prefix!(),
         line_function!(),
         r#"local L = line()
 local _, now_ms = clock()
 L.prune(now_ms)
-redis.call("del", KEYS[1])
-return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
+return L.hand_over_reserved(now_ms, ARGV[2], ARGV[3]) or 1"#
     ))
 });
 
-/// Deletes `KEYS[1]` whoever holds it, then hands it over like [`DELETE_IF_OWNER`] (channel
-/// `ARGV[1]`, store id `ARGV[2]`, window `ARGV[3]` ms). Returns `WAITER`, or the number of
-/// keys deleted if nobody waits.
+/// Deletes `KEYS[1]` whoever holds it (or whoever it is reserved for), then hands it over
+/// like [`DELETE_IF_OWNER`] (store id `ARGV[1]`, window `ARGV[2]` ms). Returns `WAITER`, or
+/// the number of keys deleted if nobody waits.
 pub(crate) static FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         r#"if redis.pcall("zcard", KEYS[2]) == 0 then
@@ -314,28 +376,32 @@ pub(crate) static FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
 end
 "#,
         clock_function!(),
+        reserved_prefix!(),
         line_function!(),
         r#"local L = line()
 local _, now_ms = clock()
 L.prune(now_ms)
-local deleted = redis.call("del", KEYS[1])
-return L.hand_over(now_ms, ARGV[1], ARGV[2], ARGV[3]) or deleted"#
+local deleted = redis.call("exists", KEYS[1])
+return L.hand_over_reserved(now_ms, ARGV[1], ARGV[2]) or deleted"#
     ))
 });
 
 /// Removes waiter `ARGV[1]`'s place from the line (`KEYS[2]`, `KEYS[3]`) of `KEYS[1]`. If it
 /// was at the front and the key is free, hands the key over to the next waiter, if any, like
-/// [`DELETE_IF_OWNER`] (channel `ARGV[2]`, store id `ARGV[3]`, window `ARGV[4]` ms): a waiter
+/// [`DELETE_IF_OWNER`] (store id `ARGV[2]`, window `ARGV[3]` ms): a waiter
 /// that gives up right after being handed the key does not strand those behind it. Returns
 /// `WAITER` if it handed the key over, else 1 if the place was removed, 0 if there was none.
 ///
-/// The key is free when `KEYS[1]` does not exist: the lock key, or a read-write lock's writer
-/// set (readers do not keep the front out: it may be a reader too). With `ARGV[5]` `open`,
-/// it always is: a semaphore's permits never keep the front out (its limit, which it may
-/// still fit in, is its own).
+/// With `ARGV[4]` `lock`, `KEYS[1]` is a lock key: free when it does not exist or is
+/// reserved for the leaving waiter, and the hand-over moves the reservation to the next
+/// waiter (or deletes it if nobody is left). Otherwise the key is free when `KEYS[1]` does
+/// not exist (a read-write lock's writer set: readers do not keep the front out, it may be a
+/// reader too); with `ARGV[4]` `open`, it always is: a semaphore's permits never keep the
+/// front out (its limit, which it may still fit in, is its own).
 pub(crate) static LEAVE_LINE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
+        reserved_prefix!(),
         line_function!(),
         r#"local L = line()
 local _, now_ms = clock()
@@ -346,14 +412,25 @@ local was_front = L.front() == ARGV[1]
 if not L.leave(ARGV[1], now_ms) then
   return 0
 end
-if not was_front or (ARGV[5] ~= "open" and redis.call("exists", KEYS[1]) == 1) then
+if not was_front then
   return 1
 end
-return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
+if ARGV[4] == "lock" then
+  local held = redis.pcall("get", KEYS[1])
+  if held and held ~= RESERVED .. ARGV[1] then
+    return 1
+  end
+  return L.hand_over_reserved(now_ms, ARGV[2], ARGV[3]) or 1
+end
+if ARGV[4] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
+  return 1
+end
+return L.hand_over(now_ms, ARGV[2], ARGV[3]) or 1"#
     ))
 });
 
-/// Who may take `KEYS[1]` now: nil if it is held; else the first waiter of its line
+/// Who may take `KEYS[1]` now: the waiter it is reserved for if it is; nil if it is held;
+/// else the first waiter of its line
 /// (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, or `""` if nobody waits. What a store
 /// that has just started hearing a key's hand-overs asks, since one may have been missed.
 /// When lapsed places are ahead of that waiter, one of them may be a waiter of the asking
@@ -365,8 +442,13 @@ return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
 /// that lost its place joins again at the back). `KEYS[1]` and `ARGV[3]` (`open`) say when
 /// the key is free as for [`LEAVE_LINE`].
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(
+    LuaScript::new(concat!(
+        reserved_prefix!(),
         r#"if ARGV[3] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
+  local held = redis.pcall("get", KEYS[1])
+  if type(held) == "string" and string.sub(held, 1, #RESERVED) == RESERVED then
+    return string.sub(held, #RESERVED + 1)
+  end
   return false
 end
 local time = redis.call("time")
@@ -386,8 +468,8 @@ while true do
     return ""
   end
   index = index + 1
-end"#,
-    )
+end"#
+    ))
 });
 
 /// Sets the TTL of `KEYS[1]` to `ARGV[2]` milliseconds if its value is `ARGV[1]` (the owner).
@@ -489,6 +571,14 @@ impl LuaScript {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scripts_reserve_keys_with_the_stores_prefix() {
+        assert_eq!(
+            reserved_prefix!(),
+            format!("local RESERVED = \"{RESERVED}\"\n")
+        );
+    }
 
     #[test]
     fn sha1_is_the_script_cache_name() {

@@ -34,7 +34,9 @@
 
 use std::sync::LazyLock;
 
-use crate::scripts::{clock_function, fence_check, fence_issue, line_function, LuaScript};
+use crate::scripts::{
+    clock_function, fence_check, fence_issue, line_function, queued_line, LuaScript,
+};
 
 /// `holders()`, which makes the functions on holder sets. Numbers are passed to Redis as
 /// text made by `H.text`, as for the line.
@@ -89,9 +91,9 @@ end
 /// Takes a share of a key for owner `ARGV[1]`, TTL `ARGV[2]` ms (`0`: none), if there is
 /// room and nobody waits ahead. `KEYS[1]` is the taker's holder set, `KEYS[2]` and `KEYS[3]`
 /// the family's line of the key, `KEYS[4]` the slot's fencing counter, `KEYS[5]` (if given)
-/// the excluding set; `ARGV[3]` is the limit (see the module's table), `ARGV[4]` to
-/// `ARGV[6]` what a hand-over needs (release channel, store id, window in ms), `ARGV[7]`, if
-/// given, the taker's waiter id and `ARGV[8]` its lease in ms.
+/// the excluding set; `ARGV[3]` is the limit (see the module's table), `ARGV[4]` and
+/// `ARGV[5]` what a hand-over needs (store id, window in ms), `ARGV[6]`, if given, the
+/// taker's waiter id and `ARGV[7]` its lease in ms.
 ///
 /// Returns `{token, renewed, handed}` (`handed`: the waiter the key was handed over to, or
 /// `""`), or nil if busy. In order:
@@ -120,7 +122,7 @@ H.check(KEYS[1])
 if KEYS[5] then
   H.check(KEYS[5])
 end
-local waiter = ARGV[7]
+local waiter = ARGV[6]
 local L
 local queued = 0
 if waiter or redis.pcall("zcard", KEYS[2]) ~= 0 then
@@ -133,7 +135,7 @@ local renewed = redis.call("zscore", KEYS[1], ARGV[1]) ~= false
 if not renewed and (held >= tonumber(ARGV[3]) or excluded > 0
     or (queued > 0 and L.front() ~= waiter)) then
   if waiter then
-    L.keep(waiter, now, now_ms, ARGV[8])
+    L.keep(waiter, now, now_ms, ARGV[7])
   end
   return false
 end
@@ -146,7 +148,7 @@ end
         fence_issue!(),
         r#"local handed = ""
 if not renewed and queued > 0 and held + 1 < tonumber(ARGV[3]) then
-  handed = L.hand_over(now_ms, ARGV[4], ARGV[5], ARGV[6]) or ""
+  handed = L.hand_over(now_ms, ARGV[4], ARGV[5]) or ""
 end
 return {token, renewed and 1 or 0, handed}"#
     ))
@@ -154,9 +156,8 @@ return {token, renewed and 1 or 0, handed}"#
 
 /// Gives back owner `ARGV[1]`'s place in the holder set `KEYS[1]` if it holds it unexpired,
 /// then hands the key over to the front waiter of the family's line (`KEYS[2]`, `KEYS[3]`),
-/// as [`DELETE_IF_OWNER`](crate::scripts::DELETE_IF_OWNER) does (channel `ARGV[2]`, store id
-/// `ARGV[3]`, window `ARGV[4]` ms). Returns `WAITER`, or 1 if nobody waits, or 0 if the
-/// owner held nothing.
+/// as [`DELETE_IF_OWNER`](crate::scripts::DELETE_IF_OWNER) does (store id `ARGV[2]`, window
+/// `ARGV[3]` ms). Returns `WAITER`, or 1 if nobody waits, or 0 if the owner held nothing.
 pub(crate) static SHARE_RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
@@ -165,13 +166,9 @@ pub(crate) static SHARE_RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
         r#"local _, now_ms = clock()
 local H = holders()
 H.check(KEYS[1])
-local L
-local queued = 0
-if redis.pcall("zcard", KEYS[2]) ~= 0 then
-  L = line()
-  queued = L.prune(now_ms)
-end
-H.prune(KEYS[1], now_ms)
+"#,
+        queued_line!(),
+        r#"H.prune(KEYS[1], now_ms)
 if redis.call("zrem", KEYS[1], ARGV[1]) == 0 then
   return 0
 end
@@ -179,13 +176,13 @@ H.expire(KEYS[1], now_ms)
 if queued == 0 then
   return 1
 end
-return L.hand_over(now_ms, ARGV[2], ARGV[3], ARGV[4]) or 1"#
+return L.hand_over(now_ms, ARGV[2], ARGV[3]) or 1"#
     ))
 });
 
 /// Deletes every holder of a key in a family, the holder sets `KEYS[1]` and `KEYS[4]` (if
 /// given), then hands the key over like [`SHARE_RELEASE`] (line `KEYS[2]`, `KEYS[3]`;
-/// channel `ARGV[1]`, store id `ARGV[2]`, window `ARGV[3]` ms). Returns `WAITER`, or the
+/// store id `ARGV[1]`, window `ARGV[2]` ms). Returns `WAITER`, or the
 /// number of sets deleted if nobody waits.
 pub(crate) static SHARE_FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
@@ -198,17 +195,13 @@ local sets = {KEYS[1], KEYS[4]}
 for _, set in ipairs(sets) do
   H.check(set)
 end
-local L
-local queued = 0
-if redis.pcall("zcard", KEYS[2]) ~= 0 then
-  L = line()
-  queued = L.prune(now_ms)
-end
-local deleted = redis.call("del", unpack(sets))
+"#,
+        queued_line!(),
+        r#"local deleted = redis.call("del", unpack(sets))
 if queued == 0 then
   return deleted
 end
-return L.hand_over(now_ms, ARGV[1], ARGV[2], ARGV[3]) or deleted"#
+return L.hand_over(now_ms, ARGV[1], ARGV[2]) or deleted"#
     ))
 });
 

@@ -83,10 +83,7 @@ impl RedisStore {
         let [line, deadlines] = &names.line;
         let mut keys = vec![names.holders.as_str(), line, deadlines, &counter];
         keys.extend(excluding.as_deref());
-        let channel = names
-            .slot
-            .family_release_channel(Some(share.family()), &names.redis_key);
-        let (slot, keys, channel) = (names.slot, keys.as_slice(), channel.as_str());
+        let (slot, keys) = (names.slot, keys.as_slice());
         let acknowledgement = self.acknowledgement();
         let taken: Option<(u64, i64, String)> = self
             .send(|client| async move {
@@ -95,7 +92,6 @@ impl RedisStore {
                         Value::from(owner),
                         Value::Integer(ttl),
                         Value::Integer(limit),
-                        Value::from(channel),
                         Value::String(self.id().clone()),
                         Value::Integer(handover_window()),
                     ]);
@@ -134,7 +130,6 @@ impl RedisStore {
         let at = Handing {
             family: Some(share.family()),
             key,
-            redis_key: &names.redis_key,
             slot: names.slot,
             keys: &[&names.holders, line, deadlines],
         };
@@ -190,7 +185,6 @@ impl RedisStore {
         let at = Handing {
             family: Some(family),
             key,
-            redis_key: &redis_key,
             slot,
             keys: &keys,
         };
@@ -224,7 +218,6 @@ impl RedisStore {
         let at = Handing {
             family: Some(family),
             key,
-            redis_key: &redis_key,
             slot: gate.slot,
             keys: &[&gate.key, &line, &deadlines],
         };

@@ -307,6 +307,22 @@ mod tests {
         }
     }
 
+    /// The scripts name a line's release channel after the line (`L.channel()`).
+    #[test]
+    fn a_release_channel_is_its_lines_name_with_released_for_line() {
+        for key in AWKWARD_KEYS {
+            let slot = Slot::of(key);
+            for family in [None, Some(Family::Semaphore), Some(Family::RwLock)] {
+                let [line, _] = slot.family_line_keys(family, key);
+                let rest = line.strip_prefix("verrou:line:").expect("a line key");
+                assert_eq!(
+                    slot.family_release_channel(family, key),
+                    format!("verrou:released:{rest}")
+                );
+            }
+        }
+    }
+
     #[test]
     fn share_names_are_in_the_keys_slot_and_apart_from_the_locks() {
         for key in AWKWARD_KEYS {

@@ -14,7 +14,7 @@ use fred::clients::{Client, Pool, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
-use fred::types::{ClientState, Value};
+use fred::types::{ClientState, CustomCommand, Value};
 use verrou_core::{
     Acquisition, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share, Waiters,
     HANDOVER_WINDOW,
@@ -26,7 +26,9 @@ use crate::error::ConnectError;
 use crate::feed::{Boards, Feed};
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;
-use crate::scripts::{LuaScript, DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, LEAVE_LINE, TAKE};
+use crate::scripts::{
+    LuaScript, DELETE_IF_OWNER, EXTEND_IF_OWNER, FORCE_DELETE, LEAVE_LINE, RESERVED, TAKE,
+};
 use crate::sentinel::{self, Sentinel};
 use crate::slots::{self, Slot};
 use crate::supervise::Supervisor;
@@ -45,21 +47,25 @@ const COMMAND_REDIRECTIONS: u32 = 2;
 /// Locks in Redis, laid out as the Node.js library lays them out: the lock is the string key
 /// `key_prefix + name`, its value the owner token, its expiry the server's PX TTL.
 ///
-/// Every operation is one round trip: a Lua script that runs `SET key owner NX PX ttl` and,
-/// when it took the key, issues the grant's fencing token from the counter of the key's
-/// hash slot (`verrou:fence:{N}`): `max(counter, now) + 1`, `now` the server's time in
-/// microseconds, so tokens keep growing even when a restart or failover lost the counter
-/// (the crate's README states the guarantee exactly); a Lua script that compares the owner
-/// on the server to release or extend; `DEL` to force a release; `EXISTS` to check.
+/// Every operation is one round trip: a take is `SET key owner NX PX ttl GET`, as cheap as the
+/// bare command; a Lua script compares the owner on the server to release or extend, and
+/// forces a release; `GET` checks. With
+/// [`fencing_tokens`](RedisOptions::fencing_tokens) on, a take is a Lua script that runs
+/// `SET NX PX` and, when it took the key, issues the grant's fencing token from the counter
+/// of the key's hash slot (`verrou:fence:{N}`): `max(counter, now) + 1`, `now` the server's
+/// time in microseconds, so tokens keep growing even when a restart or failover lost the
+/// counter (the crate's README states the guarantee exactly).
 ///
 /// Names starting with `verrou:` are the store's own; a lock whose Redis key would start
 /// so is [`Error::InvalidKey`].
 ///
 /// Waiters of every process wait in one line per key, kept on the server beside the lock
 /// (`verrou:line:{N}:KEY` and `verrou:deadline:{N}:KEY`, sorted sets that expire with their
-/// last place): a take succeeds only if nobody waits ahead of it, and a release hands the key
-/// over to the front waiter, publishing its id (`SPUBLISH`, in the same script) on the key's
-/// release channel `verrou:released:{N}:KEY`, a sharded channel in the key's hash slot. The
+/// last place): a waiter's take succeeds only if nobody waits ahead of it, and a release
+/// hands the key over to the front waiter — reserves the key for it for the hand-over window,
+/// so that no take from outside the line gets it, and publishes its id (`SPUBLISH`, in the
+/// same script) on the key's release channel `verrou:released:{N}:KEY`, a sharded channel in
+/// the key's hash slot. The
 /// store it waits in hears it on a subscriber connection each store opens at its first wait,
 /// and that waiter alone asks again at once (see [`verrou_core::waiting`]).
 ///
@@ -110,6 +116,8 @@ pub struct RedisStore {
     /// Replica acknowledgement of takes and extensions, if asked for (see
     /// [`crate::replicas`]).
     acknowledgement: Option<Acknowledgement>,
+    /// Whether plain locks' grants carry fencing tokens.
+    fencing_tokens: bool,
 }
 
 impl RedisStore {
@@ -236,6 +244,7 @@ impl RedisStore {
             boards,
             sentinel: OnceLock::new(),
             acknowledgement: Acknowledgement::new(options.min_replicas, options.replica_timeout),
+            fencing_tokens: options.fencing_tokens,
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             store.sentinel();
@@ -297,6 +306,53 @@ impl RedisStore {
         result
     }
 
+    /// Takes `key` from outside its line without a fencing token: one `SET key owner NX PX
+    /// ttl GET` (`NX GET` without TTL). A key reserved for a waiter (see
+    /// [`crate::scripts`]) is busy like a held one. A key the owner holds already (a take
+    /// re-sent by the client, or a second acquire) goes through the take script, which
+    /// starts its TTL again as a renewal must.
+    async fn set_if_free(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Acquisition> {
+        let ttl_millis = ttl.map(millis).transpose()?;
+        let redis_key = self.redis_key(key);
+        let redis_key: &str = &redis_key;
+        let slot = Slot::of(redis_key);
+        let mut arguments = Vec::with_capacity(6);
+        arguments.extend([
+            Value::from(redis_key),
+            Value::from(owner),
+            Value::from_static_str("NX"),
+        ]);
+        if let Some(millis) = ttl_millis {
+            arguments.extend([Value::from_static_str("PX"), Value::Integer(millis)]);
+        }
+        arguments.push(Value::from_static_str("GET"));
+        let acknowledgement = self.acknowledgement.as_ref();
+        let arguments = &arguments;
+        let answered = self
+            .send(|client| async move {
+                let set = CustomCommand::new_static("SET", slot.hash(), false);
+                replicas::send(acknowledgement, &client, slot, set, arguments.clone()).await
+            })
+            .await;
+        let held: Option<Str> = match answered {
+            // A key of another type, set by something else, is simply not free.
+            Err(error) if is_wrong_type(&error) => return Ok(Acquisition::Busy),
+            answered => answered
+                .map_err(Error::storage)?
+                .require("take", Option::is_none)?,
+        };
+        match held {
+            None => Ok(Acquisition::Granted(Grant::new())),
+            Some(held) if held == owner => self.take(key, owner, ttl, None).await,
+            Some(_) => Ok(Acquisition::Busy),
+        }
+    }
+
     /// Runs the take script on `key`, in its line with `place` if given.
     async fn take(
         &self,
@@ -317,10 +373,15 @@ impl RedisStore {
         let counter = slot.counter_key();
         let keys = [key, &line, &deadlines, &counter];
         let acknowledgement = self.acknowledgement.as_ref();
+        let fencing = if self.fencing_tokens { "fenced" } else { "" };
         let taken: Option<(u64, i64)> = self
             .send(|client| async move {
                 replicas::run(acknowledgement, &TAKE, &client, slot, &keys, |args| {
-                    args.extend([Value::from(owner), Value::Integer(ttl)]);
+                    args.extend([
+                        Value::from(owner),
+                        Value::Integer(ttl),
+                        Value::from_static_str(fencing),
+                    ]);
                     if let Some((waiter, lease)) = place {
                         args.extend([Value::from(waiter), Value::Integer(lease)]);
                     }
@@ -330,9 +391,14 @@ impl RedisStore {
             .await
             .map_err(Error::storage)?
             .require("take", Option::is_some)?;
+        // Token 0: none issued (fencing tokens are off).
+        let grant = |token| match token {
+            0 => Grant::new(),
+            token => Grant::with_fencing_token(token),
+        };
         Ok(match taken {
-            Some((token, 0)) => Acquisition::Granted(Grant::with_fencing_token(token)),
-            Some((token, _renewed)) => Acquisition::Renewed(Grant::with_fencing_token(token)),
+            Some((token, 0)) => Acquisition::Granted(grant(token)),
+            Some((token, _renewed)) => Acquisition::Renewed(grant(token)),
             None => Acquisition::Busy,
         })
     }
@@ -340,7 +406,13 @@ impl RedisStore {
     /// Runs `script`, one that may hand `key` over to the front waiter of its line, on the
     /// lock key and its line, with `leading` as its first argument: see
     /// [`hand_over_at`](Self::hand_over_at).
-    async fn hand_over(&self, script: &LuaScript, key: &str, leading: Option<&str>) -> Result<i64> {
+    async fn hand_over(
+        &self,
+        script: &LuaScript,
+        key: &str,
+        leading: Option<&str>,
+        trailing: Option<&'static str>,
+    ) -> Result<i64> {
         let redis_key = self.redis_key(key);
         let redis_key: &str = &redis_key;
         let slot = Slot::of(redis_key);
@@ -348,17 +420,16 @@ impl RedisStore {
         let at = Handing {
             family: None,
             key,
-            redis_key,
             slot,
             keys: &[redis_key, &line, &deadlines],
         };
-        self.hand_over_at(script, &at, leading, None).await
+        self.hand_over_at(script, &at, leading, trailing).await
     }
 
     /// Runs `script`, one that may hand a key over to the front waiter of its line, where
-    /// `at` says, with `leading` as its first argument, then what a hand-over needs (the
-    /// key's release channel in its family, this store's id, the hand-over window), then
-    /// `trailing`. Wakes the waiter it handed the key to, if it waits here (this store
+    /// `at` says, with `leading` as its first argument, then what a hand-over needs (this
+    /// store's id, the hand-over window; the script names the release channel after the
+    /// line), then `trailing`. Wakes the waiter it handed the key to, if it waits here (this store
     /// ignores its own publications), and returns the script's count (1: deleted, or
     /// removed), which a hand-over implies.
     pub(crate) async fn hand_over_at(
@@ -368,8 +439,6 @@ impl RedisStore {
         leading: Option<&str>,
         trailing: Option<&'static str>,
     ) -> Result<i64> {
-        let channel = at.slot.family_release_channel(at.family, at.redis_key);
-        let channel = channel.as_str();
         let (slot, keys) = (at.slot, at.keys);
         let reply: Value = self
             .send(|client| async move {
@@ -377,11 +446,10 @@ impl RedisStore {
                     .run(&client, slot, keys, |args| {
                         args.extend(leading.map(Value::from));
                         args.extend([
-                            Value::from(channel),
                             Value::String(self.id.clone()),
                             Value::Integer(handover_window()),
                         ]);
-                        args.extend(trailing.map(Value::from));
+                        args.extend(trailing.map(Value::from_static_str));
                     })
                     .await
             })
@@ -418,8 +486,6 @@ pub(crate) struct Handing<'a> {
     pub(crate) family: Option<Family>,
     /// The key, as the store received it (its board's name for it).
     pub(crate) key: &'a str,
-    /// Its Redis key.
-    pub(crate) redis_key: &'a str,
     /// Its hash slot.
     pub(crate) slot: Slot,
     /// The script's keys, all in `slot`.
@@ -448,6 +514,11 @@ fn new_id() -> String {
 pub(crate) fn millis(ttl: Duration) -> Result<i64> {
     // At most MAX_DURATION in milliseconds: far below i64::MAX.
     Ok(i64::try_from(verrou_core::ttl_millis(ttl)?).unwrap_or(i64::MAX))
+}
+
+/// Whether `error` is Redis refusing a command on a key of another type.
+fn is_wrong_type(error: &FredError) -> bool {
+    error.details().starts_with("WRONGTYPE")
 }
 
 /// What an owner-checked script's reply (1 applied, 0 not the owner) means.
@@ -480,7 +551,11 @@ impl LockStore for RedisStore {
     }
 
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        self.take(key, owner, ttl, None).await
+        if self.fencing_tokens {
+            self.take(key, owner, ttl, None).await
+        } else {
+            self.set_if_free(key, owner, ttl).await
+        }
     }
 
     async fn save_in_line(
@@ -494,7 +569,8 @@ impl LockStore for RedisStore {
     }
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
-        self.hand_over(&LEAVE_LINE, key, Some(waiter)).await?;
+        self.hand_over(&LEAVE_LINE, key, Some(waiter), Some("lock"))
+            .await?;
         Ok(())
     }
 
@@ -506,23 +582,30 @@ impl LockStore for RedisStore {
     /// [`NotOwner`](OwnerCheck::NotOwner) (`Error::NotOwned` for the lock) after a dropped
     /// connection may have released. Either way the key is no longer the owner's.
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        let applied = self.hand_over(&DELETE_IF_OWNER, key, Some(owner)).await?;
+        let applied = self
+            .hand_over(&DELETE_IF_OWNER, key, Some(owner), None)
+            .await?;
         Ok(owner_check(applied))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.hand_over(&FORCE_DELETE, key, None).await?;
+        self.hand_over(&FORCE_DELETE, key, None, None).await?;
         Ok(())
     }
 
+    /// Whether an owner holds `key`: a key reserved for a waiter while it is handed over is
+    /// held by nobody yet; a key of another type (set by something else) counts as held.
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.redis_key(key);
         let key: &str = &key;
-        let count: i64 = self
-            .send(|client| async move { client.exists(key).await })
-            .await
-            .map_err(Error::storage)?;
-        Ok(count > 0)
+        let value: std::result::Result<Option<Str>, FredError> = self
+            .send(|client| async move { client.get(key).await })
+            .await;
+        match value {
+            Ok(value) => Ok(value.is_some_and(|value| !value.starts_with(RESERVED))),
+            Err(error) if is_wrong_type(&error) => Ok(true),
+            Err(error) => Err(Error::storage(error)),
+        }
     }
 
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
@@ -598,6 +681,10 @@ impl LockStore for RedisStore {
 
     fn name(&self) -> &'static str {
         "the Redis store"
+    }
+
+    fn issues_fencing_tokens(&self) -> bool {
+        self.fencing_tokens
     }
 }
 

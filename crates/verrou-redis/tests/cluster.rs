@@ -11,7 +11,7 @@ mod shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::connect;
+use cluster_support::{connect, connect_fenced};
 use contention::{key_on, Contention, TimedStore};
 use shared::cluster;
 use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
@@ -66,7 +66,7 @@ async fn blocking<T: Send + 'static>(step: impl FnOnce() -> T + Send + 'static) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_a_moving_slot_wait_for_the_migration_then_follow_it() {
     let cluster = cluster();
-    let store = Arc::new(connect(&cluster.url(), COMMAND_TIMEOUT).await);
+    let store = Arc::new(connect_fenced(&cluster.url(), COMMAND_TIMEOUT).await);
     let key = "{verrou-ask}:lock".to_owned();
     let elsewhere = "{verrou-ask-elsewhere}:lock";
     let slot = hash_slot(&key);

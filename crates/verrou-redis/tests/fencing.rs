@@ -14,7 +14,7 @@ use verrou_core::{Acquisition, Error, LockFactory, LockStore, Retry};
 use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface, Value};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
-use verrou_redis::RedisStore;
+use verrou_redis::{RedisConfig, RedisStore};
 use verrou_testkit::{redis_url, RedisServer};
 
 const TTL: Duration = Duration::from_secs(10);
@@ -29,6 +29,11 @@ async fn server_micros(raw: &Client) -> u64 {
         .await
         .expect("TIME");
     time[0] * 1_000_000 + time[1]
+}
+
+/// Fencing tokens on: what every store of these tests asks for.
+fn fenced(config: &mut RedisConfig) {
+    config.fencing_tokens = true;
 }
 
 /// The fencing counter of `key`'s hash slot: `verrou:fence:{N}`, `N` the smallest number
@@ -52,7 +57,7 @@ async fn token(store: &RedisStore, key: &str, owner: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_keep_growing_after_the_server_restarts_without_its_data() {
     let mut server = RedisServer::start().expect("a private redis-server");
-    let store = connect(&server.url(), |_| {}).await;
+    let store = connect(&server.url(), fenced).await;
     let key = unique_key("fence-restart");
     let before = token(&store, &key, "owner-1").await;
 
@@ -85,7 +90,7 @@ async fn tokens_keep_growing_after_the_server_restarts_without_its_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_strictly_increase_and_are_at_least_the_servers_time_in_microseconds() {
     let url = redis_url();
-    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let (store, raw) = (connect(&url, fenced).await, raw_client(&url).await);
     // Several lock keys of one hash slot share its counter.
     let tag = unique_key("fence-many");
     let keys: Vec<String> = (0..4).map(|n| format!("{{{tag}}}:{n}")).collect();
@@ -109,8 +114,14 @@ async fn tokens_strictly_increase_and_are_at_least_the_servers_time_in_microseco
 async fn concurrent_grants_of_one_slot_never_share_a_token() {
     let url = redis_url();
     let stores: Vec<Arc<RedisStore>> = vec![
-        Arc::new(connect(&url, |_| {}).await),
-        Arc::new(connect(&url, |config| config.pool_size = 4).await),
+        Arc::new(connect(&url, fenced).await),
+        Arc::new(
+            connect(&url, |config| {
+                fenced(config);
+                config.pool_size = 4;
+            })
+            .await,
+        ),
     ];
     let tag = unique_key("fence-concurrent");
     let tasks: Vec<_> = (0..8)
@@ -147,7 +158,7 @@ async fn a_counter_ahead_of_the_clock_is_the_tie_breaker_exactly() {
     // A private server: the counter is set by hand.
     let server = RedisServer::start().expect("a private redis-server");
     let (store, raw) = (
-        connect(&server.url(), |_| {}).await,
+        connect(&server.url(), fenced).await,
         raw_client(&server.url()).await,
     );
     let key = unique_key("fence-ahead");
@@ -168,7 +179,7 @@ async fn a_take_with_an_unusable_counter_fails_and_writes_nothing() {
     // A private server: the counter is spoiled by hand.
     let server = RedisServer::start().expect("a private redis-server");
     let (store, raw) = (
-        connect(&server.url(), |_| {}).await,
+        connect(&server.url(), fenced).await,
         raw_client(&server.url()).await,
     );
     let key = unique_key("fence-spoiled");
@@ -228,10 +239,21 @@ async fn assert_refused(store: &RedisStore, raw: &Client, key: &str, counter: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_names_in_the_stores_namespace_are_invalid_keys() {
     let url = redis_url();
-    let plain = LockFactory::new(connect(&url, |_| {}).await);
-    let prefixed = LockFactory::new(connect(&url, |config| config.key_prefix = "ver".into()).await);
-    let namespaced =
-        LockFactory::new(connect(&url, |config| config.key_prefix = "verrou:app:".into()).await);
+    let plain = LockFactory::new(connect(&url, fenced).await);
+    let prefixed = LockFactory::new(
+        connect(&url, |config| {
+            fenced(config);
+            config.key_prefix = "ver".into();
+        })
+        .await,
+    );
+    let namespaced = LockFactory::new(
+        connect(&url, |config| {
+            fenced(config);
+            config.key_prefix = "verrou:app:".into();
+        })
+        .await,
+    );
 
     for (factory, name) in [
         (&plain, "verrou:fence:{1}"),
@@ -285,6 +307,7 @@ async fn a_restart_without_persistence_may_regrant_but_tokens_still_increase() {
     let mut contenders = Vec::new();
     for index in 0..4 {
         let store = connect(&server.url(), |config| {
+            fenced(config);
             config.command_timeout = Duration::from_secs(1);
             config.connect_timeout = Duration::from_secs(1);
         })

@@ -323,7 +323,10 @@ async fn a_line_key_changed_by_hand_fails_the_take_and_changes_nothing() {
     store.delete(&key, "holder").await.unwrap();
 
     let _: () = raw.set(&line, "oops", None, None, false).await.unwrap();
-    let error = store.save(&key, "newcomer", Some(HOUR)).await.unwrap_err();
+    let error = store
+        .save_in_line(&key, "newcomer", Some(HOUR), ghost("newcomer"))
+        .await
+        .unwrap_err();
     let cause = std::error::Error::source(&error).map(ToString::to_string);
     assert!(cause.unwrap_or_default().contains(&line), "{error:?}");
     assert!(
@@ -331,4 +334,115 @@ async fn a_line_key_changed_by_hand_fails_the_take_and_changes_nothing() {
         "a failed take took the key"
     );
     let _: () = raw.del(&line).await.unwrap();
+}
+
+/// A release with a waiter in line reserves the key for that waiter for the hand-over window:
+/// a take from outside the line — the store's own, or the Node.js library's `SET NX PX` —
+/// is busy meanwhile; the waiter takes the key; and if it never comes, the key is free for
+/// anyone once the window is over (a Node.js process is locked out no longer than that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
+    use verrou_redis::fred::types::{Expiration, SetOptions};
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let node_take = |key: String| {
+        let raw = raw.clone();
+        async move {
+            let taken: Option<String> = raw
+                .set(
+                    &key,
+                    "node-owner",
+                    Some(Expiration::PX(30_000)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .unwrap();
+            taken.is_some()
+        }
+    };
+    for waiter_comes in [true, false] {
+        let key = unique_key("reserved");
+        hold(&store, &key, "holder").await;
+        let busy = store
+            .save_in_line(&key, "waiter-owner", Some(HOUR), ghost("waiter"))
+            .await
+            .unwrap();
+        assert_eq!(busy, Acquisition::Busy);
+        store.delete(&key, "holder").await.unwrap();
+        assert!(
+            !node_take(key.clone()).await,
+            "a Node.js take got a reserved key"
+        );
+        let newcomer = store.save(&key, "newcomer", Some(HOUR)).await.unwrap();
+        assert_eq!(
+            newcomer,
+            Acquisition::Busy,
+            "a plain take got a reserved key"
+        );
+        assert!(
+            !store.exists(&key).await.unwrap(),
+            "a reserved key is held by nobody"
+        );
+        let left: i64 = raw.pttl(&key).await.unwrap();
+        let window = i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap();
+        assert!(left > 0 && left <= window + 1, "reserved for {left} ms");
+        if waiter_comes {
+            let taken = store
+                .save_in_line(&key, "waiter-owner", Some(HOUR), ghost("waiter"))
+                .await
+                .unwrap();
+            assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
+            let left: i64 = raw.pttl(&key).await.unwrap();
+            assert!(
+                left > 3_000_000,
+                "the waiter's TTL replaced the window: {left} ms"
+            );
+            store.delete(&key, "waiter-owner").await.unwrap();
+            assert!(!store.exists(&key).await.unwrap());
+        } else {
+            tokio::time::sleep(HANDOVER_WINDOW + Duration::from_millis(50)).await;
+            assert!(
+                node_take(key.clone()).await,
+                "the window is over: a Node.js take gets the key"
+            );
+            let _: i64 = raw.del(&key).await.unwrap();
+        }
+    }
+}
+
+/// A waiter handed the key that leaves the line (it gave up) passes the reservation on to
+/// the next waiter, or frees the key if nobody is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserved_waiter_that_leaves_passes_the_key_on() {
+    let url = redis_url();
+    let store = connect(&url, |_| {}).await;
+    let key = unique_key("reserved-leaves");
+    hold(&store, &key, "holder").await;
+    for waiter in ["first", "second"] {
+        let busy = store
+            .save_in_line(&key, waiter, Some(HOUR), ghost(waiter))
+            .await
+            .unwrap();
+        assert_eq!(busy, Acquisition::Busy);
+    }
+    store.delete(&key, "holder").await.unwrap();
+    store.leave_line(&key, "first").await.unwrap();
+    let first = store
+        .save_in_line(&key, "first", Some(HOUR), ghost("first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        Acquisition::Busy,
+        "the key went on to the second waiter"
+    );
+    store.leave_line(&key, "first").await.unwrap();
+    store.leave_line(&key, "second").await.unwrap();
+    let taken = store.save(&key, "newcomer", Some(HOUR)).await.unwrap();
+    assert!(
+        matches!(taken, Acquisition::Granted(_)),
+        "nobody left: the key is free: {taken:?}"
+    );
+    store.delete(&key, "newcomer").await.unwrap();
 }

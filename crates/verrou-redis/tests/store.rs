@@ -176,17 +176,25 @@ async fn command_calls(raw: &Client) -> Vec<(String, u64)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_operation_is_one_command() {
+/// Fencing tokens on.
+fn fenced(config: &mut verrou_redis::RedisConfig) {
+    config.fencing_tokens = true;
+}
+
+/// The commands the server counted for eight operations of a store configured by
+/// `configure` (take, busy take, check, two extensions, two releases, force release), its
+/// scripts warmed up first as in any long-running store.
+async fn commands_of_eight_operations(
+    configure: impl FnOnce(&mut verrou_redis::RedisConfig),
+) -> Vec<(String, u64)> {
     // A private server: the command counts are ours alone.
     let server = RedisServer::start().expect("a private redis-server");
     let (store, raw) = (
-        connect(&server.url(), |_| {}).await,
+        connect(&server.url(), configure).await,
         raw_client(&server.url()).await,
     );
     let key = unique_key("round-trips");
     let reset = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
-    // Warm the script cache, as any long-running store has.
     assert!(granted(
         store.save(&key, "owner-1", Some(TTL)).await.unwrap()
     ));
@@ -208,8 +216,40 @@ async fn each_operation_is_one_command() {
 
     let mut calls = command_calls(&raw).await;
     calls.sort();
-    // Sent by the store: evalsha 7 (take, release, extend, force release), exists 1.
-    // Counted too, run by the scripts on the server: time 2, get 4 (the counter, and the key
+    calls
+}
+
+fn counts(expected: &[(&str, u64)]) -> Vec<(String, u64)> {
+    expected
+        .iter()
+        .map(|(name, count)| (name.to_string(), *count))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_is_one_command() {
+    let calls = commands_of_eight_operations(|_| {}).await;
+    // Sent by the store: set 2 (the takes: `SET NX PX GET`), evalsha 5 (release, extend,
+    // force release), get 1 (the check). Counted too, run by the scripts on the server:
+    // get 4 (the key for its owner: extensions and releases), pexpire 1, zcard 2 and del 2
+    // (release, force release: nobody waits, so nothing is published). No EVAL, no SCRIPT
+    // LOAD, no second command for any operation.
+    let expected = [
+        ("del", 2),
+        ("evalsha", 5),
+        ("get", 5),
+        ("pexpire", 1),
+        ("set", 2),
+        ("zcard", 2),
+    ];
+    assert_eq!(calls, counts(&expected), "8 operations, 8 commands");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_is_one_command_with_fencing_tokens() {
+    let calls = commands_of_eight_operations(fenced).await;
+    // Sent by the store: evalsha 7 (take, release, extend, force release), get 1 (the
+    // check). Counted too, run by the scripts on the server: time 2, get 4 (the counter, and the key
     // for its owner) and zcard 2 (the key's waiting line: empty) by both takes, then set 2
     // (the key, and the counter, behind the clock), incr 1 and get 1 (the token) by the take
     // that got the key (the other found the key held and wrote nothing); get 4 and
@@ -218,19 +258,43 @@ async fn each_operation_is_one_command() {
     let expected = [
         ("del", 2),
         ("evalsha", 7),
-        ("exists", 1),
-        ("get", 9),
+        ("get", 10),
         ("incr", 1),
         ("pexpire", 1),
         ("set", 2),
         ("time", 2),
         ("zcard", 4),
     ];
-    let expected: Vec<_> = expected
-        .iter()
-        .map(|(name, count)| (name.to_string(), *count))
-        .collect();
-    assert_eq!(calls, expected, "8 operations, 8 commands");
+    assert_eq!(calls, counts(&expected), "8 operations, 8 commands");
+}
+
+/// Without fencing tokens, a take that finds the key held by its own owner (a take re-sent
+/// after a lost answer) is a renewal too: the TTL starts again (the take script, sent only
+/// then), and the grant carries no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_by_the_owner_holding_the_key_renews_it_without_fencing_tokens() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("renewal-unfenced");
+    let first = store
+        .save(&key, "owner-1", Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&first, Acquisition::Granted(grant) if grant.fencing_token.is_none()),
+        "{first:?}"
+    );
+    let again = store.save(&key, "owner-1", Some(TTL)).await.unwrap();
+    assert!(
+        matches!(&again, Acquisition::Renewed(grant) if grant.fencing_token.is_none()),
+        "{again:?}"
+    );
+    assert!(pttl(&raw, &key).await > 2_000, "the TTL started again");
+    assert_eq!(
+        store.save(&key, "owner-2", Some(TTL)).await.unwrap(),
+        Acquisition::Busy
+    );
+    store.delete(&key, "owner-1").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +387,7 @@ async fn a_store_connects_a_client_or_pool_given_unconnected_and_leaves_it_open(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_take_by_the_owner_holding_the_key_renews_it_with_a_new_token() {
     let url = redis_url();
-    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let (store, raw) = (connect(&url, fenced).await, raw_client(&url).await);
     let key = unique_key("renewal");
     let token = |outcome: Acquisition| match outcome {
         Acquisition::Granted(grant) | Acquisition::Renewed(grant) => {
@@ -367,7 +431,7 @@ async fn fencing_tokens_come_from_a_counter_in_the_lock_keys_hash_slot() {
     // A private server: the only counters are ours.
     let server = RedisServer::start().expect("a private redis-server");
     let (store, raw) = (
-        connect(&server.url(), |_| {}).await,
+        connect(&server.url(), fenced).await,
         raw_client(&server.url()).await,
     );
     let key = "{user:42}:profile";
@@ -500,4 +564,24 @@ fn a_store_made_outside_a_runtime_takes_and_wakes_inside_one() {
         assert!(woken.expect("woken by the release").unwrap());
         client.quit().await.unwrap();
     });
+}
+
+/// A lock key that something else set to another type is held by someone else: a take is
+/// busy (with and without fencing tokens), and the key is locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_key_of_another_type_is_busy() {
+    let url = redis_url();
+    let raw = raw_client(&url).await;
+    for fencing_tokens in [false, true] {
+        let store = connect(&url, |config| config.fencing_tokens = fencing_tokens).await;
+        let key = unique_key("another-type");
+        let rpush = CustomCommand::new_static("RPUSH", ClusterHash::FirstKey, false);
+        let _: i64 = raw.custom(rpush, vec![key.as_str(), "item"]).await.unwrap();
+        assert_eq!(
+            store.save(&key, "owner", Some(TTL)).await.unwrap(),
+            Acquisition::Busy
+        );
+        assert!(store.exists(&key).await.unwrap());
+        let _: i64 = raw.del(&key).await.unwrap();
+    }
 }

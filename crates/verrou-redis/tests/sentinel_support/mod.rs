@@ -30,6 +30,8 @@ pub(crate) async fn connect(url: &str, configure: impl FnOnce(&mut RedisConfig))
     let mut config = RedisConfig::new(url);
     config.command_timeout = Duration::from_secs(2);
     config.connect_timeout = Duration::from_secs(1);
+    // The grant watchers recognise a grant by its fencing counter's INCR.
+    config.fencing_tokens = true;
     configure(&mut config);
     RedisStore::connect(config)
         .await
