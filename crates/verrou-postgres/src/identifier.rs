@@ -1,6 +1,7 @@
 //! Table names: checked to be plain identifiers, then quoted, so a configured name can never
 //! smuggle SQL into the statements it is pasted into. The objects beside the table (its
-//! fencing-token sequence, its waiting line and the line's indexes) are named after it.
+//! fencing-token sequence, its waiting line and the line's indexes, its hand-over function)
+//! are named after it.
 
 use verrou_core::Error;
 
@@ -26,9 +27,15 @@ const SHARES_SUFFIX: &str = "_shares";
 /// What the shares table's primary key adds to the table's name.
 const SHARES_KEY_SUFFIX: &str = "_shares_pk";
 
+/// What the hand-over function of the waiting line adds to the table's name.
+const HAND_OVER_SUFFIX: &str = "_hand_over";
+
 /// The longest suffix: a table name leaves room for it.
 const LONGEST_SUFFIX: usize = max(
-    max(SEQUENCE_SUFFIX.len(), LINE_SUFFIX.len()),
+    max(
+        max(SEQUENCE_SUFFIX.len(), LINE_SUFFIX.len()),
+        HAND_OVER_SUFFIX.len(),
+    ),
     max(
         max(LINE_KEY_SUFFIX.len(), LINE_ORDER_SUFFIX.len()),
         max(SHARES_SUFFIX.len(), SHARES_KEY_SUFFIX.len()),
@@ -38,8 +45,9 @@ const LONGEST_SUFFIX: usize = max(
 /// A validated table name, optionally schema-qualified, in its quoted SQL form, with the
 /// names of the objects beside it, in the same schema: its fencing-token sequence
 /// (`<table>_fencing_seq`) and its waiting line (table `<table>_waiters`, primary key
-/// `<table>_waiters_pk`, index `<table>_waiters_idx`) and its table of semaphores and
-/// read-write locks (`<table>_shares`, primary key `<table>_shares_pk`).
+/// `<table>_waiters_pk`, index `<table>_waiters_idx`, hand-over function
+/// `<table>_hand_over`) and its table of semaphores and read-write locks (`<table>_shares`,
+/// primary key `<table>_shares_pk`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableName {
     plain: String,
@@ -50,6 +58,7 @@ pub(crate) struct TableName {
     line_order: String,
     shares_quoted: String,
     shares_key: String,
+    hand_over_quoted: String,
 }
 
 impl TableName {
@@ -87,6 +96,7 @@ impl TableName {
             line_order: format!("\"{table}{LINE_ORDER_SUFFIX}\""),
             shares_quoted: qualify(SHARES_SUFFIX),
             shares_key: format!("\"{table}{SHARES_KEY_SUFFIX}\""),
+            hand_over_quoted: qualify(HAND_OVER_SUFFIX),
         })
     }
 
@@ -131,6 +141,12 @@ impl TableName {
     /// The shares table's primary-key constraint, unqualified, e.g. `"verrou_shares_pk"`.
     pub(crate) fn shares_key(&self) -> &str {
         &self.shares_key
+    }
+
+    /// The line's hand-over function's name as it goes into SQL, e.g.
+    /// `"public"."verrou_hand_over"`.
+    pub(crate) fn hand_over_quoted(&self) -> &str {
+        &self.hand_over_quoted
     }
 }
 
@@ -200,6 +216,10 @@ mod tests {
             format!("\"{}\".\"locks_shares\"", "s".repeat(63))
         );
         assert_eq!(qualified.shares_key(), "\"locks_shares_pk\"");
+        assert_eq!(
+            qualified.hand_over_quoted(),
+            format!("\"{}\".\"locks_hand_over\"", "s".repeat(63))
+        );
     }
 
     #[test]
@@ -213,6 +233,7 @@ mod tests {
             longest.line_order(),
             longest.shares_quoted(),
             longest.shares_key(),
+            longest.hand_over_quoted(),
         ] {
             let name = quoted.trim_matches('"');
             assert!(name.len() <= MAX_IDENTIFIER_BYTES, "{name}");

@@ -4,8 +4,9 @@
 //! [`Board`]).
 //!
 //! It is the [`ReleaseFeed`] of every board: a newly watched key is checked at once, and
-//! woken if it is free (a release before the waiter's watch began would otherwise go unheard). It
-//! runs as a background task from the store's creation until its last clone is dropped.
+//! woken if it is free, or, for a lock, the waiter it is reserved for is (a release before
+//! the waiter's watch began would otherwise go unheard). It runs as a background task from
+//! the store's creation until its last clone is dropped.
 //! When its connection fails it says so once and reconnects with a growing pause (up to
 //! [`MAX_PAUSE`]); back on line it `LISTEN`s again and wakes the watched keys released
 //! meanwhile. A connection that goes silent (a network partition) is found by a ping every
@@ -202,7 +203,8 @@ impl Session<'_> {
         })
     }
 
-    /// Wakes the waiters of those of `keys` that are free now, one query per board.
+    /// Wakes the waiters of those of `keys` that are free now, one query per board: all of
+    /// them, or the one a lock's key is reserved for.
     async fn wake_free(&self, probes: &Probes, keys: &[(Board, Arc<str>)]) -> Result<(), BoxError> {
         for board in Board::ALL {
             let of_board: Vec<&str> = keys
@@ -233,7 +235,11 @@ impl Session<'_> {
             };
             for row in rows {
                 let key: &str = row.try_get(0)?;
-                self.boards.get(board).wake(key, None);
+                let waiter: Option<&str> = match board {
+                    Board::Locks => row.try_get(1)?,
+                    Board::Shares(_) => None,
+                };
+                self.boards.get(board).wake(key, waiter);
             }
         }
         Ok(())

@@ -1,6 +1,5 @@
-//! Making sure the lock table, its fencing-token sequence, its waiting line and its shares
-//! table exist, and
-//! reading what its key column holds.
+//! Making sure the lock table, its fencing-token sequence, its waiting line (with its
+//! hand-over function) and its shares table exist, and reading what its key column holds.
 
 use deadpool_postgres::tokio_postgres::Error as DriverError;
 use deadpool_postgres::Client;
@@ -10,9 +9,10 @@ use crate::error::setup_failed;
 use crate::identifier::TableName;
 use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, MISSING_OBJECTS};
 
-/// Checks that the table, its sequence, its waiting line and its shares table exist, and creates what is
-/// missing if `create` allows it (otherwise something missing is [`Error::InvalidConfig`],
-/// whose message has the statements that create it).
+/// Checks that the table, its sequence, its waiting line, its hand-over function and its
+/// shares table exist, and creates what is missing if `create` allows it (otherwise
+/// something missing is [`Error::InvalidConfig`], whose message has the statements that
+/// create it).
 pub(crate) async fn ensure_table(
     client: &mut Client,
     table: &TableName,
@@ -26,8 +26,9 @@ pub(crate) async fn ensure_table(
         table.line_quoted(),
         table.shares_quoted(),
     ];
+    let functions = [format!("{}(text, text)", table.hand_over_quoted())];
     let missing: Vec<String> = client
-        .query(MISSING_OBJECTS, &[&names.as_slice()])
+        .query(MISSING_OBJECTS, &[&names.as_slice(), &functions.as_slice()])
         .await
         .and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
         .map_err(|error| setup_failed(format!("could not look up table {quoted}"), error))?;
@@ -63,10 +64,12 @@ pub(crate) async fn key_column_length(client: &Client, table: &TableName) -> Res
     Ok(length.and_then(|length| usize::try_from(length).ok()))
 }
 
-/// Creates the table, its sequence, its line and its shares table, serialized between processes: `CREATE ... IF NOT
-/// EXISTS` alone races on the catalog (two sessions creating the same name at once, one of
-/// them fails with a unique violation on `pg_type`), so creators queue on an advisory lock
-/// held until their transaction ends, and each one after the first finds them there.
+/// Creates the table, its sequence, its line, its hand-over function and its shares table,
+/// serialized between processes: `CREATE ... IF NOT EXISTS` alone races on the catalog (two
+/// sessions creating the same name at once, one of them fails with a unique violation on
+/// `pg_type`; two replacing one function, with "tuple concurrently updated"), so creators
+/// queue on an advisory lock held until their transaction ends, and each one after the
+/// first finds them there.
 async fn create_table(
     client: &mut Client,
     table: &TableName,

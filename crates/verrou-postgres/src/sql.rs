@@ -10,6 +10,20 @@
 //! Expirations are written rounded up ([`EXPIRES_FROM_NOW`]) and compared with "now"
 //! rounded down ([`NOW_MS`]), so a lock lives at least its whole TTL on the server: never
 //! shorter than the holder, who counts its TTL from before it sent the request, believes.
+//!
+//! A release that finds a waiter in the key's line does not leave the key free: it
+//! *reserves* it for the waiter at the front, turning the lock row into one whose owner is
+//! [`RESERVATION_MARK`] followed by that waiter's id and whose expiration is the hand-over
+//! window from now. Every take from outside the line (a plain `save`, the Node.js library's
+//! take) finds that row live and busy; only the waiter named takes it. So the plain take,
+//! the hot path, never reads the line: a newcomer gets a key someone waits for only when the
+//! key came free without a release (its holder's TTL ran out) or the waiter it was reserved
+//! for did not come within the window. The hand-over itself (reserve, cut the waiter's
+//! place, announce it) is the table's function [`Statements::create_table`] creates, run
+//! within the statement that calls it: the release calls it only when the key has a line,
+//! so a release nobody waits for pays one probe of the line, not the setup of the
+//! hand-over's writes (as steps of the release's own `WITH`, they cost every release about
+//! half of what a bare take and release cost the server, used or not).
 
 use std::time::Duration;
 
@@ -31,22 +45,28 @@ pub(crate) const EXPIRES_FROM_NOW: &str =
 /// The most rows one sweep statement deletes, so it never holds many row locks for long.
 pub(crate) const SWEEP_BATCH: i64 = 1000;
 
+/// What the owner of a lock row reserved for a waiter starts with (`chr(1)` in SQL); the
+/// waiter's id follows. No owner token the store accepts starts with it (see `store.rs`),
+/// so no holder's release or extension ever matches a reservation.
+pub(crate) const RESERVATION_MARK: char = '\u{1}';
+
 /// Every statement a store runs, with its table names quoted in.
 ///
 /// Beside the lock table (`key`, `owner`, `expiration`: the Node.js library's layout, never
 /// changed here) lives the table's waiting line (see [`Statements::create_table`]): one row,
 /// a *place*, per waiter of a key, ordered by `arrival`, alive until `deadline`. The lock
-/// row's `ON CONFLICT` alone keeps two owners apart; the line only decides who goes first.
+/// row's `ON CONFLICT` alone keeps two owners apart; the line only decides who goes first,
+/// and a release hands the key over by *reserving* it (see the module docs).
 ///
 /// Rows are locked in one order, lock row first, then the caller's own place, and other
 /// waiters' places only with `SKIP LOCKED`, so that no two statements wait for each other
 /// (a deadlock would fail one of them).
 #[derive(Debug)]
 pub(crate) struct Statements {
-    /// Takes a key if it is free or expired and nobody waits in its line (a live place).
-    /// Params: key, owner, ttl ms (null: never expires). Returns the grant's fencing token
-    /// (one `bigint` row) when granted, no row when busy. An owner that holds the key finds
-    /// it busy.
+    /// Takes a key if it is free or expired; a key reserved for a waiter is busy (it is a
+    /// live row), and the line is not read. Params: key, owner, ttl ms (null: never
+    /// expires). Returns the grant's fencing token (one `bigint` row) when granted, no row
+    /// when busy. An owner that holds the key finds it busy.
     ///
     /// The token is drawn in `RETURNING`, while this statement holds the key's row: a
     /// later grant of the key can only draw after this statement has committed, so its
@@ -55,22 +75,35 @@ pub(crate) struct Statements {
     /// smaller token.
     pub(crate) save: String,
     /// Takes a key like [`save`](Self::save), for a waiter: only if no live place is ahead
-    /// of the waiter's (a live one it holds, or the back of the line). When busy, the place
-    /// is kept, or made at the back, and lasts the lease from now; when granted, it is
-    /// removed. Params: key, owner, ttl ms, waiter, lease ms. Returns as `save` does.
+    /// of the waiter's (a live one it holds, or the back of the line), or if the key is
+    /// reserved for this waiter (then whatever is ahead: a place the hand-over skipped
+    /// because another statement had it locked). A reservation for this waiter is taken
+    /// as a free key is. When busy, the place is kept, or made at the back, and lasts the
+    /// lease from now; when granted, it is removed. Params: key, owner, ttl ms, waiter,
+    /// lease ms. Returns as `save` does.
     pub(crate) save_in_line: String,
-    /// Releases a live lock held by the owner, and deletes the key's row if it has expired
-    /// whoever held it; then hands the key over (see [`hand_over`]). Params: key, owner.
-    /// Returns no row when nothing was deleted, else one row: whether the owner's live lock
-    /// was released, and the waiter the key was handed to (null: nobody waits).
+    /// Releases a live lock held by the owner; then, if the key has a line (any place, live
+    /// or not: one probe of the line), calls the table's hand-over function, which reserves
+    /// the key for the front waiter. An expired row is left alone, whoever held it: the
+    /// next take reuses it, or the sweep deletes it. Params: key, owner. Returns no row when
+    /// the owner held no live lock, else one row: the waiter the key was handed to (null:
+    /// nobody waits).
+    ///
+    /// Its answer reads no column of the deleted row: deleting expired rows too and asking
+    /// in `RETURNING` whether the row was the owner's and unexpired cost about 10,000 more
+    /// instructions of the server per release (about 5% of a take and a release).
     pub(crate) delete: String,
-    /// Deletes a key whoever holds it and hands it over. Params: key. One row if a row was
-    /// deleted, as [`delete`](Self::delete) returns it.
+    /// Deletes a key whoever holds it (or whoever it is reserved for) and hands it over
+    /// like [`delete`](Self::delete). Params: key. One row if a row was deleted, as
+    /// `delete` returns it.
     pub(crate) force_delete: String,
-    /// Removes a waiter's place; if the key is free, hands it over to the line's front.
-    /// Params: key, waiter. One row (the waiter the key was handed to) or none.
+    /// Removes a waiter's place through the hand-over function: if the key was reserved
+    /// for this waiter or is free, it is reserved for the next waiter, or freed if nobody
+    /// else waits. Params: key, waiter. One row: the waiter the key was handed to, or null.
     pub(crate) leave_line: String,
-    /// Whether a key is held and unexpired. Params: key. Returns one boolean.
+    /// Whether a key is held by an owner and unexpired. A key reserved for a waiter is not:
+    /// nobody holds it, though every take but that waiter's finds it busy. Params: key.
+    /// Returns one boolean.
     pub(crate) exists: String,
     /// Moves a live lock's expiration if the owner holds it. Params: key, owner, ttl ms.
     /// One row (`true`): extended; none: not the owner's (or expired).
@@ -81,7 +114,9 @@ pub(crate) struct Statements {
     /// Deletes up to a batch of lapsed places, like [`sweep`](Self::sweep).
     pub(crate) sweep_line: String,
     /// Creates the table, its fencing-token sequence, its waiting line and its shares table
-    /// (see [`ShareStatements`]) where they do not exist. No params; several statements, for `batch_execute`.
+    /// (see [`ShareStatements`]) where they do not exist, and (re)creates the table's
+    /// hand-over function (see [`hand_over_function`]). No params; several statements, for
+    /// `batch_execute`.
     ///
     /// The line is `UNLOGGED`: it is written at every busy take, and losing it in a crash
     /// (or a failover, whose new primary starts it empty) costs only the order of the
@@ -90,16 +125,18 @@ pub(crate) struct Statements {
     pub(crate) create_table: String,
     /// Subscribes the listener's session to the table's announcements. No params.
     pub(crate) listen: String,
-    /// Which of the given keys are free now. Params: keys (`text[]`). One row per free key.
+    /// Which of the given keys a waiter may find free now, and for whom: one row per key
+    /// that is free (the waiter null: any waiter of it may take it) or reserved for a
+    /// waiter (that waiter). Params: keys (`text[]`).
     pub(crate) probe: String,
     /// The statements of semaphores and read-write locks, whose table `create_table`
     /// creates too.
     pub(crate) shares: ShareStatements,
 }
 
-/// The `handed` step of the statements that free a key (in a `WITH`), on the line whose key
-/// is the SQL expression `line_key` (`$1` for a lock): if `condition` holds, the first live
-/// place of that line that no other
+/// The `handed` step of the statements that free a key (in a `WITH`: the shares', and the
+/// locks' hand-over function), on the line whose key is the SQL expression `line_key` (`$1`
+/// for a lock): if `condition` holds, the first live place of that line that no other
 /// statement has locked now (the front, unless it is being left or handed to right now) is
 /// cut to the hand-over window ([`HANDOVER_WINDOW`]: a front that died blocks those behind
 /// it no longer than that) and announced on `channel`, naming its waiter (see
@@ -117,17 +154,65 @@ pub(crate) fn hand_over(line: &str, channel: &str, line_key: &str, condition: &s
     )
 }
 
-/// Takes the lock row of key $1 for owner $2 and ttl $3 (ms) when `condition` holds (no
-/// waiter is in the way) and the key is free or expired, returning the fencing token. The
-/// params are typed `text` here: the line's columns are `text`, a lock table the Node.js
-/// library created has `varchar` ones, and PostgreSQL refuses to guess between the two.
-fn take_row(table: &str, sequence: &str, condition: &str) -> String {
+/// The hand-over function of the table `table` whose waiting line is `line`, announcing on
+/// `channel`, named `name`: `name(text, text) RETURNS text`, taking a key and a leaving
+/// waiter (or null), in PL/pgSQL, whose plans each session caches (a hand-over is a few
+/// statements; a release nobody waits for never calls it).
+///
+/// Hands `key` over to the first live place of its line other than `leaver`'s, if the key
+/// is free for it: no row, an expired one, or one reserved for `leaver` (a release calls it
+/// with no leaver, once it has deleted the row). The key's row becomes a reservation for
+/// that waiter, lasting the hand-over window; then the waiter's place is cut to the window
+/// and announced (see [`hand_over`]). With nobody to hand it to, a reservation for `leaver`
+/// is deleted. `leaver`'s place, if any, is removed; a leaver with no place changes
+/// nothing. Returns the waiter announced, or null.
+///
+/// The lock row is written before any place is locked (the order every statement keeps):
+/// the front is read without a lock by the statement that reserves the key for it, and its
+/// place locked last, with `SKIP LOCKED`. Each statement of the function sees what the ones
+/// before it (and its caller) wrote.
+fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> String {
+    let window = HANDOVER_WINDOW.as_millis();
     format!(
-        "INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
-         SELECT $1::text, $2::text, {EXPIRES_FROM_NOW} + $3::bigint WHERE {condition} \
+        "CREATE OR REPLACE FUNCTION {name}(text, text) RETURNS text LANGUAGE plpgsql AS $verrou$ \
+         DECLARE front text; woken text; \
+         BEGIN \
+         IF $2 IS NOT NULL AND NOT EXISTS \
+         (SELECT 1 FROM {line} WHERE \"key\" = $1 AND \"waiter\" = $2) THEN RETURN NULL; END IF; \
+         INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
+         SELECT $1, chr(1) || \"waiter\", {EXPIRES_FROM_NOW} + {window} FROM {line} \
+         WHERE \"key\" = $1 AND \"waiter\" IS DISTINCT FROM $2 AND \"deadline\" >= {NOW_MS} \
+         ORDER BY \"arrival\", \"waiter\" LIMIT 1 \
          ON CONFLICT (\"key\") DO UPDATE \
          SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
-         WHERE held.\"expiration\" <= {NOW_MS} \
+         WHERE held.\"expiration\" <= {NOW_MS} OR held.\"owner\" = chr(1) || $2 \
+         RETURNING substr(held.\"owner\", 2) INTO front; \
+         IF $2 IS NOT NULL THEN \
+         IF front IS NULL THEN \
+         DELETE FROM {table} WHERE \"key\" = $1 AND \"owner\" = chr(1) || $2; \
+         END IF; \
+         DELETE FROM {line} WHERE \"key\" = $1 AND \"waiter\" = $2; \
+         END IF; \
+         IF front IS NOT NULL THEN \
+         WITH {} SELECT \"waiter\" INTO woken FROM handed; \
+         END IF; \
+         RETURN woken; \
+         END $verrou$",
+        hand_over(line, channel, "$1", "\"waiter\" = front")
+    )
+}
+
+/// Takes the lock row of key $1 for owner $2 and ttl $3 (ms) from `rows` (the row to
+/// insert, or none when a waiter is in the way) if the key is free or `takeable` holds of
+/// the row in place (`held`), returning the fencing token. The params are typed `text`
+/// here: the line's columns are `text`, a lock table the Node.js library created has
+/// `varchar` ones, and PostgreSQL refuses to guess between the two.
+fn take_row(table: &str, sequence: &str, rows: &str, takeable: &str) -> String {
+    format!(
+        "INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") {rows} \
+         ON CONFLICT (\"key\") DO UPDATE \
+         SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
+         WHERE {takeable} \
          RETURNING nextval('{sequence}') AS token"
     )
 }
@@ -148,25 +233,30 @@ impl Statements {
         let sequence = table.sequence_quoted();
         let line = table.line_quoted();
         let (line_key, line_order) = (table.line_key(), table.line_order());
+        let function = table.hand_over_quoted();
         let shares = ShareStatements::new(table, channel);
         let table = table.quoted();
         let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
         let expired = format!("\"expiration\" <= {NOW_MS}");
         let waiting = format!("\"deadline\" >= {NOW_MS}");
-        let held = format!("EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})");
-        let release = |which: &str, mine: &str| {
+        let (owned, reserved) = (
+            "left(\"owner\", 1) <> chr(1)",
+            "left(\"owner\", 1) = chr(1)",
+        );
+        let reserved_for_me = "chr(1) || $4::text";
+        let release = |which: &str| {
             format!(
-                "WITH released AS (DELETE FROM {table} WHERE \"key\" = $1 {which} \
-                 RETURNING {mine} AS mine), {} \
-                 SELECT released.mine, (SELECT \"waiter\" FROM handed) FROM released",
-                hand_over(line, channel, "$1", "EXISTS (SELECT 1 FROM released)")
+                "DELETE FROM {table} WHERE \"key\" = $1 {which} \
+                 RETURNING CASE WHEN EXISTS (SELECT 1 FROM {line} WHERE \"key\" = $1) \
+                 THEN {function}($1, NULL) END"
             )
         };
         Self {
             save: take_row(
                 table,
                 sequence,
-                &format!("NOT EXISTS (SELECT 1 FROM {line} WHERE \"key\" = $1 AND {waiting})"),
+                &format!("VALUES ($1::text, $2::text, {EXPIRES_FROM_NOW} + $3::bigint)"),
+                &format!("held.{expired}"),
             ),
             save_in_line: format!(
                 "WITH mine AS (SELECT \"arrival\" FROM {line} \
@@ -186,26 +276,23 @@ impl Statements {
                  served AS (DELETE FROM {line} \
                  WHERE \"key\" = $1 AND \"waiter\" = $4 AND EXISTS (SELECT 1 FROM taken)) \
                  SELECT token FROM taken",
-                take_row(table, sequence, "NOT EXISTS (SELECT 1 FROM ahead)")
-            ),
-            delete: release(
-                &format!("AND (\"owner\" = $2 OR {expired})"),
-                &format!("\"owner\" = $2 AND {live}"),
-            ),
-            force_delete: release("", "true"),
-            leave_line: format!(
-                "WITH gone AS (DELETE FROM {line} WHERE \"key\" = $1 AND \"waiter\" = $2 \
-                 RETURNING 1), {} SELECT \"waiter\" FROM handed",
-                hand_over(
-                    line,
-                    channel,
-                    "$1",
+                take_row(
+                    table,
+                    sequence,
                     &format!(
-                        "\"waiter\" <> $2 AND EXISTS (SELECT 1 FROM gone) AND NOT {held}"
-                    )
+                        "SELECT $1::text, $2::text, {EXPIRES_FROM_NOW} + $3::bigint \
+                         WHERE NOT EXISTS (SELECT 1 FROM ahead) OR EXISTS (SELECT 1 FROM {table} \
+                         WHERE \"key\" = $1::text AND \"owner\" = {reserved_for_me})"
+                    ),
+                    &format!("held.{expired} OR held.\"owner\" = {reserved_for_me}"),
                 )
             ),
-            exists: format!("SELECT {held}"),
+            delete: release(&format!("AND \"owner\" = $2 AND {live}")),
+            force_delete: release(""),
+            leave_line: format!("SELECT {function}($1, $2)"),
+            exists: format!(
+                "SELECT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live} AND {owned})"
+            ),
             extend: format!(
                 "UPDATE {table} SET \"expiration\" = {EXPIRES_FROM_NOW} + $3::bigint \
                  WHERE \"key\" = $1 AND \"owner\" = $2 AND {live} RETURNING true"
@@ -220,24 +307,29 @@ impl Statements {
                  \"key\" text NOT NULL, \"waiter\" text NOT NULL, \
                  \"arrival\" timestamptz NOT NULL, \"deadline\" bigint NOT NULL, \
                  CONSTRAINT {line_key} PRIMARY KEY (\"key\", \"waiter\")); \
-                 CREATE INDEX IF NOT EXISTS {line_order} ON {line} (\"key\", \"arrival\", \"waiter\"); {}",
-                shares.create_table
+                 CREATE INDEX IF NOT EXISTS {line_order} ON {line} (\"key\", \"arrival\", \"waiter\"); {}; {}",
+                shares.create_table,
+                hand_over_function(function, table, line, channel)
             ),
             listen: format!("LISTEN \"{channel}\""),
             probe: format!(
-                "SELECT k FROM unnest($1::text[]) AS k \
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = k AND {live})"
+                "SELECT k, (SELECT substr(\"owner\", 2) FROM {table} \
+                 WHERE \"key\" = k AND {live} AND {reserved}) \
+                 FROM unnest($1::text[]) AS k \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = k AND {live} AND {owned})"
             ),
             shares,
         }
     }
 }
 
-/// Which of the relations whose quoted names are in param 1 (`text[]`) do not exist,
-/// resolved like the statements resolve them (through `search_path` when unqualified). One
-/// row per missing name.
+/// Which of the relations whose quoted names are in param 1 (`text[]`), and of the
+/// functions whose quoted signatures are in param 2 (`text[]`, e.g. `"f"(text, text)`), do
+/// not exist, resolved like the statements resolve them (through `search_path` when
+/// unqualified). One row per missing name, relations first.
 pub(crate) const MISSING_OBJECTS: &str =
-    "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL";
+    "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL \
+     UNION ALL SELECT name FROM unnest($2::text[]) AS name WHERE to_regprocedure(name) IS NULL";
 
 /// The declared length, in characters, of the `key` column of the table whose quoted name
 /// is in param 1 (resolved like [`MISSING_OBJECTS`] resolves it), when the column is
@@ -294,45 +386,70 @@ mod tests {
             &statements.save_in_line,
             &statements.delete,
             &statements.force_delete,
-            &statements.leave_line,
             &statements.exists,
             &statements.extend,
             &statements.sweep,
             &statements.probe,
         ] {
             assert!(sql.contains("\"app\".\"locks\""), "{sql}");
-            assert!(sql.contains("statement_timestamp()"), "{sql}");
         }
         for sql in [
             &statements.save,
             &statements.save_in_line,
             &statements.delete,
-            &statements.leave_line,
+            &statements.exists,
+            &statements.extend,
+            &statements.sweep,
+            &statements.probe,
+            &statements.create_table,
+        ] {
+            assert!(sql.contains("statement_timestamp()"), "{sql}");
+        }
+        for sql in [
+            &statements.save_in_line,
+            &statements.delete,
+            &statements.force_delete,
             &statements.sweep_line,
+            &statements.create_table,
         ] {
             assert!(sql.contains("\"app\".\"locks_waiters\""), "{sql}");
         }
+        assert!(
+            !statements.save.contains("locks_waiters"),
+            "a plain take does not read the line: {}",
+            statements.save
+        );
     }
 
     #[test]
-    fn hand_overs_cut_to_the_window_and_announce_on_the_tables_channel() {
+    fn hand_overs_reserve_cut_to_the_window_and_announce_on_the_tables_channel() {
         let statements = statements("app.locks");
-        for sql in [
-            &statements.delete,
-            &statements.force_delete,
-            &statements.leave_line,
-        ] {
-            assert!(
-                sql.contains(
-                    "pg_notify('verrou:app.locks', place.\"waiter\" || ' ' || place.\"key\")"
-                ),
-                "{sql}"
-            );
-            assert!(sql.contains("::bigint + 100)"), "{sql}");
-            assert!(sql.contains("FOR UPDATE SKIP LOCKED"), "{sql}");
+        let function = "\"app\".\"locks_hand_over\"";
+        let create = &statements.create_table;
+        assert!(
+            create.contains(&format!(
+                "CREATE OR REPLACE FUNCTION {function}(text, text)"
+            )),
+            "{create}"
+        );
+        assert!(
+            create.contains(
+                "pg_notify('verrou:app.locks', place.\"waiter\" || ' ' || place.\"key\")"
+            ),
+            "{create}"
+        );
+        assert!(create.contains("chr(1) || \"waiter\""), "{create}");
+        assert!(create.contains("::bigint + 100)"), "{create}");
+        assert!(create.contains("FOR UPDATE SKIP LOCKED"), "{create}");
+        for sql in [&statements.delete, &statements.force_delete] {
+            assert!(sql.contains(&format!("{function}($1, NULL)")), "{sql}");
         }
-        assert!(!statements.save.contains("pg_notify"));
-        assert!(!statements.save_in_line.contains("pg_notify"));
+        assert_eq!(statements.leave_line, format!("SELECT {function}($1, $2)"));
+        assert!(statements.save_in_line.contains("chr(1) || $4::text"));
+        for sql in [&statements.save, &statements.save_in_line] {
+            assert!(!sql.contains("pg_notify"), "{sql}");
+            assert!(!sql.contains("hand_over"), "{sql}");
+        }
         assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }

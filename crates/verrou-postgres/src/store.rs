@@ -23,7 +23,7 @@ use crate::listener::{Listener, Setup};
 use crate::pool::{build_pool, driver_config, pool_failure};
 use crate::run::Runner;
 use crate::schema::{ensure_table, key_column_length};
-use crate::sql::{ttl_millis, Statements};
+use crate::sql::{ttl_millis, Statements, RESERVATION_MARK};
 use crate::sweep::{self, Schedule};
 use crate::tls::{make_tls, SslMode};
 
@@ -43,9 +43,11 @@ pub(crate) const NAME: &str = "the PostgreSQL store";
 ///
 /// Waiters of every process wait in one line per key, kept in a table beside the lock
 /// table (`<table>_waiters`): they are served in arrival order, and a release hands the key
-/// to the waiter at the front. A store built with [`connect`](Self::connect) also keeps one
-/// connection outside the pool that `LISTEN`s for hand-overs, so a waiting `acquire` gets
-/// the lock as soon as it is handed to it instead of at its next retry.
+/// to the waiter at the front, reserving it for that waiter for the hand-over window (a
+/// plain take never reads the line: it finds a reserved key busy). A store built with
+/// [`connect`](Self::connect) also keeps one connection outside the pool that `LISTEN`s for
+/// hand-overs, so a waiting `acquire` gets the lock as soon as it is handed to it instead of
+/// at its next retry.
 ///
 /// Cloning is cheap and shares the pool and the listener.
 #[derive(Clone)]
@@ -209,25 +211,32 @@ impl LockStore for PostgresStore {
     }
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
-        let handed = self
+        let handed: Option<Option<String>> = self
             .query_value(&self.statements.leave_line, &[&key, &waiter])
             .await?;
-        self.handed_over(Board::Locks, key, handed);
+        self.handed_over(Board::Locks, key, handed.flatten());
         Ok(())
     }
 
+    /// An owner starting with U+0001 holds nothing here (a take for one is refused): not
+    /// owned, without a round trip.
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        let released = self
-            .release(&self.statements.delete, &[&key, &owner])
+        if is_reservation(owner) {
+            return Ok(OwnerCheck::NotOwner);
+        }
+        let released: Option<Option<String>> = self
+            .query_value(&self.statements.delete, &[&key, &owner])
             .await?;
-        let (mine, handed) = released.unwrap_or((false, None));
-        self.handed_over(Board::Locks, key, handed);
+        let mine = released.is_some();
+        self.handed_over(Board::Locks, key, released.flatten());
         Ok(owner_check(mine))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        let released = self.release(&self.statements.force_delete, &[&key]).await?;
-        self.handed_over(Board::Locks, key, released.and_then(|(_, handed)| handed));
+        let released: Option<Option<String>> = self
+            .query_value(&self.statements.force_delete, &[&key])
+            .await?;
+        self.handed_over(Board::Locks, key, released.flatten());
         Ok(())
     }
 
@@ -236,7 +245,11 @@ impl LockStore for PostgresStore {
         Ok(held == Some(true))
     }
 
+    /// An owner starting with U+0001 holds nothing here, as for [`delete`](Self::delete).
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        if is_reservation(owner) {
+            return Ok(OwnerCheck::NotOwner);
+        }
         let ttl = ttl_millis(ttl)?;
         let extended = self
             .query_value(&self.statements.extend, &[&key, &owner, &ttl])
@@ -294,10 +307,17 @@ impl LockStore for PostgresStore {
     fn name(&self) -> &'static str {
         NAME
     }
+
+    fn issues_fencing_tokens(&self) -> bool {
+        true
+    }
 }
 
 impl PostgresStore {
-    /// A take, plain or (with `place`) in the key's line.
+    /// A take, plain or (with `place`) in the key's line. An owner starting with U+0001 is
+    /// [`Error::InvalidArgument`]: its row would read as a key reserved for a waiter (see
+    /// [`RESERVATION_MARK`]), which that waiter could take. Owner tokens are hex, and no
+    /// lock this library or the Node.js one serialized has such an owner.
     async fn take(
         &self,
         key: &str,
@@ -305,6 +325,12 @@ impl PostgresStore {
         ttl: Option<Duration>,
         place: Option<Place<'_>>,
     ) -> Result<Acquisition> {
+        if is_reservation(owner) {
+            return Err(Error::InvalidArgument(format!(
+                "{NAME} refuses owner tokens starting with U+0001, which mark keys reserved \
+                 for a waiter"
+            )));
+        }
         let ttl = ttl.map(ttl_millis).transpose()?;
         let token: Option<i64> = match place {
             None => {
@@ -333,22 +359,6 @@ impl PostgresStore {
         Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
     }
 
-    /// Runs `delete` or `force_delete`: `None` if no row was deleted, else whether the
-    /// caller's live lock was released and the waiter the key was handed to.
-    async fn release(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<(bool, Option<String>)>> {
-        let row = self.runner.query_opt(sql, params).await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let mine = row.try_get(0).map_err(Error::storage)?;
-        let handed = row.try_get(1).map_err(Error::storage)?;
-        Ok(Some((mine, handed)))
-    }
-
     /// The waiters of `board`; `None` without a listener.
     fn board(&self, board: Board) -> Option<&Waiters> {
         self.listening
@@ -363,6 +373,11 @@ impl PostgresStore {
             board.wake(key, Some(&waiter));
         }
     }
+}
+
+/// Whether `owner` starts like the owner of a row reserved for a waiter.
+fn is_reservation(owner: &str) -> bool {
+    owner.starts_with(RESERVATION_MARK)
 }
 
 /// What an owner-checked statement's answer means.

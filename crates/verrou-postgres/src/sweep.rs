@@ -1,9 +1,10 @@
 //! Deleting expired rows that nobody took over, and lapsed places in waiting lines.
 //!
 //! Most expired rows never need a sweep: taking a key reuses its expired row (the
-//! `ON CONFLICT ... DO UPDATE` of `save`), and a release that finds its key expired deletes
-//! the row on the way. What is left are the locks of holders that crashed or never released,
-//! on keys nobody asks for again (per-job or per-request keys). Those are deleted by a
+//! `ON CONFLICT ... DO UPDATE` of `save`). What is left are the locks of holders that
+//! crashed, never released or released too late (a release leaves an expired row alone),
+//! and keys reserved for waiters that never came, on keys nobody asks for again (per-job or
+//! per-request keys). Those are deleted by a
 //! bounded sweep that a store starts in the background from `save` at most once per
 //! interval: each batch is one statement deleting at most [`SWEEP_BATCH`] expired rows,
 //! skipping rows that other statements hold, so it never blocks lock traffic, and batches

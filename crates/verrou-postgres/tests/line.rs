@@ -1,7 +1,7 @@
 //! The waiting line: waiters of separate stores (separate processes, as far as the stores
-//! know) are served in arrival order without asking in vain, newcomers never overtake them,
-//! a waiter that died or gave up holds the others up no longer than the hand-over window,
-//! and the line leaves nothing behind.
+//! know) are served in arrival order without asking in vain, a release reserves the key for
+//! the front waiter so that newcomers never take it, a waiter that died or gave up holds the
+//! others up no longer than the hand-over window, and the line leaves nothing behind.
 
 mod common;
 
@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{acquired_after, client, config, patient, places, start_waiting, store, unique};
 use verrou_core::conformance::CountingStore;
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW};
+use verrou_core::{
+    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW,
+};
 use verrou_postgres::PostgresStore;
 
 /// How soon after a hand-over a woken waiter must have the lock (generous: loaded machines).
@@ -30,6 +32,17 @@ fn factory(store: impl LockStore, delay: &str) -> LockFactory {
     LockFactory::new(store)
         .with_retry(Retry::new().delay(delay).timeout("60s"))
         .expect("valid retry options")
+}
+
+/// The Node.js library's take of key `$1` on `table`, as one statement: insert the row, or
+/// take it over if it has expired. Executed, it answers how many rows it wrote (1: taken).
+fn node_take(table: &str) -> String {
+    format!(
+        "INSERT INTO \"{table}\" (key, owner, expiration) \
+         VALUES ($1, 'node-owner', floor(extract(epoch from now()) * 1000)::bigint + 30000) \
+         ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expiration = excluded.expiration \
+         WHERE \"{table}\".expiration <= floor(extract(epoch from now()) * 1000)::bigint"
+    )
 }
 
 /// Eight workers, each on a store of its own, take turns on one key: each gets about an
@@ -106,17 +119,17 @@ async fn eight_stores_take_turns_in_arrival_order_without_asking_in_vain() {
     assert!(line.is_empty(), "places left behind: {line:?}");
 }
 
-/// A queued waiter keeps the key from newcomers while its place lives, whether the key
-/// came free by a release or by expiry: a plain take and a take joining the line are both
-/// busy, and the waiter gets the key.
+/// A release with a waiter in line reserves the key for it: a plain take and a take joining
+/// the line by a newcomer are both busy, and the waiter gets the key. A key that came free
+/// without a release (its holder's TTL ran out) is reserved for nobody: a plain take may get
+/// it before the waiter asks again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newcomer_never_takes_the_key_of_a_queued_waiter() {
+async fn a_newcomer_never_takes_a_key_released_to_a_queued_waiter() {
     let table = unique("newcomer");
     let key = unique("key");
     let (ours, theirs) = (store(&table).await, store(&table).await);
-    let ttl = Some(Duration::from_millis(300));
     assert!(matches!(
-        ours.save(&key, "holder", ttl).await.expect("save"),
+        ours.save(&key, "holder", None).await.expect("save"),
         Acquisition::Granted(_)
     ));
     let queued = ours
@@ -124,8 +137,10 @@ async fn a_newcomer_never_takes_the_key_of_a_queued_waiter() {
         .await
         .expect("save in line");
     assert_eq!(queued, Acquisition::Busy);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!ours.exists(&key).await.expect("exists"), "expired");
+    assert_eq!(
+        ours.delete(&key, "holder").await.expect("delete"),
+        OwnerCheck::Applied
+    );
     assert_eq!(
         theirs.save(&key, "newcomer", None).await.expect("save"),
         Acquisition::Busy,
@@ -161,62 +176,259 @@ async fn a_newcomer_never_takes_the_key_of_a_queued_waiter() {
             .expect("save in line"),
         Acquisition::Granted(_)
     ));
+    assert_eq!(
+        theirs.delete(&key, "newcomer").await.expect("delete"),
+        OwnerCheck::Applied
+    );
+
+    // No release, no reservation: the holder's TTL runs out while a waiter is in line.
+    let ttl = Some(Duration::from_millis(300));
+    assert!(matches!(
+        ours.save(&key, "holder", ttl).await.expect("save"),
+        Acquisition::Granted(_)
+    ));
+    let queued = ours
+        .save_in_line(&key, "queued", None, place("queued"))
+        .await
+        .expect("save in line");
+    assert_eq!(queued, Acquisition::Busy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(matches!(
+        theirs.save(&key, "newcomer", None).await.expect("save"),
+        Acquisition::Granted(_)
+    ));
 }
 
-/// The same with locks: while a holder's lock runs out, a waiter and then a second one wait
-/// (asking every 300 ms), and a newcomer calls `acquire_immediately` without pause. The
-/// newcomer never gets the key before both waiters had it, in their order. Every lock here
-/// expires rather than being released, so no hand-over window is involved: the waiters'
-/// places alone keep the newcomer out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn newcomers_never_overtake_waiting_locks() {
+/// A line of two waiters keeps a newcomer out across every release: each release reserves
+/// the key for the next waiter, and the newcomer (a plain take, ours or the Node.js
+/// library's) gets the key only once nobody waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomers_never_overtake_a_line_across_releases() {
+    let url = verrou_testkit::postgres_url();
     let table = unique("overtake");
     let key = unique("key");
-    let factories = [
-        factory(store(&table).await, "300ms"),
-        factory(store(&table).await, "300ms"),
-        factory(store(&table).await, "300ms"),
-    ];
-    let holder = factories[0]
-        .create_lock_with_ttl(&key, "1500ms")
-        .expect("valid key");
-    assert!(holder.acquire().await.expect("acquire"));
-    let waiter = |index: usize| {
-        factories[index]
-            .create_lock_with_ttl(&key, "300ms")
-            .expect("valid key")
-    };
-    let first = start_waiting(waiter(1)).await;
-    let second = start_waiting(waiter(2)).await;
-    let newcomer = factories[0].create_lock(&key).expect("key");
-    let hammer = tokio::spawn(async move {
-        loop {
-            if newcomer.acquire_immediately().await.expect("acquire") {
-                let at = Instant::now();
-                newcomer.release().await.expect("release");
-                return at;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
-    let mut served = Vec::new();
-    for (name, waiting) in [("first", first), ("second", second)] {
-        let (acquired, at) = tokio::time::timeout(Duration::from_secs(30), waiting)
+    let (ours, theirs) = (store(&table).await, store(&table).await);
+    let node = client(&url).await;
+    let node_take = node_take(&table);
+    let mut holder = "holder";
+    assert!(matches!(
+        ours.save(&key, holder, None).await.expect("save"),
+        Acquisition::Granted(_)
+    ));
+    for waiter in ["first", "second"] {
+        let busy = theirs
+            .save_in_line(&key, waiter, None, place(waiter))
             .await
-            .unwrap_or_else(|_| panic!("the {name} waiter never got the key"))
-            .expect("waiter");
-        assert!(acquired);
-        assert!(
-            !hammer.is_finished(),
-            "the newcomer got in before the {name} waiter"
-        );
-        served.push(at);
+            .expect("save in line");
+        assert_eq!(busy, Acquisition::Busy);
     }
-    let newcomer_at = tokio::time::timeout(Duration::from_secs(10), hammer)
+    for waiter in ["first", "second"] {
+        assert_eq!(
+            ours.delete(&key, holder).await.expect("delete"),
+            OwnerCheck::Applied
+        );
+        assert_eq!(
+            ours.save(&key, "newcomer", None).await.expect("save"),
+            Acquisition::Busy,
+            "a plain take overtook the {waiter} waiter"
+        );
+        let taken = node.execute(&node_take, &[&key]).await.expect("node take");
+        assert_eq!(taken, 0, "a Node.js take overtook the {waiter} waiter");
+        assert!(matches!(
+            theirs
+                .save_in_line(&key, waiter, None, place(waiter))
+                .await
+                .expect("save in line"),
+            Acquisition::Granted(_)
+        ));
+        holder = waiter;
+    }
+    assert_eq!(
+        ours.delete(&key, holder).await.expect("delete"),
+        OwnerCheck::Applied
+    );
+    assert!(matches!(
+        ours.save(&key, "newcomer", None).await.expect("save"),
+        Acquisition::Granted(_)
+    ));
+}
+
+/// What a release with a waiter in line leaves: the lock row reserved for the front waiter
+/// (its owner U+0001 and the waiter's id, expiring at the end of the hand-over window), a
+/// live row to every other take, which only that waiter takes, though no owner holds it (it
+/// is not locked); if it never comes, the
+/// window runs out and the key is free to all, a Node.js take too. Leaving the line passes
+/// the reservation on to the next waiter, or frees the key if nobody is left; a force release
+/// clears it and hands the key over again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("reserved");
+    let store = store(&table).await;
+    let inspector = client(&url).await;
+    let node_take = node_take(&table);
+    // Expirations are written rounded up to the millisecond.
+    let window = i64::try_from(HANDOVER_WINDOW.as_millis()).expect("small");
+    let row = |key: String| {
+        let inspector = &inspector;
+        let table = &table;
+        async move {
+            inspector
+                .query_opt(
+                    &format!(
+                        "SELECT owner, expiration - floor(extract(epoch from clock_timestamp()) \
+                         * 1000)::bigint FROM \"{table}\" WHERE key = $1"
+                    ),
+                    &[&key],
+                )
+                .await
+                .expect("the lock row")
+                .map(|row| (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)))
+        }
+    };
+    let hold_with_line = |key: String, waiters: &'static [&'static str]| {
+        let store = &store;
+        async move {
+            assert!(matches!(
+                store.save(&key, "holder", None).await.expect("save"),
+                Acquisition::Granted(_)
+            ));
+            for waiter in waiters {
+                let busy = store
+                    .save_in_line(&key, waiter, None, place(waiter))
+                    .await
+                    .expect("save in line");
+                assert_eq!(busy, Acquisition::Busy);
+            }
+            assert_eq!(
+                store.delete(&key, "holder").await.expect("delete"),
+                OwnerCheck::Applied
+            );
+        }
+    };
+
+    // Reserved, the front waiter takes it; nobody else does. (Each step is one round trip,
+    // well within the window.)
+    let key = unique("taken");
+    hold_with_line(key.clone(), &["front", "behind"]).await;
+    let (owner, left) = row(key.clone()).await.expect("a reservation");
+    assert_eq!(owner, "\u{1}front");
+    assert!(
+        left.is_some_and(|left| left <= window + 1),
+        "reserved for {left:?} ms"
+    );
+    assert!(
+        !store.exists(&key).await.expect("exists"),
+        "a reservation is no owner's lock"
+    );
+    let taken = inspector
+        .execute(&node_take, &[&key])
         .await
-        .expect("the newcomer gets the key once nobody waits")
-        .expect("newcomer");
-    assert!(served[0] < served[1] && served[1] < newcomer_at);
+        .expect("node take");
+    assert_eq!(taken, 0, "a Node.js take got a reserved key");
+    assert_eq!(
+        store
+            .save_in_line(&key, "behind-owner", None, place("behind"))
+            .await
+            .expect("save in line"),
+        Acquisition::Busy,
+        "the waiter behind took the front's key"
+    );
+    assert!(matches!(
+        store
+            .save_in_line(&key, "front-owner", None, place("front"))
+            .await
+            .expect("save in line"),
+        Acquisition::Granted(_)
+    ));
+    assert_eq!(
+        row(key.clone()).await.map(|(owner, _)| owner).as_deref(),
+        Some("front-owner")
+    );
+    assert_eq!(
+        store.delete(&key, "front-owner").await.expect("delete"),
+        OwnerCheck::Applied
+    );
+    assert_eq!(
+        row(key.clone()).await.map(|(owner, _)| owner).as_deref(),
+        Some("\u{1}behind"),
+        "the next release reserves it for the next waiter"
+    );
+    // No owner the store accepts is a reservation's.
+    assert_eq!(
+        store
+            .extend(&key, "\u{1}behind", Duration::from_secs(60))
+            .await
+            .expect("extend"),
+        OwnerCheck::NotOwner
+    );
+    assert_eq!(
+        store.delete(&key, "\u{1}behind").await.expect("delete"),
+        OwnerCheck::NotOwner
+    );
+    assert!(matches!(
+        store.save(&key, "\u{1}behind", None).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    store.leave_line(&key, "behind").await.expect("leave line");
+    assert_eq!(row(key.clone()).await, None, "nobody left: the key is free");
+
+    // The front never comes: once the window is over, a Node.js take gets the key.
+    let key = unique("lapsed");
+    hold_with_line(key.clone(), &["gone"]).await;
+    assert_eq!(
+        inspector
+            .execute(&node_take, &[&key])
+            .await
+            .expect("node take"),
+        0
+    );
+    tokio::time::sleep(HANDOVER_WINDOW + Duration::from_millis(50)).await;
+    assert_eq!(
+        inspector
+            .execute(&node_take, &[&key])
+            .await
+            .expect("node take"),
+        1,
+        "the window is over: a Node.js take gets the key"
+    );
+
+    // The front leaves: the reservation goes on to the next waiter.
+    let key = unique("passed-on");
+    hold_with_line(key.clone(), &["first", "second"]).await;
+    store.leave_line(&key, "first").await.expect("leave line");
+    assert_eq!(
+        row(key.clone()).await.map(|(owner, _)| owner).as_deref(),
+        Some("\u{1}second")
+    );
+    let first = store
+        .save_in_line(&key, "first-owner", None, place("first"))
+        .await
+        .expect("save in line");
+    assert_eq!(
+        first,
+        Acquisition::Busy,
+        "the key went on to the second waiter"
+    );
+
+    // A force release clears the reservation and hands the key over again: to the second
+    // waiter, or, if its place (cut to the window when the first left) has lapsed meanwhile,
+    // to the first, back in line.
+    store.force_delete(&key).await.expect("force delete");
+    let (owner, left) = row(key.clone()).await.expect("a reservation");
+    assert!(
+        left.is_some_and(|left| left <= window + 1),
+        "reserved for {left:?} ms"
+    );
+    let waiter = owner.strip_prefix('\u{1}').expect("a reservation");
+    assert!(["first", "second"].contains(&waiter), "{owner:?}");
+    assert!(matches!(
+        store
+            .save_in_line(&key, &format!("{waiter}-owner"), None, place(waiter))
+            .await
+            .expect("save in line"),
+        Acquisition::Granted(_)
+    ));
 }
 
 /// A waiter that died in line (its place left behind, lasting an hour) holds the next

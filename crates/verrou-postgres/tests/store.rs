@@ -91,7 +91,8 @@ async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
     let message = invalid_config(PostgresStore::from_pool(pool.clone(), options.clone()).await);
     assert!(
         message.starts_with(&format!(
-            "\"{table}_fencing_seq\", \"{table}_waiters\", \"{table}_shares\" does not exist"
+            "\"{table}_fencing_seq\", \"{table}_waiters\", \"{table}_shares\", \
+             \"{table}_hand_over\"(text, text) does not exist"
         )),
         "{message}"
     );
@@ -104,7 +105,7 @@ async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
         .expect("the statements the message gives");
     let store = PostgresStore::from_pool(pool, options)
         .await
-        .expect("the table, its sequence, its line and its shares table exist now");
+        .expect("the table, its sequence, its line, its function and its shares table exist now");
     assert!(granted(store.save("k", "me", None).await.expect("save")));
     assert!(store.exists("k").await.expect("exists"));
 }
@@ -257,8 +258,10 @@ async fn expiry_follows_the_server_clock() {
     assert!(granted(store.save("live", "me", None).await.expect("save")));
 }
 
+/// Releasing an expired lock is refused, to its owner as to anyone, and leaves the row
+/// alone: the next take reuses it (rows nobody takes again are swept, see below).
 #[tokio::test]
-async fn releasing_an_expired_lock_deletes_its_row() {
+async fn releasing_an_expired_lock_is_refused_and_leaves_its_row_to_the_next_take() {
     let url = verrou_testkit::postgres_url();
     let table = unique("release_expired");
     let store = store(&table).await;
@@ -269,17 +272,25 @@ async fn releasing_an_expired_lock_deletes_its_row() {
             .expect("save")
     ));
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        store.delete("k", "someone").await.expect("delete"),
-        OwnerCheck::NotOwner
-    );
-    let rows: i64 = client(&url)
-        .await
-        .query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(rows, 0, "the expired row is gone");
+    for owner in ["me", "someone"] {
+        assert_eq!(
+            store.delete("k", owner).await.expect("delete"),
+            OwnerCheck::NotOwner
+        );
+    }
+    let client = client(&url).await;
+    let owners = || async {
+        client
+            .query(&format!("SELECT owner FROM \"{table}\""), &[])
+            .await
+            .expect("the rows")
+            .iter()
+            .map(|row| row.get(0))
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(owners().await, ["me"], "the expired row is left");
+    assert!(granted(store.save("k", "next", None).await.expect("save")));
+    assert_eq!(owners().await, ["next"], "the take reused it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
