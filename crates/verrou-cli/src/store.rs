@@ -16,7 +16,7 @@ const URL_VAR: &str = "VERROU_URL";
 
 /// Connects to the store the arguments name.
 pub(crate) async fn open(args: &StoreArgs) -> Result<LockFactory, Failure> {
-    let (name, store, config) = match (&args.url, &args.config) {
+    let (name, mut store, config) = match (&args.url, &args.config) {
         (_, Some(path)) => from_file(path, args.store.as_deref())?,
         (Some(url), None) => from_url(url)?,
         (None, None) => match std::env::var(URL_VAR) {
@@ -31,6 +31,11 @@ pub(crate) async fn open(args: &StoreArgs) -> Result<LockFactory, Failure> {
     };
     if matches!(store, StoreConfig::Memory(_)) {
         return Err(memory_store(&format!("store `{name}`")));
+    }
+    if let StoreConfig::Redis(redis) = &mut store {
+        // A job is promised its grant's fencing token (VERROU_FENCING_TOKEN), which a Redis
+        // store issues only when asked; one take per process makes the cost irrelevant.
+        redis.fencing_tokens = true;
     }
     let config = VerrouConfig {
         default: None,

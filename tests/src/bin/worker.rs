@@ -25,6 +25,8 @@ enum Side {
 #[derive(ValueEnum, Clone, Copy)]
 enum Store {
     Redis,
+    /// Redis with fencing tokens on.
+    RedisFenced,
     Postgres,
 }
 
@@ -154,12 +156,11 @@ async fn connect(store: Store) -> verrou::Result<std::sync::Arc<dyn LockStore>> 
         std::env::var(var).map_err(|_| verrou::Error::InvalidConfig(format!("{var} is not set")))
     };
     Ok(match store {
-        Store::Redis => std::sync::Arc::new(
-            verrou::redis::RedisStore::connect(verrou::redis::RedisConfig::new(url(
-                "VERROU_REDIS_URL",
-            )?))
-            .await?,
-        ),
+        Store::Redis | Store::RedisFenced => {
+            let mut config = verrou::redis::RedisConfig::new(url("VERROU_REDIS_URL")?);
+            config.fencing_tokens = matches!(store, Store::RedisFenced);
+            std::sync::Arc::new(verrou::redis::RedisStore::connect(config).await?)
+        }
         Store::Postgres => std::sync::Arc::new(
             verrou::postgres::PostgresStore::connect(verrou::postgres::PostgresConfig::new(url(
                 "VERROU_POSTGRES_URL",
