@@ -67,15 +67,26 @@ impl Backend {
     /// The Redis store, against fred doing `SET NX PX` and `EVALSHA` of an owner-checked
     /// delete, on one connection each (the store's default).
     pub(crate) async fn redis() -> Result<Self, BoxError> {
+        Self::redis_with("redis", false).await
+    }
+
+    /// The Redis store with fencing tokens (its take a script), against the same baseline:
+    /// the ratio is what the tokens cost.
+    pub(crate) async fn redis_fenced() -> Result<Self, BoxError> {
+        Self::redis_with("redis, fencing tokens", true).await
+    }
+
+    async fn redis_with(name: &'static str, fencing_tokens: bool) -> Result<Self, BoxError> {
         let (url, server) = server_url(REDIS_URL_VAR, || {
             RedisServer::start().map(|server| (server.url(), Box::new(server) as KeptServer))
         })?;
         let baseline = FredBaseline::connect(&url).await?;
         let new_store = move || {
-            let config = RedisConfig::new(url.clone());
+            let mut config = RedisConfig::new(url.clone());
+            config.fencing_tokens = fencing_tokens;
             async move { RedisStore::connect(config).await }
         };
-        Ok(Self::served("redis", new_store, Arc::new(baseline), server))
+        Ok(Self::served(name, new_store, Arc::new(baseline), server))
     }
 
     /// The Redis store on a private Redis Cluster (three masters, three replicas; the

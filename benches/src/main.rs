@@ -7,7 +7,7 @@
 //! cargo run -p verrou-benches --release -- cycle --stores memory --seconds 2
 //! cargo run -p verrou-benches --release -- handoff --stores redis,postgres --json out.json
 //! cargo run -p verrou-benches --release -- semaphore --stores memory,redis
-//! cargo run -p verrou-benches --release -- cycle --stores redis,redis-cluster
+//! cargo run -p verrou-benches --release -- cycle --stores redis,redis-fenced,redis-cluster
 //! cargo run -p verrou-benches --release -- cycle --stores redis,redis-replicated
 //! ```
 //!
@@ -38,7 +38,7 @@ struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
     /// The stores to measure.
-    #[arg(long, value_delimiter = ',', default_values = ["memory", "redis", "postgres"], global = true)]
+    #[arg(long, value_delimiter = ',', default_values = ["memory", "redis", "redis-fenced", "postgres"], global = true)]
     stores: Vec<StoreName>,
     /// Seconds per measured run.
     #[arg(long, default_value_t = 2.0, global = true)]
@@ -67,6 +67,8 @@ enum Scenario {
 enum StoreName {
     Memory,
     Redis,
+    /// The Redis store with fencing tokens on (its take a script), beside the same baseline.
+    RedisFenced,
     /// The Redis store on a private Redis Cluster, with its fred baseline on the same cluster.
     RedisCluster,
     /// The Redis store with replica acknowledgement (`min_replicas: 1`) on a private master
@@ -95,6 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let backend = match store {
             StoreName::Memory => Backend::memory(),
             StoreName::Redis => Backend::redis().await?,
+            StoreName::RedisFenced => Backend::redis_fenced().await?,
             StoreName::RedisCluster => Backend::redis_cluster().await?,
             StoreName::RedisReplicated => Backend::redis_replicated().await?,
             StoreName::Postgres => Backend::postgres().await?,
