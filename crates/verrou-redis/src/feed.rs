@@ -185,7 +185,8 @@ struct Task {
     connection: Arc<Connection>,
     /// The store's command options.
     options: Options,
-    /// The store's id: hand-overs it published are its own.
+    /// The store's id, which names the wake-ups of its catch-ups (see
+    /// [`NEXT_TAKER`](crate::scripts::NEXT_TAKER)) so that it ignores them.
     id: Str,
     /// Put before lock keys to make Redis keys.
     key_prefix: Arc<str>,
@@ -241,9 +242,10 @@ impl Task {
         let _ = self.client.quit().await;
     }
 
-    /// Reports a hand-over `message` (`STORE:WAITER`) to the board of its channel's family,
-    /// unless this store published it (it woke its waiter itself). A message without a
-    /// waiter wakes every waiter of the key.
+    /// Reports a hand-over `message` (`:WAITER`, or `STORE:WAITER` from a catch-up) to the
+    /// board of its channel's family, unless this store's catch-up published it (it wakes
+    /// all its waiters of the key itself). A message without a waiter wakes every waiter of
+    /// the key.
     fn heard(&self, message: &Message) {
         let (Some(boards), Some(text)) = (self.boards.upgrade(), message.value.as_str()) else {
             return;

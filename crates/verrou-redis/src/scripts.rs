@@ -16,12 +16,14 @@
 //! front waiter's deadline to at most the hand-over window from now, *reserves* the lock key
 //! for it until then (the key holds `verrou:handover:WAITER` with that TTL, so that a take
 //! from outside the line — a plain `SET NX PX`, ours or the Node.js library's — finds it
-//! busy, and only that waiter's take may replace it), and publishes
-//! `STORE:WAITER` on the key's release channel (a sharded channel in the key's hash slot,
-//! named after the line: `verrou:line:REST` publishes on `verrou:released:REST`)
-//! with `SPUBLISH`, in the same script: `STORE` the releasing store's id (without `:`), so
-//! that a store ignores its own releases (it wakes its waiter from the script's reply), and
-//! `WAITER` the front waiter's id. Nothing is published when nobody waits. The publication
+//! busy, and only that waiter's take may replace it), and publishes `:WAITER` (`WAITER` the
+//! front waiter's id) on the key's release channel (a sharded channel in the key's hash
+//! slot, named after the line: `verrou:line:REST` publishes on `verrou:released:REST`) with
+//! `SPUBLISH`, in the same script. Every store that hears it wakes that waiter if it waits
+//! there, the releasing store too: the script needs neither the store's id nor the window
+//! as arguments (the window is a constant of the scripts, `WINDOW`), which keeps a release
+//! two arguments shorter. (`NEXT_TAKER`'s wake-ups name the asking store before the `:`,
+//! which ignores them.) Nothing is published when nobody waits. The publication
 //! goes through `redis.pcall`: on a server without sharded pub/sub (before Redis 7), or for a
 //! user whose ACL forbids the channel, the release still happens and waiters learn of it by
 //! polling.
@@ -67,7 +69,9 @@ end
 /// are below 2^53, exact).
 macro_rules! line_function {
     () => {
-        r#"-- The functions on the line.
+        r#"-- The hand-over window in milliseconds (verrou_core::HANDOVER_WINDOW).
+local WINDOW = 100
+-- The functions on the line.
 local function line()
   local L = {}
   -- The decimal text of an integral number.
@@ -140,28 +144,28 @@ local function line()
   function L.channel()
     return "verrou:released:" .. string.sub(KEYS[2], 13)
   end
-  -- Cuts the front waiter's place to the window and publishes STORE:WAITER on the key's
+  -- Cuts the front waiter's place to the window and publishes :WAITER on the key's
   -- release channel; returns the waiter, or nil if nobody waits.
-  function L.hand_over(now_ms, store, window)
+  function L.hand_over(now_ms)
     local waiter = L.front()
     if not waiter then
       return nil
     end
-    local deadline = now_ms + tonumber(window)
+    local deadline = now_ms + WINDOW
     local current = tonumber(redis.call("zscore", KEYS[3], waiter))
     if current and current < deadline then
       deadline = current
     end
     redis.call("zadd", KEYS[3], L.text(deadline), waiter)
     L.expire(now_ms)
-    redis.pcall("spublish", L.channel(), store .. ":" .. waiter)
+    redis.pcall("spublish", L.channel(), ":" .. waiter)
     return waiter, deadline
   end
   -- Hands the lock key KEYS[1] over like hand_over, reserving it for the waiter for as
   -- long as its place lives (the key holds RESERVED .. waiter, with that TTL); deletes it
   -- if nobody waits. Returns the waiter or nil.
-  function L.hand_over_reserved(now_ms, store, window)
-    local waiter, deadline = L.hand_over(now_ms, store, window)
+  function L.hand_over_reserved(now_ms)
+    local waiter, deadline = L.hand_over(now_ms)
     if waiter then
       redis.call("set", KEYS[1], RESERVED .. waiter, "PX", L.text(deadline - now_ms + 1))
     else
@@ -251,7 +255,7 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 /// - the key is held by another (or holds something other than an owner), or it is free but
 ///   a live place is ahead of the taker's (for a take without a place: any live place):
 ///   busy. A taker with a place keeps it: made at the back if it had none (arrival: the
-///   server's time in microseconds, above the last arrival), deadline `ARGV[4]` ms from now;
+///   server's time in microseconds, above the last arrival), deadline `ARGV[5]` ms from now;
 /// - else `SET NX PX` takes it, and the taker's place is removed.
 ///
 /// Both line keys are set to expire with their last place, and deleted with it.
@@ -342,9 +346,8 @@ end
 
 /// Releases `KEYS[1]` if its value is `ARGV[1]` (the owner): if a live waiter is in its line
 /// (`KEYS[2]`, `KEYS[3]`), hands it over to the front one — cuts that waiter's deadline to at
-/// most `ARGV[3]` ms from now, reserves the key for it until then, and publishes
-/// `ARGV[2]:WAITER` (`ARGV[2]` the releasing store's id) on the key's release channel;
-/// else deletes it. Returns `WAITER`, or 1 if nobody waits, or 0 if the key was not the
+/// most the hand-over window from now, reserves the key for it until then, and publishes
+/// `:WAITER` on the key's release channel; else deletes it. Returns `WAITER`, or 1 if nobody waits, or 0 if the key was not the
 /// owner's. (No table: returning one costs a third of the whole script.)
 pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
@@ -362,13 +365,13 @@ end
         r#"local L = line()
 local _, now_ms = clock()
 L.prune(now_ms)
-return L.hand_over_reserved(now_ms, ARGV[2], ARGV[3]) or 1"#
+return L.hand_over_reserved(now_ms) or 1"#
     ))
 });
 
 /// Deletes `KEYS[1]` whoever holds it (or whoever it is reserved for), then hands it over
-/// like [`DELETE_IF_OWNER`] (store id `ARGV[1]`, window `ARGV[2]` ms). Returns `WAITER`, or
-/// the number of keys deleted if nobody waits.
+/// like [`DELETE_IF_OWNER`]. Returns `WAITER`, or the number of keys deleted if nobody
+/// waits.
 pub(crate) static FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         r#"if redis.pcall("zcard", KEYS[2]) == 0 then
@@ -382,21 +385,21 @@ end
 local _, now_ms = clock()
 L.prune(now_ms)
 local deleted = redis.call("exists", KEYS[1])
-return L.hand_over_reserved(now_ms, ARGV[1], ARGV[2]) or deleted"#
+return L.hand_over_reserved(now_ms) or deleted"#
     ))
 });
 
 /// Removes waiter `ARGV[1]`'s place from the line (`KEYS[2]`, `KEYS[3]`) of `KEYS[1]`. If it
 /// was at the front and the key is free, hands the key over to the next waiter, if any, like
-/// [`DELETE_IF_OWNER`] (store id `ARGV[2]`, window `ARGV[3]` ms): a waiter
+/// [`DELETE_IF_OWNER`]: a waiter
 /// that gives up right after being handed the key does not strand those behind it. Returns
 /// `WAITER` if it handed the key over, else 1 if the place was removed, 0 if there was none.
 ///
-/// With `ARGV[4]` `lock`, `KEYS[1]` is a lock key: free when it does not exist or is
+/// With `ARGV[2]` `lock`, `KEYS[1]` is a lock key: free when it does not exist or is
 /// reserved for the leaving waiter, and the hand-over moves the reservation to the next
 /// waiter (or deletes it if nobody is left). Otherwise the key is free when `KEYS[1]` does
 /// not exist (a read-write lock's writer set: readers do not keep the front out, it may be a
-/// reader too); with `ARGV[4]` `open`, it always is: a semaphore's permits never keep the
+/// reader too); with `ARGV[2]` `open`, it always is: a semaphore's permits never keep the
 /// front out (its limit, which it may still fit in, is its own).
 pub(crate) static LEAVE_LINE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
@@ -415,17 +418,17 @@ end
 if not was_front then
   return 1
 end
-if ARGV[4] == "lock" then
+if ARGV[2] == "lock" then
   local held = redis.pcall("get", KEYS[1])
   if held and held ~= RESERVED .. ARGV[1] then
     return 1
   end
-  return L.hand_over_reserved(now_ms, ARGV[2], ARGV[3]) or 1
+  return L.hand_over_reserved(now_ms) or 1
 end
-if ARGV[4] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
+if ARGV[2] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
   return 1
 end
-return L.hand_over(now_ms, ARGV[2], ARGV[3]) or 1"#
+return L.hand_over(now_ms) or 1"#
     ))
 });
 
@@ -578,6 +581,12 @@ mod tests {
             reserved_prefix!(),
             format!("local RESERVED = \"{RESERVED}\"\n")
         );
+    }
+
+    #[test]
+    fn the_scripts_window_is_the_hand_over_window() {
+        let window = verrou_core::HANDOVER_WINDOW.as_millis();
+        assert!(line_function!().contains(&format!("\nlocal WINDOW = {window}\n")));
     }
 
     #[test]

@@ -91,12 +91,10 @@ end
 /// Takes a share of a key for owner `ARGV[1]`, TTL `ARGV[2]` ms (`0`: none), if there is
 /// room and nobody waits ahead. `KEYS[1]` is the taker's holder set, `KEYS[2]` and `KEYS[3]`
 /// the family's line of the key, `KEYS[4]` the slot's fencing counter, `KEYS[5]` (if given)
-/// the excluding set; `ARGV[3]` is the limit (see the module's table), `ARGV[4]` and
-/// `ARGV[5]` what a hand-over needs (store id, window in ms), `ARGV[6]`, if given, the
-/// taker's waiter id and `ARGV[7]` its lease in ms.
+/// the excluding set; `ARGV[3]` is the limit (see the module's table), `ARGV[4]`, if given,
+/// the taker's waiter id and `ARGV[5]` its lease in ms.
 ///
-/// Returns `{token, renewed, handed}` (`handed`: the waiter the key was handed over to, or
-/// `""`), or nil if busy. In order:
+/// Returns `{token, renewed}`, or nil if busy. In order:
 ///
 /// - the counter and the holder sets are checked (errors before any write), the line is
 ///   pruned like [`TAKE`](crate::scripts::TAKE)'s, and so are both holder sets;
@@ -122,7 +120,7 @@ H.check(KEYS[1])
 if KEYS[5] then
   H.check(KEYS[5])
 end
-local waiter = ARGV[6]
+local waiter = ARGV[4]
 local L
 local queued = 0
 if waiter or redis.pcall("zcard", KEYS[2]) ~= 0 then
@@ -135,7 +133,7 @@ local renewed = redis.call("zscore", KEYS[1], ARGV[1]) ~= false
 if not renewed and (held >= tonumber(ARGV[3]) or excluded > 0
     or (queued > 0 and L.front() ~= waiter)) then
   if waiter then
-    L.keep(waiter, now, now_ms, ARGV[7])
+    L.keep(waiter, now, now_ms, ARGV[5])
   end
   return false
 end
@@ -146,18 +144,16 @@ if waiter and queued > 0 then
 end
 "#,
         fence_issue!(),
-        r#"local handed = ""
-if not renewed and queued > 0 and held + 1 < tonumber(ARGV[3]) then
-  handed = L.hand_over(now_ms, ARGV[4], ARGV[5]) or ""
+        r#"if not renewed and queued > 0 and held + 1 < tonumber(ARGV[3]) then
+  L.hand_over(now_ms)
 end
-return {token, renewed and 1 or 0, handed}"#
+return {token, renewed and 1 or 0}"#
     ))
 });
 
 /// Gives back owner `ARGV[1]`'s place in the holder set `KEYS[1]` if it holds it unexpired,
 /// then hands the key over to the front waiter of the family's line (`KEYS[2]`, `KEYS[3]`),
-/// as [`DELETE_IF_OWNER`](crate::scripts::DELETE_IF_OWNER) does (store id `ARGV[2]`, window
-/// `ARGV[3]` ms). Returns `WAITER`, or 1 if nobody waits, or 0 if the owner held nothing.
+/// as [`DELETE_IF_OWNER`](crate::scripts::DELETE_IF_OWNER) does. Returns `WAITER`, or 1 if nobody waits, or 0 if the owner held nothing.
 pub(crate) static SHARE_RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
@@ -176,14 +172,13 @@ H.expire(KEYS[1], now_ms)
 if queued == 0 then
   return 1
 end
-return L.hand_over(now_ms, ARGV[2], ARGV[3]) or 1"#
+return L.hand_over(now_ms) or 1"#
     ))
 });
 
 /// Deletes every holder of a key in a family, the holder sets `KEYS[1]` and `KEYS[4]` (if
-/// given), then hands the key over like [`SHARE_RELEASE`] (line `KEYS[2]`, `KEYS[3]`;
-/// store id `ARGV[1]`, window `ARGV[2]` ms). Returns `WAITER`, or the
-/// number of sets deleted if nobody waits.
+/// given), then hands the key over like [`SHARE_RELEASE`] (line `KEYS[2]`, `KEYS[3]`).
+/// Returns `WAITER`, or the number of sets deleted if nobody waits.
 pub(crate) static SHARE_FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
@@ -201,7 +196,7 @@ end
 if queued == 0 then
   return deleted
 end
-return L.hand_over(now_ms, ARGV[1], ARGV[2]) or deleted"#
+return L.hand_over(now_ms) or deleted"#
     ))
 });
 

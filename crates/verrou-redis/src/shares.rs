@@ -14,7 +14,7 @@ use crate::share_scripts::{
     SHARE_COUNT, SHARE_EXTEND, SHARE_FORCE_DELETE, SHARE_RELEASE, SHARE_TAKE,
 };
 use crate::slots::Slot;
-use crate::store::{handover_window, millis, owner_check, Handing, RedisStore};
+use crate::store::{millis, owner_check, RedisStore};
 
 /// The limit of readers: more than a sorted set can hold (2^32 - 1 members), so none.
 const NO_LIMIT: i64 = 1 << 32;
@@ -85,15 +85,13 @@ impl RedisStore {
         keys.extend(excluding.as_deref());
         let (slot, keys) = (names.slot, keys.as_slice());
         let acknowledgement = self.acknowledgement();
-        let taken: Option<(u64, i64, String)> = self
+        let taken: Option<(u64, i64)> = self
             .send(|client| async move {
                 replicas::run(acknowledgement, &SHARE_TAKE, &client, slot, keys, |args| {
                     args.extend([
                         Value::from(owner),
                         Value::Integer(ttl),
                         Value::Integer(limit),
-                        Value::String(self.id().clone()),
-                        Value::Integer(handover_window()),
                     ]);
                     if let Some((waiter, lease)) = place {
                         args.extend([Value::from(waiter), Value::Integer(lease)]);
@@ -104,12 +102,9 @@ impl RedisStore {
             .await
             .map_err(Error::storage)?
             .require("take", Option::is_some)?;
-        let Some((token, renewed, handed)) = taken else {
+        let Some((token, renewed)) = taken else {
             return Ok(Acquisition::Busy);
         };
-        if !handed.is_empty() {
-            self.wake(Some(share.family()), key, &handed);
-        }
         let grant = Grant::with_fencing_token(token);
         Ok(if renewed == 0 {
             Acquisition::Granted(grant)
@@ -127,14 +122,9 @@ impl RedisStore {
     ) -> Result<OwnerCheck> {
         let names = Names::new(self.redis_key(key).into_owned(), share);
         let [line, deadlines] = &names.line;
-        let at = Handing {
-            family: Some(share.family()),
-            key,
-            slot: names.slot,
-            keys: &[&names.holders, line, deadlines],
-        };
+        let keys = [names.holders.as_str(), line, deadlines];
         let applied = self
-            .hand_over_at(&SHARE_RELEASE, &at, Some(owner), None)
+            .hand_over_at(&SHARE_RELEASE, names.slot, &keys, Some(owner), None)
             .await?;
         Ok(owner_check(applied))
     }
@@ -182,13 +172,7 @@ impl RedisStore {
         let [line, deadlines] = slot.family_line_keys(Some(family), &redis_key);
         let mut keys = vec![sets[0].as_str(), &line, &deadlines];
         keys.extend(sets[1..].iter().map(String::as_str));
-        let at = Handing {
-            family: Some(family),
-            key,
-            slot,
-            keys: &keys,
-        };
-        self.hand_over_at(&SHARE_FORCE_DELETE, &at, None, None)
+        self.hand_over_at(&SHARE_FORCE_DELETE, slot, &keys, None, None)
             .await?;
         Ok(())
     }
@@ -215,14 +199,9 @@ impl RedisStore {
         let redis_key = self.redis_key(key).into_owned();
         let gate = Gate::new(Some(family), &redis_key);
         let [line, deadlines] = gate.slot.family_line_keys(Some(family), &redis_key);
-        let at = Handing {
-            family: Some(family),
-            key,
-            slot: gate.slot,
-            keys: &[&gate.key, &line, &deadlines],
-        };
+        let keys = [gate.key.as_str(), &line, &deadlines];
         let open = gate.open.then_some(OPEN);
-        self.hand_over_at(&LEAVE_LINE, &at, Some(waiter), open)
+        self.hand_over_at(&LEAVE_LINE, gate.slot, &keys, Some(waiter), open)
             .await?;
         Ok(())
     }

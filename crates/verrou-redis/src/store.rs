@@ -17,7 +17,6 @@ use fred::prelude::Options;
 use fred::types::{ClientState, CustomCommand, Value};
 use verrou_core::{
     Acquisition, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share, Waiters,
-    HANDOVER_WINDOW,
 };
 
 use crate::config::{RedisConfig, RedisOptions};
@@ -105,9 +104,6 @@ pub struct RedisStore {
     supervisor: OnceLock<Supervisor>,
     key_prefix: String,
     command_options: Options,
-    /// This store's id, published with its hand-overs so that it ignores them when it hears
-    /// them.
-    id: Str,
     /// The boards of this store's waiters, fed by its subscriber (see [`crate::feed`]).
     boards: Arc<Boards>,
     /// On Redis Sentinel: the failover watcher (see [`crate::sentinel`]), started with the
@@ -228,11 +224,10 @@ impl RedisStore {
             max_redirections: Some(COMMAND_REDIRECTIONS),
             ..Options::default()
         };
-        let id = Str::from(new_id());
         let boards = Feed::boards(
             Arc::clone(&connection),
             command_options.clone(),
-            id.clone(),
+            Str::from(new_id()),
             &options.key_prefix,
         );
         let store = Self {
@@ -240,7 +235,6 @@ impl RedisStore {
             supervisor,
             key_prefix: options.key_prefix,
             command_options,
-            id,
             boards,
             sentinel: OnceLock::new(),
             acknowledgement: Acknowledgement::new(options.min_replicas, options.replica_timeout),
@@ -417,61 +411,40 @@ impl RedisStore {
         let redis_key: &str = &redis_key;
         let slot = Slot::of(redis_key);
         let [line, deadlines] = slot.line_keys(redis_key);
-        let at = Handing {
-            family: None,
-            key,
-            slot,
-            keys: &[redis_key, &line, &deadlines],
-        };
-        self.hand_over_at(script, &at, leading, trailing).await
+        let keys = [redis_key, &line, &deadlines];
+        self.hand_over_at(script, slot, &keys, leading, trailing)
+            .await
     }
 
-    /// Runs `script`, one that may hand a key over to the front waiter of its line, where
-    /// `at` says, with `leading` as its first argument, then what a hand-over needs (this
-    /// store's id, the hand-over window; the script names the release channel after the
-    /// line), then `trailing`. Wakes the waiter it handed the key to, if it waits here (this store
-    /// ignores its own publications), and returns the script's count (1: deleted, or
-    /// removed), which a hand-over implies.
+    /// Runs `script`, one that may hand a key over to the front waiter of its line, on
+    /// `keys` (all in `slot`: the key's, then its line's, then the script's others), with
+    /// `leading` as its first argument and `trailing` as its last. The script publishes the
+    /// waiter it hands the key to, and the feed of whichever store that waiter waits in
+    /// (this one too) wakes it. Returns the script's count (1: deleted, or removed), which
+    /// a hand-over implies.
     pub(crate) async fn hand_over_at(
         &self,
         script: &LuaScript,
-        at: &Handing<'_>,
+        slot: Slot,
+        keys: &[&str],
         leading: Option<&str>,
         trailing: Option<&'static str>,
     ) -> Result<i64> {
-        let (slot, keys) = (at.slot, at.keys);
         let reply: Value = self
             .send(|client| async move {
                 script
                     .run(&client, slot, keys, |args| {
                         args.extend(leading.map(Value::from));
-                        args.extend([
-                            Value::String(self.id.clone()),
-                            Value::Integer(handover_window()),
-                        ]);
                         args.extend(trailing.map(Value::from_static_str));
                     })
                     .await
             })
             .await
             .map_err(Error::storage)?;
-        if let Value::Integer(count) = reply {
-            return Ok(count);
-        }
-        if let Some(waiter) = reply.as_str() {
-            self.wake(at.family, at.key, &waiter);
-        }
-        Ok(1)
-    }
-
-    /// Wakes `waiter`, handed `key` of `family` (`None`: a plain lock) by this store.
-    pub(crate) fn wake(&self, family: Option<Family>, key: &str, waiter: &str) {
-        self.boards.of(family).wake(key, Some(waiter));
-    }
-
-    /// This store's id, published with its hand-overs.
-    pub(crate) fn id(&self) -> &Str {
-        &self.id
+        Ok(match reply {
+            Value::Integer(count) => count,
+            _handed => 1,
+        })
     }
 
     /// Replica acknowledgement of takes and extensions, if asked for.
@@ -480,25 +453,8 @@ impl RedisStore {
     }
 }
 
-/// Where a script that may hand a key over runs.
-pub(crate) struct Handing<'a> {
-    /// The key's family (`None`: a plain lock).
-    pub(crate) family: Option<Family>,
-    /// The key, as the store received it (its board's name for it).
-    pub(crate) key: &'a str,
-    /// Its hash slot.
-    pub(crate) slot: Slot,
-    /// The script's keys, all in `slot`.
-    pub(crate) keys: &'a [&'a str],
-}
-
-/// The hand-over window in whole milliseconds (100 ms), as the scripts take it.
-pub(crate) fn handover_window() -> i64 {
-    i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// A new store id: 64 random bits (the OS-seeded keys of std's `RandomState`) and the
-/// process id, in hex (never a `:`, which ends the id in a hand-over message).
+/// process id, in hex (never a `:`, which ends the id in a catch-up wake-up's message).
 fn new_id() -> String {
     static STORES: AtomicU64 = AtomicU64::new(0);
     let random = RandomState::new().hash_one(STORES.fetch_add(1, Ordering::Relaxed));
