@@ -95,24 +95,30 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
 }
 
 /// `duration` if it is above zero and at most [`MAX_DURATION`]; `input` (called only when
-/// it is not) names it in the error.
+/// it is not) names it in the error. Inlined: every take checks its TTL, and the check is
+/// two comparisons.
+#[inline]
 fn positive(duration: Duration, input: impl FnOnce() -> String) -> Result<Duration> {
-    if duration.is_zero() {
-        Err(Error::invalid_duration(
-            input(),
-            "it must be greater than zero",
-        ))
-    } else if duration > MAX_DURATION {
-        Err(Error::invalid_duration(
-            input(),
-            "it must be at most 3650 days (verrou::MAX_DURATION); use Ttl::Never for a lock that never expires",
-        ))
-    } else {
+    if !duration.is_zero() && duration <= MAX_DURATION {
         Ok(duration)
+    } else {
+        Err(out_of_range(duration, input()))
     }
 }
 
+/// The error for `duration`, zero or above [`MAX_DURATION`], read from `input`.
+#[cold]
+fn out_of_range(duration: Duration, input: String) -> Error {
+    let reason = if duration.is_zero() {
+        "it must be greater than zero"
+    } else {
+        "it must be at most 3650 days (verrou::MAX_DURATION); use Ttl::Never for a lock that never expires"
+    };
+    Error::invalid_duration(input, reason)
+}
+
 impl IntoDuration for Duration {
+    #[inline]
     fn into_duration(self) -> Result<Duration> {
         positive(self, || format!("{self:?}"))
     }
