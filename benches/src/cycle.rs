@@ -28,8 +28,8 @@ pub(crate) struct CycleResult {
     pub(crate) ratio: f64,
 }
 
-/// Runs `rounds` rounds, each a baseline run then a verrou run of `seconds`, and keeps the
-/// median throughput of each side.
+/// Runs `rounds` rounds, each a baseline run then a verrou run of `seconds`, each run after
+/// the server settled ([`Baseline::settle`]), and keeps the median throughput of each side.
 pub(crate) async fn measure(
     backend: &Backend,
     in_flight: usize,
@@ -41,11 +41,13 @@ pub(crate) async fn measure(
     let (mut verrou_rates, mut baseline_rates) = (Vec::new(), Vec::new());
     let (mut verrou_latency, mut baseline_latency) = (new_histogram(), new_histogram());
     for round in 0..rounds {
+        backend.baseline.settle().await;
         let (rate, histogram) = run_baseline(&backend.baseline, in_flight, run_for, round).await;
         baseline_rates.push(rate);
         baseline_latency
             .add(&histogram)
             .expect("same histogram bounds");
+        backend.baseline.settle().await;
         let (rate, histogram) = run_verrou(&factory, in_flight, run_for, round).await;
         verrou_rates.push(rate);
         verrou_latency
