@@ -107,11 +107,26 @@ async fn wait_for_subscriptions(raw: &Client, key: &str, expected: usize, within
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_on_another_store_wakes_a_waiter_at_once() {
+    a_release_wakes_a_waiter_at_once(false).await;
+}
+
+/// The releasing store hears its own hand-over on its subscriber like any other store:
+/// nothing wakes its waiter but that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_on_the_same_store_wakes_its_waiter_at_once() {
+    a_release_wakes_a_waiter_at_once(true).await;
+}
+
+/// A waiter that retries once an hour takes the key as soon as its holder (on the waiter's
+/// store if `same_store`, else on another) releases it.
+async fn a_release_wakes_a_waiter_at_once(same_store: bool) {
     let url = redis_url();
-    let (a, b) = (
-        Arc::new(connect(&url, |_| {}).await),
-        Arc::new(connect(&url, |_| {}).await),
-    );
+    let a = Arc::new(connect(&url, |_| {}).await);
+    let b = if same_store {
+        Arc::clone(&a)
+    } else {
+        Arc::new(connect(&url, |_| {}).await)
+    };
     let key = unique_key("wake-release");
     let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
     assert!(holder.acquire_immediately().await.unwrap());
