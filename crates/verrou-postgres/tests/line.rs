@@ -27,6 +27,19 @@ fn place(waiter: &str) -> Place<'_> {
     }
 }
 
+/// `owner`'s take of `key` from outside the line, without TTL: the store's answer.
+async fn take(store: &impl LockStore, key: &str, owner: &str) -> Acquisition {
+    store.save(key, owner, None).await.expect("save")
+}
+
+/// A take of `key` in the line as `waiter`, for `owner`, without TTL: the store's answer.
+async fn take_in_line(store: &impl LockStore, key: &str, owner: &str, waiter: &str) -> Acquisition {
+    store
+        .save_in_line(key, owner, None, place(waiter))
+        .await
+        .expect("save in line")
+}
+
 /// A factory on `store` whose waiters ask every `delay` and give up after a minute.
 fn factory(store: impl LockStore, delay: &str) -> LockFactory {
     LockFactory::new(store)
@@ -129,35 +142,27 @@ async fn a_newcomer_never_takes_a_key_released_to_a_queued_waiter() {
     let key = unique("key");
     let (ours, theirs) = (store(&table).await, store(&table).await);
     assert!(matches!(
-        ours.save(&key, "holder", None).await.expect("save"),
+        take(&ours, &key, "holder").await,
         Acquisition::Granted(_)
     ));
-    let queued = ours
-        .save_in_line(&key, "queued", None, place("queued"))
-        .await
-        .expect("save in line");
+    let queued = take_in_line(&ours, &key, "queued", "queued").await;
     assert_eq!(queued, Acquisition::Busy);
     assert_eq!(
         ours.delete(&key, "holder").await.expect("delete"),
         OwnerCheck::Applied
     );
     assert_eq!(
-        theirs.save(&key, "newcomer", None).await.expect("save"),
+        take(&theirs, &key, "newcomer").await,
         Acquisition::Busy,
         "a plain take overtook the queued waiter"
     );
     assert_eq!(
-        theirs
-            .save_in_line(&key, "newcomer", None, place("newcomer"))
-            .await
-            .expect("save in line"),
+        take_in_line(&theirs, &key, "newcomer", "newcomer").await,
         Acquisition::Busy,
         "a take joining the line overtook the queued waiter"
     );
     assert!(matches!(
-        ours.save_in_line(&key, "queued", None, place("queued"))
-            .await
-            .expect("save in line"),
+        take_in_line(&ours, &key, "queued", "queued").await,
         Acquisition::Granted(_)
     ));
     // Released, the key goes to the next in line, the newcomer that joined it.
@@ -165,15 +170,9 @@ async fn a_newcomer_never_takes_a_key_released_to_a_queued_waiter() {
         ours.delete(&key, "queued").await.expect("delete"),
         OwnerCheck::Applied
     );
-    assert_eq!(
-        ours.save(&key, "late", None).await.expect("save"),
-        Acquisition::Busy
-    );
+    assert_eq!(take(&ours, &key, "late").await, Acquisition::Busy);
     assert!(matches!(
-        theirs
-            .save_in_line(&key, "newcomer", None, place("newcomer"))
-            .await
-            .expect("save in line"),
+        take_in_line(&theirs, &key, "newcomer", "newcomer").await,
         Acquisition::Granted(_)
     ));
     assert_eq!(
@@ -187,14 +186,11 @@ async fn a_newcomer_never_takes_a_key_released_to_a_queued_waiter() {
         ours.save(&key, "holder", ttl).await.expect("save"),
         Acquisition::Granted(_)
     ));
-    let queued = ours
-        .save_in_line(&key, "queued", None, place("queued"))
-        .await
-        .expect("save in line");
+    let queued = take_in_line(&ours, &key, "queued", "queued").await;
     assert_eq!(queued, Acquisition::Busy);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(matches!(
-        theirs.save(&key, "newcomer", None).await.expect("save"),
+        take(&theirs, &key, "newcomer").await,
         Acquisition::Granted(_)
     ));
 }
@@ -212,14 +208,11 @@ async fn newcomers_never_overtake_a_line_across_releases() {
     let node_take = node_take(&table);
     let mut holder = "holder";
     assert!(matches!(
-        ours.save(&key, holder, None).await.expect("save"),
+        take(&ours, &key, holder).await,
         Acquisition::Granted(_)
     ));
     for waiter in ["first", "second"] {
-        let busy = theirs
-            .save_in_line(&key, waiter, None, place(waiter))
-            .await
-            .expect("save in line");
+        let busy = take_in_line(&theirs, &key, waiter, waiter).await;
         assert_eq!(busy, Acquisition::Busy);
     }
     for waiter in ["first", "second"] {
@@ -228,17 +221,14 @@ async fn newcomers_never_overtake_a_line_across_releases() {
             OwnerCheck::Applied
         );
         assert_eq!(
-            ours.save(&key, "newcomer", None).await.expect("save"),
+            take(&ours, &key, "newcomer").await,
             Acquisition::Busy,
             "a plain take overtook the {waiter} waiter"
         );
         let taken = node.execute(&node_take, &[&key]).await.expect("node take");
         assert_eq!(taken, 0, "a Node.js take overtook the {waiter} waiter");
         assert!(matches!(
-            theirs
-                .save_in_line(&key, waiter, None, place(waiter))
-                .await
-                .expect("save in line"),
+            take_in_line(&theirs, &key, waiter, waiter).await,
             Acquisition::Granted(_)
         ));
         holder = waiter;
@@ -248,7 +238,7 @@ async fn newcomers_never_overtake_a_line_across_releases() {
         OwnerCheck::Applied
     );
     assert!(matches!(
-        ours.save(&key, "newcomer", None).await.expect("save"),
+        take(&ours, &key, "newcomer").await,
         Acquisition::Granted(_)
     ));
 }
@@ -290,14 +280,11 @@ async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
         let store = &store;
         async move {
             assert!(matches!(
-                store.save(&key, "holder", None).await.expect("save"),
+                take(store, &key, "holder").await,
                 Acquisition::Granted(_)
             ));
             for waiter in waiters {
-                let busy = store
-                    .save_in_line(&key, waiter, None, place(waiter))
-                    .await
-                    .expect("save in line");
+                let busy = take_in_line(store, &key, waiter, waiter).await;
                 assert_eq!(busy, Acquisition::Busy);
             }
             assert_eq!(
@@ -327,18 +314,12 @@ async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
         .expect("node take");
     assert_eq!(taken, 0, "a Node.js take got a reserved key");
     assert_eq!(
-        store
-            .save_in_line(&key, "behind-owner", None, place("behind"))
-            .await
-            .expect("save in line"),
+        take_in_line(&store, &key, "behind-owner", "behind").await,
         Acquisition::Busy,
         "the waiter behind took the front's key"
     );
     assert!(matches!(
-        store
-            .save_in_line(&key, "front-owner", None, place("front"))
-            .await
-            .expect("save in line"),
+        take_in_line(&store, &key, "front-owner", "front").await,
         Acquisition::Granted(_)
     ));
     assert_eq!(
@@ -401,10 +382,7 @@ async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
         row(key.clone()).await.map(|(owner, _)| owner).as_deref(),
         Some("\u{1}second")
     );
-    let first = store
-        .save_in_line(&key, "first-owner", None, place("first"))
-        .await
-        .expect("save in line");
+    let first = take_in_line(&store, &key, "first-owner", "first").await;
     assert_eq!(
         first,
         Acquisition::Busy,
@@ -423,10 +401,7 @@ async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
     let waiter = owner.strip_prefix('\u{1}').expect("a reservation");
     assert!(["first", "second"].contains(&waiter), "{owner:?}");
     assert!(matches!(
-        store
-            .save_in_line(&key, &format!("{waiter}-owner"), None, place(waiter))
-            .await
-            .expect("save in line"),
+        take_in_line(&store, &key, &format!("{waiter}-owner"), waiter).await,
         Acquisition::Granted(_)
     ));
 }
@@ -440,13 +415,10 @@ async fn a_dead_waiter_holds_the_next_up_for_the_window_and_a_retry_at_most() {
     let delay = Duration::from_millis(500);
     let raw = store(&table).await;
     assert!(matches!(
-        raw.save(&key, "holder", None).await.expect("save"),
+        take(&raw, &key, "holder").await,
         Acquisition::Granted(_)
     ));
-    let ghost = raw
-        .save_in_line(&key, "ghost", None, place("ghost"))
-        .await
-        .expect("save in line");
+    let ghost = take_in_line(&raw, &key, "ghost", "ghost").await;
     assert_eq!(ghost, Acquisition::Busy);
     let waiters = factory(store(&table).await, "500ms");
     let waiting = start_waiting(waiters.create_lock(&key).expect("key")).await;
@@ -505,13 +477,10 @@ async fn leaving_the_front_of_a_free_key_hands_it_on() {
     let key = unique("key");
     let raw = store(&table).await;
     assert!(matches!(
-        raw.save(&key, "holder", None).await.expect("save"),
+        take(&raw, &key, "holder").await,
         Acquisition::Granted(_)
     ));
-    let front = raw
-        .save_in_line(&key, "front", None, place("front"))
-        .await
-        .expect("save in line");
+    let front = take_in_line(&raw, &key, "front", "front").await;
     assert_eq!(front, Acquisition::Busy);
     let next = start_waiting(patient(store(&table).await).create_lock(&key).expect("key")).await;
     assert_eq!(
@@ -546,13 +515,10 @@ async fn lapsed_places_are_swept() {
     .await
     .expect("store");
     assert!(matches!(
-        store.save("held", "holder", None).await.expect("save"),
+        take(&store, "held", "holder").await,
         Acquisition::Granted(_)
     ));
-    let live = store
-        .save_in_line("held", "alive", None, place("alive"))
-        .await
-        .expect("save in line");
+    let live = take_in_line(&store, "held", "alive", "alive").await;
     assert_eq!(live, Acquisition::Busy);
     let client = client(&url).await;
     client
@@ -575,7 +541,7 @@ async fn lapsed_places_are_swept() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = store.save("poke", "me", None).await.expect("save");
+        let _ = take(&store, "poke", "me").await;
         store.force_delete("poke").await.expect("force delete");
     }
     assert_eq!(rows, 1, "only the live place is left");
