@@ -21,7 +21,7 @@
 
 use crate::family::LINE_KEY_SQL;
 use crate::identifier::TableName;
-use crate::sql::{hand_over, sweep, EXPIRES_FROM_NOW, NOW_MS};
+use crate::sql::{hand_over, sweep, PlaceLock, EXPIRES_FROM_NOW, NOW_MS};
 
 /// Every semaphore and read-write lock statement of a store, with its tables quoted in.
 #[derive(Debug)]
@@ -154,8 +154,7 @@ impl ShareStatements {
                     channel,
                     lk,
                     "\"waiter\" IS DISTINCT FROM $7::text \
-                     AND EXISTS (SELECT 1 FROM taken WHERE room_left)"
-                ),
+                     AND EXISTS (SELECT 1 FROM taken WHERE room_left)", PlaceLock::SkipLocked),
                 entry = entry("$5::bigint"),
                 others = others("held.\"holders\""),
             ),
@@ -178,8 +177,7 @@ impl ShareStatements {
                     line,
                     channel,
                     lk,
-                    "EXISTS (SELECT 1 FROM freed) AND NOT (SELECT writer FROM rest)"
-                ),
+                    "EXISTS (SELECT 1 FROM freed) AND NOT (SELECT writer FROM rest)", PlaceLock::SkipLocked),
             ),
             extend: format!(
                 "UPDATE {shares} AS held \
@@ -193,7 +191,7 @@ impl ShareStatements {
             force_delete: format!(
                 "WITH cleared AS (DELETE FROM {shares} WHERE {this_row}), {} \
                  SELECT \"waiter\" FROM handed",
-                hand_over(line, channel, lk, "true"),
+                hand_over(line, channel, lk, "true", PlaceLock::SkipLocked),
             ),
             count: format!(
                 "SELECT count(*) FROM {shares} AS s, jsonb_each(s.\"holders\") AS h \
@@ -210,8 +208,7 @@ impl ShareStatements {
                     &format!(
                         "\"waiter\" <> $3::text AND EXISTS (SELECT 1 FROM gone) AND NOT {}",
                         writer_holds(shares, "$1::text", "$2::text")
-                    ),
-                ),
+                    ), PlaceLock::SkipLocked),
             ),
             probe: format!(
                 "SELECT k FROM unnest($1::text[]) AS k WHERE NOT {}",

@@ -134,22 +134,43 @@ pub(crate) struct Statements {
     pub(crate) shares: ShareStatements,
 }
 
+/// How a hand-over locks the place of the waiter it hands the key to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PlaceLock {
+    /// Skips the places other statements have locked: the first live place nobody has
+    /// locked now gets the key (the front, unless it is being left or handed to right now).
+    SkipLocked,
+    /// Waits for the one place `condition` names, to which the key is reserved: skipping
+    /// it while the waiter's own take (which found the key busy) has it locked would wake
+    /// nobody, and leave every waiter behind it until the front's next retry.
+    Wait,
+}
+
 /// The `handed` step of the statements that free a key (in a `WITH`: the shares', and the
 /// locks' hand-over function), on the line whose key is the SQL expression `line_key` (`$1`
-/// for a lock): if `condition` holds, the first live place of that line that no other
-/// statement has locked now (the front, unless it is being left or handed to right now) is
-/// cut to the hand-over window ([`HANDOVER_WINDOW`]: a front that died blocks those behind
-/// it no longer than that) and announced on `channel`, naming its waiter (see
-/// `channel.rs`); the notification goes out when the statement commits, and only when
-/// someone waits. Returns the waiter.
-pub(crate) fn hand_over(line: &str, channel: &str, line_key: &str, condition: &str) -> String {
+/// for a lock): if `condition` holds, the first live place of that line (locked as
+/// `locking` says) is cut to the hand-over window ([`HANDOVER_WINDOW`]: a front that died
+/// blocks those behind it no longer than that) and announced on `channel`, naming its
+/// waiter (see `channel.rs`); the notification goes out when the statement commits, and
+/// only when someone waits. Returns the waiter.
+pub(crate) fn hand_over(
+    line: &str,
+    channel: &str,
+    line_key: &str,
+    condition: &str,
+    locking: PlaceLock,
+) -> String {
     let window = HANDOVER_WINDOW.as_millis();
+    let locking = match locking {
+        PlaceLock::SkipLocked => "FOR UPDATE SKIP LOCKED",
+        PlaceLock::Wait => "FOR UPDATE",
+    };
     format!(
         "handed AS (UPDATE {line} AS place \
          SET \"deadline\" = least(place.\"deadline\", {EXPIRES_FROM_NOW} + {window}) \
          WHERE (place.\"key\", place.\"waiter\") = (SELECT \"key\", \"waiter\" FROM {line} \
          WHERE \"key\" = {line_key} AND \"deadline\" >= {NOW_MS} AND {condition} \
-         ORDER BY \"arrival\", \"waiter\" LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         ORDER BY \"arrival\", \"waiter\" LIMIT 1 {locking}) \
          RETURNING place.\"waiter\", pg_notify('{channel}', {PAYLOAD_SQL}))"
     )
 }
@@ -198,7 +219,7 @@ fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> Str
          END IF; \
          RETURN woken; \
          END $verrou$",
-        hand_over(line, channel, "$1", "\"waiter\" = front")
+        hand_over(line, channel, "$1", "\"waiter\" = front", PlaceLock::Wait)
     )
 }
 
@@ -440,7 +461,7 @@ mod tests {
         );
         assert!(create.contains("chr(1) || \"waiter\""), "{create}");
         assert!(create.contains("::bigint + 100)"), "{create}");
-        assert!(create.contains("FOR UPDATE SKIP LOCKED"), "{create}");
+        assert!(create.contains("LIMIT 1 FOR UPDATE)"), "{create}");
         for sql in [&statements.delete, &statements.force_delete] {
             assert!(sql.contains(&format!("{function}($1, NULL)")), "{sql}");
         }
