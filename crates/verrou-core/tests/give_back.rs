@@ -2,19 +2,21 @@
 //! settles it before its next take — also when the runtime that was giving it back shut
 //! down first.
 
-use std::collections::HashMap;
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use verrou_core::{Acquisition, Error, Grant, LockFactory, LockStore, OwnerCheck, Result};
+use support::Owners;
+use verrou_core::{Acquisition, Error, LockFactory, LockStore, OwnerCheck, Result};
 
 /// A store whose answers can be lost: while `down`, every call is applied but answers an
 /// error, as when a connection dies after the command was written.
 #[derive(Default)]
 struct AnswerLosingStore {
-    owners: Mutex<HashMap<String, String>>,
+    owners: Owners,
     down: AtomicBool,
     /// While set, a take is applied and then never answers.
     hang: AtomicBool,
@@ -33,15 +35,7 @@ impl AnswerLosingStore {
 #[async_trait]
 impl LockStore for AnswerLosingStore {
     async fn save(&self, key: &str, owner: &str, _ttl: Option<Duration>) -> Result<Acquisition> {
-        let answer = {
-            let mut owners = self.owners.lock().unwrap();
-            if owners.contains_key(key) {
-                Acquisition::Busy
-            } else {
-                owners.insert(key.into(), owner.into());
-                Acquisition::Granted(Grant::new())
-            }
-        };
+        let answer = self.owners.take(key, owner);
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -53,22 +47,16 @@ impl LockStore for AnswerLosingStore {
             // Not applied: the store is unreachable for releases.
             return Err(Error::storage("unreachable"));
         }
-        let mut owners = self.owners.lock().unwrap();
-        Ok(if owners.get(key).is_some_and(|held| held == owner) {
-            owners.remove(key);
-            OwnerCheck::Applied
-        } else {
-            OwnerCheck::NotOwner
-        })
+        Ok(self.owners.release(key, owner))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.owners.lock().unwrap().remove(key);
+        self.owners.remove(key);
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.owners.lock().unwrap().contains_key(key))
+        Ok(self.owners.is_held(key))
     }
 
     async fn extend(&self, _key: &str, _owner: &str, _ttl: Duration) -> Result<OwnerCheck> {

@@ -3,67 +3,46 @@
 //! ones, and a grant it answers with an error is given back before the lock's next take,
 //! like any take that may have been applied.
 
-use std::collections::HashMap;
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use verrou_core::{
-    Acquisition, Error, Grant, ImmediateStore, LockFactory, LockStore, OwnerCheck, Result,
-};
+use support::Owners;
+use verrou_core::{Acquisition, Error, ImmediateStore, LockFactory, LockStore, OwnerCheck, Result};
 
 /// An in-memory store that counts which of its takes and releases are called, and whose
 /// immediate take can be told to fail after applying.
 #[derive(Default)]
 struct CountingImmediateStore {
-    owners: Mutex<HashMap<String, String>>,
+    owners: Owners,
     async_calls: AtomicUsize,
     immediate_calls: AtomicUsize,
     /// While set, an immediate take is applied and then answers an error.
     fail_after_take: AtomicBool,
 }
 
-impl CountingImmediateStore {
-    fn take(&self, key: &str, owner: &str) -> Acquisition {
-        let mut owners = self.owners.lock().unwrap();
-        if owners.contains_key(key) {
-            return Acquisition::Busy;
-        }
-        owners.insert(key.into(), owner.into());
-        Acquisition::Granted(Grant::new())
-    }
-
-    fn release(&self, key: &str, owner: &str) -> OwnerCheck {
-        let mut owners = self.owners.lock().unwrap();
-        if owners.get(key).is_some_and(|held| held == owner) {
-            owners.remove(key);
-            OwnerCheck::Applied
-        } else {
-            OwnerCheck::NotOwner
-        }
-    }
-}
-
 #[async_trait]
 impl LockStore for CountingImmediateStore {
     async fn save(&self, key: &str, owner: &str, _ttl: Option<Duration>) -> Result<Acquisition> {
         self.async_calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.take(key, owner))
+        Ok(self.owners.take(key, owner))
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         self.async_calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.release(key, owner))
+        Ok(self.owners.release(key, owner))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.owners.lock().unwrap().remove(key);
+        self.owners.remove(key);
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.owners.lock().unwrap().contains_key(key))
+        Ok(self.owners.is_held(key))
     }
 
     async fn extend(&self, _key: &str, _owner: &str, _ttl: Duration) -> Result<OwnerCheck> {
@@ -84,7 +63,7 @@ impl ImmediateStore for CountingImmediateStore {
         _now: Instant,
     ) -> Result<Acquisition> {
         self.immediate_calls.fetch_add(1, Ordering::SeqCst);
-        let answer = self.take(key, owner);
+        let answer = self.owners.take(key, owner);
         if self.fail_after_take.load(Ordering::SeqCst) {
             return Err(Error::storage("failed after applying the take"));
         }
@@ -93,7 +72,7 @@ impl ImmediateStore for CountingImmediateStore {
 
     fn delete_now(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
         self.immediate_calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.release(key, owner))
+        Ok(self.owners.release(key, owner))
     }
 }
 
@@ -129,5 +108,5 @@ async fn an_immediate_take_that_fails_after_applying_is_given_back() {
         "the lock's next take gave the stray grant back first, then took the key"
     );
     lock.release().await.unwrap();
-    assert!(counting.owners.lock().unwrap().is_empty());
+    assert!(!counting.owners.is_held("failing"), "nothing is held");
 }

@@ -45,6 +45,15 @@ async fn hold(store: &RedisStore, key: &str, owner: &str) {
     assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
 }
 
+/// The take of `key` by the waiter `waiter` (owner `waiter-owner`, TTL an hour), in its
+/// line: the store's answer.
+async fn waiter_takes(store: &RedisStore, key: &str) -> Acquisition {
+    store
+        .save_in_line(key, "waiter-owner", Some(HOUR), ghost("waiter"))
+        .await
+        .unwrap()
+}
+
 /// The Redis keys of `key`'s line on the server of `raw`.
 async fn line_keys(raw: &Client, key: &str) -> Vec<String> {
     use futures_util::TryStreamExt;
@@ -281,17 +290,11 @@ async fn the_line_keys_expire_with_the_last_place_and_go_with_the_last_waiter() 
     );
 
     // A waiter that gets the key takes its place away, and the line with it.
-    let busy = store
-        .save_in_line(&key, "waiter-owner", Some(HOUR), ghost("waiter"))
-        .await
-        .unwrap();
+    let busy = waiter_takes(&store, &key).await;
     assert_eq!(busy, Acquisition::Busy);
     assert_eq!(line_keys(&raw, &key).await.len(), 2);
     store.delete(&key, "holder").await.unwrap();
-    let taken = store
-        .save_in_line(&key, "waiter-owner", Some(HOUR), ghost("waiter"))
-        .await
-        .unwrap();
+    let taken = waiter_takes(&store, &key).await;
     assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
     assert!(
         line_keys(&raw, &key).await.is_empty(),
@@ -306,10 +309,7 @@ async fn a_line_key_changed_by_hand_fails_the_take_and_changes_nothing() {
     let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
     let key = unique_key("line-by-hand");
     hold(&store, &key, "holder").await;
-    let busy = store
-        .save_in_line(&key, "waiter-owner", Some(HOUR), ghost("waiter"))
-        .await
-        .unwrap();
+    let busy = waiter_takes(&store, &key).await;
     assert_eq!(busy, Acquisition::Busy);
     let line = line_keys(&raw, &key).await.remove(1);
     assert!(line.starts_with("verrou:line:"), "{line}");
@@ -364,10 +364,7 @@ async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
     for waiter_comes in [true, false] {
         let key = unique_key("reserved");
         hold(&store, &key, "holder").await;
-        let busy = store
-            .save_in_line(&key, "waiter-owner", Some(HOUR), ghost("waiter"))
-            .await
-            .unwrap();
+        let busy = waiter_takes(&store, &key).await;
         assert_eq!(busy, Acquisition::Busy);
         store.delete(&key, "holder").await.unwrap();
         assert!(
@@ -388,10 +385,7 @@ async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
         let window = i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap();
         assert!(left > 0 && left <= window + 1, "reserved for {left} ms");
         if waiter_comes {
-            let taken = store
-                .save_in_line(&key, "waiter-owner", Some(HOUR), ghost("waiter"))
-                .await
-                .unwrap();
+            let taken = waiter_takes(&store, &key).await;
             assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
             let left: i64 = raw.pttl(&key).await.unwrap();
             assert!(
