@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::waiting::Waiters;
+use crate::waiting::Boards;
 use crate::Result;
 
 /// What [`LockStore::save`] did.
@@ -172,7 +172,7 @@ pub trait LockStore: Send + Sync + 'static {
     /// Deletes `key` if `owner` holds it and it has not expired. A store that keeps lines
     /// hands the key over to the front waiter of its line, if any: it cuts that waiter's
     /// lease to [`HANDOVER_WINDOW`](crate::waiting::HANDOVER_WINDOW) and wakes it by name
-    /// (see [`Waiters::wake`]), in the same atomic operation.
+    /// (see [`Waiters::wake`](crate::Waiters::wake)), in the same atomic operation.
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck>;
 
     /// Deletes `key` whoever holds it, handing it over like [`delete`](Self::delete).
@@ -249,23 +249,15 @@ pub trait LockStore: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The board on which this store reports the releases of shares in `family` it hears
-    /// (keys are the semaphores' or read-write locks' keys). The provided implementation
-    /// has none: their waiters poll.
-    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
-        let _ = family;
-        None
-    }
-
     /// A short name for the store's kind in messages (`memory`, `redis`, `postgres`).
     fn name(&self) -> &'static str {
         "this store"
     }
 
-    /// The board on which this store reports the releases it hears, so that waiters wake
-    /// when their key is handed to them instead of at their next retry delay. The provided
-    /// implementation has none: waiters poll.
-    fn waiters(&self) -> Option<&Waiters> {
+    /// The boards on which this store reports the releases it hears (of locks, and of each
+    /// family of shares), so that waiters wake when their key is handed to them instead of
+    /// at their next retry delay. The provided implementation has none: waiters poll.
+    fn boards(&self) -> Option<&Boards> {
         None
     }
 
@@ -342,8 +334,8 @@ impl<S: LockStore + ?Sized> LockStore for Arc<S> {
         (**self).leave_line(key, waiter).await
     }
 
-    fn waiters(&self) -> Option<&Waiters> {
-        (**self).waiters()
+    fn boards(&self) -> Option<&Boards> {
+        (**self).boards()
     }
 
     async fn save_share(
@@ -381,10 +373,6 @@ impl<S: LockStore + ?Sized> LockStore for Arc<S> {
 
     async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
         (**self).leave_share_line(key, family, waiter).await
-    }
-
-    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
-        (**self).share_waiters(family)
     }
 
     fn name(&self) -> &'static str {

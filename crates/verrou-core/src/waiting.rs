@@ -22,7 +22,9 @@
 //!   or the waiter never came) then goes to whoever asks first. A reserved key is held by
 //!   nobody: [`LockStore::exists`](crate::LockStore::exists) says it is free.
 //! - A store that hears releases **watches** the keys that have waiters in this process
-//!   ([`ReleaseFeed::subscribe`]), and reports every release it hears to [`Waiters::wake`].
+//!   ([`ReleaseFeed::subscribe`]), and reports every release it hears to [`Waiters::wake`]
+//!   on the board of the key's family ([`Boards::of`]: locks, semaphores and read-write
+//!   locks under one key are watched apart).
 //!
 //! # Who does what
 //!
@@ -31,8 +33,8 @@
 //! how long a place lasts ([`lease_for`]), how long a released key is left to its front
 //! waiter ([`HANDOVER_WINDOW`]), how long an idle key stays watched ([`LINGER`]), and that a
 //! waiter that gives up leaves its line. A store provides primitives only: the atomic take
-//! that respects the line, `leave_line`, and, if its server can tell, a [`Waiters`] board
-//! fed by its subscriptions. A store without any of it works too: its waiters poll at the
+//! that respects the line, `leave_line`, and, if its server can tell, [`Boards`] fed by
+//! its subscriptions. A store without any of it works too: its waiters poll at the
 //! retry delay.
 //!
 //! # Why this shape
@@ -49,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::MAX_DURATION;
+use crate::{Family, MAX_DURATION};
 
 /// How long a release leaves the key to the waiter it woke, before the waiters behind it may
 /// pass it (if it has not taken the key by then, it is presumed gone).
@@ -90,12 +92,9 @@ pub trait ReleaseFeed: Send + Sync + 'static {
     fn unsubscribe(&self, key: &str);
 }
 
-/// The waiters of one store in this process, per key: the board on which a store that hears
-/// releases reports them.
-///
-/// A store creates one, keeps it, and returns it from
-/// [`LockStore::waiters`](crate::LockStore::waiters). Keys are the locks' keys, as the store
-/// receives them.
+/// The waiters of one store in this process, per key, for locks or for one family of
+/// shares: the board on which a store that hears releases reports them (one of its
+/// [`Boards`]). Keys are the locks' keys, as the store receives them.
 pub struct Waiters {
     board: Arc<Board>,
 }
@@ -227,6 +226,56 @@ impl Waiters {
             seen,
             woken,
         }
+    }
+}
+
+/// A store's boards: one for its plain locks and one per family of shares, so that a
+/// semaphore and a lock under the same key are watched and woken apart.
+///
+/// A store that hears releases creates one, keeps it, and returns it from
+/// [`LockStore::boards`](crate::LockStore::boards).
+#[derive(Debug)]
+pub struct Boards {
+    locks: Waiters,
+    semaphores: Waiters,
+    rw_locks: Waiters,
+}
+
+impl Boards {
+    /// Every board's family (`None`: plain locks).
+    pub const FAMILIES: [Option<Family>; 3] = [None, Some(Family::Semaphore), Some(Family::RwLock)];
+
+    /// The boards, each watching its keys through the feed `feed` makes for its family
+    /// (`None`: plain locks).
+    pub fn new<F: ReleaseFeed>(feed: impl Fn(Option<Family>) -> F) -> Self {
+        Self {
+            locks: Waiters::new(feed(None)),
+            semaphores: Waiters::new(feed(Some(Family::Semaphore))),
+            rw_locks: Waiters::new(feed(Some(Family::RwLock))),
+        }
+    }
+
+    /// The board of `family` (`None`: plain locks).
+    pub fn of(&self, family: Option<Family>) -> &Waiters {
+        match family {
+            None => &self.locks,
+            Some(Family::Semaphore) => &self.semaphores,
+            Some(Family::RwLock) => &self.rw_locks,
+        }
+    }
+
+    /// Every key watched now, on every board, with the board's family: what a store
+    /// subscribes to again after a reconnection.
+    pub fn watched(&self) -> Vec<(Option<Family>, Arc<str>)> {
+        Self::FAMILIES
+            .into_iter()
+            .flat_map(|family| {
+                self.of(family)
+                    .watched()
+                    .into_iter()
+                    .map(move |key| (family, key))
+            })
+            .collect()
     }
 }
 

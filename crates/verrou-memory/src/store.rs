@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use hashbrown::DefaultHashBuilder;
 use verrou_core::{
-    Acquisition, Family, Grant, ImmediateStore, IntoDuration, LockStore, OwnerCheck, Place,
-    ReleaseFeed, Result, Share, Waiters, HANDOVER_WINDOW,
+    Acquisition, Boards, Family, Grant, ImmediateStore, IntoDuration, LockStore, OwnerCheck, Place,
+    ReleaseFeed, Result, Share, HANDOVER_WINDOW,
 };
 
 use crate::line::Hashed;
@@ -46,9 +46,7 @@ struct Inner {
     /// nanoseconds (at least 1, so every token is positive).
     tokens: AtomicU64,
     /// The boards of the locks, the semaphores and the read-write locks.
-    waiters: Waiters,
-    semaphore_waiters: Waiters,
-    rw_lock_waiters: Waiters,
+    boards: Boards,
 }
 
 impl MemoryStore {
@@ -63,9 +61,7 @@ impl MemoryStore {
                 hasher,
                 shards,
                 tokens: AtomicU64::new(epoch_nanos_now().max(1)),
-                waiters: Waiters::new(Feed(Weak::clone(inner), None)),
-                semaphore_waiters: Waiters::new(Feed(Weak::clone(inner), Some(Family::Semaphore))),
-                rw_lock_waiters: Waiters::new(Feed(Weak::clone(inner), Some(Family::RwLock))),
+                boards: Boards::new(|family| Feed(Weak::clone(inner), family)),
             }),
         }
     }
@@ -124,18 +120,10 @@ impl Inner {
         operation(&mut shard, Hashed { hash, key }, now)
     }
 
-    /// Wakes the waiter a key was handed over to, on `board`.
-    fn wake_on(&self, board: &Waiters, key: &str, handed_to: Option<Arc<str>>) {
+    /// Wakes the waiter a key of `family` (`None`: a lock's) was handed over to.
+    fn wake(&self, family: Option<Family>, key: &str, handed_to: Option<Arc<str>>) {
         if let Some(waiter) = handed_to {
-            board.wake(key, Some(&waiter));
-        }
-    }
-
-    /// The board of `family`.
-    fn board(&self, family: Family) -> &Waiters {
-        match family {
-            Family::RwLock => &self.rw_lock_waiters,
-            Family::Semaphore | _ => &self.semaphore_waiters,
+            self.boards.of(family).wake(key, Some(&waiter));
         }
     }
 }
@@ -160,8 +148,7 @@ impl ReleaseFeed for Feed {
             Some(family) => shard.shares(family).is_free(hashed.key),
         });
         if free {
-            let board = self.1.map_or(&inner.waiters, |family| inner.board(family));
-            board.wake(key, None);
+            inner.boards.of(self.1).wake(key, None);
         }
     }
 
@@ -201,7 +188,7 @@ impl LockStore for MemoryStore {
         let handed_to = inner.with_shard(key, |shard, hashed, now| {
             shard.leave(hashed, waiter, now, HANDOVER_WINDOW)
         });
-        inner.wake_on(&inner.waiters, key, handed_to);
+        inner.wake(None, key, handed_to);
         Ok(())
     }
 
@@ -214,7 +201,7 @@ impl LockStore for MemoryStore {
         let removed = inner.with_shard(key, |shard, hashed, now| {
             shard.remove(hashed, None, now, HANDOVER_WINDOW)
         });
-        inner.wake_on(&inner.waiters, key, removed.flatten());
+        inner.wake(None, key, removed.flatten());
         Ok(())
     }
 
@@ -237,8 +224,8 @@ impl LockStore for MemoryStore {
         })
     }
 
-    fn waiters(&self) -> Option<&Waiters> {
-        Some(&self.inner.waiters)
+    fn boards(&self) -> Option<&Boards> {
+        Some(&self.inner.boards)
     }
 
     async fn save_share(
@@ -267,7 +254,7 @@ impl LockStore for MemoryStore {
                 token.map(|_| shares.hand_over_after_grant(hashed, share, now, HANDOVER_WINDOW));
             (token, handed)
         });
-        inner.wake_on(inner.board(share.family()), key, handed.flatten());
+        inner.wake(Some(share.family()), key, handed.flatten());
         Ok(match token {
             Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
             None => Acquisition::Busy,
@@ -283,7 +270,7 @@ impl LockStore for MemoryStore {
         });
         Ok(match removed {
             Some(handed) => {
-                inner.wake_on(inner.board(share.family()), key, handed);
+                inner.wake(Some(share.family()), key, handed);
                 OwnerCheck::Applied
             }
             None => OwnerCheck::NotOwner,
@@ -315,7 +302,7 @@ impl LockStore for MemoryStore {
         let handed = inner.with_shard(key, |shard, hashed, now| {
             shard.shares(family).clear(hashed, now, HANDOVER_WINDOW)
         });
-        inner.wake_on(inner.board(family), key, handed);
+        inner.wake(Some(family), key, handed);
         Ok(())
     }
 
@@ -332,12 +319,8 @@ impl LockStore for MemoryStore {
                 .shares(family)
                 .leave(hashed, waiter, now, HANDOVER_WINDOW)
         });
-        inner.wake_on(inner.board(family), key, handed);
+        inner.wake(Some(family), key, handed);
         Ok(())
-    }
-
-    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
-        Some(self.inner.board(family))
     }
 
     fn name(&self) -> &'static str {
@@ -371,7 +354,7 @@ impl ImmediateStore for MemoryStore {
         });
         Ok(match removed {
             Some(handed_to) => {
-                inner.wake_on(&inner.waiters, key, handed_to);
+                inner.wake(None, key, handed_to);
                 OwnerCheck::Applied
             }
             None => OwnerCheck::NotOwner,

@@ -45,13 +45,15 @@ pub(crate) fn side_name(share: Share) -> Result<&'static str> {
 }
 
 /// The family of a line key an announcement names, and the key of the semaphore or
-/// read-write lock; `None` for the line key of a lock (the key itself).
-pub(crate) fn family_of(line_key: &str) -> Option<(Family, &str)> {
-    let rest = line_key.strip_prefix(LINE_MARK)?;
-    FAMILIES.iter().find_map(|(family, name)| {
-        let key = rest.strip_prefix(name)?.strip_prefix(':')?;
-        Some((*family, key))
-    })
+/// read-write lock; no family for the line key of a lock (the key itself).
+pub(crate) fn family_of(line_key: &str) -> (Option<Family>, &str) {
+    let share = line_key.strip_prefix(LINE_MARK).and_then(|rest| {
+        FAMILIES.iter().find_map(|(family, name)| {
+            let key = rest.strip_prefix(name)?.strip_prefix(':')?;
+            Some((Some(*family), key))
+        })
+    });
+    share.unwrap_or((None, line_key))
 }
 
 #[cfg(test)]
@@ -62,10 +64,18 @@ mod tests {
     fn line_keys_name_their_family_and_keep_the_key() {
         assert_eq!(
             family_of("\u{1}semaphore:pool: a"),
-            Some((Family::Semaphore, "pool: a"))
+            (Some(Family::Semaphore), "pool: a")
         );
-        assert_eq!(family_of("semaphore:pool"), None, "a lock's key");
-        assert_eq!(family_of("\u{1}other:pool"), None);
+        assert_eq!(
+            family_of("\u{1}rw_lock:cache"),
+            (Some(Family::RwLock), "cache")
+        );
+        assert_eq!(
+            family_of("semaphore:pool"),
+            (None, "semaphore:pool"),
+            "a lock's key"
+        );
+        assert_eq!(family_of("\u{1}other:pool"), (None, "\u{1}other:pool"));
         assert_eq!(family_name(Family::RwLock).ok(), Some("rw_lock"));
         assert_eq!(side_name(Share::Permit { limit: 3 }).ok(), Some("permit"));
     }

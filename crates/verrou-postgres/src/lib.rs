@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-mod boards;
 mod channel;
 mod config;
 mod connector;

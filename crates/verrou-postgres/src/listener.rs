@@ -1,7 +1,7 @@
 //! The listener: one connection per store, outside the pool, that `LISTEN`s on the table's
 //! channel and reports every hand-over it hears to the store's
 //! [`Waiters`](verrou_core::Waiters) board it belongs to (the locks', or a family's: see
-//! [`Board`]).
+//! [`Boards`]).
 //!
 //! It is the [`ReleaseFeed`] of every board: a newly watched key is checked at once, and
 //! woken if it is free, or, for a lock, the waiter it is reserved for is (a release before
@@ -21,12 +21,11 @@ use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Statement};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use verrou_core::{BoxError, ReleaseFeed};
+use verrou_core::{Boards, BoxError, Family, ReleaseFeed};
 
-use crate::boards::{Board, Boards};
 use crate::channel::parse_payload;
 use crate::connector::{Connect, Messages};
-use crate::family::family_name;
+use crate::family::{family_name, family_of};
 use crate::sql::Statements;
 
 /// The first pause before reconnecting; it doubles after each failure.
@@ -38,10 +37,13 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How often the connection is checked when nothing else travels on it.
 const PING_EVERY: Duration = Duration::from_secs(15);
 
-/// A board's [`ReleaseFeed`]: passes newly watched keys to the listener, to be checked.
-/// Every hand-over of the table is heard anyway, and the board ignores keys it does not
-/// watch, so there is nothing to do when a key is no longer watched.
-struct Feed(UnboundedSender<(Board, Arc<str>)>, Board);
+/// A watched key of a family (`None`: a lock's key).
+type Topic = (Option<Family>, Arc<str>);
+
+/// A board's [`ReleaseFeed`]: passes newly watched keys of its family to the listener, to
+/// be checked. Every hand-over of the table is heard anyway, and the board ignores keys it
+/// does not watch, so there is nothing to do when a key is no longer watched.
+struct Feed(UnboundedSender<Topic>, Option<Family>);
 
 impl ReleaseFeed for Feed {
     /// Queues `key` of this feed's board for the listener to check whether it is free.
@@ -75,7 +77,7 @@ impl Listener {
     /// returns, whose feed it is.
     pub(crate) fn start(setup: Setup) -> (Self, Arc<Boards>) {
         let (feed, subscribed) = unbounded_channel();
-        let boards = Arc::new(Boards::new(|board| Feed(feed.clone(), board)));
+        let boards = Arc::new(Boards::new(|family| Feed(feed.clone(), family)));
         let task = tokio::spawn(supervise(setup, Arc::clone(&boards), subscribed));
         (
             Self {
@@ -97,11 +99,7 @@ impl<T> Drop for Background<T> {
 }
 
 /// Connects, serves, and reconnects, for ever.
-async fn supervise(
-    setup: Setup,
-    boards: Arc<Boards>,
-    mut subscribed: UnboundedReceiver<(Board, Arc<str>)>,
-) {
+async fn supervise(setup: Setup, boards: Arc<Boards>, mut subscribed: UnboundedReceiver<Topic>) {
     let mut pause = FIRST_PAUSE;
     let mut down = false;
     loop {
@@ -151,7 +149,7 @@ impl Session<'_> {
     async fn serve(
         &self,
         messages: Messages,
-        subscribed: &mut UnboundedReceiver<(Board, Arc<str>)>,
+        subscribed: &mut UnboundedReceiver<Topic>,
     ) -> BoxError {
         let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(self.boards))));
         let probes = match self.start().await {
@@ -205,25 +203,25 @@ impl Session<'_> {
 
     /// Wakes the waiters of those of `keys` that are free now, one query per board: all of
     /// them, or the one a lock's key is reserved for.
-    async fn wake_free(&self, probes: &Probes, keys: &[(Board, Arc<str>)]) -> Result<(), BoxError> {
-        for board in Board::ALL {
+    async fn wake_free(&self, probes: &Probes, keys: &[Topic]) -> Result<(), BoxError> {
+        for family in Boards::FAMILIES {
             let of_board: Vec<&str> = keys
                 .iter()
-                .filter(|(on, _)| *on == board)
+                .filter(|(of, _)| *of == family)
                 .map(|(_, key)| &**key)
                 .collect();
             if of_board.is_empty() {
                 continue;
             }
-            let rows = match board {
-                Board::Locks => {
+            let rows = match family {
+                None => {
                     within(
                         self.setup.timeout,
                         self.client.query(&probes.locks, &[&of_board]),
                     )
                     .await?
                 }
-                Board::Shares(family) => {
+                Some(family) => {
                     let family = family_name(family)?;
                     let params: [&(dyn ToSql + Sync); 2] = [&of_board, &family];
                     within(
@@ -235,11 +233,11 @@ impl Session<'_> {
             };
             for row in rows {
                 let key: &str = row.try_get(0)?;
-                let waiter: Option<&str> = match board {
-                    Board::Locks => row.try_get(1)?,
-                    Board::Shares(_) => None,
+                let waiter: Option<&str> = match family {
+                    None => row.try_get(1)?,
+                    Some(_) => None,
                 };
-                self.boards.get(board).wake(key, waiter);
+                self.boards.of(family).wake(key, waiter);
             }
         }
         Ok(())
@@ -258,8 +256,8 @@ async fn deliver(mut messages: Messages, boards: Arc<Boards>) -> BoxError {
         match message {
             Ok(AsyncMessage::Notification(notification)) => {
                 if let Some((line_key, waiter)) = parse_payload(notification.payload()) {
-                    let (board, key) = Board::of_line_key(line_key);
-                    boards.get(board).wake(key, Some(waiter));
+                    let (family, key) = family_of(line_key);
+                    boards.of(family).wake(key, Some(waiter));
                 }
             }
             Ok(_) => {}

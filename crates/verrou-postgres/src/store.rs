@@ -8,10 +8,9 @@ use async_trait::async_trait;
 use deadpool_postgres::tokio_postgres::types::{FromSql, ToSql};
 use deadpool_postgres::Pool;
 use verrou_core::{
-    Acquisition, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share, Waiters,
+    Acquisition, Boards, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share,
 };
 
-use crate::boards::{Board, Boards};
 use crate::channel::channel;
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::connector::{connector, Connect};
@@ -214,7 +213,7 @@ impl LockStore for PostgresStore {
         let handed: Option<Option<String>> = self
             .query_value(&self.statements.leave_line, &[&key, &waiter])
             .await?;
-        self.handed_over(Board::Locks, key, handed.flatten());
+        self.handed_over(None, key, handed.flatten());
         Ok(())
     }
 
@@ -228,7 +227,7 @@ impl LockStore for PostgresStore {
             .query_value(&self.statements.delete, &[&key, &owner])
             .await?;
         let mine = released.is_some();
-        self.handed_over(Board::Locks, key, released.flatten());
+        self.handed_over(None, key, released.flatten());
         Ok(owner_check(mine))
     }
 
@@ -236,7 +235,7 @@ impl LockStore for PostgresStore {
         let released: Option<Option<String>> = self
             .query_value(&self.statements.force_delete, &[&key])
             .await?;
-        self.handed_over(Board::Locks, key, released.flatten());
+        self.handed_over(None, key, released.flatten());
         Ok(())
     }
 
@@ -257,9 +256,11 @@ impl LockStore for PostgresStore {
         Ok(owner_check(extended == Some(true)))
     }
 
-    /// The board of the listener's hand-overs; `None` without a listener (waiters poll).
-    fn waiters(&self) -> Option<&Waiters> {
-        self.board(Board::Locks)
+    /// The boards of the listener's hand-overs; `None` without a listener (waiters poll).
+    fn boards(&self) -> Option<&Boards> {
+        self.listening
+            .as_deref()
+            .map(|listening| &*listening.boards)
     }
 
     async fn save_share(
@@ -297,11 +298,6 @@ impl LockStore for PostgresStore {
 
     async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
         self.leave_family_line(key, family, waiter).await
-    }
-
-    /// The board of the listener's hand-overs of `family`; `None` without a listener.
-    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
-        self.board(Board::Shares(family))
     }
 
     fn name(&self) -> &'static str {
@@ -359,18 +355,12 @@ impl PostgresStore {
         Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
     }
 
-    /// The waiters of `board`; `None` without a listener.
-    fn board(&self, board: Board) -> Option<&Waiters> {
-        self.listening
-            .as_deref()
-            .map(|listening| listening.boards.get(board))
-    }
-
-    /// Wakes `waiter` at once if it waits here on `board`: the key was handed to it (the
-    /// listener hears it too, a moment later; a second wake costs nothing).
-    fn handed_over(&self, board: Board, key: &str, waiter: Option<String>) {
-        if let (Some(board), Some(waiter)) = (self.board(board), waiter) {
-            board.wake(key, Some(&waiter));
+    /// Wakes `waiter` at once if it waits here for `key` of `family` (`None`: a lock's):
+    /// the key was handed to it (the listener hears it too, a moment later; a second wake
+    /// costs nothing).
+    fn handed_over(&self, family: Option<Family>, key: &str, waiter: Option<String>) {
+        if let (Some(boards), Some(waiter)) = (self.boards(), waiter) {
+            boards.of(family).wake(key, Some(&waiter));
         }
     }
 }

@@ -16,7 +16,7 @@ use fred::prelude::Options;
 use fred::types::{Builder, Message, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use verrou_core::{Family, ReleaseFeed, Waiters};
+use verrou_core::{Boards, Family, ReleaseFeed};
 
 use crate::connection::Connection;
 use crate::gate::{Gate, OPEN};
@@ -33,37 +33,6 @@ type Topic = (Option<Family>, Arc<str>);
 
 /// A key to start (`true`) or stop hearing, for the subscriber task.
 type Change = (Topic, bool);
-
-/// The boards of one store: its locks' waiters, and those of each family of shares.
-pub(crate) struct Boards {
-    locks: Waiters,
-    semaphores: Waiters,
-    rw_locks: Waiters,
-}
-
-impl Boards {
-    /// The board of `family` (`None`: plain locks).
-    pub(crate) fn of(&self, family: Option<Family>) -> &Waiters {
-        match family {
-            None => &self.locks,
-            Some(Family::RwLock) => &self.rw_locks,
-            Some(Family::Semaphore | _) => &self.semaphores,
-        }
-    }
-
-    /// Every key watched now, on every board.
-    fn watched(&self) -> Vec<Topic> {
-        [None, Some(Family::Semaphore), Some(Family::RwLock)]
-            .into_iter()
-            .flat_map(|family| {
-                self.of(family)
-                    .watched()
-                    .into_iter()
-                    .map(move |key| (family, key))
-            })
-            .collect()
-    }
-}
 
 /// The way to a store's subscriber task, which the first subscription starts (on the
 /// waiter's Tokio runtime), shared by the feeds of its boards.
@@ -116,17 +85,10 @@ impl Feed {
                 changes,
                 unstarted: Mutex::new(task.map(|task| (task, receiver))),
             });
-            let board = |family| {
-                Waiters::new(Feed {
-                    family,
-                    subscriber: Arc::clone(&subscriber),
-                })
-            };
-            Boards {
-                locks: board(None),
-                semaphores: board(Some(Family::Semaphore)),
-                rw_locks: board(Some(Family::RwLock)),
-            }
+            Boards::new(|family| Feed {
+                family,
+                subscriber: Arc::clone(&subscriber),
+            })
         })
     }
 }

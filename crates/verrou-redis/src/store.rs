@@ -16,13 +16,13 @@ use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
 use fred::types::{ClientState, CustomCommand, Value};
 use verrou_core::{
-    Acquisition, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share, Waiters,
+    Acquisition, Boards, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share,
 };
 
 use crate::config::{RedisConfig, RedisOptions};
 use crate::connection::Connection;
 use crate::error::ConnectError;
-use crate::feed::{Boards, Feed};
+use crate::feed::Feed;
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;
 use crate::scripts::{
@@ -609,8 +609,8 @@ impl LockStore for RedisStore {
         Ok(owner_check(applied))
     }
 
-    fn waiters(&self) -> Option<&Waiters> {
-        Some(self.boards.of(None))
+    fn boards(&self) -> Option<&Boards> {
+        Some(&self.boards)
     }
 
     async fn save_share(
@@ -648,10 +648,6 @@ impl LockStore for RedisStore {
 
     async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
         self.leave_family_line(key, family, waiter).await
-    }
-
-    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
-        Some(self.boards.of(Some(family)))
     }
 
     fn name(&self) -> &'static str {

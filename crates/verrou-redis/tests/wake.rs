@@ -19,7 +19,7 @@ use verrou_core::waiting::LINGER;
 /// How long after lingering a background sweep may take to unsubscribe (it runs a second
 /// after the linger, on a loaded machine).
 const SWEEP_LIMIT: Duration = Duration::from_secs(5);
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Place, Result, Retry, Waiters};
+use verrou_core::{Acquisition, Boards, LockFactory, LockStore, OwnerCheck, Place, Result, Retry};
 use verrou_redis::fred::prelude::{Client, ClientLike, EventInterface, PubsubInterface, Value};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
@@ -263,8 +263,8 @@ impl LockStore for LateAnswer {
         self.inner.extend(key, owner, ttl).await
     }
 
-    fn waiters(&self) -> Option<&Waiters> {
-        self.inner.waiters()
+    fn boards(&self) -> Option<&Boards> {
+        self.inner.boards()
     }
 }
 

@@ -200,7 +200,7 @@ case! {
 /// keeps no line of its own (its takes are plain ones).
 struct RestlessStore {
     inner: Arc<dyn crate::LockStore>,
-    board: Arc<crate::Waiters>,
+    boards: Arc<crate::Boards>,
 }
 
 /// A release feed that hears nothing.
@@ -214,18 +214,18 @@ impl crate::ReleaseFeed for Deaf {
 impl RestlessStore {
     /// Wraps `inner`; the wakes go on while the store lives.
     fn new(inner: Arc<dyn crate::LockStore>) -> Self {
-        let board = Arc::new(crate::Waiters::new(Deaf));
-        let restless = Arc::downgrade(&board);
+        let boards = Arc::new(crate::Boards::new(|_| Deaf));
+        let restless = Arc::downgrade(&boards);
         tokio::spawn(async move {
-            while let Some(board) = restless.upgrade() {
-                for key in board.watched() {
-                    board.wake(&key, None);
+            while let Some(boards) = restless.upgrade() {
+                for (family, key) in boards.watched() {
+                    boards.of(family).wake(&key, None);
                 }
-                drop(board);
+                drop(boards);
                 sleep(Duration::from_millis(10)).await;
             }
         });
-        Self { inner, board }
+        Self { inner, boards }
     }
 }
 
@@ -265,8 +265,8 @@ impl crate::LockStore for RestlessStore {
         self.inner.extend(key, owner, ttl).await
     }
 
-    fn waiters(&self) -> Option<&crate::Waiters> {
-        Some(&self.board)
+    fn boards(&self) -> Option<&crate::Boards> {
+        Some(&self.boards)
     }
 }
 

@@ -24,8 +24,8 @@ use futures_util::FutureExt;
 use tokio::time::sleep;
 
 use crate::{
-    Acquisition, Error, Family, LockFactory, LockStore, OwnerCheck, Place, Result, Retry,
-    SerializedLock, Share, Ttl, Waiters,
+    Acquisition, Boards, Error, Family, LockFactory, LockStore, OwnerCheck, Place, Result, Retry,
+    SerializedLock, Share, Ttl,
 };
 
 /// Writes one `#[test]` per conformance case, each running on its own Tokio runtime with
@@ -1019,8 +1019,8 @@ impl LockStore for CountingStore {
         self.inner.issues_fencing_tokens()
     }
 
-    fn waiters(&self) -> Option<&Waiters> {
-        self.inner.waiters()
+    fn boards(&self) -> Option<&Boards> {
+        self.inner.boards()
     }
 
     async fn save_share(
@@ -1061,10 +1061,6 @@ impl LockStore for CountingStore {
 
     async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
         self.inner.leave_share_line(key, family, waiter).await
-    }
-
-    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
-        self.inner.share_waiters(family)
     }
 
     fn name(&self) -> &'static str {

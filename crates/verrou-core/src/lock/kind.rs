@@ -124,9 +124,10 @@ impl LockInner {
 
     /// The board on which the store reports releases of this lock's key.
     pub(crate) fn store_waiters(&self) -> Option<&Waiters> {
-        match self.kind {
-            LockKind::Exclusive => self.store.waiters(),
-            LockKind::Shared(share) => self.store.share_waiters(share.family()),
-        }
+        let family = match self.kind {
+            LockKind::Exclusive => None,
+            LockKind::Shared(share) => Some(share.family()),
+        };
+        Some(self.store.boards()?.of(family))
     }
 }

@@ -7,7 +7,6 @@ use deadpool_postgres::tokio_postgres::types::ToSql;
 use verrou_core::{Acquisition, Error, Family, OwnerCheck, Place, Result, Share};
 
 use super::{owner_check, PostgresStore};
-use crate::boards::Board;
 use crate::family::{family_name, side_name};
 use crate::sql::ttl_millis;
 use crate::sweep;
@@ -44,7 +43,7 @@ impl PostgresStore {
         };
         let token: i64 = row.try_get(0).map_err(Error::storage)?;
         let handed: Option<String> = row.try_get(1).map_err(Error::storage)?;
-        self.handed_over(Board::Shares(share.family()), key, handed);
+        self.handed_over(Some(share.family()), key, handed);
         self.granted(token)
     }
 
@@ -70,7 +69,7 @@ impl PostgresStore {
             ),
             None => (false, None),
         };
-        self.handed_over(Board::Shares(share.family()), key, handed);
+        self.handed_over(Some(share.family()), key, handed);
         Ok(owner_check(mine))
     }
 
@@ -99,7 +98,7 @@ impl PostgresStore {
         let handed = self
             .query_value(&self.statements.shares.force_delete, &[&key, &name])
             .await?;
-        self.handed_over(Board::Shares(family), key, handed);
+        self.handed_over(Some(family), key, handed);
         Ok(())
     }
 
@@ -124,7 +123,7 @@ impl PostgresStore {
         let handed = self
             .query_value(&self.statements.shares.leave_line, &[&key, &name, &waiter])
             .await?;
-        self.handed_over(Board::Shares(family), key, handed);
+        self.handed_over(Some(family), key, handed);
         Ok(())
     }
 }

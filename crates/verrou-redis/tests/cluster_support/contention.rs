@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use verrou_core::conformance::History;
 use verrou_core::{
-    Acquisition, Error, Family, LockFactory, LockStore, OwnerCheck, Place, Result as VerrouResult,
-    Retry, Share, Waiters,
+    Acquisition, Boards, Error, Family, LockFactory, LockStore, OwnerCheck, Place,
+    Result as VerrouResult, Retry, Share,
 };
 use verrou_redis::RedisStore;
 use verrou_testkit::{hash_slot, RedisCluster};
@@ -119,8 +119,8 @@ impl LockStore for TimedStore {
         self.timed(self.inner.leave_line(key, waiter)).await
     }
 
-    fn waiters(&self) -> Option<&Waiters> {
-        self.inner.waiters()
+    fn boards(&self) -> Option<&Boards> {
+        self.inner.boards()
     }
 
     async fn save_share(
@@ -162,10 +162,6 @@ impl LockStore for TimedStore {
     async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> VerrouResult<()> {
         self.timed(self.inner.leave_share_line(key, family, waiter))
             .await
-    }
-
-    fn share_waiters(&self, family: Family) -> Option<&Waiters> {
-        self.inner.share_waiters(family)
     }
 
     fn name(&self) -> &'static str {
