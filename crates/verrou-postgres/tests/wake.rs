@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{acquired_after, client, listen, patient, places, start_waiting, store, unique};
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW};
+use verrou_core::{
+    Acquisition, Lock, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW,
+};
 use verrou_postgres::{PostgresConfig, PostgresStore, MAX_KEY_LEN};
 
 /// How soon after a release a woken waiter must have the lock (generous: loaded machines).
@@ -51,14 +53,41 @@ async fn a_force_release_by_another_store_wakes_the_waiter() {
 /// Many waiters in several stores, one key: every hand-over is a wake-up, never a retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_of_several_stores_are_served_one_after_another() {
-    let table = unique("wake_many");
+    served_one_after_another("wake_many", |factory, key| factory.create_lock(key)).await;
+}
+
+/// The same with the only permit of a semaphore: its hand-overs wake too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_for_a_permit_are_served_one_after_another() {
+    served_one_after_another("wake_permits", |factory, key| {
+        factory.create_semaphore(key, 1)
+    })
+    .await;
+}
+
+/// The same with the writers of a read-write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_are_served_one_after_another() {
+    served_one_after_another("wake_writers", |factory, key| {
+        factory.create_rw_lock(key)?.write()
+    })
+    .await;
+}
+
+/// 12 waiters in 4 stores (on a table named after `table`) take turns 5 times each at one
+/// key, with locks `lock_of` makes, within a minute although they retry only every hour.
+async fn served_one_after_another(
+    table: &str,
+    lock_of: fn(&LockFactory, &str) -> verrou_core::Result<Lock>,
+) {
+    let table = unique(table);
     let key = unique("key");
     let mut tasks = Vec::new();
     let started = Instant::now();
     for _ in 0..4 {
         let factory = patient(store(&table).await);
         for _ in 0..3 {
-            let lock = factory.create_lock(&key).expect("valid key");
+            let lock = lock_of(&factory, &key).expect("valid key");
             tasks.push(tokio::spawn(async move {
                 for _ in 0..5 {
                     assert!(lock.acquire().await.expect("acquire"));
