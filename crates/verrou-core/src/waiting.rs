@@ -65,7 +65,7 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// their wait when the wake came.
 const RECENT_WAKES: usize = 16;
 
-/// How often idle keys are looked for, at most.
+/// How often idle keys are looked for while some linger.
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
 /// How long a waiter's place lasts when the waiter asks every `retry_delay`: two delays (a
@@ -102,19 +102,13 @@ pub struct Waiters {
 /// What a [`Waiters`] shares with its background sweep of lingering keys.
 struct Board {
     feed: Box<dyn ReleaseFeed>,
-    keys: Mutex<Keys>,
+    keys: Mutex<HashMap<Arc<str>, Watch>>,
     /// How many keys are watched, read without the mutex so that a release nobody here
     /// waits for costs nothing.
     watched: AtomicUsize,
-    /// Whether a background sweep will run: keys that went idle are unsubscribed after
-    /// lingering even if this process never waits again.
+    /// Whether the background sweep runs: it unsubscribes the keys that went idle once
+    /// they have lingered, and ends when none lingers.
     sweep_scheduled: AtomicBool,
-}
-
-#[derive(Default)]
-struct Keys {
-    by_key: HashMap<Arc<str>, Watch>,
-    last_sweep: Option<Instant>,
 }
 
 /// One watched key.
@@ -152,7 +146,7 @@ impl Waiters {
             return;
         }
         let mut keys = self.board.lock();
-        let Some(watch) = keys.by_key.get_mut(key) else {
+        let Some(watch) = keys.get_mut(key) else {
             return;
         };
         watch.generation += 1;
@@ -168,7 +162,7 @@ impl Waiters {
     /// Every key watched now (with waiters, or lingering): what a store subscribes to again
     /// after a reconnection.
     pub fn watched(&self) -> Vec<Arc<str>> {
-        self.board.lock().by_key.keys().cloned().collect()
+        self.board.lock().keys().cloned().collect()
     }
 
     /// How many wakes `key` had so far, if it is watched: read before a take, so that a wake
@@ -179,7 +173,6 @@ impl Waiters {
         }
         self.board
             .lock()
-            .by_key
             .get(key)
             .map_or(0, |watch| watch.generation)
     }
@@ -194,28 +187,21 @@ impl Waiters {
     ) -> Ticket<'board> {
         let mut keys = self.board.lock();
         let key: Arc<str> = Arc::from(key);
-        let new = !keys.by_key.contains_key(&key);
-        let watch = keys
-            .by_key
-            .entry(Arc::clone(&key))
-            .or_insert_with(|| Watch {
-                waiters: 0,
-                idle_since: None,
-                generation: 0,
-                recent: VecDeque::new(),
-                woken: Arc::new(Notify::new()),
-            });
+        let new = !keys.contains_key(&key);
+        let watch = keys.entry(Arc::clone(&key)).or_insert_with(|| Watch {
+            waiters: 0,
+            idle_since: None,
+            generation: 0,
+            recent: VecDeque::new(),
+            woken: Arc::new(Notify::new()),
+        });
         watch.waiters += 1;
         watch.idle_since = None;
         // A key first watched now counts its wakes from zero.
         let seen = if new { 0 } else { seen };
         let woken = Arc::clone(&watch.woken);
-        self.board
-            .watched
-            .store(keys.by_key.len(), Ordering::Release);
-        let idle = self.board.sweep(&mut keys);
+        self.board.watched.store(keys.len(), Ordering::Release);
         drop(keys);
-        self.board.unsubscribe(idle);
         if new {
             self.board.feed.subscribe(&key);
         }
@@ -280,19 +266,13 @@ impl Boards {
 }
 
 impl Board {
-    /// Removes the keys idle for [`LINGER`], at most once per [`SWEEP_PERIOD`]; returns them
-    /// to be unsubscribed once the mutex is released.
-    fn sweep(&self, keys: &mut Keys) -> Vec<Arc<str>> {
+    /// Removes the keys idle for [`LINGER`] and unsubscribes them; whether other keys still
+    /// linger.
+    fn sweep(&self) -> bool {
         let now = Instant::now();
-        if keys
-            .last_sweep
-            .is_some_and(|last| now.saturating_duration_since(last) < SWEEP_PERIOD)
-        {
-            return Vec::new();
-        }
-        keys.last_sweep = Some(now);
         let mut idle = Vec::new();
-        keys.by_key.retain(|key, watch| {
+        let mut keys = self.lock();
+        keys.retain(|key, watch| {
             let lingered = watch
                 .idle_since
                 .is_some_and(|since| now.saturating_duration_since(since) >= LINGER);
@@ -301,19 +281,21 @@ impl Board {
             }
             !lingered
         });
-        self.watched.store(keys.by_key.len(), Ordering::Release);
-        idle
-    }
-
-    fn unsubscribe(&self, keys: Vec<Arc<str>>) {
-        for key in keys {
+        self.watched.store(keys.len(), Ordering::Release);
+        let lingering = keys.values().any(|watch| watch.idle_since.is_some());
+        if !lingering {
+            self.sweep_scheduled.store(false, Ordering::Release);
+        }
+        drop(keys);
+        for key in idle {
             self.feed.unsubscribe(&key);
         }
+        lingering
     }
 
-    /// Unsubscribes the lingering keys in the background, once they have lingered, unless a
-    /// sweep is already scheduled; the sweep goes on while keys linger, and ends with the
-    /// board.
+    /// Starts the background sweep unless it runs already: every [`SWEEP_PERIOD`] while
+    /// keys linger, ending with the board. Without a Tokio runtime here, the next waiter
+    /// that stops waiting on one starts it.
     fn schedule_sweep(self: &Arc<Self>) {
         if self.sweep_scheduled.swap(true, Ordering::AcqRel) {
             return;
@@ -325,27 +307,18 @@ impl Board {
         let board = Arc::downgrade(self);
         runtime.spawn(async move {
             loop {
-                tokio::time::sleep(LINGER.saturating_add(SWEEP_PERIOD)).await;
+                tokio::time::sleep(SWEEP_PERIOD).await;
                 let Some(board) = board.upgrade() else {
                     return;
                 };
-                let mut keys = board.lock();
-                keys.last_sweep = None;
-                let idle = board.sweep(&mut keys);
-                let lingering = keys.by_key.values().any(|watch| watch.idle_since.is_some());
-                if !lingering {
-                    board.sweep_scheduled.store(false, Ordering::Release);
-                }
-                drop(keys);
-                board.unsubscribe(idle);
-                if !lingering {
+                if !board.sweep() {
                     return;
                 }
             }
         });
     }
 
-    fn lock(&self) -> MutexGuard<'_, Keys> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Watch>> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -372,7 +345,7 @@ pub(crate) struct Ticket<'board> {
 impl Ticket<'_> {
     /// A take is about to be sent: the wakes so far are answered by it.
     pub(crate) fn asking(&mut self) {
-        if let Some(watch) = self.board.board.lock().by_key.get(&self.key) {
+        if let Some(watch) = self.board.board.lock().get(&self.key) {
             self.seen = watch.generation;
         }
     }
@@ -399,7 +372,7 @@ impl Ticket<'_> {
     /// Whether a wake since the last take names this waiter or nobody in particular.
     fn is_woken(&self) -> bool {
         let keys = self.board.board.lock();
-        keys.by_key.get(&self.key).is_some_and(|watch| {
+        keys.get(&self.key).is_some_and(|watch| {
             watch.recent.iter().any(|(generation, waiter)| {
                 *generation > self.seen
                     && waiter.as_deref().is_none_or(|named| named == self.waiter)
@@ -413,16 +386,14 @@ impl Drop for Ticket<'_> {
         let board = &self.board.board;
         let mut keys = board.lock();
         let mut went_idle = false;
-        if let Some(watch) = keys.by_key.get_mut(&self.key) {
+        if let Some(watch) = keys.get_mut(&self.key) {
             watch.waiters -= 1;
             if watch.waiters == 0 {
                 watch.idle_since = Some(Instant::now());
                 went_idle = true;
             }
         }
-        let idle = board.sweep(&mut keys);
         drop(keys);
-        board.unsubscribe(idle);
         if went_idle {
             board.schedule_sweep();
         }
@@ -475,18 +446,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn idle_keys_are_unsubscribed_after_lingering() {
+    #[tokio::test]
+    async fn only_keys_idle_for_the_linger_are_unsubscribed() {
         let feed = Recorded::default();
         let board = Waiters::new(feed.clone());
         drop(board.join("old", "a", 0));
-        // As if it had lingered long enough, and no sweep had run for a while.
-        board.board.lock().by_key.get_mut("old").unwrap().idle_since =
-            Instant::now().checked_sub(LINGER);
-        board.board.lock().last_sweep = None;
-        drop(board.join("new", "b", 0));
-        assert_eq!(*feed.0.lock().unwrap(), ["+old", "-old", "+new"]);
-        assert!(!board.watched().iter().any(|key| &**key == "old"));
+        drop(board.join("recent", "b", 0));
+        let _busy = board.join("busy", "c", 0);
+        // As if "old" had lingered long enough.
+        board.board.lock().get_mut("old").unwrap().idle_since = Instant::now().checked_sub(LINGER);
+        assert!(board.board.sweep(), "\"recent\" still lingers");
+        assert_eq!(
+            *feed.0.lock().unwrap(),
+            ["+old", "+recent", "+busy", "-old"]
+        );
+        let mut watched = board.watched();
+        watched.sort();
+        assert_eq!(watched, [Arc::from("busy"), Arc::from("recent")]);
         board.wake("old", None);
     }
 
