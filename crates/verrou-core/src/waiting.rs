@@ -215,6 +215,9 @@ impl Waiters {
     }
 }
 
+/// A key a store's [`Boards`] watch: the family of its board (`None`: a lock's) and the key.
+pub type WatchedKey = (Option<Family>, Arc<str>);
+
 /// A store's boards: one for its plain locks and one per family of shares, so that a
 /// semaphore and a lock under the same key are watched and woken apart.
 ///
@@ -252,7 +255,7 @@ impl Boards {
 
     /// Every key watched now, on every board, with the board's family: what a store
     /// subscribes to again after a reconnection.
-    pub fn watched(&self) -> Vec<(Option<Family>, Arc<str>)> {
+    pub fn watched(&self) -> Vec<WatchedKey> {
         Self::FAMILIES
             .into_iter()
             .flat_map(|family| {

@@ -21,7 +21,7 @@ use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Statement};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use verrou_core::{Boards, BoxError, Family, ReleaseFeed};
+use verrou_core::{Boards, BoxError, Family, ReleaseFeed, WatchedKey};
 
 use crate::channel::parse_payload;
 use crate::connector::{Connect, Messages};
@@ -37,13 +37,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How often the connection is checked when nothing else travels on it.
 const PING_EVERY: Duration = Duration::from_secs(15);
 
-/// A watched key of a family (`None`: a lock's key).
-type Topic = (Option<Family>, Arc<str>);
-
 /// A board's [`ReleaseFeed`]: passes newly watched keys of its family to the listener, to
 /// be checked. Every hand-over of the table is heard anyway, and the board ignores keys it
 /// does not watch, so there is nothing to do when a key is no longer watched.
-struct Feed(UnboundedSender<Topic>, Option<Family>);
+struct Feed(UnboundedSender<WatchedKey>, Option<Family>);
 
 impl ReleaseFeed for Feed {
     /// Queues `key` of this feed's board for the listener to check whether it is free.
@@ -99,7 +96,11 @@ impl<T> Drop for Background<T> {
 }
 
 /// Connects, serves, and reconnects, for ever.
-async fn supervise(setup: Setup, boards: Arc<Boards>, mut subscribed: UnboundedReceiver<Topic>) {
+async fn supervise(
+    setup: Setup,
+    boards: Arc<Boards>,
+    mut subscribed: UnboundedReceiver<WatchedKey>,
+) {
     let mut pause = FIRST_PAUSE;
     let mut down = false;
     loop {
@@ -149,7 +150,7 @@ impl Session<'_> {
     async fn serve(
         &self,
         messages: Messages,
-        subscribed: &mut UnboundedReceiver<Topic>,
+        subscribed: &mut UnboundedReceiver<WatchedKey>,
     ) -> BoxError {
         let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(self.boards))));
         let probes = match self.start().await {
@@ -203,7 +204,7 @@ impl Session<'_> {
 
     /// Wakes the waiters of those of `keys` that are free now, one query per board: all of
     /// them, or the one a lock's key is reserved for.
-    async fn wake_free(&self, probes: &Probes, keys: &[Topic]) -> Result<(), BoxError> {
+    async fn wake_free(&self, probes: &Probes, keys: &[WatchedKey]) -> Result<(), BoxError> {
         for family in Boards::FAMILIES {
             let of_board: Vec<&str> = keys
                 .iter()

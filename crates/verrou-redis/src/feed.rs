@@ -16,7 +16,7 @@ use fred::prelude::Options;
 use fred::types::{Builder, Message, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use verrou_core::{Boards, Family, ReleaseFeed};
+use verrou_core::{Boards, Family, ReleaseFeed, WatchedKey};
 
 use crate::connection::Connection;
 use crate::gate::{Gate, OPEN};
@@ -28,11 +28,8 @@ use crate::slots::{self, Slot};
 /// have been among them).
 const MESSAGE_BUFFER: usize = 1024;
 
-/// A watched key: its family (`None`: plain locks) and the key.
-type Topic = (Option<Family>, Arc<str>);
-
 /// A key to start (`true`) or stop hearing, for the subscriber task.
-type Change = (Topic, bool);
+type Change = (WatchedKey, bool);
 
 /// The way to a store's subscriber task, which the first subscription starts (on the
 /// waiter's Tokio runtime), shared by the feeds of its boards.
@@ -170,14 +167,14 @@ impl Task {
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
-                    Some((topic, true)) => {
-                        if self.subscribe(&topic).await {
-                            self.wake_if_free([topic]).await;
+                    Some((watched_key, true)) => {
+                        if self.subscribe(&watched_key).await {
+                            self.wake_if_free([watched_key]).await;
                         }
                     }
-                    Some((topic, false)) => {
+                    Some((watched_key, false)) => {
                         // On failure the connection is down, and the next starts without it.
-                        let channel = self.channel(&topic);
+                        let channel = self.channel(&watched_key);
                         let _ = self.client.with_options(&self.own).sunsubscribe(channel).await;
                     }
                     None => break,
@@ -190,11 +187,11 @@ impl Task {
                 connected = connections.recv() => match connected {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
                         // Subscribes again, then looks for hand-overs missed meanwhile.
-                        let topics = self.watched();
-                        for topic in &topics {
-                            self.subscribe(topic).await;
+                        let watched_keys = self.watched();
+                        for watched_key in &watched_keys {
+                            self.subscribe(watched_key).await;
                         }
-                        self.wake_if_free(topics).await;
+                        self.wake_if_free(watched_keys).await;
                     }
                     Err(RecvError::Closed) => break,
                 },
@@ -223,7 +220,7 @@ impl Task {
     }
 
     /// The keys the boards watch now.
-    fn watched(&self) -> Vec<Topic> {
+    fn watched(&self) -> Vec<WatchedKey> {
         self.boards
             .upgrade()
             .map(|boards| boards.watched())
@@ -236,15 +233,15 @@ impl Task {
     }
 
     /// The release channel of a watched key.
-    fn channel(&self, (family, key): &Topic) -> String {
+    fn channel(&self, (family, key): &WatchedKey) -> String {
         let key = self.redis_key(key);
         Slot::of(&key).family_release_channel(*family, &key)
     }
 
     /// Subscribes to a key's hand-overs; whether the server confirmed. A subscription that
     /// fails is made again at the next (re)connection, if the key is still watched.
-    async fn subscribe(&mut self, topic: &Topic) -> bool {
-        let channel = self.channel(topic);
+    async fn subscribe(&mut self, watched_key: &WatchedKey) -> bool {
+        let channel = self.channel(watched_key);
         let subscribed = self
             .client
             .with_options(&self.own)
@@ -263,23 +260,23 @@ impl Task {
         false
     }
 
-    /// Wakes the waiter that may take each of `topics` now, if it is free, since a
+    /// Wakes the waiter that may take each of `watched_keys` now, if it is free, since a
     /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
     /// here if it waits elsewhere), or every waiter here if nobody is in line, if the front
     /// is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits), or if the
     /// server cannot tell. Asked after the subscription, so that a release is either heard
     /// or seen here.
-    async fn wake_if_free(&self, topics: impl IntoIterator<Item = Topic>) {
+    async fn wake_if_free(&self, watched_keys: impl IntoIterator<Item = WatchedKey>) {
         let Some(boards) = self.boards.upgrade() else {
             return;
         };
         let client = self.connection.client().with_options(&self.options);
-        for topic in topics {
-            let (family, key) = &topic;
+        for watched_key in watched_keys {
+            let (family, key) = &watched_key;
             let redis_key = self.redis_key(key);
             let gate = Gate::new(*family, &redis_key);
             let [line, deadlines] = gate.slot.family_line_keys(*family, &redis_key);
-            let channel = self.channel(&topic);
+            let channel = self.channel(&watched_key);
             let next: Result<Option<String>, FredError> = NEXT_TAKER
                 .run(
                     &client,
