@@ -13,7 +13,11 @@
 //!   the store cuts that waiter's lease to [`HANDOVER_WINDOW`] (so a waiter that died does
 //!   not block those behind it for longer) and **wakes** it, naming its waiter id. Waiters
 //!   behind it are not woken and do not ask: one store call per release, whatever the
-//!   number of waiters and processes.
+//!   number of waiters and processes. A take refused only because of the line (the key is
+//!   free, but a live waiter is ahead: the key freed without a release, or the waiter it
+//!   was handed to never came) hands the key over to the front the same way, unless the
+//!   front was handed it already: a waiter that died holds the line up for one window and
+//!   one retry delay of the waiter behind it, however many died in a row.
 //! - A plain take ([`LockStore::save`](crate::LockStore::save)) from outside the line never
 //!   gets a key handed over to a waiter. A store either checks the whole line at every plain
 //!   take (memory, Redis with fencing tokens), or **reserves** the key for the waiter it

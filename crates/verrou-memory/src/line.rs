@@ -78,6 +78,30 @@ impl Lines {
         front
     }
 
+    /// Hands the free `key` over to the front waiter of its line, as
+    /// [`hand_over`](Self::hand_over) does, unless the front's place lasts no more than
+    /// `window` already (it was handed the key, and has the window to take it): a take
+    /// refused only because of the line wakes the front, so that a front that is gone holds
+    /// the line up for one window, not its whole lease. The waiter to wake.
+    pub(crate) fn hand_over_unless_handed(
+        &mut self,
+        key: Hashed<'_>,
+        now: Instant,
+        window: Duration,
+    ) -> Option<Arc<str>> {
+        let mut front = None;
+        self.edit(key, |line| {
+            let handed = line.places.front().is_some_and(|place| {
+                now.checked_add(window)
+                    .is_some_and(|cut| place.deadline <= cut)
+            });
+            if !handed {
+                front = line.hand_over(now, window);
+            }
+        });
+        front
+    }
+
     /// How many keys have a line.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

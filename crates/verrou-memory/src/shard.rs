@@ -10,7 +10,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use crate::expiry::{Deadline, ExpiryQueue};
 use crate::line::{Hashed, Lines};
 use crate::shares::Shares;
-use verrou_core::Family;
+use verrou_core::{Family, HANDOVER_WINDOW};
 
 /// The locks and waiting lines of some keys.
 #[derive(Debug)]
@@ -68,6 +68,15 @@ impl Entry {
             key: self.hash,
         })
     }
+}
+
+/// What a take did.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Granted, with this fencing token.
+    Granted(u64),
+    /// Busy; the key was free but for the line, and handed to this waiter, if any.
+    Busy { handed: Option<Arc<str>> },
 }
 
 /// A take's place in the key's line, if it waits.
@@ -133,7 +142,9 @@ impl Shard {
 
     /// Takes `key` (whose hash is `hash`) for `owner` if it is free and no live waiter is
     /// ahead of `waiting`; returns the fencing token, drawn from `tokens`. When busy, keeps
-    /// the waiter's place.
+    /// the waiter's place; when busy only because of the line, hands the key over to the
+    /// front waiter unless it was handed the key already (see
+    /// [`Lines::hand_over_unless_handed`]), for the [`HANDOVER_WINDOW`].
     pub(crate) fn take(
         &mut self,
         hashed: Hashed<'_>,
@@ -142,21 +153,26 @@ impl Shard {
         waiting: Option<Waiting<'_>>,
         now: Instant,
         tokens: &AtomicU64,
-    ) -> Option<u64> {
+    ) -> Taken {
         let waiter = waiting.map(|waiting| waiting.waiter);
+        let mut handed = None;
         if self.lines.lets(hashed, waiter, now) {
             if let Some(token) = self.insert(hashed, owner, ttl, now, tokens) {
                 if let Some(waiter) = waiter {
                     self.lines.remove(hashed, waiter);
                 }
-                return Some(token);
+                return Taken::Granted(token);
             }
+        } else if !self.is_held(hashed) {
+            handed = self
+                .lines
+                .hand_over_unless_handed(hashed, now, HANDOVER_WINDOW);
         }
         if let Some(waiting) = waiting {
             self.lines
                 .keep(hashed, waiting.waiter, waiting.deadline(now));
         }
-        None
+        Taken::Busy { handed }
     }
 
     /// Inserts the lock if `key` is free; its fencing token.

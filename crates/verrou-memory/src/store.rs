@@ -13,7 +13,7 @@ use verrou_core::{
 };
 
 use crate::line::Hashed;
-use crate::shard::{Shard, Waiting};
+use crate::shard::{Shard, Taken, Waiting};
 use crate::shares::Request;
 
 /// How many shards the keys are spread over: unrelated keys rarely share a mutex.
@@ -374,12 +374,15 @@ impl MemoryStore {
     ) -> Result<Acquisition> {
         let ttl = ttl.map(IntoDuration::into_duration).transpose()?;
         let inner = &self.inner;
-        let token = inner.with_shard_at(key, now, |shard, hashed, now| {
+        let taken = inner.with_shard_at(key, now, |shard, hashed, now| {
             shard.take(hashed, owner, ttl, waiting, now, &inner.tokens)
         });
-        Ok(match token {
-            Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
-            None => Acquisition::Busy,
+        Ok(match taken {
+            Taken::Granted(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
+            Taken::Busy { handed } => {
+                inner.wake(None, key, handed);
+                Acquisition::Busy
+            }
         })
     }
 }

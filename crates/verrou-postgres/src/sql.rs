@@ -79,8 +79,17 @@ pub(crate) struct Statements {
     /// reserved for this waiter (then whatever is ahead: a place the hand-over skipped
     /// because another statement had it locked). A reservation for this waiter is taken
     /// as a free key is. When busy, the place is kept, or made at the back, and lasts the
-    /// lease from now; when granted, it is removed. Params: key, owner, ttl ms, waiter,
-    /// lease ms. Returns as `save` does.
+    /// lease from now; when granted, it is removed. A key that is free but for the line
+    /// (its row expired: its holder's TTL ran out, or the waiter it was reserved for never
+    /// came) is handed over to the front waiter by the table's hand-over function, as a
+    /// release does, so that a front that is gone holds the line up for one window, not its
+    /// whole lease. Params: key, owner, ttl ms, waiter, lease ms. Returns one row: the
+    /// grant's fencing token (null when busy) and the waiter the key was handed to (or
+    /// null).
+    ///
+    /// The hand-over runs in the main query, before the place is written (a data-modifying
+    /// `WITH` the main query does not read runs after it): rows are locked in the usual
+    /// order, the lock row, then the front's place, then the taker's own.
     pub(crate) save_in_line: String,
     /// Releases a live lock held by the owner; then, if the key has a line (any place, live
     /// or not: one probe of the line), calls the table's hand-over function, which reserves
@@ -295,8 +304,11 @@ impl Statements {
                  SET \"deadline\" = excluded.\"deadline\", \"arrival\" = CASE \
                  WHEN place.{waiting} THEN place.\"arrival\" ELSE excluded.\"arrival\" END), \
                  served AS (DELETE FROM {line} \
-                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND EXISTS (SELECT 1 FROM taken)) \
-                 SELECT token FROM taken",
+                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND EXISTS (SELECT 1 FROM taken)), \
+                 handed AS (SELECT {function}($1, NULL) AS waiter \
+                 WHERE NOT EXISTS (SELECT 1 FROM taken) AND EXISTS (SELECT 1 FROM ahead) \
+                 AND NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})) \
+                 SELECT (SELECT token FROM taken), (SELECT waiter FROM handed)",
                 take_row(
                     table,
                     sequence,
@@ -469,8 +481,10 @@ mod tests {
         assert!(statements.save_in_line.contains("chr(1) || $4::text"));
         for sql in [&statements.save, &statements.save_in_line] {
             assert!(!sql.contains("pg_notify"), "{sql}");
-            assert!(!sql.contains("hand_over"), "{sql}");
         }
+        assert!(!statements.save.contains("hand_over"), "{}", statements.save);
+        let in_line = &statements.save_in_line;
+        assert!(in_line.contains(&format!("{function}($1, NULL)")), "{in_line}");
         assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }

@@ -336,8 +336,17 @@ impl PostgresStore {
             Some(place) => {
                 let lease = ttl_millis(place.lease)?;
                 let params: [&(dyn ToSql + Sync); 5] = [&key, &owner, &ttl, &place.waiter, &lease];
-                self.query_value(&self.statements.save_in_line, &params)
+                let row = self
+                    .runner
+                    .query_opt(&self.statements.save_in_line, &params)
                     .await?
+                    .ok_or_else(|| Error::storage("a take in line answered no row"))?;
+                let (token, handed) = row
+                    .try_get(0)
+                    .and_then(|token| Ok((token, row.try_get(1)?)))
+                    .map_err(Error::storage)?;
+                self.handed_over(None, key, handed);
+                token
             }
         };
         sweep::start_if_due(&self.sweeps, &self.runner, &self.statements);

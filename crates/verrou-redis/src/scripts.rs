@@ -255,7 +255,11 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 /// - the key is held by another (or holds something other than an owner), or it is free but
 ///   a live place is ahead of the taker's (for a take without a place: any live place):
 ///   busy. A taker with a place keeps it: made at the back if it had none (arrival: the
-///   server's time in microseconds, above the last arrival), deadline `ARGV[5]` ms from now;
+///   server's time in microseconds, above the last arrival), deadline `ARGV[5]` ms from now.
+///   A key free but for the line is handed over to the front waiter, as a release does
+///   (reserved for it, its place cut to the window, `:WAITER` published): the key freed
+///   without a release (its TTL ran out, or the waiter it was handed to never came), and a
+///   front that is gone then holds the line up for one window, not its whole lease;
 /// - else `SET NX PX` takes it, and the taker's place is removed.
 ///
 /// Both line keys are set to expire with their last place, and deleted with it.
@@ -317,6 +321,9 @@ elseif waiter and held == RESERVED .. waiter then
     redis.call("set", KEYS[1], ARGV[1], "PX", ARGV[2])
   end
 elseif held or (queued > 0 and L.front() ~= waiter) then
+  if not held then
+    L.hand_over_reserved(now_ms)
+  end
   if waiter then
     L.keep(waiter, now, now_ms, ARGV[5])
   end

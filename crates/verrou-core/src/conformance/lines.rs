@@ -23,6 +23,7 @@ macro_rules! line_tests {
             a_release_wakes_the_front_waiter_alone,
             a_place_lapses_with_its_lease,
             a_woken_waiter_that_is_gone_delays_the_next_by_a_window,
+            waiters_gone_in_a_row_delay_the_next_by_a_window_each,
             a_waiter_that_gives_up_leaves_the_line,
             a_dropped_waiting_acquire_leaves_the_line,
             a_lock_that_gave_up_keeps_its_next_place,
@@ -190,6 +191,41 @@ case! {
         assert!(acquired);
         let late = at.duration_since(released);
         let limit = HANDOVER_WINDOW + delay + Duration::from_millis(400);
+        assert!(late <= limit, "the next waiter got the key {late:?} after the release (limit {limit:?})");
+        next.release().await.unwrap();
+    }
+}
+
+case! {
+    /// Three waiters in line that are gone, one behind the other, delay the waiter behind
+    /// them by at most a hand-over window and one retry delay each: a take refused only
+    /// because of the line hands the free key to the front waiter, as a release does, so
+    /// that a gone front is passed after its window, not its whole lease (a minute here).
+    waiters_gone_in_a_row_delay_the_next_by_a_window_each(new_store) {
+        let key = unique_key("gone-in-a-row");
+        let store = new_store().await;
+        let ttl = Some(Duration::from_secs(30));
+        assert!(matches!(store.save(&key, "holder", ttl).await.unwrap(), Acquisition::Granted(_)));
+        for gone in ["gone-1", "gone-2", "gone-3"] {
+            store.save_in_line(&key, "gone-owner", ttl, place(gone)).await.unwrap();
+        }
+        let delay = Duration::from_millis(200);
+        let next = LockFactory::from_shared(new_store().await)
+            .with_retry(Retry::new().delay(delay).timeout("20s"))
+            .unwrap()
+            .create_lock(&key)
+            .unwrap();
+        let waiting = tokio::spawn(async move {
+            let acquired = next.acquire().await.unwrap();
+            (acquired, Instant::now(), next)
+        });
+        sleep(Duration::from_millis(100)).await;
+        let released = Instant::now();
+        store.delete(&key, "holder").await.unwrap();
+        let (acquired, at, next) = waiting.await.unwrap();
+        assert!(acquired, "the gone waiters held the line until the timeout");
+        let late = at.duration_since(released);
+        let limit = (HANDOVER_WINDOW + delay) * 3 + Duration::from_millis(400);
         assert!(late <= limit, "the next waiter got the key {late:?} after the release (limit {limit:?})");
         next.release().await.unwrap();
     }
