@@ -482,9 +482,10 @@ mod tests {
         for sql in [&statements.save, &statements.save_in_line] {
             assert!(!sql.contains("pg_notify"), "{sql}");
         }
-        assert!(!statements.save.contains("hand_over"), "{}", statements.save);
-        let in_line = &statements.save_in_line;
-        assert!(in_line.contains(&format!("{function}($1, NULL)")), "{in_line}");
+        let (plain, in_line) = (&statements.save, &statements.save_in_line);
+        assert!(!plain.contains("hand_over"), "{plain}");
+        let hand_over = format!("{function}($1, NULL)");
+        assert!(in_line.contains(&hand_over), "{in_line}");
         assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }
