@@ -4,6 +4,7 @@
 //! Stores made by one constructor stand for separate processes: the line must serve waiters
 //! in arrival order whichever store instance they use.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -165,34 +166,58 @@ case! {
     }
 }
 
+/// How long after the release of a held key with the waiters `gone` in line (their
+/// processes died: they never ask again) the waiter behind them, on another store instance
+/// and asking every `delay`, gets the key; `None` if it gave up (after 20 s).
+async fn delay_behind_gone_waiters<F, Fut>(
+    new_store: &F,
+    gone: &[&str],
+    delay: Duration,
+) -> Option<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn LockStore>>,
+{
+    let key = unique_key("gone");
+    let store = new_store().await;
+    let ttl = Some(Duration::from_secs(30));
+    assert!(matches!(
+        store.save(&key, "holder", ttl).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    for waiter in gone {
+        store
+            .save_in_line(&key, "gone-owner", ttl, place(waiter))
+            .await
+            .unwrap();
+    }
+    let next = LockFactory::from_shared(new_store().await)
+        .with_retry(Retry::new().delay(delay).timeout("20s"))
+        .unwrap()
+        .create_lock(&key)
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let acquired = next.acquire().await.unwrap();
+        (acquired, Instant::now(), next)
+    });
+    sleep(Duration::from_millis(100)).await;
+    let released = Instant::now();
+    store.delete(&key, "holder").await.unwrap();
+    let (acquired, at, next) = waiting.await.unwrap();
+    if acquired {
+        next.release().await.unwrap();
+    }
+    acquired.then(|| at.duration_since(released))
+}
+
 case! {
     /// A waiter in line that is gone (its process died: it never asks again) delays the
     /// waiter behind it by at most a hand-over window and one retry delay after the release.
     a_woken_waiter_that_is_gone_delays_the_next_by_a_window(new_store) {
-        let key = unique_key("gone");
-        let store = new_store().await;
-        let ttl = Some(Duration::from_secs(30));
-        assert!(matches!(store.save(&key, "holder", ttl).await.unwrap(), Acquisition::Granted(_)));
-        store.save_in_line(&key, "gone-owner", ttl, place("gone")).await.unwrap();
         let delay = Duration::from_millis(200);
-        let next = LockFactory::from_shared(new_store().await)
-            .with_retry(Retry::new().delay(delay).timeout("20s"))
-            .unwrap()
-            .create_lock(&key)
-            .unwrap();
-        let waiting = tokio::spawn(async move {
-            let acquired = next.acquire().await.unwrap();
-            (acquired, Instant::now(), next)
-        });
-        sleep(Duration::from_millis(100)).await;
-        let released = Instant::now();
-        store.delete(&key, "holder").await.unwrap();
-        let (acquired, at, next) = waiting.await.unwrap();
-        assert!(acquired);
-        let late = at.duration_since(released);
+        let late = delay_behind_gone_waiters(&new_store, &["gone"], delay).await;
         let limit = HANDOVER_WINDOW + delay + Duration::from_millis(400);
-        assert!(late <= limit, "the next waiter got the key {late:?} after the release (limit {limit:?})");
-        next.release().await.unwrap();
+        assert!(late.is_some_and(|late| late <= limit), "the next waiter got the key {late:?} after the release (limit {limit:?})");
     }
 }
 
@@ -202,32 +227,10 @@ case! {
     /// because of the line hands the free key to the front waiter, as a release does, so
     /// that a gone front is passed after its window, not its whole lease (a minute here).
     waiters_gone_in_a_row_delay_the_next_by_a_window_each(new_store) {
-        let key = unique_key("gone-in-a-row");
-        let store = new_store().await;
-        let ttl = Some(Duration::from_secs(30));
-        assert!(matches!(store.save(&key, "holder", ttl).await.unwrap(), Acquisition::Granted(_)));
-        for gone in ["gone-1", "gone-2", "gone-3"] {
-            store.save_in_line(&key, "gone-owner", ttl, place(gone)).await.unwrap();
-        }
         let delay = Duration::from_millis(200);
-        let next = LockFactory::from_shared(new_store().await)
-            .with_retry(Retry::new().delay(delay).timeout("20s"))
-            .unwrap()
-            .create_lock(&key)
-            .unwrap();
-        let waiting = tokio::spawn(async move {
-            let acquired = next.acquire().await.unwrap();
-            (acquired, Instant::now(), next)
-        });
-        sleep(Duration::from_millis(100)).await;
-        let released = Instant::now();
-        store.delete(&key, "holder").await.unwrap();
-        let (acquired, at, next) = waiting.await.unwrap();
-        assert!(acquired, "the gone waiters held the line until the timeout");
-        let late = at.duration_since(released);
+        let late = delay_behind_gone_waiters(&new_store, &["gone-1", "gone-2", "gone-3"], delay).await;
         let limit = (HANDOVER_WINDOW + delay) * 3 + Duration::from_millis(400);
-        assert!(late <= limit, "the next waiter got the key {late:?} after the release (limit {limit:?})");
-        next.release().await.unwrap();
+        assert!(late.is_some_and(|late| late <= limit), "the next waiter got the key {late:?} after the release (limit {limit:?})");
     }
 }
 
