@@ -3,7 +3,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::loss::LossSignal;
 use crate::{Error, Lock, Result};
@@ -76,7 +76,7 @@ impl LockGuard {
     pub fn loss(&self) -> LossSignal {
         let mut keeper = self.keeper.lock().unwrap_or_else(PoisonError::into_inner);
         if keeper.is_none() {
-            *keeper = Some(Keeper::start(&self.lock, &self.loss, Renewal::Off));
+            *keeper = Some(spawn_keeper(&self.lock, &self.loss, Renewal::Off));
         }
         self.loss.clone()
     }
@@ -106,7 +106,7 @@ impl LockGuard {
     }
 
     fn start_keeper(&self, renewal: Renewal) {
-        let keeper = Keeper::start(&self.lock, &self.loss, renewal);
+        let keeper = spawn_keeper(&self.lock, &self.loss, renewal);
         *self.keeper.lock().unwrap_or_else(PoisonError::into_inner) = Some(keeper);
     }
 
@@ -147,19 +147,11 @@ enum Renewal {
 }
 
 /// The background task that watches (and maybe renews) a guarded lock; aborted on drop.
-#[derive(Debug)]
-struct Keeper(JoinHandle<()>);
+type Keeper = AbortOnDropHandle<()>;
 
-impl Keeper {
-    fn start(lock: &Lock, loss: &LossSignal, renewal: Renewal) -> Self {
-        Self(tokio::spawn(keep(lock.clone(), loss.clone(), renewal)))
-    }
-}
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Spawns the keeper of `lock`.
+fn spawn_keeper(lock: &Lock, loss: &LossSignal, renewal: Renewal) -> Keeper {
+    AbortOnDropHandle::new(tokio::spawn(keep(lock.clone(), loss.clone(), renewal)))
 }
 
 /// How long before a lock's local expiry its loss is declared when it cannot be renewed: a

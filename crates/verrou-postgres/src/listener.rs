@@ -20,7 +20,7 @@ use deadpool_postgres::tokio_postgres::types::ToSql;
 use deadpool_postgres::tokio_postgres::{AsyncMessage, Client, Statement};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use verrou_core::{Boards, BoxError, Family, ReleaseFeed, WatchedKey};
 
 use crate::channel::parse_payload;
@@ -56,7 +56,7 @@ impl ReleaseFeed for Feed {
 /// The running listener of a store; stopped when dropped.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    _task: Background<()>,
+    _task: AbortOnDropHandle<()>,
 }
 
 /// What the listener needs to do its work.
@@ -78,20 +78,10 @@ impl Listener {
         let task = tokio::spawn(supervise(setup, Arc::clone(&boards), subscribed));
         (
             Self {
-                _task: Background(task),
+                _task: AbortOnDropHandle::new(task),
             },
             boards,
         )
-    }
-}
-
-/// A task aborted when dropped.
-#[derive(Debug)]
-struct Background<T>(JoinHandle<T>);
-
-impl<T> Drop for Background<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -152,7 +142,8 @@ impl Session<'_> {
         messages: Messages,
         subscribed: &mut UnboundedReceiver<WatchedKey>,
     ) -> BoxError {
-        let mut delivering = Background(tokio::spawn(deliver(messages, Arc::clone(self.boards))));
+        let mut delivering =
+            AbortOnDropHandle::new(tokio::spawn(deliver(messages, Arc::clone(self.boards))));
         let probes = match self.start().await {
             Ok(probes) => probes,
             Err(error) => return error,
@@ -177,7 +168,7 @@ impl Session<'_> {
                         return error;
                     }
                 }
-                ended = &mut delivering.0 => {
+                ended = &mut delivering => {
                     return ended.unwrap_or_else(|error| error.into());
                 }
             }
