@@ -5,7 +5,7 @@
 use verrou_core::{Error, Family, Result, Share};
 
 /// What the line key of every semaphore and read-write lock starts with: the family's name
-/// follows, then `:` and the key (see [`line_key_sql`]). Lock keys starting with it are
+/// follows, then `:` and the key (see [`LINE_KEY_SQL`]). Lock keys starting with it are
 /// refused (see `key.rs`), so a share's line never meets a lock's.
 pub(crate) const LINE_MARK: char = '\u{1}';
 

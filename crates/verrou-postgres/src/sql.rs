@@ -58,9 +58,11 @@ pub(crate) const RESERVATION_MARK: char = '\u{1}';
 /// row's `ON CONFLICT` alone keeps two owners apart; the line only decides who goes first,
 /// and a release hands the key over by *reserving* it (see the module docs).
 ///
-/// Rows are locked in one order, lock row first, then the caller's own place, and other
-/// waiters' places only with `SKIP LOCKED`, so that no two statements wait for each other
-/// (a deadlock would fail one of them).
+/// Rows are locked so that no two statements wait for each other in a circle (a deadlock
+/// would fail one of them): a statement that locks another waiter's place (a hand-over,
+/// which waits for the front's place) locks the key's lock row first, so such statements
+/// run one after another; any other statement locks no place but its own. (Shares hand over
+/// with `SKIP LOCKED`, after their shares row.)
 #[derive(Debug)]
 pub(crate) struct Statements {
     /// Takes a key if it is free or expired; a key reserved for a waiter is busy (it is a
@@ -88,8 +90,8 @@ pub(crate) struct Statements {
     /// null).
     ///
     /// The hand-over runs in the main query, before the place is written (a data-modifying
-    /// `WITH` the main query does not read runs after it): rows are locked in the usual
-    /// order, the lock row, then the front's place, then the taker's own.
+    /// `WITH` the main query does not read runs after it): the lock row, then the front's
+    /// place, then the taker's own, as [`Statements`] says.
     pub(crate) save_in_line: String,
     /// Releases a live lock held by the owner; then, if the key has a line (any place, live
     /// or not: one probe of the line), calls the table's hand-over function, which reserves
@@ -197,10 +199,11 @@ pub(crate) fn hand_over(
 /// is deleted. `leaver`'s place, if any, is removed; a leaver with no place changes
 /// nothing. Returns the waiter announced, or null.
 ///
-/// The lock row is written before any place is locked (the order every statement keeps):
-/// the front is read without a lock by the statement that reserves the key for it, and its
-/// place locked last, with `SKIP LOCKED`. Each statement of the function sees what the ones
-/// before it (and its caller) wrote.
+/// The lock row is written (so locked) before any place: the front is read without a lock
+/// by the statement that reserves the key for it, the leaver's place is deleted, and the
+/// front's place is locked last, waiting for a take of the front's that has it (see
+/// [`PlaceLock::Wait`]). Each statement of the function sees what the ones before it (and
+/// its caller) wrote.
 fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> String {
     let window = HANDOVER_WINDOW.as_millis();
     format!(

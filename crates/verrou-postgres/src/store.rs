@@ -341,10 +341,8 @@ impl PostgresStore {
                     .query_opt(&self.statements.save_in_line, &params)
                     .await?
                     .ok_or_else(|| Error::storage("a take in line answered no row"))?;
-                let (token, handed) = row
-                    .try_get(0)
-                    .and_then(|token| Ok((token, row.try_get(1)?)))
-                    .map_err(Error::storage)?;
+                let token: Option<i64> = row.try_get(0).map_err(Error::storage)?;
+                let handed: Option<String> = row.try_get(1).map_err(Error::storage)?;
                 self.handed_over(None, key, handed);
                 token
             }

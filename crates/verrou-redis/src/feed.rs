@@ -1,6 +1,6 @@
 //! The store's [`ReleaseFeed`]: one subscriber connection per store, opened at the first
 //! wait, that hears the hand-overs of the keys its waiters watch (`SSUBSCRIBE` to their
-//! release channels, see [`crate::slots`]) and reports them to the store's [`Waiters`]
+//! release channels, see [`crate::slots`]) and reports them to the store's [`Waiters`](verrou_core::Waiters)
 //! boards (one for locks, one per family of shares: [`Boards`]), which decide what is
 //! watched and for how long. Polling at the retry delay stays the safety net: for locks
 //! that expire without release, for peers that do not publish (the Node.js library), and
@@ -145,7 +145,7 @@ struct Task {
     /// The store's command options.
     options: Options,
     /// The store's id, which names the wake-ups of its catch-ups (see
-    /// [`NEXT_TAKER`](crate::scripts::NEXT_TAKER)) so that it ignores them.
+    /// [`NEXT_TAKER`]) so that it ignores them.
     id: Str,
     /// Put before lock keys to make Redis keys.
     key_prefix: Arc<str>,

@@ -226,7 +226,7 @@ local token = redis.call("get", KEYS[4])
 
 /// The prefix of the value a lock key holds while it is handed over to a waiter (the
 /// waiter's id follows): no owner token starts with it. The scripts have it as `RESERVED`
-/// ([`reserved_prefix!`]).
+/// (`reserved_prefix!`).
 pub(crate) const RESERVED: &str = "verrou:handover:";
 
 /// `RESERVED` ([`RESERVED`]) for the scripts.
@@ -354,8 +354,9 @@ end
 /// Releases `KEYS[1]` if its value is `ARGV[1]` (the owner): if a live waiter is in its line
 /// (`KEYS[2]`, `KEYS[3]`), hands it over to the front one — cuts that waiter's deadline to at
 /// most the hand-over window from now, reserves the key for it until then, and publishes
-/// `:WAITER` on the key's release channel; else deletes it. Returns `WAITER`, or 1 if nobody waits, or 0 if the key was not the
-/// owner's. (No table: returning one costs a third of the whole script.)
+/// `:WAITER` on the key's release channel; else deletes it. Returns `WAITER`, or 1 if
+/// nobody waits, or 0 if the key was not the owner's. (No table: returning one costs a
+/// third of the whole script.)
 pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         r#"if redis.call("get", KEYS[1]) ~= ARGV[1] then
@@ -398,8 +399,8 @@ return L.hand_over_reserved(now_ms) or deleted"#
 
 /// Removes waiter `ARGV[1]`'s place from the line (`KEYS[2]`, `KEYS[3]`) of `KEYS[1]`. If it
 /// was at the front and the key is free, hands the key over to the next waiter, if any, like
-/// [`DELETE_IF_OWNER`]: a waiter
-/// that gives up right after being handed the key does not strand those behind it. Returns
+/// [`DELETE_IF_OWNER`]: a waiter that gives up right after being handed the key does not
+/// strand those behind it. Returns
 /// `WAITER` if it handed the key over, else 1 if the place was removed, 0 if there was none.
 ///
 /// With `ARGV[2]` `lock`, `KEYS[1]` is a lock key: free when it does not exist or is
