@@ -92,7 +92,8 @@ pub trait ReleaseFeed: Send + Sync + 'static {
     /// every key of [`Waiters::watched`].
     fn subscribe(&self, key: &str);
 
-    /// Stops hearing releases of `key`.
+    /// Stops hearing releases of `key`. Called while the board is locked, so that it is
+    /// ordered with the subscriptions of the same key: it must not call into the board.
     fn unsubscribe(&self, key: &str);
 }
 
@@ -277,14 +278,15 @@ impl Board {
     /// linger.
     fn sweep(&self) -> bool {
         let now = Instant::now();
-        let mut idle = Vec::new();
         let mut keys = self.lock();
+        // Unsubscribed while the board is locked: a waiter that watches the key again
+        // afterwards subscribes after this, never before.
         keys.retain(|key, watch| {
             let lingered = watch
                 .idle_since
                 .is_some_and(|since| now.saturating_duration_since(since) >= LINGER);
             if lingered {
-                idle.push(Arc::clone(key));
+                self.feed.unsubscribe(key);
             }
             !lingered
         });
@@ -292,10 +294,6 @@ impl Board {
         let lingering = keys.values().any(|watch| watch.idle_since.is_some());
         if !lingering {
             self.sweep_scheduled.store(false, Ordering::Release);
-        }
-        drop(keys);
-        for key in idle {
-            self.feed.unsubscribe(&key);
         }
         lingering
     }
