@@ -10,7 +10,7 @@ use verrou_core::Share;
 
 use crate::expiry::{Deadline, ExpiryQueue};
 use crate::line::{Hashed, Lines};
-use crate::shard::Waiting;
+use crate::shard::{Taken, Waiting};
 
 /// The keys of one family (semaphores, or read-write locks) in one shard.
 #[derive(Debug)]
@@ -65,16 +65,21 @@ impl Shares {
 
     /// Takes what `request` asks of `key` if there is room and no live waiter is ahead of
     /// it: its fencing token, drawn from `tokens` while the shard is held. When busy, keeps
-    /// the waiter's place.
+    /// the waiter's place; when busy only because of the line and the key is free for the
+    /// front, hands it over to the front unless it was handed it already (see
+    /// [`Lines::hand_over_unless_handed`]), for `window`.
     pub(crate) fn take(
         &mut self,
         key: Hashed<'_>,
         request: Request<'_>,
         now: Instant,
         tokens: &AtomicU64,
-    ) -> Option<u64> {
+        window: Duration,
+    ) -> Taken {
         let waiter = request.waiting.map(|waiting| waiting.waiter);
-        if self.lines.lets(key, waiter, now) && self.has_room(key, request.share) {
+        let line_lets = self.lines.lets(key, waiter, now);
+        let room = self.has_room(key, request.share);
+        if line_lets && room {
             let expires_at = request.ttl.map(|ttl| now.checked_add(ttl).unwrap_or(now));
             let holder = Holder {
                 owner: request.owner.into(),
@@ -94,12 +99,21 @@ impl Shares {
             if let Some(waiter) = waiter {
                 self.lines.remove(key, waiter);
             }
-            return Some(tokens.fetch_add(1, Ordering::Relaxed));
+            return Taken::Granted(tokens.fetch_add(1, Ordering::Relaxed));
         }
+        // A permit that fits the taker fits the front (or it asks once in vain); a reader or
+        // writer at the front fits a key nobody holds.
+        let free_for_front = match request.share {
+            Share::Permit { .. } => room,
+            _ => self.is_free(key.key),
+        };
+        let handed = (!line_lets && free_for_front)
+            .then(|| self.lines.hand_over_unless_handed(key, now, window))
+            .flatten();
         if let Some(waiting) = request.waiting {
             self.lines.keep(key, waiting.waiter, waiting.deadline(now));
         }
-        None
+        Taken::Busy { handed }
     }
 
     /// After a grant of `share`: the front waiter to hand `key` over to when `share` leaves

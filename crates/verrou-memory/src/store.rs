@@ -249,12 +249,15 @@ impl LockStore for MemoryStore {
         };
         let (token, handed) = inner.with_shard(key, |shard, hashed, now| {
             let shares = shard.shares(share.family());
-            let token = shares.take(hashed, request, now, &inner.tokens);
-            let handed =
-                token.map(|_| shares.hand_over_after_grant(hashed, share, now, HANDOVER_WINDOW));
-            (token, handed)
+            match shares.take(hashed, request, now, &inner.tokens, HANDOVER_WINDOW) {
+                Taken::Granted(token) => (
+                    Some(token),
+                    shares.hand_over_after_grant(hashed, share, now, HANDOVER_WINDOW),
+                ),
+                Taken::Busy { handed } => (None, handed),
+            }
         });
-        inner.wake(Some(share.family()), key, handed.flatten());
+        inner.wake(Some(share.family()), key, handed);
         Ok(match token {
             Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
             None => Acquisition::Busy,

@@ -20,6 +20,8 @@
 //! statement, the owner `$3` and the side `$4` (`permit`, `read`, `write`).
 
 use crate::family::LINE_KEY_SQL;
+use verrou_core::HANDOVER_WINDOW;
+
 use crate::identifier::TableName;
 use crate::sql::{hand_over, sweep, PlaceLock, EXPIRES_FROM_NOW, NOW_MS};
 
@@ -124,6 +126,18 @@ impl ShareStatements {
              WHEN 'permit' THEN (SELECT count(*) FROM jsonb_object_keys(held.\"holders\")) < $6::int \
              ELSE false END";
         let mine = "(h.key = $3::text AND h.value->>'side' = $4::text)";
+        // A permit that fits the taker fits the front (or it asks once in vain); a reader
+        // or writer at the front fits a key nobody holds.
+        let free_for_front = format!(
+            "(SELECT count(*) FROM {shares} AS s, jsonb_each(s.\"holders\") AS h \
+             WHERE s.\"family\" = $2::text AND s.\"key\" = $1::text AND {live_h}) \
+             < CASE $4::text WHEN 'permit' THEN $6::int ELSE 1 END"
+        );
+        let window = HANDOVER_WINDOW.as_millis();
+        let front_not_handed = format!(
+            "(SELECT \"deadline\" FROM {line} WHERE \"key\" = {lk} AND {waiting} \
+             ORDER BY \"arrival\", \"waiter\" LIMIT 1) > {EXPIRES_FROM_NOW} + {window}"
+        );
         Self {
             take: format!(
                 "WITH mine AS (SELECT \"arrival\" FROM {line} \
@@ -153,8 +167,14 @@ impl ShareStatements {
                     line,
                     channel,
                     lk,
-                    "\"waiter\" IS DISTINCT FROM $7::text \
-                     AND EXISTS (SELECT 1 FROM taken WHERE room_left)", PlaceLock::SkipLocked),
+                    &format!(
+                        "\"waiter\" IS DISTINCT FROM $7::text \
+                         AND (EXISTS (SELECT 1 FROM taken WHERE room_left) \
+                         OR (EXISTS (SELECT 1 FROM ahead) AND NOT EXISTS (SELECT 1 FROM taken) \
+                         AND {free_for_front} AND {front_not_handed}))"
+                    ),
+                    PlaceLock::SkipLocked,
+                ),
                 entry = entry("$5::bigint"),
                 others = others("held.\"holders\""),
             ),

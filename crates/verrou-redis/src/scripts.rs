@@ -161,6 +161,16 @@ local function line()
     redis.pcall("spublish", L.channel(), ":" .. waiter)
     return waiter, deadline
   end
+  -- Hands the key over like hand_over unless the front's place lasts no more than the
+  -- window already (it was handed the key, and has the window to take it); returns the
+  -- waiter or nil.
+  function L.hand_over_unless_handed(now_ms)
+    local front = L.front()
+    if front and tonumber(redis.call("zscore", KEYS[3], front)) > now_ms + WINDOW then
+      return L.hand_over(now_ms)
+    end
+    return nil
+  end
   -- Hands the lock key KEYS[1] over like hand_over, reserving it for the waiter for as
   -- long as its place lives (the key holds RESERVED .. waiter, with that TTL); deletes it
   -- if nobody waits. Returns the waiter or nil.

@@ -101,7 +101,12 @@ end
 /// - the owner holds already: a *renewal* (its expiry starts again), whatever the room and
 ///   the line, as [`TAKE`](crate::scripts::TAKE) renews a lock a re-sent take finds held;
 /// - no room, or a live place ahead of the taker's (for a take without a place: any): busy,
-///   and a taker with a place keeps it;
+///   and a taker with a place keeps it. Busy only because of the line, with room for the
+///   front too (a semaphore: room for the taker, the front's limit is its own; a
+///   read-write lock: nobody holds it), the key is handed over to the front unless its
+///   place was cut to the window already, as [`TAKE`](crate::scripts::TAKE) hands over a
+///   lock key free but for the line: a front that is gone holds the line up for one window,
+///   not its whole lease;
 /// - else the owner joins the set, and its place is removed.
 ///
 /// The set is made to expire with its last holder, the token issued as
@@ -130,8 +135,11 @@ end
 local held = H.prune(KEYS[1], now_ms)
 local excluded = KEYS[5] and H.prune(KEYS[5], now_ms) or 0
 local renewed = redis.call("zscore", KEYS[1], ARGV[1]) ~= false
-if not renewed and (held >= tonumber(ARGV[3]) or excluded > 0
-    or (queued > 0 and L.front() ~= waiter)) then
+local room = held < tonumber(ARGV[3]) and excluded == 0
+if not renewed and (not room or (queued > 0 and L.front() ~= waiter)) then
+  if room and (held == 0 or not KEYS[5]) then
+    L.hand_over_unless_handed(now_ms)
+  end
   if waiter then
     L.keep(waiter, now, now_ms, ARGV[5])
   end

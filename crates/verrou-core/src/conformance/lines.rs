@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep;
 
 use super::{factory_with_delay, unique_key, woken_by_release, CountingStore, NEVER, PROMPTLY};
-use crate::{Acquisition, LockFactory, LockStore, Place, Retry, HANDOVER_WINDOW};
+use crate::{Acquisition, LockFactory, LockStore, Place, Retry, Share, HANDOVER_WINDOW};
 
 /// Writes one `#[test]` per waiting-line case, each on its own Tokio runtime with stores
 /// made by `$new_store` (as for [`conformance_tests!`](crate::conformance_tests)).
@@ -168,11 +168,13 @@ case! {
 
 /// How long after the release of a held key with the waiters `gone` in line (their
 /// processes died: they never ask again) the waiter behind them, on another store instance
-/// and asking every `delay`, gets the key; `None` if it gave up (after 20 s).
+/// and asking every `delay`, gets the key; `None` if it gave up (after 20 s). Every take is
+/// of `share` (`None`: the lock of the key).
 async fn delay_behind_gone_waiters<F, Fut>(
     new_store: &F,
     gone: &[&str],
     delay: Duration,
+    share: Option<Share>,
 ) -> Option<Duration>
 where
     F: Fn() -> Fut,
@@ -180,29 +182,31 @@ where
 {
     let key = unique_key("gone");
     let store = new_store().await;
-    let ttl = Some(Duration::from_secs(30));
-    assert!(matches!(
-        store.save(&key, "holder", ttl).await.unwrap(),
-        Acquisition::Granted(_)
-    ));
+    let taken = take(&*store, &key, "holder", share, None).await;
+    assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
     for waiter in gone {
-        store
-            .save_in_line(&key, "gone-owner", ttl, place(waiter))
-            .await
-            .unwrap();
+        take(&*store, &key, "gone-owner", share, Some(place(waiter))).await;
     }
-    let next = LockFactory::from_shared(new_store().await)
+    let factory = LockFactory::from_shared(new_store().await)
         .with_retry(Retry::new().delay(delay).timeout("20s"))
-        .unwrap()
-        .create_lock(&key)
         .unwrap();
+    let next = match share {
+        None => factory.create_lock(&key),
+        Some(Share::Permit { limit }) => factory.create_semaphore(&key, limit),
+        Some(Share::Read) => factory.create_rw_lock(&key).and_then(|rw| rw.read()),
+        Some(_) => factory.create_rw_lock(&key).and_then(|rw| rw.write()),
+    }
+    .unwrap();
     let waiting = tokio::spawn(async move {
         let acquired = next.acquire().await.unwrap();
         (acquired, Instant::now(), next)
     });
     sleep(Duration::from_millis(100)).await;
     let released = Instant::now();
-    store.delete(&key, "holder").await.unwrap();
+    match share {
+        None => store.delete(&key, "holder").await.unwrap(),
+        Some(share) => store.delete_share(&key, "holder", share).await.unwrap(),
+    };
     let (acquired, at, next) = waiting.await.unwrap();
     if acquired {
         next.release().await.unwrap();
@@ -210,12 +214,48 @@ where
     acquired.then(|| at.duration_since(released))
 }
 
+/// Three waiters of `share` (`None`: the lock) in line that are gone, one behind the other,
+/// delay the waiter behind them by at most a hand-over window and one retry delay each.
+pub(super) async fn gone_in_a_row_delay_the_next_by_a_window_each<F, Fut>(
+    new_store: &F,
+    share: Option<Share>,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn LockStore>>,
+{
+    let delay = Duration::from_millis(200);
+    let late =
+        delay_behind_gone_waiters(new_store, &["gone-1", "gone-2", "gone-3"], delay, share).await;
+    let limit = (HANDOVER_WINDOW + delay) * 3 + Duration::from_millis(400);
+    assert!(
+        late.is_some_and(|late| late <= limit),
+        "the next waiter got the key {late:?} after the release (limit {limit:?})"
+    );
+}
+
+/// A take of `share` of `key` (`None`: its lock) for `owner`, in line with `place` if given.
+async fn take(
+    store: &dyn LockStore,
+    key: &str,
+    owner: &str,
+    share: Option<Share>,
+    place: Option<Place<'_>>,
+) -> Acquisition {
+    let ttl = Some(Duration::from_secs(30));
+    match (share, place) {
+        (None, None) => store.save(key, owner, ttl).await,
+        (None, Some(place)) => store.save_in_line(key, owner, ttl, place).await,
+        (Some(share), place) => store.save_share(key, owner, ttl, share, place).await,
+    }
+    .unwrap()
+}
+
 case! {
     /// A waiter in line that is gone (its process died: it never asks again) delays the
     /// waiter behind it by at most a hand-over window and one retry delay after the release.
     a_woken_waiter_that_is_gone_delays_the_next_by_a_window(new_store) {
         let delay = Duration::from_millis(200);
-        let late = delay_behind_gone_waiters(&new_store, &["gone"], delay).await;
+        let late = delay_behind_gone_waiters(&new_store, &["gone"], delay, None).await;
         let limit = HANDOVER_WINDOW + delay + Duration::from_millis(400);
         assert!(late.is_some_and(|late| late <= limit), "the next waiter got the key {late:?} after the release (limit {limit:?})");
     }
@@ -227,10 +267,7 @@ case! {
     /// because of the line hands the free key to the front waiter, as a release does, so
     /// that a gone front is passed after its window, not its whole lease (a minute here).
     waiters_gone_in_a_row_delay_the_next_by_a_window_each(new_store) {
-        let delay = Duration::from_millis(200);
-        let late = delay_behind_gone_waiters(&new_store, &["gone-1", "gone-2", "gone-3"], delay).await;
-        let limit = (HANDOVER_WINDOW + delay) * 3 + Duration::from_millis(400);
-        assert!(late.is_some_and(|late| late <= limit), "the next waiter got the key {late:?} after the release (limit {limit:?})");
+        gone_in_a_row_delay_the_next_by_a_window_each(&new_store, None).await;
     }
 }
 

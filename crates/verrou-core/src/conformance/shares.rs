@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 
+use super::lines::gone_in_a_row_delay_the_next_by_a_window_each;
 use super::{factory_with_delay, unique_key, woken_by_release, History, NEVER, PROMPTLY};
 use crate::{Error, LockFactory, LockKind, Share};
 
@@ -28,6 +29,7 @@ macro_rules! semaphore_tests {
             force_release_frees_every_permit,
             auto_extend_keeps_a_permit,
             a_semaphore_is_not_the_lock_of_its_key,
+            permit_waiters_gone_in_a_row_delay_the_next_by_a_window_each,
         );
     };
 }
@@ -45,6 +47,7 @@ macro_rules! rw_lock_tests {
             expired_readers_and_writers_free_the_key,
             a_restored_reader_releases_in_another_store,
             force_release_frees_readers_and_writer,
+            writers_gone_in_a_row_delay_the_next_by_a_window_each,
         );
     };
 }
@@ -499,5 +502,22 @@ case! {
         assert!(writer.acquire_immediately().await.unwrap());
         writer.force_release().await.unwrap();
         assert_eq!(writer.holders().await.unwrap(), 0);
+    }
+}
+
+case! {
+    /// Three waiters for a permit that are gone, one behind the other, delay the waiter
+    /// behind them by at most a hand-over window and one retry delay each, as for locks: a
+    /// take refused only because of the line hands the permit to the front waiter.
+    permit_waiters_gone_in_a_row_delay_the_next_by_a_window_each(new_store) {
+        gone_in_a_row_delay_the_next_by_a_window_each(&new_store, Some(Share::Permit { limit: 1 })).await;
+    }
+}
+
+case! {
+    /// Three waiting writers that are gone, one behind the other, delay the writer behind
+    /// them by at most a hand-over window and one retry delay each.
+    writers_gone_in_a_row_delay_the_next_by_a_window_each(new_store) {
+        gone_in_a_row_delay_the_next_by_a_window_each(&new_store, Some(Share::Write)).await;
     }
 }
