@@ -7,10 +7,11 @@
 //! for anything missed while the subscriber is down.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use fred::bytes_utils::Str;
 use fred::clients::Client;
-use fred::error::Error as FredError;
+use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Options;
 use fred::types::{Builder, Message, Value};
@@ -27,6 +28,14 @@ use crate::slots::{self, Slot};
 /// dropped (then the waiters of every free watched key are woken, since a hand-over may
 /// have been among them).
 const MESSAGE_BUFFER: usize = 1024;
+
+/// The pause before subscriptions that failed (the connection was not ready or went down, or
+/// the server refused them) are made again; it doubles after each try that fails too, up to
+/// [`LONGEST_RESUBSCRIBE_PAUSE`].
+const FIRST_RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest pause before subscriptions that failed are made again.
+const LONGEST_RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(5);
 
 /// A key to start (`true`) or stop hearing, for the subscriber task.
 type Change = (WatchedKey, bool);
@@ -157,48 +166,89 @@ struct Task {
 
 impl Task {
     /// Follows the changes of the watched keys and reports what it hears, subscribing again
-    /// after every (re)connection, until the store's boards are dropped.
+    /// after every (re)connection, until the store's boards are dropped. A subscription
+    /// that fails is made again after a pause (doubling up to
+    /// [`LONGEST_RESUBSCRIBE_PAUSE`]) while its key is watched: fred reports a reconnection
+    /// (to each node, on Redis Cluster) before it counts the client as connected, and
+    /// refuses commands until then, so the subscriptions made at once may fail with no later
+    /// reconnection to make them again; and a server that refused one (an ACL without the
+    /// channel) may allow it once an operator fixes the rights.
     async fn run(mut self, mut changes: UnboundedReceiver<Change>) {
         // Listen before connecting, so that neither the first connection nor a message is
         // missed.
         let mut messages = self.client.message_rx();
         let mut connections = self.client.reconnect_rx();
         let _connection = self.client.connect();
+        let retry = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(retry);
+        // The watched keys whose subscription failed, and the pause before the next try.
+        let mut failed: Vec<WatchedKey> = Vec::new();
+        let mut pause = FIRST_RESUBSCRIBE_PAUSE;
         loop {
-            tokio::select! {
+            // Whether the next try is counted from now (else: as planned, if one is).
+            let reschedule = tokio::select! {
                 change = changes.recv() => match change {
                     Some((watched_key, true)) => {
-                        if self.subscribe(&watched_key).await {
-                            self.wake_if_free([watched_key]).await;
-                        }
+                        failed.extend(self.subscribe_all(vec![watched_key]).await);
+                        false
                     }
                     Some((watched_key, false)) => {
                         // On failure the connection is down, and the next starts without it.
                         let channel = self.channel(&watched_key);
                         let _ = self.client.with_options(&self.own).sunsubscribe(channel).await;
+                        false
                     }
                     None => break,
                 },
-                message = messages.recv() => match message {
-                    Ok(message) => self.heard(&message),
-                    Err(RecvError::Lagged(_)) => self.wake_if_free(self.watched()).await,
-                    Err(RecvError::Closed) => break,
-                },
+                message = messages.recv() => {
+                    match message {
+                        Ok(message) => self.heard(&message),
+                        Err(RecvError::Lagged(_)) => self.wake_if_free(self.watched()).await,
+                        Err(RecvError::Closed) => break,
+                    }
+                    false
+                }
                 connected = connections.recv() => match connected {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
-                        // Subscribes again, then looks for hand-overs missed meanwhile.
-                        let watched_keys = self.watched();
-                        for watched_key in &watched_keys {
-                            self.subscribe(watched_key).await;
-                        }
-                        self.wake_if_free(watched_keys).await;
+                        failed = self.subscribe_all(self.watched()).await;
+                        pause = FIRST_RESUBSCRIBE_PAUSE;
+                        true
                     }
                     Err(RecvError::Closed) => break,
                 },
+                () = &mut retry, if !failed.is_empty() => {
+                    let watched = self.watched();
+                    failed.retain(|watched_key| watched.contains(watched_key));
+                    failed = self.subscribe_all(std::mem::take(&mut failed)).await;
+                    pause = (pause * 2).min(LONGEST_RESUBSCRIBE_PAUSE);
+                    true
+                }
+            };
+            if failed.is_empty() {
+                pause = FIRST_RESUBSCRIBE_PAUSE;
+            } else if reschedule || retry.is_elapsed() {
+                retry.as_mut().reset(tokio::time::Instant::now() + pause);
             }
         }
         // Nothing to do if it fails: the connection is unusable either way.
         let _ = self.client.quit().await;
+    }
+
+    /// Subscribes to the hand-overs of `watched_keys`, then looks for those missed before
+    /// (see [`wake_if_free`](Self::wake_if_free)) on the keys subscribed. Returns the keys
+    /// whose subscription failed.
+    async fn subscribe_all(&mut self, watched_keys: Vec<WatchedKey>) -> Vec<WatchedKey> {
+        let mut subscribed = Vec::with_capacity(watched_keys.len());
+        let mut failed = Vec::new();
+        for watched_key in watched_keys {
+            if self.subscribe(&watched_key).await {
+                subscribed.push(watched_key);
+            } else {
+                failed.push(watched_key);
+            }
+        }
+        self.wake_if_free(subscribed).await;
+        failed
     }
 
     /// Reports a hand-over `message` (`:WAITER`, or `STORE:WAITER` from a catch-up) to the
@@ -238,8 +288,7 @@ impl Task {
         Slot::of(&key).family_release_channel(*family, &key)
     }
 
-    /// Subscribes to a key's hand-overs; whether the server confirmed. A subscription that
-    /// fails is made again at the next (re)connection, if the key is still watched.
+    /// Subscribes to a key's hand-overs; whether the server confirmed.
     async fn subscribe(&mut self, watched_key: &WatchedKey) -> bool {
         let channel = self.channel(watched_key);
         let subscribed = self
@@ -250,12 +299,12 @@ impl Task {
         let Err(error) = subscribed else {
             return true;
         };
-        if self.client.is_connected() && !self.warned {
-            // Refused: a server before Redis 7, an ACL without the channel.
+        if is_refusal(&error) && !self.warned {
+            // A server before Redis 7, an ACL without the channel.
             self.warned = true;
             tracing::warn!(%error, "cannot subscribe to lock release channels (needs Redis 7 and, with ACLs, `&verrou:released:*`); waiters will poll");
         } else {
-            tracing::debug!(%error, "subscription to a lock release channel failed");
+            tracing::debug!(%error, "subscription to a lock release channel failed; it is made again after a pause");
         }
         false
     }
@@ -299,4 +348,13 @@ impl Task {
             }
         }
     }
+}
+
+/// Whether `error` is the server's answer refusing a subscription (`ERR unknown command`,
+/// `NOPERM`), rather than a connection not ready, lost or slow.
+fn is_refusal(error: &FredError) -> bool {
+    *error.kind() == ErrorKind::Unknown
+        && ["ERR", "NOPERM"]
+            .iter()
+            .any(|prefix| error.details().starts_with(prefix))
 }

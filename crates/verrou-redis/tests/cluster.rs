@@ -332,3 +332,47 @@ async fn a_client_whose_connection_task_ends_is_replaced() {
     // The store closes the client it made; the dead one has nothing left to close.
     drop(store);
 }
+
+/// Forty waiters, each in a store of its own (forty processes) made just before it waits,
+/// on a key of the cluster, with an hour-long retry delay: each hears the release that
+/// hands it the key, and all are served in turn. A store's subscriber connects to every
+/// master at its first wait, and fred reports each connection before it counts the client
+/// as connected (refusing commands until then), so the subscriptions made at each report
+/// may all fail; they are made again after a pause. (Without that, one run in 18 on a
+/// loaded machine left a waiter deaf until its retry; `wake.rs` checks the retry itself.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_in_new_stores_all_hear_their_turn() {
+    const WAITERS: usize = 40;
+    let url = cluster().url();
+    let key = format!("verrou-new-stores-{}", std::process::id());
+    let holder = LockFactory::new(connect(&url, COMMAND_TIMEOUT).await)
+        .create_lock_with_ttl(&key, "60s")
+        .unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let mut waiting = Vec::new();
+    for _ in 0..WAITERS {
+        let store: Arc<dyn LockStore> = Arc::new(connect(&url, COMMAND_TIMEOUT).await);
+        let lock = LockFactory::from_shared(store)
+            .with_retry(Retry::new().delay("1h").timeout("60s"))
+            .unwrap()
+            .create_lock_with_ttl(&key, "60s")
+            .unwrap();
+        waiting.push(tokio::spawn(async move {
+            let acquired = lock.acquire().await.unwrap();
+            if acquired {
+                lock.release().await.unwrap();
+            }
+            acquired
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    holder.release().await.unwrap();
+    let all_served = async {
+        for waiter in waiting {
+            assert!(waiter.await.unwrap(), "a waiter gave up");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), all_served)
+        .await
+        .expect("every waiter hears its turn");
+}

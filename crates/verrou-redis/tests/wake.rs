@@ -496,6 +496,42 @@ async fn without_pubsub_rights_locks_work_and_waiters_poll() {
     }
 }
 
+/// A subscription that failed is made again after a pause, as long as its key is watched:
+/// here the server refuses it (the user may not use the channel) until an operator grants
+/// the channel, after which the waiter, with an hour-long retry delay, hears the release.
+/// (The same retry makes again the subscriptions fred refuses while it reconnects.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_is_made_once_the_rights_allow_it() {
+    let server = RedisServer::start().expect("a private redis-server");
+    let admin = raw_client(&server.url()).await;
+    acl_user(&admin, "locker", &["~*", "+@all", "resetchannels"]).await;
+    let url = format!("redis://locker:pw@127.0.0.1:{}", server.port());
+    let (a, b) = (
+        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |_| {}).await),
+    );
+    let key = unique_key("wake-granted");
+    let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let waiter = acquire_in_background(&patient(&a), &key);
+    tokio::time::sleep(SETTLE).await;
+    assert!(
+        release_channels(&admin, &key).await.is_empty(),
+        "subscribed without the right"
+    );
+    acl_user(
+        &admin,
+        "locker",
+        &["~*", "+@all", "resetchannels", "&verrou:released:*"],
+    )
+    .await;
+    // Made again within the longest pause between tries (5 s).
+    wait_for_subscriptions(&admin, &key, 1, Duration::from_secs(8)).await;
+    assert!(!waiter.is_finished(), "acquired a held lock");
+    holder.release().await.unwrap();
+    acquired_promptly(waiter).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_store_that_waited_closes_its_subscriber_too() {
     let server = RedisServer::start().expect("a private redis-server");
