@@ -459,18 +459,28 @@ async fn the_acl_rules_the_readme_lists_are_enough() {
     holder.force_release().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_pubsub_rights_locks_work_and_waiters_poll() {
-    // A user that may use keys and scripts but no pub/sub channel (the Redis 7 default for
-    // new users): publishing and subscribing are refused.
+/// The ACL rules of a user that may use keys and scripts but no pub/sub channel (the Redis
+/// 7 default for new users): publishing and subscribing are refused.
+const NO_CHANNELS: &[&str] = &["~*", "+@all", "resetchannels"];
+
+/// A private server (kept running while the first value lives), a client of its admin, and
+/// two stores of a user with the [`NO_CHANNELS`] rules.
+async fn stores_without_channel_rights() -> (RedisServer, Client, Arc<RedisStore>, Arc<RedisStore>)
+{
     let server = RedisServer::start().expect("a private redis-server");
     let admin = raw_client(&server.url()).await;
-    acl_user(&admin, "locker", &["~*", "+@all", "resetchannels"]).await;
+    acl_user(&admin, "locker", NO_CHANNELS).await;
     let url = format!("redis://locker:pw@127.0.0.1:{}", server.port());
     let (a, b) = (
         Arc::new(connect(&url, |_| {}).await),
         Arc::new(connect(&url, |_| {}).await),
     );
+    (server, admin, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pubsub_rights_locks_work_and_waiters_poll() {
+    let (_server, _admin, a, b) = stores_without_channel_rights().await;
     let key = unique_key("wake-refused");
     let delay = Duration::from_millis(400);
     let polling = LockFactory::from_shared(Arc::clone(&a) as Arc<dyn LockStore>)
@@ -502,14 +512,7 @@ async fn without_pubsub_rights_locks_work_and_waiters_poll() {
 /// (The same retry makes again the subscriptions fred refuses while it reconnects.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_subscription_is_made_once_the_rights_allow_it() {
-    let server = RedisServer::start().expect("a private redis-server");
-    let admin = raw_client(&server.url()).await;
-    acl_user(&admin, "locker", &["~*", "+@all", "resetchannels"]).await;
-    let url = format!("redis://locker:pw@127.0.0.1:{}", server.port());
-    let (a, b) = (
-        Arc::new(connect(&url, |_| {}).await),
-        Arc::new(connect(&url, |_| {}).await),
-    );
+    let (_server, admin, a, b) = stores_without_channel_rights().await;
     let key = unique_key("wake-granted");
     let holder = patient(&b).create_lock_with_ttl(&key, "60s").unwrap();
     assert!(holder.acquire_immediately().await.unwrap());
