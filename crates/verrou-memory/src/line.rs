@@ -31,15 +31,11 @@ impl Lines {
     /// Whether `waiter` (`None`: a take from outside the line) may take `key` now: nobody
     /// waits (lapsed places are dropped first), or it is at the front.
     pub(crate) fn lets(&mut self, key: Hashed<'_>, waiter: Option<&str>, now: Instant) -> bool {
-        if self.by_key.is_empty() {
-            return true;
-        }
-        let mut lets = true;
         self.edit(key, |line| {
             line.drop_lapsed(now);
-            lets = line.lets(waiter);
-        });
-        lets
+            line.lets(waiter)
+        })
+        .unwrap_or(true)
     }
 
     /// Keeps `waiter`'s place in `key`'s line until `deadline`.
@@ -54,9 +50,7 @@ impl Lines {
 
     /// Removes `waiter`'s place from `key`'s line; whether it was at the front.
     pub(crate) fn remove(&mut self, key: Hashed<'_>, waiter: &str) -> bool {
-        let mut was_front = false;
-        self.edit(key, |line| was_front = line.remove(waiter));
-        was_front
+        self.edit(key, |line| line.remove(waiter)).unwrap_or(false)
     }
 
     /// Hands `key` over to the front waiter of its line (lapsed places dropped first): its
@@ -67,15 +61,11 @@ impl Lines {
         now: Instant,
         window: Duration,
     ) -> Option<Arc<str>> {
-        if self.by_key.is_empty() {
-            return None;
-        }
-        let mut front = None;
         self.edit(key, |line| {
             line.drop_lapsed(now);
-            front = line.hand_over(now, window);
-        });
-        front
+            line.hand_over(now, window)
+        })
+        .flatten()
     }
 
     /// Hands the free `key` over to the front waiter of its line, as
@@ -89,17 +79,14 @@ impl Lines {
         now: Instant,
         window: Duration,
     ) -> Option<Arc<str>> {
-        let mut front = None;
         self.edit(key, |line| {
-            let handed = line.places.front().is_some_and(|place| {
-                now.checked_add(window)
-                    .is_some_and(|cut| place.deadline <= cut)
-            });
-            if !handed {
-                front = line.hand_over(now, window);
+            if line.was_handed(now, window) {
+                None
+            } else {
+                line.hand_over(now, window)
             }
-        });
-        front
+        })
+        .flatten()
     }
 
     /// How many keys have a line.
@@ -108,18 +95,24 @@ impl Lines {
         self.by_key.len()
     }
 
-    /// Changes the line of `key`, if it has one, and removes it if that emptied it.
-    fn edit(&mut self, key: Hashed<'_>, change: impl FnOnce(&mut Line)) {
-        if let RawEntryMut::Occupied(mut occupied) = self
+    /// Changes the line of `key`, if it has one (`None` if not), and removes it if that
+    /// emptied it; what `change` returned.
+    fn edit<T>(&mut self, key: Hashed<'_>, change: impl FnOnce(&mut Line) -> T) -> Option<T> {
+        if self.by_key.is_empty() {
+            return None;
+        }
+        let RawEntryMut::Occupied(mut occupied) = self
             .by_key
             .raw_entry_mut()
             .from_key_hashed_nocheck(key.hash, key.key)
-        {
-            change(occupied.get_mut());
-            if occupied.get().is_empty() {
-                occupied.remove();
-            }
+        else {
+            return None;
+        };
+        let changed = change(occupied.get_mut());
+        if occupied.get().is_empty() {
+            occupied.remove();
         }
+        Some(changed)
     }
 }
 
@@ -181,6 +174,15 @@ impl Line {
         };
         self.places.remove(index);
         index == 0
+    }
+
+    /// Whether the front waiter was handed the key already: its place lasts no more than
+    /// `window` from `now`.
+    fn was_handed(&self, now: Instant, window: Duration) -> bool {
+        self.places.front().is_some_and(|place| {
+            now.checked_add(window)
+                .is_some_and(|cut| place.deadline <= cut)
+        })
     }
 
     /// Hands the key over to the front waiter: its place now lasts at most `window` more.

@@ -19,9 +19,9 @@
 //! Params, in every statement that has them: `$1` the key, `$2` the family's name; then, by
 //! statement, the owner `$3` and the side `$4` (`permit`, `read`, `write`).
 
-use crate::family::LINE_KEY_SQL;
 use verrou_core::HANDOVER_WINDOW;
 
+use crate::family::LINE_KEY_SQL;
 use crate::identifier::TableName;
 use crate::sql::{hand_over, sweep, PlaceLock, EXPIRES_FROM_NOW, NOW_MS};
 

@@ -6,6 +6,7 @@
 //! that expire without release, for peers that do not publish (the Node.js library), and
 //! for anything missed while the subscriber is down.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use fred::prelude::Options;
 use fred::types::{Builder, Message, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::time::Sleep;
 use verrou_core::{Boards, Family, ReleaseFeed, WatchedKey};
 
 use crate::connection::Connection;
@@ -179,55 +181,39 @@ impl Task {
         let mut messages = self.client.message_rx();
         let mut connections = self.client.reconnect_rx();
         let _connection = self.client.connect();
-        let retry = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(retry);
-        // The watched keys whose subscription failed, and the pause before the next try.
-        let mut failed: Vec<WatchedKey> = Vec::new();
-        let mut pause = FIRST_RESUBSCRIBE_PAUSE;
+        let mut failed = Failed::default();
         loop {
-            // Whether the next try is counted from now (else: as planned, if one is).
-            let reschedule = tokio::select! {
+            tokio::select! {
                 change = changes.recv() => match change {
                     Some((watched_key, true)) => {
-                        failed.extend(self.subscribe_all(vec![watched_key]).await);
-                        false
+                        let failures = self.subscribe_all(vec![watched_key]).await;
+                        failed.add(failures);
                     }
                     Some((watched_key, false)) => {
                         // On failure the connection is down, and the next starts without it.
                         let channel = self.channel(&watched_key);
                         let _ = self.client.with_options(&self.own).sunsubscribe(channel).await;
-                        false
                     }
                     None => break,
                 },
-                message = messages.recv() => {
-                    match message {
-                        Ok(message) => self.heard(&message),
-                        Err(RecvError::Lagged(_)) => self.wake_if_free(self.watched()).await,
-                        Err(RecvError::Closed) => break,
-                    }
-                    false
-                }
+                message = messages.recv() => match message {
+                    Ok(message) => self.heard(&message),
+                    Err(RecvError::Lagged(_)) => self.wake_if_free(self.watched()).await,
+                    Err(RecvError::Closed) => break,
+                },
                 connected = connections.recv() => match connected {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
-                        failed = self.subscribe_all(self.watched()).await;
-                        pause = FIRST_RESUBSCRIBE_PAUSE;
-                        true
+                        let failures = self.subscribe_all(self.watched()).await;
+                        failed.start_over(failures);
                     }
                     Err(RecvError::Closed) => break,
                 },
-                () = &mut retry, if !failed.is_empty() => {
+                () = failed.due(), if failed.any() => {
                     let watched = self.watched();
-                    failed.retain(|watched_key| watched.contains(watched_key));
-                    failed = self.subscribe_all(std::mem::take(&mut failed)).await;
-                    pause = (pause * 2).min(LONGEST_RESUBSCRIBE_PAUSE);
-                    true
+                    let again = failed.take(|watched_key| watched.contains(watched_key));
+                    let failures = self.subscribe_all(again).await;
+                    failed.tried_again(failures);
                 }
-            };
-            if failed.is_empty() {
-                pause = FIRST_RESUBSCRIBE_PAUSE;
-            } else if reschedule || retry.is_elapsed() {
-                retry.as_mut().reset(tokio::time::Instant::now() + pause);
             }
         }
         // Nothing to do if it fails: the connection is unusable either way.
@@ -347,6 +333,80 @@ impl Task {
                 Ok(Some(_)) | Err(_) => board.wake(key, None),
             }
         }
+    }
+}
+
+/// The watched keys whose subscription failed, and when to try them again: a pause after
+/// the failure, doubling after each try that fails too, up to
+/// [`LONGEST_RESUBSCRIBE_PAUSE`].
+struct Failed {
+    keys: Vec<WatchedKey>,
+    pause: Duration,
+    next_try: Pin<Box<Sleep>>,
+}
+
+impl Default for Failed {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            pause: FIRST_RESUBSCRIBE_PAUSE,
+            next_try: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+}
+
+impl Failed {
+    /// Whether any key waits to be tried again.
+    fn any(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Adds `keys` that failed; unless a try is planned already, the first is a pause from
+    /// now.
+    fn add(&mut self, keys: Vec<WatchedKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        if self.keys.is_empty() {
+            self.pause = FIRST_RESUBSCRIBE_PAUSE;
+            self.plan();
+        }
+        self.keys.extend(keys);
+    }
+
+    /// After subscribing every watched key again: `keys` failed, and nothing else waits.
+    fn start_over(&mut self, keys: Vec<WatchedKey>) {
+        self.keys.clear();
+        self.add(keys);
+    }
+
+    /// When the next try is due (pending until then).
+    async fn due(&mut self) {
+        self.next_try.as_mut().await;
+    }
+
+    /// The keys to try now: those `still_watched` keeps.
+    fn take(&mut self, still_watched: impl Fn(&WatchedKey) -> bool) -> Vec<WatchedKey> {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.retain(still_watched);
+        keys
+    }
+
+    /// After a try: `keys` failed again, tried after a pause twice as long.
+    fn tried_again(&mut self, keys: Vec<WatchedKey>) {
+        self.keys = keys;
+        if self.keys.is_empty() {
+            return;
+        }
+        self.pause = (self.pause * 2).min(LONGEST_RESUBSCRIBE_PAUSE);
+        self.plan();
+    }
+
+    /// Plans the next try a pause from now.
+    fn plan(&mut self) {
+        self.next_try
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.pause);
     }
 }
 

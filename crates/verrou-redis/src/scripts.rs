@@ -410,8 +410,8 @@ return L.hand_over_reserved(now_ms) or deleted"#
 /// Removes waiter `ARGV[1]`'s place from the line (`KEYS[2]`, `KEYS[3]`) of `KEYS[1]`. If it
 /// was at the front and the key is free, hands the key over to the next waiter, if any, like
 /// [`DELETE_IF_OWNER`]: a waiter that gives up right after being handed the key does not
-/// strand those behind it. Returns
-/// `WAITER` if it handed the key over, else 1 if the place was removed, 0 if there was none.
+/// strand those behind it. Returns `WAITER` if it handed the key over, else 1 if the place
+/// was removed, 0 if there was none.
 ///
 /// With `ARGV[2]` `lock`, `KEYS[1]` is a lock key: free when it does not exist or is
 /// reserved for the leaving waiter, and the hand-over moves the reservation to the next
