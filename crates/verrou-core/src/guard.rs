@@ -10,8 +10,10 @@ use crate::{Error, Lock, Result};
 
 /// Proof that a lock is held, from [`Lock::acquire_guard`] and friends.
 ///
-/// - Dropping the guard releases the lock in the background (best effort, on the current
-///   Tokio runtime); [`release`](Self::release) releases it now and reports errors.
+/// - Dropping the guard releases the lock in the background (on the current Tokio runtime,
+///   retried while the store fails, and always before a later take of the same lock, so
+///   it never releases that take's hold); [`release`](Self::release) releases it now and
+///   reports errors.
 /// - [`fencing_token`](Self::fencing_token) is the grant's fencing token: pass it with every
 ///   write to the protected resource and have the resource refuse tokens older than the
 ///   newest it has seen.
@@ -119,23 +121,12 @@ impl LockGuard {
 }
 
 impl Drop for LockGuard {
+    /// Releases the lock in the background unless it was released: the lock holds nothing
+    /// from then on, and the store's key is released before any later take of the lock.
     fn drop(&mut self) {
         self.stop_keeper();
-        if self.released {
-            return;
-        }
-        let lock = self.lock.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = lock.release().await {
-                        tracing::debug!(key = %lock.key(), %error, "background release of a dropped guard failed");
-                    }
-                });
-            }
-            Err(_) => {
-                tracing::debug!(key = %lock.key(), "guard dropped outside a Tokio runtime: lock left to expire");
-            }
+        if !self.released {
+            self.lock.release_in_background();
         }
     }
 }

@@ -344,6 +344,37 @@ pub(crate) fn leave_line_later(lock: &Arc<LockInner>) {
     });
 }
 
+/// Leaves a hold of `lock` that nobody uses any more (a dropped guard's) to be given back,
+/// like a grant nobody uses: in the background, in the lock's turn, and before the lock's
+/// next take is sent if that comes first, so that the release can never remove the next
+/// hold. Without a Tokio runtime here, the lock's next take gives it back.
+pub(crate) fn give_back_later(lock: &Arc<LockInner>) {
+    {
+        let mut left = lock
+            .takes
+            .left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if left.is_nothing() {
+            *left = Unsettled::Grant;
+        }
+    }
+    lock.takes.anything_left.store(true, Ordering::Release);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let lock = Arc::clone(lock);
+    runtime.spawn(async move {
+        let mut turn = Turn::wait_for(&lock).await;
+        if turn.unsettled.is_nothing() {
+            // A take of the lock gave it back meanwhile.
+            return;
+        }
+        turn.in_background = true;
+        settle_in_background(turn).await;
+    });
+}
+
 /// Settles what `turn` holds, retrying a failing store with growing pauses — during which
 /// the turn is given back, so that a take of the lock may settle it instead — until the
 /// grant has expired on its own or [`GIVE_BACK_PATIENCE`] has passed; the lock's next take

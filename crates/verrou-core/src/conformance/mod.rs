@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             fencing_token_survives_extend_and_serialization,
             paused_holder_loses_to_a_higher_token,
             guard_releases_explicitly_and_on_drop,
+            a_dropped_guard_never_releases_the_next_hold,
             auto_extend_holds_the_lock_through_long_work,
             loss_fires_when_renewal_is_refused,
             run_auto_extend_reports_a_lost_lock,
@@ -874,6 +875,33 @@ case! {
         while lock.is_locked().await.unwrap() {
             assert!(Instant::now() < deadline, "dropped guard did not release");
             sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+case! {
+    /// A dropped guard releases in the background, yet never the hold its lock takes right
+    /// after (same owner): the lock holds nothing from the drop on, and its next take
+    /// releases first. That take gets the key, and the other owner stays out.
+    a_dropped_guard_never_releases_the_next_hold(new_store) {
+        let factory = factory(&new_store).await;
+        let key = unique_key("guard-next-hold");
+        let lock = factory.create_lock_with_ttl(&key, "30s").unwrap();
+        let other = factory.create_lock_with_ttl(&key, "30s").unwrap();
+        for round in 0..10 {
+            let guard = lock.acquire_guard_immediately().await.unwrap().expect("free key");
+            drop(guard);
+            assert!(
+                lock.acquire_immediately().await.unwrap(),
+                "round {round}: the guard was dropped, the key is the lock's to take again"
+            );
+            // Time for a release the guard left behind to run.
+            sleep(Duration::from_millis(50)).await;
+            assert!(
+                !other.acquire_immediately().await.unwrap(),
+                "round {round}: the dropped guard's release removed the lock's next hold"
+            );
+            lock.release().await.unwrap();
         }
     }
 }

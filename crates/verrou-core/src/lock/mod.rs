@@ -21,7 +21,7 @@ use crate::duration::{IntoDuration, Ttl};
 use crate::retry::RetryPolicy;
 use crate::serialized::SerializedLock;
 use crate::store::{LockStore, OwnerCheck, Share};
-use crate::take::Takes;
+use crate::take::{self, Takes};
 use crate::telemetry::{Operation, Telemetry};
 use crate::{Error, Result};
 
@@ -185,6 +185,18 @@ impl Lock {
             }
             OwnerCheck::NotOwner => Err(self.not_owned()),
         }
+    }
+
+    /// Stops holding the lock at once and releases it in the background, in the lock's turn
+    /// (see [`take::give_back_later`]): what a dropped guard does. A take of this lock that
+    /// comes first releases it before it is sent, so the release never removes a later hold.
+    pub(crate) fn release_in_background(&self) {
+        let held = std::mem::replace(&mut *self.state(), Holding::NotHeld);
+        if let Holding::Held { since, expiry, .. } = held {
+            let unexpired = expiry.is_none_or(|expiry| expiry.at > Instant::now());
+            self.inner.telemetry.hold_ended(unexpired, since);
+        }
+        take::give_back_later(&self.inner);
     }
 
     /// Releases the lock whoever holds it.
