@@ -51,7 +51,7 @@
 //! the release names the front waiter, and only it asks.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,10 @@ struct Board {
     /// Whether the background sweep runs: it unsubscribes the keys that went idle once
     /// they have lingered, and ends when none lingers.
     sweep_scheduled: AtomicBool,
+    /// How many wakes the board had, all keys together: the last wake's generation. A key
+    /// watched anew starts from here, never from zero, so a waiter that read a generation
+    /// of the key's earlier watch (swept since) still counts the new watch's wakes.
+    generations: AtomicU64,
 }
 
 /// One watched key.
@@ -124,7 +128,7 @@ struct Watch {
     waiters: usize,
     /// When the last of them stopped waiting.
     idle_since: Option<Instant>,
-    /// How many wakes the key had.
+    /// The generation of the key's last wake (see [`Board::generations`]).
     generation: u64,
     /// The last wakes: their generation and the waiter they named (`None`: every waiter).
     recent: VecDeque<(u64, Option<Arc<str>>)>,
@@ -141,6 +145,7 @@ impl Waiters {
                 keys: Mutex::default(),
                 watched: AtomicUsize::new(0),
                 sweep_scheduled: AtomicBool::new(false),
+                generations: AtomicU64::new(0),
             }),
         }
     }
@@ -156,7 +161,8 @@ impl Waiters {
         let Some(watch) = keys.get_mut(key) else {
             return;
         };
-        watch.generation += 1;
+        // Counted while the board is locked, so generations follow the wakes' order.
+        watch.generation = self.board.generations.fetch_add(1, Ordering::Relaxed) + 1;
         if watch.recent.len() == RECENT_WAKES {
             watch.recent.pop_front();
         }
@@ -172,8 +178,8 @@ impl Waiters {
         self.board.lock().keys().cloned().collect()
     }
 
-    /// How many wakes `key` had so far, if it is watched: read before a take, so that a wake
-    /// arriving between the take's answer and the wait is not missed.
+    /// The generation of `key`'s last wake, if it is watched: read before a take, so that a
+    /// wake arriving between the take's answer and the wait is not missed.
     pub(crate) fn generation(&self, key: &str) -> u64 {
         if self.board.watched.load(Ordering::Acquire) == 0 {
             return 0;
@@ -198,13 +204,13 @@ impl Waiters {
         let watch = keys.entry(Arc::clone(&key)).or_insert_with(|| Watch {
             waiters: 0,
             idle_since: None,
-            generation: 0,
+            generation: self.board.generations.load(Ordering::Relaxed),
             recent: VecDeque::new(),
             woken: Arc::new(Notify::new()),
         });
         watch.waiters += 1;
         watch.idle_since = None;
-        // A key first watched now counts its wakes from zero.
+        // A key first watched now has had no wake yet: every one to come counts.
         let seen = if new { 0 } else { seen };
         let woken = Arc::clone(&watch.woken);
         self.board.watched.store(keys.len(), Ordering::Release);
@@ -451,6 +457,26 @@ mod tests {
             !late.wait(Duration::from_millis(20)).await,
             "answered by the take"
         );
+    }
+
+    #[tokio::test]
+    async fn a_wake_after_the_key_was_swept_and_watched_again_is_kept() {
+        let board = Waiters::new(Recorded::default());
+        let earlier = board.join("k", "earlier", 0);
+        for _ in 0..5 {
+            board.wake("k", None);
+        }
+        drop(earlier);
+        // The late waiter reads the generation, and its take finds the key busy...
+        let seen = board.generation("k");
+        // ... then the key, idle, is swept, and another waiter watches it anew ...
+        board.board.lock().get_mut("k").unwrap().idle_since = Instant::now().checked_sub(LINGER);
+        assert!(!board.board.sweep());
+        let _other = board.join("k", "other", 0);
+        // ... and the key is handed to the late waiter before it joins.
+        board.wake("k", Some("late"));
+        let late = board.join("k", "late", seen);
+        assert!(late.wait(Duration::from_secs(2)).await);
     }
 
     #[tokio::test]
