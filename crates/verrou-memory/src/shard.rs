@@ -75,6 +75,9 @@ impl Entry {
 pub(crate) enum Taken {
     /// Granted, with this fencing token.
     Granted(u64),
+    /// The owner held it already, and its hold starts again (for shares), with this fencing
+    /// token.
+    Renewed(u64),
     /// Busy; the key was free but for the line, and handed to this waiter, if any.
     Busy { handed: Option<Arc<str>> },
 }

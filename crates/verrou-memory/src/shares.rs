@@ -77,6 +77,18 @@ impl Shares {
         window: Duration,
     ) -> Taken {
         let waiter = request.waiting.map(|waiting| waiting.waiter);
+        if let Some(holder) = self.holder_mut(key, request.owner, request.share, now) {
+            // A take by a holder (a take re-sent, a second acquire) renews its hold, whatever
+            // the room and the line: never a second hold one release would leave behind.
+            holder.expires_at = request.ttl.map(|ttl| now.checked_add(ttl).unwrap_or(now));
+            if let Some(at) = holder.expires_at {
+                self.expire_at(Arc::from(key.key), at);
+            }
+            if let Some(waiter) = waiter {
+                self.lines.remove(key, waiter);
+            }
+            return Taken::Renewed(tokens.fetch_add(1, Ordering::Relaxed));
+        }
         let line_lets = self.lines.lets(key, waiter, now);
         let room = self.has_room(key, request.share);
         if line_lets && room {
@@ -175,13 +187,7 @@ impl Shares {
         ttl: Duration,
         now: Instant,
     ) -> bool {
-        let Some(holders) = self.holders_mut(key, now) else {
-            return false;
-        };
-        let Some(holder) = holders
-            .iter_mut()
-            .find(|holder| &*holder.owner == owner && same_side(holder.share, share))
-        else {
+        let Some(holder) = self.holder_mut(key, owner, share, now) else {
             return false;
         };
         let at = now.checked_add(ttl).unwrap_or(now);
@@ -202,7 +208,7 @@ impl Shares {
     }
 
     /// Whether nobody holds `key`.
-    pub(crate) fn is_free(&self, key: &str) -> bool {
+    fn is_free(&self, key: &str) -> bool {
         !self.holds.contains_key(key)
     }
 
@@ -225,12 +231,18 @@ impl Shares {
     /// Hands `key` over to its front waiter if nobody holds it, or if only permits or
     /// readers do (the front may share with them; if it cannot, it asks once in vain).
     fn hand_over_if_free(&mut self, key: Hashed<'_>, now: Instant, window: Duration) -> Handed {
-        let writer_holds = self
-            .holders_mut(key, now)
-            .is_some_and(|holders| holders.iter().any(|holder| holder.share == Share::Write));
-        (!writer_holds)
+        self.may_let_front_in(key, now)
             .then(|| self.lines.hand_over(key, now, window))
             .flatten()
+    }
+
+    /// Whether the front waiter of `key` may get in now, as far as the holders tell: unless
+    /// a writer holds it (a permit or a reader at the front may fit beside the holders; if
+    /// it does not, it asks once in vain).
+    pub(crate) fn may_let_front_in(&mut self, key: Hashed<'_>, now: Instant) -> bool {
+        !self
+            .holders_mut(key, now)
+            .is_some_and(|holders| holders.iter().any(|holder| holder.share == Share::Write))
     }
 
     /// Queues a holder's deadline, and rebuilds the queue when stale deadlines (of holders
@@ -270,6 +282,19 @@ impl Shares {
             Share::Read => holders.iter().all(|holder| holder.share != Share::Write),
             Share::Write | _ => holders.is_empty(),
         }
+    }
+
+    /// `owner`'s unexpired hold of `share`'s side of `key`, if it has one.
+    fn holder_mut(
+        &mut self,
+        key: Hashed<'_>,
+        owner: &str,
+        share: Share,
+        now: Instant,
+    ) -> Option<&mut Holder> {
+        self.holders_mut(key, now)?
+            .iter_mut()
+            .find(|holder| &*holder.owner == owner && same_side(holder.share, share))
     }
 
     /// The unexpired holders of `key`, if any (the key is removed when none is left).

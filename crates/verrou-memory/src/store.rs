@@ -135,6 +135,8 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 /// How a board (of the locks, or of a family of shares) learns that a key it starts to
 /// watch is free already: the store wakes every waiter of a key directly when it hands it
 /// over, so the only release a waiter can miss is one between its take and its watch.
+/// "Free" is free for the front waiter: a key of shares may have room for it beside its
+/// holders.
 #[derive(Debug)]
 struct Feed(Weak<Inner>, Option<Family>);
 
@@ -143,9 +145,9 @@ impl ReleaseFeed for Feed {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
-        let free = inner.with_shard(key, |shard, hashed, _| match self.1 {
+        let free = inner.with_shard(key, |shard, hashed, now| match self.1 {
             None => !shard.is_held(hashed),
-            Some(family) => shard.shares(family).is_free(hashed.key),
+            Some(family) => shard.shares(family).may_let_front_in(hashed, now),
         });
         if free {
             inner.boards.of(self.1).wake(key, None);
@@ -247,21 +249,21 @@ impl LockStore for MemoryStore {
                 lease: place.lease,
             }),
         };
-        let (token, handed) = inner.with_shard(key, |shard, hashed, now| {
+        let (acquisition, handed) = inner.with_shard(key, |shard, hashed, now| {
             let shares = shard.shares(share.family());
             match shares.take(hashed, request, now, &inner.tokens, HANDOVER_WINDOW) {
                 Taken::Granted(token) => (
-                    Some(token),
+                    Acquisition::Granted(Grant::with_fencing_token(token)),
                     shares.hand_over_after_grant(hashed, share, now, HANDOVER_WINDOW),
                 ),
-                Taken::Busy { handed } => (None, handed),
+                Taken::Renewed(token) => {
+                    (Acquisition::Renewed(Grant::with_fencing_token(token)), None)
+                }
+                Taken::Busy { handed } => (Acquisition::Busy, handed),
             }
         });
         inner.wake(Some(share.family()), key, handed);
-        Ok(match token {
-            Some(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
-            None => Acquisition::Busy,
-        })
+        Ok(acquisition)
     }
 
     async fn delete_share(&self, key: &str, owner: &str, share: Share) -> Result<OwnerCheck> {
@@ -382,6 +384,7 @@ impl MemoryStore {
         });
         Ok(match taken {
             Taken::Granted(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
+            Taken::Renewed(token) => Acquisition::Renewed(Grant::with_fencing_token(token)),
             Taken::Busy { handed } => {
                 inner.wake(None, key, handed);
                 Acquisition::Busy
@@ -449,5 +452,35 @@ mod tests {
             Acquisition::Busy
         );
         assert_eq!(lines(&store), 0, "lapsed");
+    }
+
+    #[tokio::test]
+    async fn the_front_may_come_in_beside_permits_and_readers_but_not_a_writer() {
+        let store = MemoryStore::new();
+        let may_let_front_in = |family: Family| {
+            store.inner.with_shard("k", |shard, hashed, now| {
+                shard.shares(family).may_let_front_in(hashed, now)
+            })
+        };
+        let permit = Share::Permit { limit: 2 };
+        store
+            .save_share("k", "a", None, permit, None)
+            .await
+            .unwrap();
+        assert!(
+            may_let_front_in(Family::Semaphore),
+            "one permit of two held"
+        );
+        store
+            .save_share("k", "a", None, Share::Read, None)
+            .await
+            .unwrap();
+        assert!(may_let_front_in(Family::RwLock), "a reader holds");
+        store.delete_share("k", "a", Share::Read).await.unwrap();
+        store
+            .save_share("k", "w", None, Share::Write, None)
+            .await
+            .unwrap();
+        assert!(!may_let_front_in(Family::RwLock), "a writer holds");
     }
 }

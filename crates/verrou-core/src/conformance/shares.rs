@@ -30,6 +30,7 @@ macro_rules! semaphore_tests {
             auto_extend_keeps_a_permit,
             a_semaphore_is_not_the_lock_of_its_key,
             permit_waiters_gone_in_a_row_delay_the_next_by_a_window_each,
+            a_permit_taken_again_by_its_holder_is_one_permit,
         );
     };
 }
@@ -48,6 +49,7 @@ macro_rules! rw_lock_tests {
             a_restored_reader_releases_in_another_store,
             force_release_frees_readers_and_writer,
             writers_gone_in_a_row_delay_the_next_by_a_window_each,
+            a_read_taken_again_by_its_holder_is_one_read,
         );
     };
 }
@@ -519,5 +521,37 @@ case! {
     /// them by at most a hand-over window and one retry delay each.
     writers_gone_in_a_row_delay_the_next_by_a_window_each(new_store) {
         gone_in_a_row_delay_the_next_by_a_window_each(&new_store, Some(Share::Write)).await;
+    }
+}
+
+case! {
+    /// A permit taken again by its holder (a second `acquire`, or a take re-sent after a lost
+    /// answer) is the same permit: not granted twice, counted once, and freed by one release.
+    a_permit_taken_again_by_its_holder_is_one_permit(new_store) {
+        let factory = LockFactory::from_shared(new_store().await);
+        let key = unique_key("semaphore-again");
+        let permit = factory.create_semaphore(&key, 3).unwrap();
+        assert!(permit.acquire_immediately().await.unwrap());
+        assert!(!permit.acquire_immediately().await.unwrap(), "a permit is not reentrant");
+        assert_eq!(permit.holders().await.unwrap(), 1);
+        permit.release().await.unwrap();
+        assert_eq!(permit.holders().await.unwrap(), 0, "one release frees the permit");
+    }
+}
+
+case! {
+    /// A read taken again by its holder is the same read: one release lets a writer in.
+    a_read_taken_again_by_its_holder_is_one_read(new_store) {
+        let factory = LockFactory::from_shared(new_store().await);
+        let key = unique_key("rw-again");
+        let rw_lock = factory.create_rw_lock(&key).unwrap();
+        let reader = rw_lock.read().unwrap();
+        assert!(reader.acquire_immediately().await.unwrap());
+        assert!(!reader.acquire_immediately().await.unwrap(), "a read is not reentrant");
+        assert_eq!(reader.holders().await.unwrap(), 1);
+        reader.release().await.unwrap();
+        let writer = rw_lock.write().unwrap();
+        assert!(writer.acquire_immediately().await.unwrap(), "no read is left behind");
+        writer.release().await.unwrap();
     }
 }
