@@ -33,8 +33,9 @@ pub(crate) struct ShareStatements {
     /// (`$8` ms) when busy and removed when granted; without (`$7` null), any live place is
     /// ahead. Params: key, family, owner, side, ttl ms (null: never expires), limit
     /// (permits; null otherwise), waiter, lease ms. Room: fewer other live permits than the
-    /// taker's limit; no other live writer (to read); no other live holder (to write). An
-    /// owner that holds a share already takes it again, for the new TTL.
+    /// taker's limit; no other live writer (to read); no other live holder (to write); and
+    /// the owner does not hold the side already (busy then: a take is never re-sent here,
+    /// and the lock is not reentrant).
     ///
     /// Returns no row when busy, else one: the fencing token (drawn in `RETURNING`, while
     /// the row is locked, as the locks' `save` draws it, so later grants draw greater ones),
@@ -116,16 +117,20 @@ impl ShareStatements {
         let waiting = format!("\"deadline\" >= {NOW_MS}");
         let this_row = "\"family\" = $2::text AND \"key\" = $1::text";
         let live_h = live("h");
+        let mine = "(h.key = $3::text AND h.value->>'side' = $4::text)";
+        // The owner's own live share of the side makes the take busy: the lock is not
+        // reentrant, and a second hold is not made (nor the first one's TTL restarted).
         let room = format!(
             "(SELECT CASE $4::text WHEN 'permit' THEN count(*) < $6::int \
              WHEN 'read' THEN count(*) FILTER (WHERE h.value->>'side' = 'write') = 0 \
              ELSE count(*) = 0 END \
-             FROM jsonb_each(held.\"holders\") AS h WHERE h.key <> $3::text AND {live_h})"
+             FROM jsonb_each(held.\"holders\") AS h WHERE h.key <> $3::text AND {live_h}) \
+             AND NOT EXISTS (SELECT 1 FROM jsonb_each(held.\"holders\") AS h \
+             WHERE {mine} AND {live_h})"
         );
         let room_left = "CASE $4::text WHEN 'read' THEN true \
              WHEN 'permit' THEN (SELECT count(*) FROM jsonb_object_keys(held.\"holders\")) < $6::int \
              ELSE false END";
-        let mine = "(h.key = $3::text AND h.value->>'side' = $4::text)";
         // A permit that fits the taker fits the front (or it asks once in vain); a reader
         // or writer at the front fits a key nobody holds.
         let free_for_front = format!(
