@@ -54,7 +54,8 @@ pub(crate) struct ShareStatements {
     /// side, ttl ms. One row (`true`): extended; none: not held.
     pub(crate) extend: String,
     /// Deletes every holder of the key in the family and hands over to the line's front.
-    /// Params: key, family. One row or none: the waiter the key was handed to.
+    /// Params: key, family. One row or none: the waiter the key was handed to. The row is
+    /// deleted before a place is locked, as a take locks them, so the two never deadlock.
     pub(crate) force_delete: String,
     /// How many live holders of a side the key has. Params: key, family, side. One
     /// `bigint`.
@@ -213,10 +214,18 @@ impl ShareStatements {
                 others("held.\"holders\""),
                 entry("$5::bigint"),
             ),
+            // The hand-over's condition reads `cleared`, so the row is deleted (locked)
+            // before any place is: the order every take locks them in.
             force_delete: format!(
-                "WITH cleared AS (DELETE FROM {shares} WHERE {this_row}), {} \
+                "WITH cleared AS (DELETE FROM {shares} WHERE {this_row} RETURNING 1), {} \
                  SELECT \"waiter\" FROM handed",
-                hand_over(line, channel, lk, "true", PlaceLock::SkipLocked),
+                hand_over(
+                    line,
+                    channel,
+                    lk,
+                    "(SELECT count(*) FROM cleared) >= 0",
+                    PlaceLock::SkipLocked
+                ),
             ),
             count: format!(
                 "SELECT count(*) FROM {shares} AS s, jsonb_each(s.\"holders\") AS h \

@@ -335,3 +335,48 @@ async fn contention_keeps_the_room_and_the_server_log_clean() {
         problems.join("\n")
     );
 }
+
+/// A force release of a semaphore and a waiter's take of it, both queued behind another
+/// statement that has the key's shares row locked, never deadlock: the force release locks
+/// the row before any place, in the order every take locks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_force_release_and_a_waiters_take_queued_on_the_row_do_not_deadlock() {
+    let table = unique("shares_deadlock");
+    let store = Arc::new(store(&table).await);
+    let key = unique("key");
+    let strict = Share::Permit { limit: 1 };
+    let place = Place {
+        waiter: "waiter",
+        lease: Duration::from_secs(3600),
+    };
+    let took = store.save_share(&key, "holder", HOUR, strict, None).await;
+    assert!(matches!(took.expect("take"), Acquisition::Granted(_)));
+    let waiting = store.save_share(&key, "w", HOUR, strict, Some(place)).await;
+    assert_eq!(waiting.expect("take"), Acquisition::Busy);
+    let mut admin = client(&verrou_testkit::postgres_url()).await;
+    let blocker = admin.transaction().await.expect("a transaction");
+    let lock_row = format!(
+        "SELECT 1 FROM \"{table}_shares\" WHERE \"family\" = 'semaphore' AND \"key\" = $1 \
+         FOR UPDATE"
+    );
+    blocker
+        .execute(&lock_row, &[&key])
+        .await
+        .expect("the row locked");
+    let take = tokio::spawn({
+        let (store, key) = (Arc::clone(&store), key.clone());
+        async move { store.save_share(&key, "w", HOUR, strict, Some(place)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let force = tokio::spawn({
+        let (store, key) = (Arc::clone(&store), key.clone());
+        async move { store.force_delete_shares(&key, Family::Semaphore).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.commit().await.expect("committed");
+    take.await.expect("the taker").expect("the take");
+    force
+        .await
+        .expect("the force release")
+        .expect("the force release");
+}
