@@ -206,9 +206,8 @@ pub(crate) fn hand_over(
 /// its caller) wrote.
 fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> String {
     let window = HANDOVER_WINDOW.as_millis();
-    format!(
-        "CREATE OR REPLACE FUNCTION {name}(text, text) RETURNS text LANGUAGE plpgsql AS $verrou$ \
-         DECLARE front text; woken text; \
+    let body = format!(
+        "DECLARE front text; woken text; \
          BEGIN \
          IF $2 IS NOT NULL AND NOT EXISTS \
          (SELECT 1 FROM {line} WHERE \"key\" = $1 AND \"waiter\" = $2) THEN RETURN NULL; END IF; \
@@ -230,9 +229,23 @@ fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> Str
          WITH {} SELECT \"waiter\" INTO woken FROM handed; \
          END IF; \
          RETURN woken; \
-         END $verrou$",
+         END",
         hand_over(line, channel, "$1", "\"waiter\" = front", PlaceLock::Wait)
+    );
+    format!(
+        "CREATE OR REPLACE FUNCTION {name}(text, text) RETURNS text LANGUAGE plpgsql AS {}",
+        dollar_quoted(&body)
     )
+}
+
+/// `body` between dollar quotes whose tag it does not contain (`$verrou$`, else
+/// `$verrou1$`...): table names may hold `$`, so a fixed tag could end the body early.
+fn dollar_quoted(body: &str) -> String {
+    let tag = std::iter::once(String::from("$verrou$"))
+        .chain((1u32..).map(|number| format!("$verrou{number}$")))
+        .find(|tag| !body.contains(tag.as_str()))
+        .unwrap_or_default();
+    format!("{tag} {body} {tag}")
 }
 
 /// Takes the lock row of key $1 for owner $2 and ttl $3 (ms) from `rows` (the row to
@@ -394,6 +407,19 @@ mod tests {
     use verrou_core::{Error, MAX_DURATION};
 
     use super::*;
+
+    #[test]
+    fn the_functions_dollar_quotes_are_not_in_its_body() {
+        assert_eq!(dollar_quoted("BEGIN END"), "$verrou$ BEGIN END $verrou$");
+        assert_eq!(
+            dollar_quoted("x$verrou$ $verrou1$"),
+            "$verrou2$ x$verrou$ $verrou1$ $verrou2$"
+        );
+        let table = TableName::parse("locks$verrou$").expect("a valid name");
+        let statements = Statements::new(&table, "verrou:locks");
+        let function = &statements.create_table;
+        assert!(function.contains("AS $verrou1$ DECLARE"), "{function}");
+    }
 
     #[test]
     fn ttls_round_up_and_stop_at_max_duration() {
