@@ -163,10 +163,14 @@ local function line()
   end
   -- Hands the key over like hand_over unless the front's place lasts no more than the
   -- window already (it was handed the key, and has the window to take it); returns the
-  -- waiter or nil.
+  -- waiter or nil. A place without deadline (its set evicted) was not handed yet.
   function L.hand_over_unless_handed(now_ms)
     local front = L.front()
-    if front and tonumber(redis.call("zscore", KEYS[3], front)) > now_ms + WINDOW then
+    if not front then
+      return nil
+    end
+    local deadline = tonumber(redis.call("zscore", KEYS[3], front))
+    if deadline == nil or deadline > now_ms + WINDOW then
       return L.hand_over(now_ms)
     end
     return nil

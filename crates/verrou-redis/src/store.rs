@@ -525,7 +525,10 @@ impl LockStore for RedisStore {
         Ok(())
     }
 
+    /// A take for an owner starting with `verrou:handover:` (what a key reserved for a
+    /// waiter holds, see [`crate::scripts`]) is refused: waiter ids are not secret.
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+        refuse_reservation(owner)?;
         if self.fencing_tokens || self.set_get_refused.load(Ordering::Relaxed) {
             self.take(key, owner, ttl, None).await
         } else {
@@ -540,6 +543,7 @@ impl LockStore for RedisStore {
         ttl: Option<Duration>,
         place: Place<'_>,
     ) -> Result<Acquisition> {
+        refuse_reservation(owner)?;
         self.take(key, owner, ttl, Some(place)).await
     }
 
@@ -556,7 +560,13 @@ impl LockStore for RedisStore {
     /// longer the owner's if the first one was applied: so a release reported
     /// [`NotOwner`](OwnerCheck::NotOwner) (`Error::NotOwned` for the lock) after a dropped
     /// connection may have released. Either way the key is no longer the owner's.
+    ///
+    /// An owner starting with `verrou:handover:` holds nothing (a take for one is refused):
+    /// not owned, without a round trip.
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
+        if is_reservation(owner) {
+            return Ok(OwnerCheck::NotOwner);
+        }
         let applied = self
             .hand_over(&DELETE_IF_OWNER, key, Some(owner), None)
             .await?;
@@ -577,13 +587,18 @@ impl LockStore for RedisStore {
             .send(|client| async move { client.get(key).await })
             .await;
         match value {
-            Ok(value) => Ok(value.is_some_and(|value| !value.starts_with(RESERVED))),
+            Ok(value) => Ok(value.is_some_and(|value| !is_reservation(&value))),
             Err(error) if is_wrong_type(&error) => Ok(true),
             Err(error) => Err(Error::storage(error)),
         }
     }
 
+    /// An owner starting with `verrou:handover:` holds nothing, as for
+    /// [`delete`](Self::delete).
     async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
+        if is_reservation(owner) {
+            return Ok(OwnerCheck::NotOwner);
+        }
         let ttl = millis(ttl)?;
         let key = self.redis_key(key);
         let key: &str = &key;
@@ -675,4 +690,21 @@ impl fmt::Debug for RedisStore {
             .field("command_timeout", &self.command_options.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `owner` is what a key reserved for a waiter holds: no owner token starts so.
+fn is_reservation(owner: &str) -> bool {
+    owner.starts_with(RESERVED)
+}
+
+/// Refuses a take for an owner that [`is_reservation`]: whoever knows a waiter's id (every
+/// store hears them) would otherwise take the key reserved for it.
+fn refuse_reservation(owner: &str) -> Result<()> {
+    if is_reservation(owner) {
+        return Err(Error::InvalidArgument(format!(
+            "the Redis store refuses owner tokens starting with `{RESERVED}`, which mark keys \
+             reserved for a waiter"
+        )));
+    }
+    Ok(())
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use support::{connect, raw_client, unique_key};
 use verrou_core::conformance::CountingStore;
-use verrou_core::{Acquisition, LockFactory, LockStore, Place, Retry, HANDOVER_WINDOW};
+use verrou_core::{
+    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW,
+};
 use verrou_redis::fred::prelude::{Client, KeysInterface};
 use verrou_redis::fred::types::scan::Scanner;
 use verrou_redis::RedisStore;
@@ -403,6 +405,42 @@ async fn a_release_reserves_the_key_for_the_front_waiter_for_the_window() {
             let _: i64 = raw.del(&key).await.unwrap();
         }
     }
+}
+
+/// What a reserved key holds is no owner: a take, a release or an extension for it (a lock
+/// restored with that owner, by anyone who heard the waiter's id) is refused, and the key
+/// stays reserved for the waiter, which then takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_takes_releases_or_extends_a_key_as_its_reservation() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("reservation-as-owner");
+    hold(&store, &key, "holder").await;
+    assert_eq!(waiter_takes(&store, &key).await, Acquisition::Busy);
+    store.delete(&key, "holder").await.unwrap();
+    let reservation: String = raw.get(&key).await.unwrap();
+    assert_eq!(reservation, "verrou:handover:waiter");
+    let taken = store.save(&key, &reservation, Some(HOUR)).await;
+    assert!(matches!(taken, Err(Error::InvalidArgument(_))), "{taken:?}");
+    let in_line = store
+        .save_in_line(&key, &reservation, Some(HOUR), ghost("other"))
+        .await;
+    assert!(
+        matches!(in_line, Err(Error::InvalidArgument(_))),
+        "{in_line:?}"
+    );
+    let extended = store.extend(&key, &reservation, HOUR).await.unwrap();
+    assert_eq!(extended, OwnerCheck::NotOwner);
+    assert_eq!(
+        store.delete(&key, &reservation).await.unwrap(),
+        OwnerCheck::NotOwner
+    );
+    let left: i64 = raw.pttl(&key).await.unwrap();
+    let window = i64::try_from(HANDOVER_WINDOW.as_millis()).unwrap();
+    assert!(left > 0 && left <= window + 1, "reserved for {left} ms");
+    let taken = waiter_takes(&store, &key).await;
+    assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
+    store.delete(&key, "waiter-owner").await.unwrap();
 }
 
 /// A waiter handed the key that leaves the line (it gave up) passes the reservation on to

@@ -499,3 +499,41 @@ async fn an_expired_holder_beside_a_live_one_neither_counts_nor_answers() {
         .await
         .unwrap();
 }
+
+/// A semaphore's line that lost its deadline set (evicted under `maxmemory`, which picks
+/// keys one at a time) still works: a take with room finds the front waiter not handed
+/// the key yet and hands it over, where a script error used to fail every such take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_without_its_deadline_set_still_hands_over() {
+    let url = redis_url();
+    let (store, raw) = (connect(&url, |_| {}).await, raw_client(&url).await);
+    let key = unique_key("lost-deadlines");
+    let take = |owner: &'static str, limit: u32, waiter: Option<&'static str>| {
+        let (store, key) = (&store, &key);
+        async move {
+            let place = waiter.map(|waiter| verrou_core::Place {
+                waiter,
+                lease: HOUR,
+            });
+            let share = Share::Permit { limit };
+            store.save_share(key, owner, Some(HOUR), share, place).await
+        }
+    };
+    assert!(matches!(
+        take("a", 1, None).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    // A waiter whose own limit is full.
+    assert_eq!(take("w", 1, Some("w")).await.unwrap(), Acquisition::Busy);
+    let deadlines = name_of(&raw, "deadline:semaphore", &key)
+        .await
+        .expect("the line's deadline set");
+    let _: i64 = raw.del(&deadlines).await.unwrap();
+    // Room for a permit of 2, but the waiter is ahead: busy, and the key is handed to it.
+    let taken = take("c", 2, None).await;
+    assert_eq!(taken.unwrap(), Acquisition::Busy);
+    assert!(matches!(
+        take("w", 2, Some("w")).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+}
