@@ -20,7 +20,7 @@ use crate::identifier::TableName;
 use crate::key::check_key;
 use crate::listener::{Listener, Setup};
 use crate::pool::{build_pool, driver_config, pool_failure};
-use crate::run::Runner;
+use crate::run::{Canceller, Runner};
 use crate::schema::{ensure_table, key_column_length};
 use crate::sql::{ttl_millis, Statements, RESERVATION_MARK};
 use crate::sweep::{self, Schedule};
@@ -94,13 +94,14 @@ impl PostgresStore {
         }
         let hosts = Hosts::new(&pg_config, config.connect_timeout, config.command_timeout);
         let pool = build_pool(&config, pg_config, &hosts, Arc::clone(&tls))?;
+        let canceller = Canceller(Some(Arc::clone(&tls)));
         let listen = config.listen.then(|| connector(&hosts, tls));
         let server = format!(
             "PostgreSQL at {} ({})",
             redact_password(&config.url),
             mode.describe(root_cert.is_some())
         );
-        Self::open(pool, table, options, &server, listen).await
+        Self::open(pool, table, options, &server, listen, canceller).await
     }
 
     /// A store on a pool you already have. Checks the options
@@ -121,6 +122,7 @@ impl PostgresStore {
             options,
             "PostgreSQL through the given pool",
             None,
+            Canceller(None),
         )
         .await
     }
@@ -136,6 +138,7 @@ impl PostgresStore {
         options: PostgresOptions,
         server: &str,
         listen: Option<Connect>,
+        canceller: Canceller,
     ) -> Result<Self> {
         let mut client = pool.get().await.map_err(|error| {
             setup_failed(format!("could not reach {server}"), pool_failure(error))
@@ -166,7 +169,7 @@ impl PostgresStore {
             })
         });
         Ok(Self {
-            runner: Runner::new(pool, options.command_timeout),
+            runner: Runner::new(pool, options.command_timeout, canceller),
             table,
             key_max_chars,
             statements,
@@ -175,12 +178,17 @@ impl PostgresStore {
         })
     }
 
-    /// Runs a statement returning at most one row, and reads the row's first value.
-    async fn query_value<T>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<T>>
+    /// Runs a statement of `key` returning at most one row, and reads the row's first value.
+    async fn query_value<T>(
+        &self,
+        key: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<T>>
     where
         T: for<'row> FromSql<'row>,
     {
-        let row = self.runner.query_opt(sql, params).await?;
+        let row = self.runner.query_opt(Some(key), sql, params).await?;
         row.map(|row| row.try_get(0))
             .transpose()
             .map_err(Error::storage)
@@ -211,7 +219,7 @@ impl LockStore for PostgresStore {
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
         let handed: Option<Option<String>> = self
-            .query_value(&self.statements.leave_line, &[&key, &waiter])
+            .query_value(key, &self.statements.leave_line, &[&key, &waiter])
             .await?;
         self.handed_over(None, key, handed.flatten());
         Ok(())
@@ -224,7 +232,7 @@ impl LockStore for PostgresStore {
             return Ok(OwnerCheck::NotOwner);
         }
         let released: Option<Option<String>> = self
-            .query_value(&self.statements.delete, &[&key, &owner])
+            .query_value(key, &self.statements.delete, &[&key, &owner])
             .await?;
         let mine = released.is_some();
         self.handed_over(None, key, released.flatten());
@@ -233,14 +241,16 @@ impl LockStore for PostgresStore {
 
     async fn force_delete(&self, key: &str) -> Result<()> {
         let released: Option<Option<String>> = self
-            .query_value(&self.statements.force_delete, &[&key])
+            .query_value(key, &self.statements.force_delete, &[&key])
             .await?;
         self.handed_over(None, key, released.flatten());
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        let held = self.query_value(&self.statements.exists, &[&key]).await?;
+        let held = self
+            .query_value(key, &self.statements.exists, &[&key])
+            .await?;
         Ok(held == Some(true))
     }
 
@@ -251,7 +261,7 @@ impl LockStore for PostgresStore {
         }
         let ttl = ttl_millis(ttl)?;
         let extended = self
-            .query_value(&self.statements.extend, &[&key, &owner, &ttl])
+            .query_value(key, &self.statements.extend, &[&key, &owner, &ttl])
             .await?;
         Ok(owner_check(extended == Some(true)))
     }
@@ -330,7 +340,7 @@ impl PostgresStore {
         let ttl = ttl.map(ttl_millis).transpose()?;
         let token: Option<i64> = match place {
             None => {
-                self.query_value(&self.statements.save, &[&key, &owner, &ttl])
+                self.query_value(key, &self.statements.save, &[&key, &owner, &ttl])
                     .await?
             }
             Some(place) => {
@@ -338,7 +348,7 @@ impl PostgresStore {
                 let params: [&(dyn ToSql + Sync); 5] = [&key, &owner, &ttl, &place.waiter, &lease];
                 let row = self
                     .runner
-                    .query_opt(&self.statements.save_in_line, &params)
+                    .query_opt(Some(key), &self.statements.save_in_line, &params)
                     .await?
                     .ok_or_else(|| Error::storage("a take in line answered no row"))?;
                 let token: Option<i64> = row.try_get(0).map_err(Error::storage)?;

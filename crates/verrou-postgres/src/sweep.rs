@@ -117,7 +117,7 @@ async fn sweep_with(runner: &Runner, sql: &str, what: &str) {
 
 /// Runs one sweep statement; returns how many rows it deleted.
 async fn sweep_batch(runner: &Runner, sql: &str) -> Result<u64> {
-    let row = runner.query_opt(sql, &[&SWEEP_BATCH]).await?;
+    let row = runner.query_opt(None, sql, &[&SWEEP_BATCH]).await?;
     let deleted: i64 = row
         .map(|row| row.try_get(0))
         .transpose()

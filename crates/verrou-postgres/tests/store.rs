@@ -495,3 +495,50 @@ async fn an_unanswered_operation_fails_after_the_command_timeout() {
     assert!(granted(store.save("k", "me", None).await.expect("save")));
     assert!(store.exists("k").await.expect("exists"));
 }
+
+/// A take the server keeps waiting past the command timeout (here: for a row lock another
+/// session holds) fails, and the lock gives the grant it may have made back; that release
+/// waits until the server has ended the take, so the take can never commit a lock nobody
+/// owns after it (held forever, without a TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_that_timed_out_is_given_back_after_the_server_ended_it() {
+    let table = unique("late_commit");
+    let mut config = config(&table);
+    config.command_timeout = Duration::from_millis(500);
+    let store = PostgresStore::connect(config).await.expect("a store");
+    let factory = verrou_core::LockFactory::new(store);
+    let key = unique("key");
+    let mut admin = client(&verrou_testkit::postgres_url()).await;
+    // An expired row of someone gone, locked by a transaction that outlasts the timeout.
+    let insert = format!(
+        "INSERT INTO \"{table}\" (\"key\", \"owner\", \"expiration\") VALUES ($1, 'gone', 0)"
+    );
+    admin
+        .execute(&insert, &[&key])
+        .await
+        .expect("the expired row");
+    let blocker = admin.transaction().await.expect("a transaction");
+    let lock_row = format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE");
+    blocker
+        .execute(&lock_row, &[&key])
+        .await
+        .expect("the row locked");
+    let lock = factory
+        .create_lock_with_ttl(&key, verrou_core::Ttl::Never)
+        .expect("a lock");
+    let taken = lock.acquire_immediately().await;
+    assert!(matches!(taken, Err(Error::Storage { .. })), "{taken:?}");
+    // The lock gives the grant back meanwhile, in the background.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.commit().await.expect("committed");
+    let other = factory.create_lock(&key).expect("a lock");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !other.acquire_immediately().await.expect("a take") {
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out take committed a lock nobody owns"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    other.release().await.expect("released");
+}

@@ -35,7 +35,7 @@ impl PostgresStore {
             [&key, &family, &owner, &side, &ttl, &limit, &waiter, &lease];
         let row = self
             .runner
-            .query_opt(&self.statements.shares.take, &params)
+            .query_opt(Some(key), &self.statements.shares.take, &params)
             .await?;
         sweep::start_if_due(&self.sweeps, &self.runner, &self.statements);
         let Some(row) = row else {
@@ -58,6 +58,7 @@ impl PostgresStore {
         let row = self
             .runner
             .query_opt(
+                Some(key),
                 &self.statements.shares.release,
                 &[&key, &family, &owner, &side],
             )
@@ -85,6 +86,7 @@ impl PostgresStore {
         let ttl = ttl_millis(ttl)?;
         let extended: Option<bool> = self
             .query_value(
+                key,
                 &self.statements.shares.extend,
                 &[&key, &family, &owner, &side, &ttl],
             )
@@ -96,7 +98,7 @@ impl PostgresStore {
     pub(super) async fn clear_shares(&self, key: &str, family: Family) -> Result<()> {
         let name = family_name(family)?;
         let handed = self
-            .query_value(&self.statements.shares.force_delete, &[&key, &name])
+            .query_value(key, &self.statements.shares.force_delete, &[&key, &name])
             .await?;
         self.handed_over(Some(family), key, handed);
         Ok(())
@@ -106,7 +108,7 @@ impl PostgresStore {
     pub(super) async fn count_holders(&self, key: &str, share: Share) -> Result<u32> {
         let (family, side) = (family_name(share.family())?, side_name(share)?);
         let count: Option<i64> = self
-            .query_value(&self.statements.shares.count, &[&key, &family, &side])
+            .query_value(key, &self.statements.shares.count, &[&key, &family, &side])
             .await?;
         Ok(count.map_or(0, |count| u32::try_from(count).unwrap_or(u32::MAX)))
     }
@@ -121,7 +123,11 @@ impl PostgresStore {
     ) -> Result<()> {
         let name = family_name(family)?;
         let handed = self
-            .query_value(&self.statements.shares.leave_line, &[&key, &name, &waiter])
+            .query_value(
+                key,
+                &self.statements.shares.leave_line,
+                &[&key, &name, &waiter],
+            )
             .await?;
         self.handed_over(Some(family), key, handed);
         Ok(())
