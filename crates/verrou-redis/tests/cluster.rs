@@ -376,3 +376,48 @@ async fn waiters_in_new_stores_all_hear_their_turn() {
         .await
         .expect("every waiter hears its turn");
 }
+
+/// A waiter whose key's slot moves to another master while it waits still hears the
+/// release there: Redis drops the old node's subscriptions to the slot's channels (and
+/// fred 10.1 swallows the `sunsubscribe` it sends), so the store looks for slots that moved
+/// while it watches keys, and subscribes again on the new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_hears_the_release_after_its_keys_slot_moved() {
+    let cluster = cluster();
+    let url = cluster.url();
+    let holders = LockFactory::new(connect(&url, COMMAND_TIMEOUT).await);
+    let waiters = LockFactory::new(connect(&url, COMMAND_TIMEOUT).await);
+    let source = cluster
+        .master_of_slot(hash_slot("verrou-moved-wake"))
+        .expect("the cluster answers");
+    let key = blocking(move || key_on(cluster, source, "verrou-moved-wake")).await;
+    let holder = holders.create_lock_with_ttl(&key, "30s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let waiter = waiters.create_lock_with_ttl(&key, "30s").unwrap();
+    let waiting = tokio::spawn(async move {
+        // Without a wake-up, the next attempt is an hour away.
+        let acquired = waiter
+            .acquire_with(Retry::new().delay("1h").timeout("30s"))
+            .await
+            .unwrap();
+        (acquired, Instant::now(), waiter)
+    });
+    // Time to fail its first attempt and subscribe.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (slot, target) = (hash_slot(&key), other_master(cluster, source));
+    blocking(move || cluster.migrate_slot(slot, target))
+        .await
+        .expect("the slot moved");
+    // Time for the waiting store to see the move and subscribe on the new node.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let (acquired, at, waiter) = waiting.await.unwrap();
+    let woke = at.saturating_duration_since(released);
+    assert!(acquired);
+    assert!(
+        woke < Duration::from_secs(2),
+        "woke {woke:?} after the release"
+    );
+    waiter.release().await.unwrap();
+}
