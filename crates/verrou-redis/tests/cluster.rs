@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use cluster_support::{connect, connect_fenced};
 use contention::{key_on, Contention, TimedStore};
 use shared::cluster;
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
+use tokio::task::JoinHandle;
+use verrou_core::{Acquisition, Lock, LockFactory, LockStore, OwnerCheck, Retry};
 use verrou_redis::fred::prelude::{ClientLike, KeysInterface, Options};
 use verrou_redis::{RedisConfig, RedisOptions, RedisStore};
 use verrou_testkit::{hash_slot, RedisCluster};
@@ -46,6 +47,31 @@ fn token(outcome: &Acquisition) -> u64 {
         }
         other => panic!("expected a grant, got {other:?}"),
     }
+}
+
+/// Takes `key` with a lock of `holders`, and starts a lock of `waiters` waiting for it, asking
+/// again only when woken or after `delay`, until `timeout`: the holder, and the waiter's
+/// task (whether it got the lock, when, and the lock), once the waiter has had time to fail
+/// its first attempt and subscribe.
+async fn hold_and_wait(
+    holders: &LockFactory,
+    waiters: &LockFactory,
+    key: &str,
+    delay: &'static str,
+    timeout: &'static str,
+) -> (Lock, JoinHandle<(bool, Instant, Lock)>) {
+    let holder = holders.create_lock_with_ttl(key, "30s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let waiter = waiters.create_lock_with_ttl(key, "30s").unwrap();
+    let waiting = tokio::spawn(async move {
+        let acquired = waiter
+            .acquire_with(Retry::new().delay(delay).timeout(timeout))
+            .await
+            .unwrap();
+        (acquired, Instant::now(), waiter)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (holder, waiting)
 }
 
 /// Runs the blocking `step` (a testkit call) off the runtime's threads.
@@ -240,19 +266,8 @@ async fn waiters_wake_when_holders_on_other_stores_release_on_every_master() {
     assert_eq!(masters.len(), 3);
     for master in masters {
         let key = blocking(move || key_on(cluster, master, "verrou-wake")).await;
-        let holder = holders.create_lock_with_ttl(&key, "30s").unwrap();
-        assert!(holder.acquire_immediately().await.unwrap());
-        let waiter = waiters.create_lock_with_ttl(&key, "30s").unwrap();
-        let waiting = tokio::spawn(async move {
-            // Without a wake-up, the next attempt is 10 s away.
-            let acquired = waiter
-                .acquire_with(Retry::new().delay("10s").timeout("20s"))
-                .await
-                .unwrap();
-            (acquired, Instant::now(), waiter)
-        });
-        // Time to fail its first attempt and subscribe.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Without a wake-up, the next attempt is 10 s away.
+        let (holder, waiting) = hold_and_wait(&holders, &waiters, &key, "10s", "20s").await;
         let released = Instant::now();
         holder.release().await.unwrap();
         let (acquired, at, waiter) = waiting.await.unwrap();
@@ -391,19 +406,8 @@ async fn a_waiter_hears_the_release_after_its_keys_slot_moved() {
         .master_of_slot(hash_slot("verrou-moved-wake"))
         .expect("the cluster answers");
     let key = blocking(move || key_on(cluster, source, "verrou-moved-wake")).await;
-    let holder = holders.create_lock_with_ttl(&key, "30s").unwrap();
-    assert!(holder.acquire_immediately().await.unwrap());
-    let waiter = waiters.create_lock_with_ttl(&key, "30s").unwrap();
-    let waiting = tokio::spawn(async move {
-        // Without a wake-up, the next attempt is an hour away.
-        let acquired = waiter
-            .acquire_with(Retry::new().delay("1h").timeout("30s"))
-            .await
-            .unwrap();
-        (acquired, Instant::now(), waiter)
-    });
-    // Time to fail its first attempt and subscribe.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Without a wake-up, the next attempt is an hour away.
+    let (holder, waiting) = hold_and_wait(&holders, &waiters, &key, "1h", "30s").await;
     let (slot, target) = (hash_slot(&key), other_master(cluster, source));
     blocking(move || cluster.migrate_slot(slot, target))
         .await
