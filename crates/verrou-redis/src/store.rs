@@ -526,7 +526,7 @@ impl LockStore for RedisStore {
     }
 
     /// A take for an owner starting with `verrou:handover:` (what a key reserved for a
-    /// waiter holds, see [`crate::scripts`]) is refused: waiter ids are not secret.
+    /// waiter holds) is refused: waiter ids are not secret.
     async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
         refuse_reservation(owner)?;
         if self.fencing_tokens || self.set_get_refused.load(Ordering::Relaxed) {
