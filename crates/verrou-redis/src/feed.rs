@@ -13,16 +13,17 @@ use std::time::Duration;
 use fred::bytes_utils::Str;
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Options;
 use fred::types::{Builder, Message, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::time::{MissedTickBehavior, Sleep};
+use tokio::time::Sleep;
 use verrou_core::{Boards, Family, ReleaseFeed, WatchedKey};
 
 use crate::connection::Connection;
 use crate::gate::{Gate, OPEN};
+use crate::moved_slots;
 use crate::scripts::NEXT_TAKER;
 use crate::slots::{self, Slot};
 
@@ -38,11 +39,6 @@ const FIRST_RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(50);
 
 /// The longest pause before subscriptions that failed are made again.
 const LONGEST_RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(5);
-
-/// How often, on Redis Cluster and while keys are watched, the subscriber asks which nodes
-/// serve which slots: when a slot has moved, Redis has dropped the old node's subscriptions
-/// to its channels (telling the client with a `sunsubscribe` fred 10.1 does not pass on).
-const CLUSTER_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// A key to start (`true`) or stop hearing, for the subscriber task.
 type Change = (WatchedKey, bool);
@@ -188,8 +184,15 @@ impl Task {
         let _connection = self.client.connect();
         let mut failed = Failed::default();
         let clustered = self.client.is_clustered();
-        let mut cluster_check = tokio::time::interval(CLUSTER_CHECK_PERIOD);
-        cluster_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut slots_moved = moved_slots::watch(
+            self.client.clone(),
+            Arc::clone(&self.connection),
+            self.options.clone(),
+            Weak::clone(&self.boards),
+        );
+        if !clustered {
+            slots_moved.close();
+        }
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
@@ -216,11 +219,9 @@ impl Task {
                     }
                     Err(RecvError::Closed) => break,
                 },
-                _ = cluster_check.tick(), if clustered => {
-                    if self.slots_moved().await {
-                        let failures = self.subscribe_all(self.watched()).await;
-                        failed.start_over(failures);
-                    }
+                Some(()) = slots_moved.recv(), if clustered => {
+                    let failures = self.subscribe_all(self.watched()).await;
+                    failed.start_over(failures);
                 }
                 () = failed.due(), if failed.any() => {
                     let watched = self.watched();
@@ -232,25 +233,6 @@ impl Task {
         }
         // Nothing to do if it fails: the connection is unusable either way.
         let _ = self.client.quit().await;
-    }
-
-    /// Whether, while keys are watched, a slot is served by another node than the client
-    /// knew (its view of the cluster is refreshed): their subscriptions are gone then.
-    async fn slots_moved(&self) -> bool {
-        if self.watched().is_empty() {
-            return false;
-        }
-        let slots = || {
-            self.client
-                .cached_cluster_state()
-                .map(|state| state.slots().to_vec())
-        };
-        let before = slots();
-        if let Err(error) = self.client.sync_cluster().await {
-            tracing::debug!(%error, "could not look at the cluster's slots; trying again later");
-            return false;
-        }
-        slots() != before
     }
 
     /// Subscribes to the hand-overs of `watched_keys`, then looks for those missed before

@@ -5,6 +5,7 @@ mod connection;
 mod error;
 mod feed;
 mod gate;
+mod moved_slots;
 mod replicas;
 mod resend;
 mod scripts;

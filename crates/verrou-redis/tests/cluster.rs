@@ -11,14 +11,13 @@ mod shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::{connect, connect_fenced};
+use cluster_support::{blocking, connect, connect_fenced, hold_and_wait, other_master};
 use contention::{key_on, Contention, TimedStore};
 use shared::cluster;
-use tokio::task::JoinHandle;
-use verrou_core::{Acquisition, Lock, LockFactory, LockStore, OwnerCheck, Retry};
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
 use verrou_redis::fred::prelude::{ClientLike, KeysInterface, Options};
 use verrou_redis::{RedisConfig, RedisOptions, RedisStore};
-use verrou_testkit::{hash_slot, RedisCluster};
+use verrou_testkit::hash_slot;
 
 /// Short, so that a call that is stuck shows at once.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,17 +27,6 @@ const SLACK: Duration = Duration::from_millis(1500);
 
 const TTL: Duration = Duration::from_secs(10);
 
-/// A running master other than the one on `port`.
-fn other_master(cluster: &RedisCluster, port: u16) -> u16 {
-    cluster
-        .nodes()
-        .expect("the cluster answers")
-        .into_iter()
-        .find(|node| node.running && node.is_master() && node.port != port)
-        .expect("three masters")
-        .port
-}
-
 /// The token of a grant or renewal.
 fn token(outcome: &Acquisition) -> u64 {
     match outcome {
@@ -47,38 +35,6 @@ fn token(outcome: &Acquisition) -> u64 {
         }
         other => panic!("expected a grant, got {other:?}"),
     }
-}
-
-/// Takes `key` with a lock of `holders`, and starts a lock of `waiters` waiting for it, asking
-/// again only when woken or after `delay`, until `timeout`: the holder, and the waiter's
-/// task (whether it got the lock, when, and the lock), once the waiter has had time to fail
-/// its first attempt and subscribe.
-async fn hold_and_wait(
-    holders: &LockFactory,
-    waiters: &LockFactory,
-    key: &str,
-    delay: &'static str,
-    timeout: &'static str,
-) -> (Lock, JoinHandle<(bool, Instant, Lock)>) {
-    let holder = holders.create_lock_with_ttl(key, "30s").unwrap();
-    assert!(holder.acquire_immediately().await.unwrap());
-    let waiter = waiters.create_lock_with_ttl(key, "30s").unwrap();
-    let waiting = tokio::spawn(async move {
-        let acquired = waiter
-            .acquire_with(Retry::new().delay(delay).timeout(timeout))
-            .await
-            .unwrap();
-        (acquired, Instant::now(), waiter)
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    (holder, waiting)
-}
-
-/// Runs the blocking `step` (a testkit call) off the runtime's threads.
-async fn blocking<T: Send + 'static>(step: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(step)
-        .await
-        .expect("a testkit step")
 }
 
 /// While a slot moves, the store's calls on the keys already moved (answered `ASK`, which
@@ -390,38 +346,4 @@ async fn waiters_in_new_stores_all_hear_their_turn() {
     tokio::time::timeout(Duration::from_secs(20), all_served)
         .await
         .expect("every waiter hears its turn");
-}
-
-/// A waiter whose key's slot moves to another master while it waits still hears the
-/// release there: Redis drops the old node's subscriptions to the slot's channels (and
-/// fred 10.1 swallows the `sunsubscribe` it sends), so the store looks for slots that moved
-/// while it watches keys, and subscribes again on the new node.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_hears_the_release_after_its_keys_slot_moved() {
-    let cluster = cluster();
-    let url = cluster.url();
-    let holders = LockFactory::new(connect(&url, COMMAND_TIMEOUT).await);
-    let waiters = LockFactory::new(connect(&url, COMMAND_TIMEOUT).await);
-    let source = cluster
-        .master_of_slot(hash_slot("verrou-moved-wake"))
-        .expect("the cluster answers");
-    let key = blocking(move || key_on(cluster, source, "verrou-moved-wake")).await;
-    // Without a wake-up, the next attempt is an hour away.
-    let (holder, waiting) = hold_and_wait(&holders, &waiters, &key, "1h", "30s").await;
-    let (slot, target) = (hash_slot(&key), other_master(cluster, source));
-    blocking(move || cluster.migrate_slot(slot, target))
-        .await
-        .expect("the slot moved");
-    // Time for the waiting store to see the move and subscribe on the new node.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let released = Instant::now();
-    holder.release().await.unwrap();
-    let (acquired, at, waiter) = waiting.await.unwrap();
-    let woke = at.saturating_duration_since(released);
-    assert!(acquired);
-    assert!(
-        woke < Duration::from_secs(2),
-        "woke {woke:?} after the release"
-    );
-    waiter.release().await.unwrap();
 }
