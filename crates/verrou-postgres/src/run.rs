@@ -1,12 +1,13 @@
 //! Running one statement on a pooled connection, within the command timeout, after every
-//! statement of the same key that timed out here has ended on the server.
+//! statement of the same key that went unanswered here (it timed out, or its caller stopped
+//! waiting) has ended on the server.
 //!
 //! A statement that timed out may still run: the server does not look at the client while
 //! it works (a take waiting for a row lock, a commit waiting for a standby), and may commit
 //! it later. A statement sent afterwards on another connection — the release that gives
 //! back the take nobody heard the answer of — would then reach the server first, find
 //! nothing, and the take would commit a lock nobody owns. So the connection of a statement
-//! that timed out is kept, not closed: the server is asked to cancel the statement, and an
+//! that went unanswered is kept, neither closed nor given back to the pool: the server is asked to cancel the statement, and an
 //! empty query sent behind it answers once the server has ended it. Until then the
 //! statements of the same key wait, within their own timeout, for up to one more command
 //! timeout (a server that does not answer at all, hung or cut off, holds the key up no
@@ -52,19 +53,19 @@ impl std::fmt::Debug for Canceller {
     }
 }
 
-/// The keys with statements that timed out and may still run on the server: each with the
+/// The keys with statements that went unanswered and may still run on the server: each with the
 /// token cancelled once they have all ended, and the number of the last one.
 #[derive(Debug)]
 struct Unfinished {
-    /// How the statements that timed out are cancelled.
+    /// How the statements that went unanswered are cancelled.
     canceller: Canceller,
-    /// How long the statements of a key wait for one that timed out to end.
+    /// How long the statements of a key wait for one that went unanswered to end.
     patience: Duration,
     /// How many keys there are, read without the mutex, so that statements pay nothing
-    /// while none timed out.
+    /// while every statement was answered.
     count: AtomicUsize,
     keys: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    /// The number of the last statement that timed out.
+    /// The number of the last statement that went unanswered.
     last: AtomicU64,
 }
 
@@ -98,7 +99,7 @@ impl Runner {
     /// Runs `sql` on `key` (`None`: a statement of no key in particular), which returns at
     /// most one row, and returns that row.
     ///
-    /// Fails with [`Error::Storage`] if a statement of the same key that timed out has not
+    /// Fails with [`Error::Storage`] if a statement of the same key that went unanswered has not
     /// ended on the server in time, no connection comes, the server fails the statement, or
     /// the answer does not come within the timeout. One timer covers the whole operation.
     pub(crate) async fn query_opt(
@@ -130,13 +131,49 @@ impl Runner {
             return Err(timed_out());
         };
         let statement = statement.map_err(Error::storage)?;
-        let answer = timeout_at(deadline, connection.query_opt(&statement, params)).await;
+        let mut sent = Sent {
+            unfinished: &self.unfinished,
+            key,
+            connection: Some(connection),
+        };
+        let answer = timeout_at(deadline, sent.connection().query_opt(&statement, params)).await;
         match answer {
-            Ok(answer) => answer.map_err(Error::storage),
-            Err(_) => {
-                self.unfinished.wait_for_end(key, connection);
-                Err(timed_out())
+            Ok(answer) => {
+                sent.answered();
+                answer.map_err(Error::storage)
             }
+            Err(_) => Err(timed_out()),
+        }
+    }
+}
+
+/// A statement on its way on `connection`: unless its answer came, the connection is kept
+/// until the server has ended the statement (see [`Unfinished::wait_for_end`]), whether the
+/// statement timed out or the caller stopped waiting for it (its future dropped).
+struct Sent<'a> {
+    unfinished: &'a Arc<Unfinished>,
+    key: Option<&'a str>,
+    /// Until answered or dropped.
+    connection: Option<Object>,
+}
+
+impl Sent<'_> {
+    fn connection(&self) -> &Object {
+        self.connection
+            .as_ref()
+            .expect("a statement's connection until it is answered")
+    }
+
+    /// The answer came: the connection goes back to the pool.
+    fn answered(&mut self) {
+        self.connection = None;
+    }
+}
+
+impl Drop for Sent<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.unfinished.wait_for_end(self.key, connection);
         }
     }
 }
@@ -150,10 +187,15 @@ impl Unfinished {
         self.lock().get(key).map(|(_, ended)| ended.clone())
     }
 
-    /// Keeps `connection`, whose last statement (of `key`) timed out, until the server has
-    /// ended that statement, then closes it; `key`'s statements wait until then, and until
-    /// the key's statements that timed out before it have ended too.
+    /// Keeps `connection`, whose last statement (of `key`) was not answered, until the server
+    /// has ended that statement, then closes it; `key`'s statements wait until then, and
+    /// until the key's statements that went unanswered before it have ended too. Without a
+    /// Tokio runtime here (it is shutting down), the connection is closed at once.
     fn wait_for_end(self: &Arc<Self>, key: Option<&str>, connection: Object) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            drop(Object::take(connection));
+            return;
+        };
         let number = self.last.fetch_add(1, Ordering::Relaxed) + 1;
         let ended = CancellationToken::new();
         let before = key.and_then(|key| {
@@ -162,22 +204,19 @@ impl Unfinished {
             self.count.store(keys.len(), Ordering::Release);
             before.map(|(_, before)| before)
         });
-        let (unfinished, key) = (Arc::clone(self), key.map(str::to_owned));
-        tokio::spawn(async move {
-            unfinished.ended(&connection).await;
+        let ending = Ending {
+            unfinished: Arc::clone(self),
+            key: key.map(str::to_owned),
+            number,
+            ended,
+        };
+        runtime.spawn(async move {
+            ending.unfinished.ended(&connection).await;
             drop(Object::take(connection));
             if let Some(before) = before {
                 before.cancelled().await;
             }
-            if let Some(key) = key {
-                let mut keys = unfinished.lock();
-                // Unless a later statement of the key timed out since, and waits in turn.
-                if keys.get(&key).is_some_and(|(last, _)| *last == number) {
-                    keys.remove(&key);
-                }
-                unfinished.count.store(keys.len(), Ordering::Release);
-            }
-            ended.cancel();
+            drop(ending);
         });
     }
 
@@ -206,5 +245,28 @@ impl Unfinished {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, (u64, CancellationToken)>> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The end of a statement that went unanswered, told when dropped (also if the task waiting
+/// for it is dropped with its runtime): the key's statements stop waiting for it.
+struct Ending {
+    unfinished: Arc<Unfinished>,
+    key: Option<String>,
+    number: u64,
+    ended: CancellationToken,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            let mut keys = self.unfinished.lock();
+            // Unless a later statement of the key went unanswered since, and waits in turn.
+            if keys.get(key).is_some_and(|(last, _)| *last == self.number) {
+                keys.remove(key);
+            }
+            self.unfinished.count.store(keys.len(), Ordering::Release);
+        }
+        self.ended.cancel();
     }
 }

@@ -542,3 +542,42 @@ async fn a_take_that_timed_out_is_given_back_after_the_server_ended_it() {
     }
     other.release().await.expect("released");
 }
+
+/// A statement whose caller stopped waiting (its future dropped: a timeout around
+/// `release`) is cancelled and waited for like one that timed out: the key's next statement
+/// runs after it, not beside it. Here the release waits for a row lock when dropped; the
+/// extension sent next finds the lock still held once the row is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_statement_is_ended_before_the_keys_next_one() {
+    let table = unique("dropped_statement");
+    let store = PostgresStore::connect(config(&table))
+        .await
+        .expect("a store");
+    let factory = verrou_core::LockFactory::new(store);
+    let key = unique("key");
+    let lock = factory.create_lock_with_ttl(&key, "30s").expect("a lock");
+    assert!(lock.acquire_immediately().await.expect("a take"));
+    let mut admin = client(&verrou_testkit::postgres_url()).await;
+    let blocker = admin.transaction().await.expect("a transaction");
+    let lock_row = format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE");
+    blocker
+        .execute(&lock_row, &[&key])
+        .await
+        .expect("the row locked");
+    let dropped = tokio::time::timeout(Duration::from_millis(200), lock.release()).await;
+    assert!(
+        dropped.is_err(),
+        "the release waited for the row: {dropped:?}"
+    );
+    let extend = tokio::spawn({
+        let lock = lock.clone();
+        async move { lock.extend().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.commit().await.expect("committed");
+    extend
+        .await
+        .expect("the extension")
+        .expect("the lock is still held: the dropped release was ended first");
+    lock.release().await.expect("released");
+}
