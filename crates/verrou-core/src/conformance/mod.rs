@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             paused_holder_loses_to_a_higher_token,
             guard_releases_explicitly_and_on_drop,
             a_dropped_guard_never_releases_the_next_hold,
+            an_extension_after_its_guard_was_dropped_keeps_nothing,
             auto_extend_holds_the_lock_through_long_work,
             loss_fires_when_renewal_is_refused,
             run_auto_extend_reports_a_lost_lock,
@@ -903,6 +904,32 @@ case! {
             );
             lock.release().await.unwrap();
         }
+    }
+}
+
+case! {
+    /// An extension that lands after its guard was dropped (a renewal on its way when the
+    /// guard went) does not bring the hold back: the key is given back all the same.
+    an_extension_after_its_guard_was_dropped_keeps_nothing(new_store) {
+        let factory = factory(&new_store).await;
+        let key = unique_key("guard-extend");
+        let lock = factory.create_lock_with_ttl(&key, "30s").unwrap();
+        let other = factory.create_lock_with_ttl(&key, "30s").unwrap();
+        let guard = lock.acquire_guard_immediately().await.unwrap().expect("free key");
+        drop(guard);
+        // Applied if it came before the give-back, not owned if after: either way...
+        match lock.extend().await {
+            Ok(()) | Err(Error::NotOwned { .. }) => {}
+            Err(error) => panic!("extend: {error}"),
+        }
+        // ... the key is given back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !other.acquire_immediately().await.unwrap() {
+            assert!(Instant::now() < deadline, "the dropped guard's hold was kept by the extension");
+            sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!lock.is_expired() && lock.remaining_time().is_none(), "the lock holds nothing");
+        other.release().await.unwrap();
     }
 }
 

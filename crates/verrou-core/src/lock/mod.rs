@@ -298,6 +298,9 @@ impl Lock {
                         fencing_token,
                         ..
                     } => (since, fencing_token),
+                    // Given up meanwhile (a dropped guard's hold, its renewal on the way):
+                    // it stays given up, and is given back.
+                    Holding::NotHeld if inner.takes.has_unsettled() => return Ok(()),
                     Holding::NotHeld => (requested_at, None),
                 };
                 *state =
