@@ -225,10 +225,13 @@ impl Unfinished {
     async fn ended(&self, connection: &Object) {
         let cancel = connection.cancel_token();
         let cancelling = async {
-            let _ = match &self.canceller.0 {
+            let cancelled = match &self.canceller.0 {
                 Some(tls) => cancel.cancel_query(MakeTls::clone(tls)).await,
                 None => cancel.cancel_query(NoTls).await,
             };
+            if let Err(error) = cancelled {
+                tracing::debug!(%error, "verrou: could not ask PostgreSQL to cancel a statement that went unanswered; waiting for its end");
+            }
         };
         // Answered after the statement before it (the connection runs one at a time).
         let answered = connection.batch_execute("");
