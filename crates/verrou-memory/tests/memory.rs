@@ -111,11 +111,22 @@ async fn waiters_take_turns_without_polling() {
     }
     let order = order.lock().unwrap();
     assert_eq!(order.len(), 160);
-    // Once all eight are in line, every window of eight turns serves eight different workers.
-    for window in order[8..order.len() - 8].windows(8) {
-        let distinct: std::collections::HashSet<_> = window.iter().collect();
-        assert_eq!(distinct.len(), 8, "unfair turn order: {window:?}");
-    }
+    // Once all eight are in line, every window of eight turns serves eight different
+    // workers. Except around a woken waiter that the machine did not run within the
+    // hand-over window (a loaded machine: 2 runs in 40 with `yes` on both cores): it goes
+    // to the back of the line, as designed, and the windows of about one round show it
+    // missing. Two such lapses are let pass; a line that is not kept fails nearly all.
+    let unfair = order[8..order.len() - 8]
+        .windows(8)
+        .filter(|window| {
+            window
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                < 8
+        })
+        .count();
+    assert!(unfair <= 16, "unfair turn order: {:?}", &order[8..]);
     let in_vain = counting.in_vain.load(Ordering::SeqCst);
     assert!(
         in_vain <= 8,
