@@ -69,13 +69,6 @@ pub(crate) struct Takes {
     leave_pending: AtomicBool,
 }
 
-impl Takes {
-    /// Whether something is left to settle: a grant to give back, or a take's answer.
-    pub(crate) fn has_unsettled(&self) -> bool {
-        self.anything_left.load(Ordering::Acquire)
-    }
-}
-
 /// The right to talk to the store about one lock's grants, with what is unsettled. Given
 /// back when dropped; dropped with something unsettled, it settles it on a background task
 /// first.

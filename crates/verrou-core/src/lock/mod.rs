@@ -298,10 +298,9 @@ impl Lock {
                         fencing_token,
                         ..
                     } => (since, fencing_token),
-                    // Given up meanwhile (a dropped guard's hold, its renewal on the way):
-                    // it stays given up, and is given back.
-                    Holding::NotHeld if inner.takes.has_unsettled() => return Ok(()),
-                    Holding::NotHeld => (requested_at, None),
+                    // Given up while the extension was on its way (released, or a dropped
+                    // guard's hold, given back in the background): it stays given up.
+                    Holding::NotHeld => return Ok(()),
                 };
                 *state =
                     match Holding::starting(requested_at, Some(ttl), fencing_token, Instant::now())
