@@ -17,6 +17,7 @@ mod sql;
 mod store;
 mod sweep;
 mod tls;
+mod unanswered;
 #[cfg(feature = "tls")]
 mod verify;
 

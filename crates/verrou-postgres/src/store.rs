@@ -20,11 +20,12 @@ use crate::identifier::TableName;
 use crate::key::check_key;
 use crate::listener::{Listener, Setup};
 use crate::pool::{build_pool, driver_config, pool_failure};
-use crate::run::{Canceller, Runner};
+use crate::run::Runner;
 use crate::schema::{ensure_table, key_column_length};
 use crate::sql::{ttl_millis, Statements, RESERVATION_MARK};
 use crate::sweep::{self, Schedule};
 use crate::tls::{make_tls, SslMode};
+use crate::unanswered::Canceller;
 
 mod shares;
 

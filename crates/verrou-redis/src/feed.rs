@@ -190,9 +190,6 @@ impl Task {
             self.options.clone(),
             Weak::clone(&self.boards),
         );
-        if !clustered {
-            slots_moved.close();
-        }
         loop {
             tokio::select! {
                 change = changes.recv() => match change {

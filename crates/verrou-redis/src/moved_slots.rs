@@ -29,7 +29,8 @@ const CHECK_PERIOD: Duration = Duration::from_secs(1);
 /// Starts looking for slots that moved on behalf of `subscriber`, whose store's `boards`
 /// say what is watched, asking on `connection` with `options`. The receiver hears `()`
 /// each time the subscriber's view was refreshed after a move; the task ends with the
-/// boards, or when the receiver is dropped.
+/// boards, or when the receiver is dropped. Off a cluster nothing is started, and the
+/// receiver is closed.
 pub(crate) fn watch(
     subscriber: Client,
     connection: Arc<Connection>,
@@ -37,6 +38,9 @@ pub(crate) fn watch(
     boards: Weak<Boards>,
 ) -> Receiver<()> {
     let (moved, heard) = mpsc::channel(1);
+    if !subscriber.is_clustered() {
+        return heard;
+    }
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(CHECK_PERIOD);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
