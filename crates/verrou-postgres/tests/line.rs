@@ -9,12 +9,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{acquired_after, client, config, patient, places, start_waiting, store, unique};
+use common::{
+    acquired_after, client, config, missed_first_waiter, patient, places, start_waiting, store,
+    unique,
+};
 use verrou_core::conformance::CountingStore;
 use verrou_core::{
     Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW,
 };
-use verrou_postgres::PostgresStore;
+use verrou_postgres::{PostgresStore, RECHECK_EVERY};
 
 /// How soon after a hand-over a woken waiter must have the lock (generous: loaded machines).
 const PROMPTLY: Duration = Duration::from_secs(2);
@@ -499,6 +502,22 @@ async fn leaving_the_front_of_a_free_key_hands_it_on() {
     raw.leave_line(&key, "never-there")
         .await
         .expect("leaving a line one is not in succeeds");
+}
+
+/// A release that starts while the first waiter's take has the key's row locked (the waiter
+/// joining the line) reads the line as it was when it started: it hands nothing over. The
+/// waiter still gets the free key within the listener's next look at its watched keys, not
+/// at its hour-long retry (see [`missed_first_waiter`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_missed_the_first_waiter_still_lets_it_in() {
+    let table = unique("missed_first");
+    let lock_row = format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE");
+    let waited =
+        missed_first_waiter(&table, &lock_row, |factory, key| factory.create_lock(key)).await;
+    assert!(
+        waited < RECHECK_EVERY + PROMPTLY,
+        "acquired {waited:?} after the release"
+    );
 }
 
 /// Places whose waiters died lapse and are swept in batches, as expired locks are; live

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, config, error_lines, private_server, store, unique, warning_lines};
+use common::{
+    client, config, error_lines, missed_first_waiter, private_server, store, unique, warning_lines,
+};
 use tokio::sync::Barrier;
 use verrou_core::{Acquisition, Family, LockFactory, LockStore, OwnerCheck, Place, Retry, Share};
 use verrou_postgres::tokio_postgres::Client;
-use verrou_postgres::{PostgresConfig, PostgresStore};
+use verrou_postgres::{PostgresConfig, PostgresStore, RECHECK_EVERY};
 
 /// How many store instances contend: each stands for a process.
 const STORES: usize = 8;
@@ -379,4 +381,24 @@ async fn a_force_release_and_a_waiters_take_queued_on_the_row_do_not_deadlock() 
         .await
         .expect("the force release")
         .expect("the force release");
+}
+
+/// A semaphore's release that missed its first waiter (see
+/// [`common::missed_first_waiter`]) still lets the waiter in within the listener's next
+/// look at its watched keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_missed_the_first_waiter_still_lets_it_in() {
+    let table = unique("shares_missed_first");
+    let lock_row = format!(
+        "SELECT 1 FROM \"{table}_shares\" WHERE \"family\" = 'semaphore' AND \"key\" = $1 \
+         FOR UPDATE"
+    );
+    let waited = missed_first_waiter(&table, &lock_row, |factory, key| {
+        factory.create_semaphore(key, 1)
+    })
+    .await;
+    assert!(
+        waited < RECHECK_EVERY + Duration::from_secs(2),
+        "acquired {waited:?} after the release"
+    );
 }

@@ -151,6 +151,47 @@ pub(crate) async fn acquired_after(
     at.saturating_duration_since(released_at)
 }
 
+/// How long after its release a held lock (or share) of a fresh key in `table`, made by
+/// `create`, went to a waiter whose take the release waited for: a transaction holds the
+/// key's row (`lock_row`, param: the key) while the waiter's take (the first of the key's
+/// line) and then the release queue for it, so the release reads the line as it was before
+/// the waiter's place was committed. The waiter's store already watched the key (an earlier
+/// waiter gave up), so joining brings no fresh look at the key either.
+pub(crate) async fn missed_first_waiter(
+    table: &str,
+    lock_row: &str,
+    create: impl Fn(&LockFactory, &str) -> Result<Lock, Error>,
+) -> Duration {
+    let key = unique("key");
+    let holder = create(&LockFactory::new(store(table).await), &key).expect("key");
+    assert!(holder.acquire().await.expect("acquire"));
+    let waiters = patient(store(table).await);
+    let early = create(&waiters, &key).expect("key");
+    let gave_up = early.acquire_with(Retry::new().timeout("200ms")).await;
+    assert!(!gave_up.expect("acquire"), "the key is held");
+
+    let mut admin = client(&verrou_testkit::postgres_url()).await;
+    let transaction = admin.transaction().await.expect("a transaction");
+    transaction
+        .execute(lock_row, &[&key])
+        .await
+        .expect("the row locked");
+    let waiter = create(&waiters, &key).expect("key");
+    let waiting = tokio::spawn(async move {
+        let acquired = waiter.acquire().await.expect("acquire");
+        (acquired, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let releasing = tokio::spawn(async move { holder.release().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    transaction.commit().await.expect("commit");
+    releasing
+        .await
+        .expect("release task")
+        .expect("the release applies");
+    acquired_after(waiting, Instant::now()).await
+}
+
 /// The places in the waiting line of `key` in `table`'s line, front first: each waiter and
 /// how many milliseconds its place has left on the server's clock.
 pub(crate) async fn places(client: &Client, table: &str, key: &str) -> Vec<(String, i64)> {
