@@ -208,7 +208,8 @@ impl Session<'_> {
     }
 
     /// Wakes the waiters of those of `keys` that are free now, one query per board: all of
-    /// them, or the one a lock's key is reserved for.
+    /// them, or the one a lock's key is reserved for, or the front of a share's line (it
+    /// asks whether its share fits; those behind it would ask in vain while it does not).
     async fn wake_free(&self, probes: &Probes, keys: &[WatchedKey]) -> Result<(), BoxError> {
         for family in Boards::FAMILIES {
             let of_board: Vec<&str> = keys
@@ -239,10 +240,7 @@ impl Session<'_> {
             };
             for row in rows {
                 let key: &str = row.try_get(0)?;
-                let waiter: Option<&str> = match family {
-                    None => row.try_get(1)?,
-                    Some(_) => None,
-                };
+                let waiter: Option<&str> = row.try_get(1)?;
                 self.boards.of(family).wake(key, waiter);
             }
         }

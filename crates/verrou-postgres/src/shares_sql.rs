@@ -64,9 +64,10 @@ pub(crate) struct ShareStatements {
     /// new front. Params: key, family, waiter. One row (the waiter the key was handed to) or
     /// none.
     pub(crate) leave_line: String,
-    /// Which of the given keys of a family a waiter may find free: those no live writer
-    /// holds (a permit or a read may fit beside other holders; the waiter asks to find
-    /// out). Params: keys (`text[]`), family. One row per such key.
+    /// Which of the given keys of a family a waiter may find free, and who should ask: those
+    /// no live writer holds (a permit or a read may fit beside other holders), each with the
+    /// first live waiter of its line, the one to ask and find out (null: nobody is in line,
+    /// any waiter may ask). Params: keys (`text[]`), family. One row per such key.
     pub(crate) probe: String,
     /// Deletes up to a batch of rows whose holders have all expired, skipping rows other
     /// statements have locked. Params: batch size. One row: how many it deleted.
@@ -245,7 +246,10 @@ impl ShareStatements {
                     ), PlaceLock::SkipLocked),
             ),
             probe: format!(
-                "SELECT k FROM unnest($1::text[]) AS k WHERE NOT {}",
+                "SELECT k, (SELECT \"waiter\" FROM {line} \
+                 WHERE \"key\" = chr(1) || $2::text || ':' || k AND {waiting} \
+                 ORDER BY \"arrival\", \"waiter\" LIMIT 1) \
+                 FROM unnest($1::text[]) AS k WHERE NOT {}",
                 writer_holds(shares, "k", "$2::text")
             ),
             sweep: sweep(

@@ -13,6 +13,7 @@ use common::{
     client, config, error_lines, missed_first_waiter, private_server, store, unique, warning_lines,
 };
 use tokio::sync::Barrier;
+use verrou_core::conformance::CountingStore;
 use verrou_core::{Acquisition, Family, LockFactory, LockStore, OwnerCheck, Place, Retry, Share};
 use verrou_postgres::tokio_postgres::Client;
 use verrou_postgres::{PostgresConfig, PostgresStore, RECHECK_EVERY};
@@ -401,4 +402,37 @@ async fn a_release_that_missed_the_first_waiter_still_lets_it_in() {
         waited < RECHECK_EVERY + Duration::from_secs(2),
         "acquired {waited:?} after the release"
     );
+}
+
+/// The listener's look again at a watched semaphore wakes the front of its line alone (the
+/// server cannot tell whether the front's permit fits, so it asks), not every waiter: while
+/// the semaphore stays full, the waiters behind the front never ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_of_a_full_semaphore_wakes_its_front_alone() {
+    let table = unique("shares_recheck");
+    let key = unique("key");
+    let holders = LockFactory::new(store(&table).await);
+    let holder = holders.create_semaphore(&key, 1).expect("key");
+    assert!(holder.acquire().await.expect("acquire"));
+    let counting = Arc::new(CountingStore::new(Arc::new(store(&table).await)));
+    let waiters = LockFactory::from_shared(Arc::clone(&counting) as Arc<dyn LockStore>)
+        .with_retry(Retry::new().delay("1h"))
+        .expect("valid retry options");
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let waiter = waiters.create_semaphore(&key, 1).expect("key");
+        waiting.push(tokio::spawn(async move { waiter.acquire().await }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rechecks = 3;
+    tokio::time::sleep(RECHECK_EVERY * rechecks + Duration::from_millis(500)).await;
+    let in_vain = counting.in_vain.load(Ordering::SeqCst);
+    assert!(
+        in_vain <= rechecks as usize + 1,
+        "{in_vain} asks in vain in {rechecks} rechecks"
+    );
+    holder.release().await.expect("release");
+    for waiter in waiting {
+        waiter.abort();
+    }
 }
