@@ -85,4 +85,4 @@ pub use loss::LossSignal;
 pub use retry::{Retry, DEFAULT_RETRY_DELAY};
 pub use serialized::{IntoSerializedLock, SerializedKind, SerializedLock};
 pub use store::{Acquisition, Family, Grant, ImmediateStore, LockStore, OwnerCheck, Place, Share};
-pub use waiting::{Boards, ReleaseFeed, Waiters, WatchedKey, HANDOVER_WINDOW};
+pub use waiting::{Boards, ReleaseFeed, Waiters, WatchedKey, HANDOVER_WINDOW, RECHECK_EVERY};

@@ -37,8 +37,9 @@
 //! Core decides the policy, here and in the lock's wait loop: when a waiter asks (when woken
 //! by name or by an anonymous wake, and at each retry delay, which also renews its place),
 //! how long a place lasts ([`lease_for`]), how long a released key is left to its front
-//! waiter ([`HANDOVER_WINDOW`]), how long an idle key stays watched ([`LINGER`]), and that a
-//! waiter that gives up leaves its line. A store provides primitives only: the atomic take
+//! waiter ([`HANDOVER_WINDOW`]), how long an idle key stays watched ([`LINGER`]), how often
+//! a store looks again at the keys it watches ([`RECHECK_EVERY`]), and that a waiter that
+//! gives up leaves its line. A store provides primitives only: the atomic take
 //! that respects the line, `leave_line`, and, if its server can tell, [`Boards`] fed by
 //! its subscriptions. A store without any of it works too: its waiters poll at the
 //! retry delay.
@@ -67,6 +68,12 @@ pub const HANDOVER_WINDOW: Duration = Duration::from_millis(100);
 /// process waiting on the same key again and again does not subscribe each time.
 pub const LINGER: Duration = Duration::from_secs(5);
 
+/// How often a store that hears releases looks again at every key it watches and wakes the
+/// waiter that may take each (as when it starts watching one): the longest a turn nobody
+/// announced (a release that missed a place being made, a front that let its window pass
+/// before a waiter that could go next) waits, whatever the retry delay.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// How many recent wakes of a key are remembered for waiters that were between a take and
 /// their wait when the wake came.
 const RECENT_WAKES: usize = 16;
@@ -91,7 +98,8 @@ pub trait ReleaseFeed: Send + Sync + 'static {
     /// Starts hearing releases of `key`. Once the store hears them, it must check whether
     /// `key` is free and, if so, call [`Waiters::wake`] with no waiter: a release that came
     /// before the subscription would otherwise be missed. Also after a reconnection, for
-    /// every key of [`Waiters::watched`].
+    /// every key of [`Waiters::watched`], and, for those the server answers about, every
+    /// [`RECHECK_EVERY`].
     fn subscribe(&self, key: &str);
 
     /// Stops hearing releases of `key`. Called while the board is locked, so that it is

@@ -30,5 +30,4 @@ pub use connector::LISTENER_APPLICATION_NAME;
 pub use deadpool_postgres;
 pub use deadpool_postgres::tokio_postgres;
 pub use key::MAX_KEY_LEN;
-pub use listener::RECHECK_EVERY;
 pub use store::PostgresStore;

@@ -6,9 +6,10 @@
 //! It is the [`ReleaseFeed`] of every board: a newly watched key is checked at once, and
 //! woken if it is free, or, for a lock, the waiter it is reserved for is (a release before
 //! the waiter's watch began would otherwise go unheard). It runs as a background task from
-//! the store's creation until its last clone is dropped. While keys are watched it looks at
-//! all of them again every [`RECHECK_EVERY`], the same way: a turn no announcement told of
-//! (see [`RECHECK_EVERY`]) waits that long at most.
+//! the store's creation until its last clone is dropped. It looks at every watched key again
+//! each [`RECHECK_EVERY`], the same way: a release that started before the first waiter's
+//! place was committed reads the line without it (see the README's limits) and announces
+//! nothing, so announcements alone can miss a turn.
 //! When its connection fails it says so once and reconnects with a growing pause (up to
 //! [`MAX_PAUSE`]); back on line it `LISTEN`s again and wakes the watched keys released
 //! meanwhile. A connection that goes silent (a network partition) is found by a ping every
@@ -24,7 +25,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::MissedTickBehavior;
 use tokio_util::task::AbortOnDropHandle;
-use verrou_core::{Boards, BoxError, Family, ReleaseFeed, WatchedKey};
+use verrou_core::{Boards, BoxError, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
 
 use crate::channel::parse_payload;
 use crate::connector::{Connect, Messages};
@@ -39,13 +40,6 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// How often the connection is checked when nothing else travels on it.
 const PING_EVERY: Duration = Duration::from_secs(15);
-
-/// How often the listener looks again at every key its store's waiters watch, waking those
-/// that are free (or reserved for one of them): the longest a waiter whose hand-over went
-/// unannounced waits past its turn. A release that started before the first waiter's place
-/// was committed reads the line without it (see the README's limits), so announcements
-/// alone can miss a turn; this bounds what such a miss costs, whatever the retry delay.
-pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A board's [`ReleaseFeed`]: passes newly watched keys of its family to the listener, to
 /// be checked. Every hand-over of the table is heard anyway, and the board ignores keys it

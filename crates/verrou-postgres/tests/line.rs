@@ -16,8 +16,9 @@ use common::{
 use verrou_core::conformance::CountingStore;
 use verrou_core::{
     Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW,
+    RECHECK_EVERY,
 };
-use verrou_postgres::{PostgresStore, RECHECK_EVERY};
+use verrou_postgres::PostgresStore;
 
 /// How soon after a hand-over a woken waiter must have the lock (generous: loaded machines).
 const PROMPTLY: Duration = Duration::from_secs(2);

@@ -14,9 +14,11 @@ use common::{
 };
 use tokio::sync::Barrier;
 use verrou_core::conformance::CountingStore;
-use verrou_core::{Acquisition, Family, LockFactory, LockStore, OwnerCheck, Place, Retry, Share};
+use verrou_core::{
+    Acquisition, Family, LockFactory, LockStore, OwnerCheck, Place, Retry, Share, RECHECK_EVERY,
+};
 use verrou_postgres::tokio_postgres::Client;
-use verrou_postgres::{PostgresConfig, PostgresStore, RECHECK_EVERY};
+use verrou_postgres::{PostgresConfig, PostgresStore};
 
 /// How many store instances contend: each stands for a process.
 const STORES: usize = 8;

@@ -48,7 +48,7 @@ pub use verrou_core::{
     Grant, IntoDuration, IntoSerializedLock, IntoTtl, Lock, LockFactory, LockGuard, LockKind,
     LockStore, LossSignal, OwnerCheck, Place, ReleaseFeed, Result, Retry, RwLock, SerializedKind,
     SerializedLock, Share, Ttl, Waiters, DEFAULT_RETRY_DELAY, DEFAULT_TTL, HANDOVER_WINDOW,
-    MAX_DURATION, MAX_KEY_LEN,
+    MAX_DURATION, MAX_KEY_LEN, RECHECK_EVERY,
 };
 
 /// The in-process memory store ([`verrou_memory`]).
