@@ -2,9 +2,9 @@
 //! wait, that hears the hand-overs of the keys its waiters watch (`SSUBSCRIBE` to their
 //! release channels, see [`crate::slots`]) and reports them to the store's [`Waiters`](verrou_core::Waiters)
 //! boards (one for locks, one per family of shares: [`Boards`]), which decide what is
-//! watched and for how long. Polling at the retry delay stays the safety net: for locks
-//! that expire without release, for peers that do not publish (the Node.js library), and
-//! for anything missed while the subscriber is down.
+//! watched and for how long. Every [`RECHECK_EVERY`] it looks at the watched keys again
+//! (see [`Task::recheck`]); polling at the retry delay stays the safety net for anything
+//! missed while the server does not answer.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -16,10 +16,11 @@ use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Options;
 use fred::types::{Builder, Message, Value};
+use futures_util::future::join_all;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::time::Sleep;
-use verrou_core::{Boards, Family, ReleaseFeed, WatchedKey};
+use tokio::time::{MissedTickBehavior, Sleep};
+use verrou_core::{Boards, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
 
 use crate::connection::Connection;
 use crate::gate::{Gate, OPEN};
@@ -184,6 +185,9 @@ impl Task {
         let _connection = self.client.connect();
         let mut failed = Failed::default();
         let clustered = self.client.is_clustered();
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        recheck.reset();
         let mut slots_moved = moved_slots::watch(
             self.client.clone(),
             Arc::clone(&self.connection),
@@ -220,6 +224,7 @@ impl Task {
                     let failures = self.subscribe_all(self.watched()).await;
                     failed.start_over(failures);
                 }
+                _ = recheck.tick() => self.recheck().await,
                 () = failed.due(), if failed.any() => {
                     let watched = self.watched();
                     let again = failed.take(|watched_key| watched.contains(watched_key));
@@ -247,6 +252,18 @@ impl Task {
         }
         self.wake_if_free(subscribed).await;
         failed
+    }
+
+    /// Looks again at every watched key, as after subscribing to it, for a turn nobody
+    /// announced: a front that let its hand-over window pass, then left the line or was
+    /// passed by a script that woke nobody (a late `LEAVE_LINE`, a read-write lock's writer
+    /// front that lapsed before readers who could go), a catch-up that named a waiter of
+    /// another store whose subscriber was down, or one the server did not answer.
+    async fn recheck(&self) {
+        let watched = self.watched();
+        if !watched.is_empty() {
+            self.wake_if_free(watched).await;
+        }
     }
 
     /// Reports a hand-over `message` (`:WAITER`, or `STORE:WAITER` from a catch-up) to the
@@ -309,42 +326,55 @@ impl Task {
 
     /// Wakes the waiter that may take each of `watched_keys` now, if it is free, since a
     /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
-    /// here if it waits elsewhere), or every waiter here if nobody is in line, if the front
-    /// is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits), or if the
-    /// server cannot tell. Asked after the subscription, so that a release is either heard
-    /// or seen here.
+    /// here if it waits elsewhere), or every waiter here if nobody is in line, or if the
+    /// front is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits).
+    /// Asked after the subscription, so that a release is either heard or seen here. The
+    /// waiters of a key the server did not answer about are left to the next
+    /// [`recheck`](Self::recheck): woken, they would ask it, and fail, at once.
     async fn wake_if_free(&self, watched_keys: impl IntoIterator<Item = WatchedKey>) {
         let Some(boards) = self.boards.upgrade() else {
             return;
         };
         let client = self.connection.client().with_options(&self.options);
-        for watched_key in watched_keys {
-            let (family, key) = &watched_key;
-            let redis_key = self.redis_key(key);
-            let gate = Gate::new(*family, &redis_key);
-            let [line, deadlines] = gate.slot.family_line_keys(*family, &redis_key);
-            let channel = self.channel(&watched_key);
-            let next: Result<Option<String>, FredError> = NEXT_TAKER
-                .run(
-                    &client,
-                    gate.slot,
-                    &[&gate.key, &line, &deadlines],
-                    |args| {
-                        args.extend([
-                            Value::from(channel.as_str()),
-                            Value::String(self.id.clone()),
-                        ]);
-                        args.extend(gate.open.then(|| Value::from(OPEN)));
-                    },
-                )
-                .await;
-            let board = boards.of(*family);
+        let asked = watched_keys
+            .into_iter()
+            .map(|watched_key| self.next_taker(&client, watched_key));
+        // All at once: a slow node delays the others' answers, and the messages heard
+        // meanwhile, by one command timeout at most.
+        for ((family, key), next) in join_all(asked).await {
+            let board = boards.of(family);
             match next {
                 Ok(None) => {}
-                Ok(Some(waiter)) if !waiter.is_empty() => board.wake(key, Some(&waiter)),
-                Ok(Some(_)) | Err(_) => board.wake(key, None),
+                Ok(Some(waiter)) if !waiter.is_empty() => board.wake(&key, Some(&waiter)),
+                Ok(Some(_)) => board.wake(&key, None),
+                Err(error) => {
+                    tracing::debug!(%error, "could not look at a watched key; looked at again within a second");
+                }
             }
         }
+    }
+
+    /// What [`NEXT_TAKER`] says of `watched_key`, asked through `client`.
+    async fn next_taker(
+        &self,
+        client: &impl ClientLike,
+        watched_key: WatchedKey,
+    ) -> (WatchedKey, Result<Option<String>, FredError>) {
+        let (family, key) = &watched_key;
+        let redis_key = self.redis_key(key);
+        let gate = Gate::new(*family, &redis_key);
+        let [line, deadlines] = gate.slot.family_line_keys(*family, &redis_key);
+        let channel = self.channel(&watched_key);
+        let next = NEXT_TAKER
+            .run(client, gate.slot, &[&gate.key, &line, &deadlines], |args| {
+                args.extend([
+                    Value::from(channel.as_str()),
+                    Value::String(self.id.clone()),
+                ]);
+                args.extend(gate.open.then(|| Value::from(OPEN)));
+            })
+            .await;
+        (watched_key, next)
     }
 }
 

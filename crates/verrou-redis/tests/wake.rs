@@ -33,6 +33,8 @@ const HOUR: Duration = Duration::from_secs(3600);
 const PROMPT: Duration = Duration::from_secs(2);
 /// Long enough for a waiter to have asked the store and subscribed.
 const SETTLE: Duration = Duration::from_millis(300);
+/// A command timeout that a server down for seconds outlasts.
+const SHORT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A factory on `store` whose waiters only ask the store again when woken (or after an hour).
 fn patient(store: &Arc<RedisStore>) -> LockFactory {
@@ -365,7 +367,7 @@ async fn the_subscriber_resubscribes_after_the_server_restarts() {
     let mut server = RedisServer::start().expect("a private redis-server");
     let url = server.url();
     let (a, b, raw) = (
-        Arc::new(connect(&url, |_| {}).await),
+        Arc::new(connect(&url, |config| config.command_timeout = SHORT_TIMEOUT).await),
         Arc::new(connect(&url, |_| {}).await),
         raw_client(&url).await,
     );
@@ -376,6 +378,9 @@ async fn the_subscriber_resubscribes_after_the_server_restarts() {
     wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
 
     server.stop();
+    // Down for a few of the subscriber's looks again at its keys: a server that does not
+    // answer wakes nobody (woken, the waiter would ask, and fail, at once).
+    tokio::time::sleep(verrou_core::RECHECK_EVERY * 2 + SETTLE).await;
     server.restart().expect("the server restarts on its port");
     // The restarted server is empty, so the lock is free; once its subscription is renewed
     // the waiter is woken (the key is found free: a release may have gone unheard), asks,

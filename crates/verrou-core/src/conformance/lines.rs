@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep;
 
 use super::{factory_with_delay, unique_key, woken_by_release, CountingStore, NEVER, PROMPTLY};
-use crate::{Acquisition, LockFactory, LockStore, Place, Retry, Share, HANDOVER_WINDOW};
+use crate::{
+    Acquisition, LockFactory, LockStore, Place, Retry, Share, HANDOVER_WINDOW, RECHECK_EVERY,
+};
 
 /// Writes one `#[test]` per waiting-line case, each on its own Tokio runtime with stores
 /// made by `$new_store` (as for [`conformance_tests!`](crate::conformance_tests)).
@@ -28,6 +30,7 @@ macro_rules! line_tests {
             a_waiter_that_gives_up_leaves_the_line,
             a_dropped_waiting_acquire_leaves_the_line,
             a_lock_that_gave_up_keeps_its_next_place,
+            a_front_that_leaves_after_its_window_passes_the_key_on,
         );
     };
 }
@@ -333,5 +336,32 @@ case! {
             assert!(acquired);
             again.release().await.unwrap();
         }
+    }
+}
+
+case! {
+    /// A waiter handed the key that leaves the line only after its window (a late give-up:
+    /// its take failed or timed out, its runtime was starved) leaves a free key and nothing
+    /// announced: the waiter behind it still gets the key within the store's next look at
+    /// its watched keys, not at its hour-long retry.
+    a_front_that_leaves_after_its_window_passes_the_key_on(new_store) {
+        let key = unique_key("late-leave");
+        let store = new_store().await;
+        let taken = take(&*store, &key, "holder", None, None).await;
+        assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
+        let front = take(&*store, &key, "front-owner", None, Some(place("front"))).await;
+        assert_eq!(front, Acquisition::Busy);
+        let next = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
+        let waiting = tokio::spawn(async move { (next.acquire().await.unwrap(), next) });
+        sleep(Duration::from_millis(100)).await;
+        store.delete(&key, "holder").await.unwrap();
+        sleep(HANDOVER_WINDOW + Duration::from_millis(50)).await;
+        store.leave_line(&key, "front").await.unwrap();
+        let (acquired, next) = tokio::time::timeout(RECHECK_EVERY + PROMPTLY, waiting)
+            .await
+            .expect("the waiter behind the front that left got the key")
+            .unwrap();
+        assert!(acquired);
+        next.release().await.unwrap();
     }
 }
