@@ -23,7 +23,7 @@ use verrou_core::HANDOVER_WINDOW;
 
 use crate::family::LINE_KEY_SQL;
 use crate::identifier::TableName;
-use crate::sql::{hand_over, sweep, PlaceLock, EXPIRES_FROM_NOW, NOW_MS};
+use crate::sql::{hand_over, sweep, PlaceLock, EXPIRES_FROM_NOW, HANDED_AT, NOW_MS};
 
 /// Every semaphore and read-write lock statement of a store, with its tables quoted in.
 #[derive(Debug)]
@@ -143,7 +143,7 @@ impl ShareStatements {
         let window = HANDOVER_WINDOW.as_millis();
         let front_not_handed = format!(
             "(SELECT \"deadline\" FROM {line} WHERE \"key\" = {lk} AND {waiting} \
-             ORDER BY \"arrival\", \"waiter\" LIMIT 1) > {EXPIRES_FROM_NOW} + {window}"
+             ORDER BY \"arrival\", \"waiter\" LIMIT 1) > {HANDED_AT} + {window}"
         );
         Self {
             take: format!(

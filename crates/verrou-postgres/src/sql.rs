@@ -3,9 +3,10 @@
 //! Times are always the database server's: `statement_timestamp()` is the server's clock
 //! when the statement arrived and stays the same for the whole statement, so the row a
 //! statement picks and the answer it returns agree on what "now" is (`clock_timestamp()`
-//! would move while the statement runs). The client only ever sends durations, never
-//! instants. Epoch milliseconds are computed in `double precision` (`date_part`), not in
-//! `numeric` (`extract`), which takes the server about twice as long.
+//! would move while the statement runs). The one exception is the end of a hand-over
+//! window ([`HANDED_AT`]), which counts from the hand-over itself. The client only ever
+//! sends durations, never instants. Epoch milliseconds are computed in `double precision`
+//! (`date_part`), not in `numeric` (`extract`), which takes the server about twice as long.
 //!
 //! Expirations are written rounded up ([`EXPIRES_FROM_NOW`]) and compared with "now"
 //! rounded down ([`NOW_MS`]), so a lock lives at least its whole TTL on the server: never
@@ -41,6 +42,13 @@ pub(crate) const NOW_MS: &str = "floor(date_part('epoch', statement_timestamp())
 /// expiration and deadline (plus the TTL or lease).
 pub(crate) const EXPIRES_FROM_NOW: &str =
     "ceil(date_part('epoch', statement_timestamp()) * 1000)::bigint";
+
+/// The server's time in epoch milliseconds, rounded up, when the expression is evaluated
+/// rather than when the statement arrived: the start of a hand-over window, which must
+/// begin when the key is handed over, however long the statement waited for a row lock
+/// before (counted from its arrival, a release that waited a window long for a busy
+/// take's row lock would hand over a reservation already lapsed).
+pub(crate) const HANDED_AT: &str = "ceil(date_part('epoch', clock_timestamp()) * 1000)::bigint";
 
 /// The most rows one sweep statement deletes, so it never holds many row locks for long.
 pub(crate) const SWEEP_BATCH: i64 = 1000;
@@ -178,7 +186,7 @@ pub(crate) fn hand_over(
     };
     format!(
         "handed AS (UPDATE {line} AS place \
-         SET \"deadline\" = least(place.\"deadline\", {EXPIRES_FROM_NOW} + {window}) \
+         SET \"deadline\" = least(place.\"deadline\", {HANDED_AT} + {window}) \
          WHERE (place.\"key\", place.\"waiter\") = (SELECT \"key\", \"waiter\" FROM {line} \
          WHERE \"key\" = {line_key} AND \"deadline\" >= {NOW_MS} AND {condition} \
          ORDER BY \"arrival\", \"waiter\" LIMIT 1 {locking}) \
@@ -212,7 +220,7 @@ fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> Str
          IF $2 IS NOT NULL AND NOT EXISTS \
          (SELECT 1 FROM {line} WHERE \"key\" = $1 AND \"waiter\" = $2) THEN RETURN NULL; END IF; \
          INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
-         SELECT $1, chr(1) || \"waiter\", {EXPIRES_FROM_NOW} + {window} FROM {line} \
+         SELECT $1, chr(1) || \"waiter\", {HANDED_AT} + {window} FROM {line} \
          WHERE \"key\" = $1 AND \"waiter\" IS DISTINCT FROM $2 AND \"deadline\" >= {NOW_MS} \
          ORDER BY \"arrival\", \"waiter\" LIMIT 1 \
          ON CONFLICT (\"key\") DO UPDATE \

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    acquired_after, client, config, missed_first_waiter, patient, places, start_waiting, store,
-    unique,
+    acquired_after, client, config, missed_first_waiter, patient, places, server_now_ms,
+    start_waiting, store, unique,
 };
 use verrou_core::conformance::CountingStore;
 use verrou_core::{
@@ -518,6 +518,70 @@ async fn a_release_that_missed_the_first_waiter_still_lets_it_in() {
     assert!(
         waited < RECHECK_EVERY + PROMPTLY,
         "acquired {waited:?} after the release"
+    );
+}
+
+/// A release that waited for the key's row (here 300 ms, for a transaction that had it
+/// locked) leaves the front waiter its whole hand-over window, counted from the hand-over:
+/// counted from when the release arrived, the reservation and the front's place would have
+/// lapsed before the release even committed, and any newcomer would have got the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_waited_for_the_row_leaves_the_front_its_whole_window() {
+    let table = unique("late_window");
+    let key = unique("key");
+    let store = Arc::new(store(&table).await);
+    assert!(matches!(
+        take(&*store, &key, "holder").await,
+        Acquisition::Granted(_)
+    ));
+    let front = take_in_line(&*store, &key, "front-owner", "front").await;
+    assert_eq!(front, Acquisition::Busy);
+    let mut admin = client(&verrou_testkit::postgres_url()).await;
+    let transaction = admin.transaction().await.expect("a transaction");
+    let lock_row = format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE");
+    transaction
+        .execute(&lock_row, &[&key])
+        .await
+        .expect("the row locked");
+    let releasing = tokio::spawn({
+        let (store, key) = (Arc::clone(&store), key.clone());
+        async move { store.delete(&key, "holder").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inspector = client(&verrou_testkit::postgres_url()).await;
+    let before_commit = server_now_ms(&inspector).await;
+    transaction.commit().await.expect("commit");
+    let released = releasing.await.expect("release task").expect("release");
+    assert_eq!(released, OwnerCheck::Applied);
+
+    let window = i64::try_from(HANDOVER_WINDOW.as_millis()).expect("small");
+    let reservation: i64 = inspector
+        .query_one(
+            &format!("SELECT expiration FROM \"{table}\" WHERE key = $1"),
+            &[&key],
+        )
+        .await
+        .expect("the reservation")
+        .get(0);
+    assert!(
+        reservation >= before_commit + window,
+        "the reservation ends {} ms after the row came free",
+        reservation - before_commit
+    );
+    let deadline: i64 = inspector
+        .query_one(
+            &format!(
+                "SELECT deadline FROM \"{table}_waiters\" WHERE key = $1 AND waiter = 'front'"
+            ),
+            &[&key],
+        )
+        .await
+        .expect("the front's place")
+        .get(0);
+    assert!(
+        deadline >= before_commit + window,
+        "the front's place ends {} ms after the row came free",
+        deadline - before_commit
     );
 }
 
