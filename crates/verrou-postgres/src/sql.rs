@@ -99,7 +99,10 @@ pub(crate) struct Statements {
     ///
     /// The hand-over runs in the main query, before the place is written (a data-modifying
     /// `WITH` the main query does not read runs after it): the lock row, then the front's
-    /// place, then the taker's own, as [`Statements`] says.
+    /// place, then the taker's own, as [`Statements`] says. The hand-over reads the line
+    /// afresh, so it may find the taker at the front (the waiters ahead in this statement's
+    /// snapshot left meanwhile) and cut the taker's place itself: then the place is not
+    /// written again (a second change of one row in one statement is an error).
     pub(crate) save_in_line: String,
     /// Releases a live lock held by the owner; then, if the key has a line (any place, live
     /// or not: one probe of the line), calls the table's hand-over function, which reserves
@@ -321,17 +324,18 @@ impl Statements {
                  WHERE (mine.\"arrival\", $4::text) < (other.\"arrival\", other.\"waiter\")) \
                  LIMIT 1), \
                  taken AS ({}), \
+                 handed AS (SELECT {function}($1, NULL) AS waiter \
+                 WHERE NOT EXISTS (SELECT 1 FROM taken) AND EXISTS (SELECT 1 FROM ahead) \
+                 AND NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})), \
                  placed AS (INSERT INTO {line} AS place (\"key\", \"waiter\", \"arrival\", \"deadline\") \
                  SELECT $1, $4, statement_timestamp(), {EXPIRES_FROM_NOW} + $5::bigint \
                  WHERE NOT EXISTS (SELECT 1 FROM taken) \
+                 AND NOT EXISTS (SELECT 1 FROM handed WHERE waiter = $4) \
                  ON CONFLICT (\"key\", \"waiter\") DO UPDATE \
                  SET \"deadline\" = excluded.\"deadline\", \"arrival\" = CASE \
                  WHEN place.{waiting} THEN place.\"arrival\" ELSE excluded.\"arrival\" END), \
                  served AS (DELETE FROM {line} \
-                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND EXISTS (SELECT 1 FROM taken)), \
-                 handed AS (SELECT {function}($1, NULL) AS waiter \
-                 WHERE NOT EXISTS (SELECT 1 FROM taken) AND EXISTS (SELECT 1 FROM ahead) \
-                 AND NOT EXISTS (SELECT 1 FROM {table} WHERE \"key\" = $1 AND {live})) \
+                 WHERE \"key\" = $1 AND \"waiter\" = $4 AND EXISTS (SELECT 1 FROM taken)) \
                  SELECT (SELECT token FROM taken), (SELECT waiter FROM handed)",
                 take_row(
                     table,
