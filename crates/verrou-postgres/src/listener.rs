@@ -202,8 +202,9 @@ impl Session<'_> {
     }
 
     /// Wakes the waiters of those of `keys` that are free now, one query per board: all of
-    /// them, or the one a lock's key is reserved for, or the front of a share's line (it
-    /// asks whether its share fits; those behind it would ask in vain while it does not).
+    /// them, or the one a lock's key is reserved for, or the front of the line of a share
+    /// someone holds (it asks whether its share fits; those behind it would ask in vain
+    /// while it does not).
     async fn wake_free(&self, probes: &Probes, keys: &[WatchedKey]) -> Result<(), BoxError> {
         for family in Boards::FAMILIES {
             let of_board: Vec<&str> = keys

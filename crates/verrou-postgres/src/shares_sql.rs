@@ -19,11 +19,9 @@
 //! Params, in every statement that has them: `$1` the key, `$2` the family's name; then, by
 //! statement, the owner `$3` and the side `$4` (`permit`, `read`, `write`).
 
-use verrou_core::HANDOVER_WINDOW;
-
 use crate::family::LINE_KEY_SQL;
 use crate::identifier::TableName;
-use crate::sql::{hand_over, sweep, PlaceLock, EXPIRES_FROM_NOW, HANDED_AT, NOW_MS};
+use crate::sql::{hand_over, handover_ends, sweep, PlaceLock, EXPIRES_FROM_NOW, NOW_MS};
 
 /// Every semaphore and read-write lock statement of a store, with its tables quoted in.
 #[derive(Debug)]
@@ -65,9 +63,12 @@ pub(crate) struct ShareStatements {
     /// none.
     pub(crate) leave_line: String,
     /// Which of the given keys of a family a waiter may find free, and who should ask: those
-    /// no live writer holds (a permit or a read may fit beside other holders), each with the
-    /// first live waiter of its line, the one to ask and find out (null: nobody is in line,
-    /// any waiter may ask). Params: keys (`text[]`), family. One row per such key.
+    /// no live writer holds. A key someone holds comes with the first live waiter of its
+    /// line, who alone asks whether its share fits beside the holders (those behind it
+    /// would ask in vain while it does not); a key nobody holds, with null: every waiter
+    /// may ask, and a take refused only because of the line hands the key to a front that
+    /// does not come, which is passed after its window. Params: keys (`text[]`), family. One
+    /// row per such key.
     pub(crate) probe: String,
     /// Deletes up to a batch of rows whose holders have all expired, skipping rows other
     /// statements have locked. Params: batch size. One row: how many it deleted.
@@ -140,10 +141,10 @@ impl ShareStatements {
              WHERE s.\"family\" = $2::text AND s.\"key\" = $1::text AND {live_h}) \
              < CASE $4::text WHEN 'permit' THEN $6::int ELSE 1 END"
         );
-        let window = HANDOVER_WINDOW.as_millis();
+        let ends = handover_ends();
         let front_not_handed = format!(
             "(SELECT \"deadline\" FROM {line} WHERE \"key\" = {lk} AND {waiting} \
-             ORDER BY \"arrival\", \"waiter\" LIMIT 1) > {HANDED_AT} + {window}"
+             ORDER BY \"arrival\", \"waiter\" LIMIT 1) > {ends}"
         );
         Self {
             take: format!(
@@ -181,6 +182,7 @@ impl ShareStatements {
                          AND {free_for_front} AND {front_not_handed}))"
                     ),
                     PlaceLock::SkipLocked,
+                    &ends,
                 ),
                 entry = entry("$5::bigint"),
                 others = others("held.\"holders\""),
@@ -204,7 +206,7 @@ impl ShareStatements {
                     line,
                     channel,
                     lk,
-                    "EXISTS (SELECT 1 FROM freed) AND NOT (SELECT writer FROM rest)", PlaceLock::SkipLocked),
+                    "EXISTS (SELECT 1 FROM freed) AND NOT (SELECT writer FROM rest)", PlaceLock::SkipLocked, &ends),
             ),
             extend: format!(
                 "UPDATE {shares} AS held \
@@ -225,7 +227,8 @@ impl ShareStatements {
                     channel,
                     lk,
                     "(SELECT count(*) FROM cleared) >= 0",
-                    PlaceLock::SkipLocked
+                    PlaceLock::SkipLocked,
+                    &ends
                 ),
             ),
             count: format!(
@@ -243,12 +246,15 @@ impl ShareStatements {
                     &format!(
                         "\"waiter\" <> $3::text AND EXISTS (SELECT 1 FROM gone) AND NOT {}",
                         writer_holds(shares, "$1::text", "$2::text")
-                    ), PlaceLock::SkipLocked),
+                    ), PlaceLock::SkipLocked, &ends),
             ),
             probe: format!(
-                "SELECT k, (SELECT \"waiter\" FROM {line} \
+                "SELECT k, CASE WHEN EXISTS (SELECT 1 FROM {shares} AS s, \
+                 jsonb_each(s.\"holders\") AS h \
+                 WHERE s.\"family\" = $2::text AND s.\"key\" = k AND {live_h}) \
+                 THEN (SELECT \"waiter\" FROM {line} \
                  WHERE \"key\" = chr(1) || $2::text || ':' || k AND {waiting} \
-                 ORDER BY \"arrival\", \"waiter\" LIMIT 1) \
+                 ORDER BY \"arrival\", \"waiter\" LIMIT 1) END \
                  FROM unnest($1::text[]) AS k WHERE NOT {}",
                 writer_holds(shares, "k", "$2::text")
             ),

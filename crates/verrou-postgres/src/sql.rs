@@ -4,7 +4,7 @@
 //! when the statement arrived and stays the same for the whole statement, so the row a
 //! statement picks and the answer it returns agree on what "now" is (`clock_timestamp()`
 //! would move while the statement runs). The one exception is the end of a hand-over
-//! window ([`HANDED_AT`]), which counts from the hand-over itself. The client only ever
+//! window ([`handover_ends`]), which counts from the hand-over itself. The client only ever
 //! sends durations, never instants. Epoch milliseconds are computed in `double precision`
 //! (`date_part`), not in `numeric` (`extract`), which takes the server about twice as long.
 //!
@@ -43,12 +43,18 @@ pub(crate) const NOW_MS: &str = "floor(date_part('epoch', statement_timestamp())
 pub(crate) const EXPIRES_FROM_NOW: &str =
     "ceil(date_part('epoch', statement_timestamp()) * 1000)::bigint";
 
-/// The server's time in epoch milliseconds, rounded up, when the expression is evaluated
-/// rather than when the statement arrived: the start of a hand-over window, which must
-/// begin when the key is handed over, however long the statement waited for a row lock
-/// before (counted from its arrival, a release that waited a window long for a busy
-/// take's row lock would hand over a reservation already lapsed).
-pub(crate) const HANDED_AT: &str = "ceil(date_part('epoch', clock_timestamp()) * 1000)::bigint";
+/// The end of a hand-over window starting now: [`HANDOVER_WINDOW`] after the server's time
+/// (epoch milliseconds, rounded up) when the statement gets there, not when it arrived, so
+/// that the window begins when the key is handed over however long the statement waited
+/// for a row lock before (counted from its arrival, a release that waited a window long
+/// for a busy take's row lock would hand over a reservation already lapsed). A scalar
+/// subquery, so the clock is read once per statement, not once per row scanned.
+pub(crate) fn handover_ends() -> String {
+    format!(
+        "((SELECT ceil(date_part('epoch', clock_timestamp()) * 1000)::bigint) + {})",
+        HANDOVER_WINDOW.as_millis()
+    )
+}
 
 /// The most rows one sweep statement deletes, so it never holds many row locks for long.
 pub(crate) const SWEEP_BATCH: i64 = 1000;
@@ -171,25 +177,25 @@ pub(crate) enum PlaceLock {
 /// The `handed` step of the statements that free a key (in a `WITH`: the shares', and the
 /// locks' hand-over function), on the line whose key is the SQL expression `line_key` (`$1`
 /// for a lock): if `condition` holds, the first live place of that line (locked as
-/// `locking` says) is cut to the hand-over window ([`HANDOVER_WINDOW`]: a front that died
-/// blocks those behind it no longer than that) and announced on `channel`, naming its
-/// waiter (see `channel.rs`); the notification goes out when the statement commits, and
-/// only when someone waits. Returns the waiter.
+/// `locking` says) is cut to the end of the hand-over window, the SQL expression `ends`
+/// (see [`handover_ends`]: a front that died blocks those behind it no longer than that),
+/// and announced on `channel`, naming its waiter (see `channel.rs`); the notification goes
+/// out when the statement commits, and only when someone waits. Returns the waiter.
 pub(crate) fn hand_over(
     line: &str,
     channel: &str,
     line_key: &str,
     condition: &str,
     locking: PlaceLock,
+    ends: &str,
 ) -> String {
-    let window = HANDOVER_WINDOW.as_millis();
     let locking = match locking {
         PlaceLock::SkipLocked => "FOR UPDATE SKIP LOCKED",
         PlaceLock::Wait => "FOR UPDATE",
     };
     format!(
         "handed AS (UPDATE {line} AS place \
-         SET \"deadline\" = least(place.\"deadline\", {HANDED_AT} + {window}) \
+         SET \"deadline\" = least(place.\"deadline\", {ends}) \
          WHERE (place.\"key\", place.\"waiter\") = (SELECT \"key\", \"waiter\" FROM {line} \
          WHERE \"key\" = {line_key} AND \"deadline\" >= {NOW_MS} AND {condition} \
          ORDER BY \"arrival\", \"waiter\" LIMIT 1 {locking}) \
@@ -205,8 +211,8 @@ pub(crate) fn hand_over(
 /// Hands `key` over to the first live place of its line other than `leaver`'s, if the key
 /// is free for it: no row, an expired one, or one reserved for `leaver` (a release calls it
 /// with no leaver, once it has deleted the row). The key's row becomes a reservation for
-/// that waiter, lasting the hand-over window; then the waiter's place is cut to the window
-/// and announced (see [`hand_over`]). With nobody to hand it to, a reservation for `leaver`
+/// that waiter, lasting the hand-over window; then the waiter's place is cut to end with
+/// the reservation and announced (see [`hand_over`]). With nobody to hand it to, a reservation for `leaver`
 /// is deleted. `leaver`'s place, if any, is removed; a leaver with no place changes
 /// nothing. Returns the waiter announced, or null.
 ///
@@ -216,20 +222,20 @@ pub(crate) fn hand_over(
 /// [`PlaceLock::Wait`]). Each statement of the function sees what the ones before it (and
 /// its caller) wrote.
 fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> String {
-    let window = HANDOVER_WINDOW.as_millis();
+    let ends = handover_ends();
     let body = format!(
-        "DECLARE front text; woken text; \
+        "DECLARE front text; reserved_until bigint; woken text; \
          BEGIN \
          IF $2 IS NOT NULL AND NOT EXISTS \
          (SELECT 1 FROM {line} WHERE \"key\" = $1 AND \"waiter\" = $2) THEN RETURN NULL; END IF; \
          INSERT INTO {table} AS held (\"key\", \"owner\", \"expiration\") \
-         SELECT $1, chr(1) || \"waiter\", {HANDED_AT} + {window} FROM {line} \
+         SELECT $1, chr(1) || \"waiter\", {ends} FROM {line} \
          WHERE \"key\" = $1 AND \"waiter\" IS DISTINCT FROM $2 AND \"deadline\" >= {NOW_MS} \
          ORDER BY \"arrival\", \"waiter\" LIMIT 1 \
          ON CONFLICT (\"key\") DO UPDATE \
          SET \"owner\" = excluded.\"owner\", \"expiration\" = excluded.\"expiration\" \
          WHERE held.\"expiration\" <= {NOW_MS} OR held.\"owner\" = chr(1) || $2 \
-         RETURNING substr(held.\"owner\", 2) INTO front; \
+         RETURNING substr(held.\"owner\", 2), held.\"expiration\" INTO front, reserved_until; \
          IF $2 IS NOT NULL THEN \
          IF front IS NULL THEN \
          DELETE FROM {table} WHERE \"key\" = $1 AND \"owner\" = chr(1) || $2; \
@@ -241,7 +247,14 @@ fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> Str
          END IF; \
          RETURN woken; \
          END",
-        hand_over(line, channel, "$1", "\"waiter\" = front", PlaceLock::Wait)
+        hand_over(
+            line,
+            channel,
+            "$1",
+            "\"waiter\" = front",
+            PlaceLock::Wait,
+            "reserved_until"
+        )
     );
     format!(
         "CREATE OR REPLACE FUNCTION {name}(text, text) RETURNS text LANGUAGE plpgsql AS {}",
@@ -513,7 +526,14 @@ mod tests {
             "{create}"
         );
         assert!(create.contains("chr(1) || \"waiter\""), "{create}");
-        assert!(create.contains("::bigint + 100)"), "{create}");
+        assert!(
+            create.contains("clock_timestamp()) * 1000)::bigint) + 100)"),
+            "the window counts from the hand-over: {create}"
+        );
+        assert!(
+            create.contains("least(place.\"deadline\", reserved_until)"),
+            "the front's place ends with its reservation: {create}"
+        );
         assert!(create.contains("LIMIT 1 FOR UPDATE)"), "{create}");
         for sql in [&statements.delete, &statements.force_delete] {
             assert!(sql.contains(&format!("{function}($1, NULL)")), "{sql}");

@@ -438,3 +438,37 @@ async fn a_recheck_of_a_full_semaphore_wakes_its_front_alone() {
         waiter.abort();
     }
 }
+
+/// A semaphore nobody holds any more (its holder's TTL ran out: no release, no
+/// announcement) whose line's front is a waiter that never asks (a process that died, a
+/// store without a listener) does not hold up the waiter behind it for its hour-long retry:
+/// a recheck of a key nobody holds wakes every waiter here, whose take hands the key to
+/// the front, which is passed after its window, and the next recheck wakes the waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_passes_a_deaf_front_of_a_semaphore_nobody_holds() {
+    let table = unique("shares_deaf_front");
+    let key = unique("key");
+    let raw = store(&table).await;
+    let strict = Share::Permit { limit: 1 };
+    let short = Some(Duration::from_millis(300));
+    let took = raw.save_share(&key, "holder", short, strict, None).await;
+    assert!(matches!(took.expect("take"), Acquisition::Granted(_)));
+    let deaf = Place {
+        waiter: "deaf",
+        lease: Duration::from_secs(3600),
+    };
+    let queued = raw.save_share(&key, "deaf", HOUR, strict, Some(deaf)).await;
+    assert_eq!(queued.expect("take"), Acquisition::Busy);
+    let waiter = LockFactory::new(store(&table).await)
+        .with_retry(Retry::new().delay("1h"))
+        .expect("valid retry options")
+        .create_semaphore(&key, 1)
+        .expect("key");
+    let waiting = tokio::spawn(async move { waiter.acquire().await });
+    let started = std::time::Instant::now();
+    let acquired = tokio::time::timeout(RECHECK_EVERY * 3 + Duration::from_secs(2), waiting)
+        .await
+        .expect("the waiter behind the deaf front got the permit")
+        .expect("waiter task");
+    assert!(acquired.expect("acquire"), "{:?}", started.elapsed());
+}
