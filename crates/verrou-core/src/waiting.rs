@@ -68,10 +68,12 @@ pub const HANDOVER_WINDOW: Duration = Duration::from_millis(100);
 /// process waiting on the same key again and again does not subscribe each time.
 pub const LINGER: Duration = Duration::from_secs(5);
 
-/// How often a store that hears releases looks again at every key it watches and wakes the
-/// waiter that may take each (as when it starts watching one): the longest a turn nobody
-/// announced (a release that missed a place being made, a front that let its window pass
-/// before a waiter that could go next) waits, whatever the retry delay.
+/// How often a store whose server announces releases (Redis, PostgreSQL) looks again at
+/// every key it watches and wakes the waiter that may take each (as when it starts
+/// watching one): on such a store, the longest a turn nobody announced (a release that
+/// missed a place being made, a front that let its window pass before a waiter that could
+/// go next, a holder whose TTL ran out) waits, whatever the retry delay. An in-process
+/// store never misses a hand-over, and its waiters learn of an expiry at their retry.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How many recent wakes of a key are remembered for waiters that were between a take and
@@ -98,7 +100,8 @@ pub trait ReleaseFeed: Send + Sync + 'static {
     /// Starts hearing releases of `key`. Once the store hears them, it must check whether
     /// `key` is free and, if so, call [`Waiters::wake`] with no waiter: a release that came
     /// before the subscription would otherwise be missed. Also after a reconnection, for
-    /// every key of [`Waiters::watched`], and, for those the server answers about, every
+    /// every key of [`Waiters::watched`]; and a store whose announcements travel over a
+    /// network, where one can be missed, looks again at every watched key each
     /// [`RECHECK_EVERY`].
     fn subscribe(&self, key: &str);
 
