@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    acquired_after, client, config, missed_first_waiter, patient, places, server_now_ms,
-    start_waiting, store, unique,
+    acquired_after, client, config, missed_first_waiter, patient, places, row_locked,
+    server_now_ms, start_waiting, store, unique, Row,
 };
 use verrou_core::conformance::CountingStore;
 use verrou_core::{
@@ -512,9 +512,8 @@ async fn leaving_the_front_of_a_free_key_hands_it_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_that_missed_the_first_waiter_still_lets_it_in() {
     let table = unique("missed_first");
-    let lock_row = format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE");
     let waited =
-        missed_first_waiter(&table, &lock_row, |factory, key| factory.create_lock(key)).await;
+        missed_first_waiter(&table, Row::Lock, |factory, key| factory.create_lock(key)).await;
     assert!(
         waited < RECHECK_EVERY + PROMPTLY,
         "acquired {waited:?} after the release"
@@ -537,12 +536,7 @@ async fn a_release_that_waited_for_the_row_leaves_the_front_its_whole_window() {
     let front = take_in_line(&*store, &key, "front-owner", "front").await;
     assert_eq!(front, Acquisition::Busy);
     let mut admin = client(&verrou_testkit::postgres_url()).await;
-    let transaction = admin.transaction().await.expect("a transaction");
-    let lock_row = format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE");
-    transaction
-        .execute(&lock_row, &[&key])
-        .await
-        .expect("the row locked");
+    let transaction = row_locked(&mut admin, &table, Row::Lock, &key).await;
     let releasing = tokio::spawn({
         let (store, key) = (Arc::clone(&store), key.clone());
         async move { store.delete(&key, "holder").await }

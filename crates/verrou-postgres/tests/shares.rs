@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    client, config, error_lines, missed_first_waiter, private_server, store, unique, warning_lines,
+    client, config, error_lines, missed_first_waiter, private_server, row_locked, store, unique,
+    warning_lines, Row,
 };
 use tokio::sync::Barrier;
 use verrou_core::conformance::CountingStore;
@@ -359,15 +360,7 @@ async fn a_force_release_and_a_waiters_take_queued_on_the_row_do_not_deadlock() 
     let waiting = store.save_share(&key, "w", HOUR, strict, Some(place)).await;
     assert_eq!(waiting.expect("take"), Acquisition::Busy);
     let mut admin = client(&verrou_testkit::postgres_url()).await;
-    let blocker = admin.transaction().await.expect("a transaction");
-    let lock_row = format!(
-        "SELECT 1 FROM \"{table}_shares\" WHERE \"family\" = 'semaphore' AND \"key\" = $1 \
-         FOR UPDATE"
-    );
-    blocker
-        .execute(&lock_row, &[&key])
-        .await
-        .expect("the row locked");
+    let blocker = row_locked(&mut admin, &table, Row::Semaphore, &key).await;
     let take = tokio::spawn({
         let (store, key) = (Arc::clone(&store), key.clone());
         async move { store.save_share(&key, "w", HOUR, strict, Some(place)).await }
@@ -392,11 +385,7 @@ async fn a_force_release_and_a_waiters_take_queued_on_the_row_do_not_deadlock() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_that_missed_the_first_waiter_still_lets_it_in() {
     let table = unique("shares_missed_first");
-    let lock_row = format!(
-        "SELECT 1 FROM \"{table}_shares\" WHERE \"family\" = 'semaphore' AND \"key\" = $1 \
-         FOR UPDATE"
-    );
-    let waited = missed_first_waiter(&table, &lock_row, |factory, key| {
+    let waited = missed_first_waiter(&table, Row::Semaphore, |factory, key| {
         factory.create_semaphore(key, 1)
     })
     .await;

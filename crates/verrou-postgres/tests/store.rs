@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{chain, client, config, invalid_config, server_now_ms, store, unique};
+use common::{
+    chain, client, config, invalid_config, row_locked, server_now_ms, store, unique, Row,
+};
 use tokio::sync::Barrier;
 use verrou_core::{Acquisition, Error, LockStore, OwnerCheck};
 use verrou_postgres::deadpool_postgres::{Config as PoolConfig, Pool, Runtime};
@@ -496,21 +498,6 @@ async fn an_unanswered_operation_fails_after_the_command_timeout() {
     assert!(store.exists("k").await.expect("exists"));
 }
 
-/// A transaction of `admin` that has the row of `key` in `table` locked until it ends.
-async fn row_locked<'admin>(
-    admin: &'admin mut verrou_postgres::tokio_postgres::Client,
-    table: &str,
-    key: &str,
-) -> verrou_postgres::tokio_postgres::Transaction<'admin> {
-    let transaction = admin.transaction().await.expect("a transaction");
-    let lock_row = format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE");
-    transaction
-        .execute(&lock_row, &[&key])
-        .await
-        .expect("the row locked");
-    transaction
-}
-
 /// A take the server keeps waiting past the command timeout (here: for a row lock another
 /// session holds) fails, and the lock gives the grant it may have made back; that release
 /// waits until the server has ended the take, so the take can never commit a lock nobody
@@ -532,7 +519,7 @@ async fn a_take_that_timed_out_is_given_back_after_the_server_ended_it() {
         .execute(&insert, &[&key])
         .await
         .expect("the expired row");
-    let blocker = row_locked(&mut admin, &table, &key).await;
+    let blocker = row_locked(&mut admin, &table, Row::Lock, &key).await;
     let lock = factory
         .create_lock_with_ttl(&key, verrou_core::Ttl::Never)
         .expect("a lock");
@@ -568,7 +555,7 @@ async fn a_dropped_statement_is_ended_before_the_keys_next_one() {
     let lock = factory.create_lock_with_ttl(&key, "30s").expect("a lock");
     assert!(lock.acquire_immediately().await.expect("a take"));
     let mut admin = client(&verrou_testkit::postgres_url()).await;
-    let blocker = row_locked(&mut admin, &table, &key).await;
+    let blocker = row_locked(&mut admin, &table, Row::Lock, &key).await;
     let dropped = tokio::time::timeout(Duration::from_millis(200), lock.release()).await;
     assert!(
         dropped.is_err(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 use verrou_core::{Acquisition, Error, Lock, LockFactory, Retry};
-use verrou_postgres::tokio_postgres::{AsyncMessage, Client, NoTls};
+use verrou_postgres::tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 use verrou_testkit::PostgresServer;
 
@@ -151,15 +151,47 @@ pub(crate) async fn acquired_after(
     at.saturating_duration_since(released_at)
 }
 
+/// A row of a key that a test locks behind a store's back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Row {
+    /// The key's lock row, in the lock table.
+    Lock,
+    /// The key's semaphore row, in the shares table.
+    Semaphore,
+}
+
+/// A transaction of `admin` that has `row` of `key` (of the store on `table`) locked until
+/// it ends.
+pub(crate) async fn row_locked<'admin>(
+    admin: &'admin mut Client,
+    table: &str,
+    row: Row,
+    key: &str,
+) -> Transaction<'admin> {
+    let lock_row = match row {
+        Row::Lock => format!("SELECT 1 FROM \"{table}\" WHERE \"key\" = $1 FOR UPDATE"),
+        Row::Semaphore => format!(
+            "SELECT 1 FROM \"{table}_shares\" WHERE \"family\" = 'semaphore' \
+             AND \"key\" = $1 FOR UPDATE"
+        ),
+    };
+    let transaction = admin.transaction().await.expect("a transaction");
+    transaction
+        .execute(&lock_row, &[&key])
+        .await
+        .expect("the row locked");
+    transaction
+}
+
 /// How long after its release a held lock (or share) of a fresh key in `table`, made by
 /// `create`, went to a waiter whose take the release waited for: a transaction holds the
-/// key's row (`lock_row`, param: the key) while the waiter's take (the first of the key's
-/// line) and then the release queue for it, so the release reads the line as it was before
+/// key's `row` while the waiter's take (the first of the key's line) and then the release
+/// queue for it, so the release reads the line as it was before
 /// the waiter's place was committed. The waiter's store already watched the key (an earlier
 /// waiter gave up), so joining brings no fresh look at the key either.
 pub(crate) async fn missed_first_waiter(
     table: &str,
-    lock_row: &str,
+    row: Row,
     create: impl Fn(&LockFactory, &str) -> Result<Lock, Error>,
 ) -> Duration {
     let key = unique("key");
@@ -171,11 +203,7 @@ pub(crate) async fn missed_first_waiter(
     assert!(!gave_up.expect("acquire"), "the key is held");
 
     let mut admin = client(&verrou_testkit::postgres_url()).await;
-    let transaction = admin.transaction().await.expect("a transaction");
-    transaction
-        .execute(lock_row, &[&key])
-        .await
-        .expect("the row locked");
+    let transaction = row_locked(&mut admin, table, row, &key).await;
     let waiter = create(&waiters, &key).expect("key");
     let waiting = tokio::spawn(async move {
         let acquired = waiter.acquire().await.expect("acquire");
