@@ -417,9 +417,12 @@ async fn a_recheck_of_a_full_semaphore_wakes_its_front_alone() {
     }
     let rechecks = 3;
     tokio::time::sleep(RECHECK_EVERY * rechecks + Duration::from_millis(500)).await;
+    // The front asks once when its store starts watching the key, then at each recheck
+    // (the listener's ticks are not aligned with this test: one more may fall in); every
+    // waiter woken each time would be three times as many.
     let in_vain = counting.in_vain.load(Ordering::SeqCst);
     assert!(
-        in_vain <= rechecks as usize + 1,
+        in_vain <= rechecks as usize + 2,
         "{in_vain} asks in vain in {rechecks} rechecks"
     );
     holder.release().await.expect("release");
