@@ -549,34 +549,27 @@ async fn a_release_that_waited_for_the_row_leaves_the_front_its_whole_window() {
     assert_eq!(released, OwnerCheck::Applied);
 
     let window = i64::try_from(HANDOVER_WINDOW.as_millis()).expect("small");
-    let reservation: i64 = inspector
-        .query_one(
-            &format!("SELECT expiration FROM \"{table}\" WHERE key = $1"),
-            &[&key],
-        )
-        .await
-        .expect("the reservation")
-        .get(0);
-    assert!(
-        reservation >= before_commit + window,
-        "the reservation ends {} ms after the row came free",
-        reservation - before_commit
-    );
-    let deadline: i64 = inspector
-        .query_one(
-            &format!(
-                "SELECT deadline FROM \"{table}_waiters\" WHERE key = $1 AND waiter = 'front'"
-            ),
-            &[&key],
-        )
-        .await
-        .expect("the front's place")
-        .get(0);
-    assert!(
-        deadline >= before_commit + window,
-        "the front's place ends {} ms after the row came free",
-        deadline - before_commit
-    );
+    for (what, ends) in [
+        (
+            "the reservation",
+            format!("SELECT expiration FROM \"{table}\" WHERE key = $1"),
+        ),
+        (
+            "the front's place",
+            format!("SELECT deadline FROM \"{table}_waiters\" WHERE key = $1 AND waiter = 'front'"),
+        ),
+    ] {
+        let ends: i64 = inspector
+            .query_one(&ends, &[&key])
+            .await
+            .expect(what)
+            .get(0);
+        assert!(
+            ends >= before_commit + window,
+            "{what} ends {} ms after the row came free",
+            ends - before_commit
+        );
+    }
 }
 
 /// Places whose waiters died lapse and are swept in batches, as expired locks are; live

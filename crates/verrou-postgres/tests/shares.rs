@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    client, config, error_lines, missed_first_waiter, private_server, row_locked, store, unique,
-    warning_lines, Row,
+    client, config, error_lines, missed_first_waiter, patient, private_server, row_locked, store,
+    unique, warning_lines, Row,
 };
 use tokio::sync::Barrier;
 use verrou_core::conformance::CountingStore;
@@ -451,9 +451,7 @@ async fn a_recheck_passes_a_deaf_front_of_a_semaphore_nobody_holds() {
     };
     let queued = raw.save_share(&key, "deaf", HOUR, strict, Some(deaf)).await;
     assert_eq!(queued.expect("take"), Acquisition::Busy);
-    let waiter = LockFactory::new(store(&table).await)
-        .with_retry(Retry::new().delay("1h"))
-        .expect("valid retry options")
+    let waiter = patient(store(&table).await)
         .create_semaphore(&key, 1)
         .expect("key");
     let waiting = tokio::spawn(async move { waiter.acquire().await });
