@@ -79,6 +79,7 @@ async fn line_keys(raw: &Client, key: &str) -> Vec<String> {
 async fn eight_waiters_on_eight_stores_take_turns_in_arrival_order_without_asking_in_vain() {
     const WAITERS: usize = 8;
     const ROUNDS: usize = 5;
+    const HOLD: Duration = Duration::from_millis(20);
     let url = redis_url();
     let key = unique_key("line-turns");
     let holder = connect(&url, |_| {}).await;
@@ -98,7 +99,9 @@ async fn eight_waiters_on_eight_stores_take_turns_in_arrival_order_without_askin
             for _ in 0..ROUNDS {
                 assert!(lock.acquire().await.unwrap());
                 served.lock().unwrap().push((arrival, Instant::now()));
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // Long enough that the waiter who released before joins the line again
+                // before this one releases, even on a busy machine.
+                tokio::time::sleep(HOLD).await;
                 lock.release().await.unwrap();
             }
         }));
