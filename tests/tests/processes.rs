@@ -63,11 +63,15 @@ impl Store {
 }
 
 fn unique_key(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
+    format!("e2e:{name}:{}:{}", std::process::id(), epoch_nanos())
+}
+
+/// The wall clock in nanoseconds since the epoch, as the workers print it.
+fn epoch_nanos() -> u128 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos();
-    format!("e2e:{name}:{}:{nanos}", std::process::id())
+        .as_nanos()
 }
 
 fn finish(child: Child) -> String {
@@ -281,6 +285,48 @@ async fn redis_processes_queue_in_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_processes_queue_in_turn() {
     processes_queue_in_turn(Store::Postgres).await;
+}
+
+/// A process killed while it waits at the front of the line (retry delay an hour) holds up
+/// the one behind it by a hand-over window and a look again ([`verrou::RECHECK_EVERY`]) at
+/// most: the release hands the key to the dead waiter, whose place ends with the window,
+/// and the survivor's store then finds itself at the front.
+async fn a_killed_waiter_does_not_hold_up_the_line(store: Store) {
+    let key = unique_key("killed-waiter");
+    let factory = store.factory().await;
+    let gate = factory.create_lock(&key).unwrap();
+    assert!(gate.acquire_immediately().await.unwrap());
+    let settle = std::time::Duration::from_millis(1500);
+    let mut victim = store.worker(&["queue", &key, "1", "0"]).spawn().unwrap();
+    tokio::time::sleep(settle).await;
+    let survivor = store.worker(&["queue", &key, "1", "0"]).spawn().unwrap();
+    tokio::time::sleep(settle).await;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let released = epoch_nanos();
+    gate.release().await.unwrap();
+    let held = tokio::task::spawn_blocking(move || holds(&finish(survivor)))
+        .await
+        .unwrap();
+    let waited = std::time::Duration::from_nanos(
+        u64::try_from(held[0].started.saturating_sub(released)).unwrap(),
+    );
+    println!("{store:?}: the survivor held the key {waited:?} after the release");
+    let bound = verrou::HANDOVER_WINDOW + verrou::RECHECK_EVERY * 3;
+    assert!(
+        waited < bound,
+        "the survivor waited {waited:?} after the release (bound {bound:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_waiter_does_not_hold_up_the_line() {
+    a_killed_waiter_does_not_hold_up_the_line(Store::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_waiter_does_not_hold_up_the_line() {
+    a_killed_waiter_does_not_hold_up_the_line(Store::Postgres).await;
 }
 
 /// Five processes cycle through a semaphore of two permits: never more than two inside
