@@ -1,7 +1,8 @@
 //! Several processes share one Redis or PostgreSQL store: they exclude each other, their
 //! fencing tokens grow in the order they held the lock, a lock serialized in one process is
 //! released in another, a crashed holder's lock expires for the others, waiting processes
-//! are served in turn, and semaphores and read-write locks hold across processes.
+//! are served in turn, a crashed waiter does not hold up the line, and semaphores and
+//! read-write locks hold across processes.
 
 use std::process::{Child, Command, Output, Stdio};
 
