@@ -52,11 +52,12 @@
 //! the release names the front waiter, and only it asks.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::{Family, MAX_DURATION};
 
@@ -108,6 +109,13 @@ pub trait ReleaseFeed: Send + Sync + 'static {
     /// Stops hearing releases of `key`. Called while the board is locked, so that it is
     /// ordered with the subscriptions of the same key: it must not call into the board.
     fn unsubscribe(&self, key: &str);
+
+    /// Called each time a waiter starts waiting, from its task, before any
+    /// [`subscribe`](Self::subscribe): a store whose background task can end while the
+    /// store lives on (the Tokio runtime it ran on was shut down, as each `#[tokio::test]`'s
+    /// is) starts it again here, on the waiter's runtime, and hears every watched key
+    /// anew. The provided one does nothing.
+    fn revive(&self) {}
 }
 
 /// The waiters of one store in this process, per key, for locks or for one family of
@@ -124,9 +132,9 @@ struct Board {
     /// How many keys are watched, read without the mutex so that a release nobody here
     /// waits for costs nothing.
     watched: AtomicUsize,
-    /// Whether the background sweep runs: it unsubscribes the keys that went idle once
-    /// they have lingered, and ends when none lingers.
-    sweep_scheduled: AtomicBool,
+    /// The background sweep while it runs: it unsubscribes the keys that went idle once
+    /// they have lingered, and ends (leaving `None`) when none lingers.
+    sweeper: Mutex<Option<JoinHandle<()>>>,
     /// How many wakes the board had, all keys together: the last wake's generation. A key
     /// watched anew starts from here, never from zero, so a waiter that read a generation
     /// of the key's earlier watch (swept since) still counts the new watch's wakes.
@@ -155,7 +163,7 @@ impl Waiters {
                 feed: Box::new(feed),
                 keys: Mutex::default(),
                 watched: AtomicUsize::new(0),
-                sweep_scheduled: AtomicBool::new(false),
+                sweeper: Mutex::default(),
                 generations: AtomicU64::new(0),
             }),
         }
@@ -226,6 +234,7 @@ impl Waiters {
         let woken = Arc::clone(&watch.woken);
         self.board.watched.store(keys.len(), Ordering::Release);
         drop(keys);
+        self.board.feed.revive();
         if new {
             self.board.feed.subscribe(&key);
         }
@@ -310,41 +319,48 @@ impl Board {
             !lingered
         });
         self.watched.store(keys.len(), Ordering::Release);
-        let lingering = keys.values().any(|watch| watch.idle_since.is_some());
-        if !lingering {
-            self.sweep_scheduled.store(false, Ordering::Release);
-        }
-        lingering
+        keys.values().any(|watch| watch.idle_since.is_some())
     }
 
     /// Starts the background sweep unless it runs already: every [`SWEEP_PERIOD`] while
-    /// keys linger, ending with the board. Without a Tokio runtime here, the next waiter
-    /// that stops waiting on one starts it.
+    /// keys linger, ending with the board. A sweep that ended without saying so (its
+    /// runtime was shut down) is started again, here. Without a Tokio runtime here, the
+    /// next waiter that stops waiting on one starts it.
     fn schedule_sweep(self: &Arc<Self>) {
-        if self.sweep_scheduled.swap(true, Ordering::AcqRel) {
+        let mut sweeper = lock(&self.sweeper);
+        if sweeper.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.sweep_scheduled.store(false, Ordering::Release);
+            *sweeper = None;
             return;
         };
         let board = Arc::downgrade(self);
-        runtime.spawn(async move {
+        *sweeper = Some(runtime.spawn(async move {
             loop {
                 tokio::time::sleep(SWEEP_PERIOD).await;
                 let Some(board) = board.upgrade() else {
                     return;
                 };
+                // It ends while the sweeper is locked: a key that starts lingering meanwhile
+                // finds it running (and is swept next time) or gone (and starts another).
+                let mut sweeper = lock(&board.sweeper);
                 if !board.sweep() {
+                    *sweeper = None;
                     return;
                 }
             }
-        });
+        }));
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Watch>> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.keys)
     }
+}
+
+/// Locks `mutex`; a panic elsewhere while it was locked left nothing half-done here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Waiters {
@@ -519,8 +535,26 @@ mod tests {
         assert_eq!(*feed.0.lock().unwrap(), ["+quiet", "-quiet"]);
         assert!(board.watched().is_empty());
         assert!(
-            !board.board.sweep_scheduled.load(Ordering::Acquire),
+            board.board.sweeper.lock().unwrap().is_none(),
             "the sweep stops once nothing lingers"
+        );
+    }
+
+    /// A board used from one `#[tokio::test]` after another: the sweep the first started
+    /// ended with its runtime, and the next runtime starts it again.
+    #[test]
+    fn a_sweep_that_ended_with_its_runtime_is_started_again() {
+        let feed = Recorded::default();
+        let board = Waiters::new(feed.clone());
+        let runtime = || tokio::runtime::Runtime::new().unwrap();
+        runtime().block_on(async { drop(board.join("first", "a", 0)) });
+        runtime().block_on(async {
+            drop(board.join("second", "b", 0));
+            tokio::time::sleep(LINGER + SWEEP_PERIOD + Duration::from_millis(500)).await;
+        });
+        assert_eq!(
+            *feed.0.lock().unwrap(),
+            ["+first", "+second", "-first", "-second"]
         );
     }
 
