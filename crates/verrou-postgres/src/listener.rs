@@ -6,7 +6,8 @@
 //! It is the [`ReleaseFeed`] of every board: a newly watched key is checked at once, and
 //! woken if it is free, or, for a lock, the waiter it is reserved for is (a release before
 //! the waiter's watch began would otherwise go unheard). It runs as a background task from
-//! the store's creation until its last clone is dropped. It looks at every watched key again
+//! the store's creation until its last clone is dropped; if the Tokio runtime it runs on
+//! shuts down first, the next waiter starts it again on its own. It looks at every watched key again
 //! each [`RECHECK_EVERY`], the same way: a release that started before the first waiter's
 //! place was committed reads the line without it (see the README's limits) and announces
 //! nothing, so announcements alone can miss a turn.
@@ -16,7 +17,7 @@
 //! [`PING_EVERY`]. Lock operations never depend on it: while it is down, waiters poll at
 //! their retry delay.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::tokio_postgres::types::ToSql;
@@ -44,26 +45,97 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// A board's [`ReleaseFeed`]: passes newly watched keys of its family to the listener, to
 /// be checked. Every hand-over of the table is heard anyway, and the board ignores keys it
 /// does not watch, so there is nothing to do when a key is no longer watched.
-struct Feed(UnboundedSender<WatchedKey>, Option<Family>);
+struct Feed {
+    /// The listener, while the store lives.
+    listener: Weak<Shared>,
+    family: Option<Family>,
+}
 
 impl ReleaseFeed for Feed {
     /// Queues `key` of this feed's board for the listener to check whether it is free.
     fn subscribe(&self, key: &str) {
-        // The listener is gone only once the store is: nobody waits any more.
-        let _ = self.0.send((self.1, Arc::from(key)));
+        let Some(listener) = self.listener.upgrade() else {
+            return;
+        };
+        let running = lock(&listener.running);
+        if let Some(running) = &*running {
+            // Refused only if the task ended: the next waiter's revive starts another.
+            let _ = running.subscriptions.send((self.family, Arc::from(key)));
+        }
     }
 
     /// Nothing to do: hand-overs of keys the board does not watch are ignored there.
     fn unsubscribe(&self, _key: &str) {}
+
+    /// Starts the listener again on this runtime if its task ended with the runtime it ran
+    /// on; it then checks every watched key, as after a reconnection.
+    fn revive(&self) {
+        if let Some(listener) = self.listener.upgrade() {
+            listener.run();
+        }
+    }
 }
 
-/// The running listener of a store; stopped when dropped.
-#[derive(Debug)]
+/// The listener of a store; stopped when dropped.
 pub(crate) struct Listener {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Listener")
+            .field("running", &lock(&self.shared.running).is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the listener's task is started from, and the task while it runs. The feeds reach it
+/// through a weak reference: the task it starts holds the boards, not this.
+struct Shared {
+    setup: Setup,
+    boards: Arc<Boards>,
+    running: Mutex<Option<Running>>,
+}
+
+/// The listener's task, and where newly watched keys are sent to it.
+struct Running {
+    /// Closed once the task has ended: it ends only with its runtime (or the store).
+    subscriptions: UnboundedSender<WatchedKey>,
     _task: AbortOnDropHandle<()>,
 }
 
+impl Shared {
+    /// Starts the listener's task on the current Tokio runtime, unless it runs.
+    fn run(&self) {
+        let mut running = lock(&self.running);
+        if let Some(task) = &*running {
+            if !task.subscriptions.is_closed() {
+                return;
+            }
+            tracing::info!(
+                "verrou: PostgreSQL listener started again: the Tokio runtime it ran on has \
+                 shut down"
+            );
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (subscriptions, subscribed) = unbounded_channel();
+        let task = runtime.spawn(supervise(
+            self.setup.clone(),
+            Arc::clone(&self.boards),
+            subscribed,
+        ));
+        *running = Some(Running {
+            subscriptions,
+            _task: AbortOnDropHandle::new(task),
+        });
+    }
+}
+
 /// What the listener needs to do its work.
+#[derive(Clone)]
 pub(crate) struct Setup {
     /// Opens its connection.
     pub(crate) connect: Connect,
@@ -77,15 +149,17 @@ impl Listener {
     /// Starts listening in the background, on the current Tokio runtime, for the boards it
     /// returns, whose feed it is.
     pub(crate) fn start(setup: Setup) -> (Self, Arc<Boards>) {
-        let (feed, subscribed) = unbounded_channel();
-        let boards = Arc::new(Boards::new(|family| Feed(feed.clone(), family)));
-        let task = tokio::spawn(supervise(setup, Arc::clone(&boards), subscribed));
-        (
-            Self {
-                _task: AbortOnDropHandle::new(task),
-            },
-            boards,
-        )
+        let shared = Arc::new_cyclic(|listener: &Weak<Shared>| Shared {
+            setup,
+            boards: Arc::new(Boards::new(|family| Feed {
+                listener: listener.clone(),
+                family,
+            })),
+            running: Mutex::new(None),
+        });
+        shared.run();
+        let boards = Arc::clone(&shared.boards);
+        (Self { shared }, boards)
     }
 }
 
@@ -264,6 +338,11 @@ async fn deliver(mut messages: Messages, boards: Arc<Boards>) -> BoxError {
         }
     }
     "the server closed the connection".into()
+}
+
+/// Locks `mutex`; a panic elsewhere while it was locked left nothing half-done here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs `request`, failing if it fails or takes longer than `timeout`.

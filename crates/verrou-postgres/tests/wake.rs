@@ -50,6 +50,52 @@ async fn a_force_release_by_another_store_wakes_the_waiter() {
     );
 }
 
+/// A store kept across Tokio runtimes (as a `static` shared by `#[tokio::test]`s is): once
+/// the runtime its listener ran on has shut down, the next waiter starts the listener again
+/// on its own runtime and is woken by a release, on a key the first runtime's waiter left
+/// watched as on a new one.
+#[test]
+fn a_store_that_outlives_its_runtime_still_wakes_its_waiters() {
+    let runtime = || tokio::runtime::Runtime::new().expect("a Tokio runtime");
+    let table = unique("wake_runtimes");
+    let first = runtime();
+    let (waiters, holders) = first.block_on(async {
+        (
+            patient(store(&table).await),
+            LockFactory::new(store(&table).await),
+        )
+    });
+    let watched = unique("key");
+    let waited = first.block_on(woken_by_release(&waiters, &holders, &watched));
+    assert!(waited < PROMPTLY, "acquired {waited:?} after the release");
+    drop(first);
+    let second = runtime();
+    for key in [watched, unique("key")] {
+        let waited = second.block_on(woken_by_release(&waiters, &holders, &key));
+        assert!(
+            waited < PROMPTLY,
+            "on the next runtime, acquired {waited:?} after the release"
+        );
+    }
+}
+
+/// How soon after a holder of `holders` releases `key` a waiter of `waiters` gets it.
+async fn woken_by_release(waiters: &LockFactory, holders: &LockFactory, key: &str) -> Duration {
+    let holder = holders.create_lock(key).expect("valid key");
+    assert!(holder.acquire().await.expect("acquire"));
+    let waiter = waiters.create_lock(key).expect("valid key");
+    let waiting = tokio::spawn(async move {
+        let acquired = waiter.acquire().await.expect("acquire");
+        let at = Instant::now();
+        waiter.release().await.expect("release");
+        (acquired, at)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = Instant::now();
+    holder.release().await.expect("release");
+    acquired_after(waiting, released).await
+}
+
 /// Many waiters in several stores, one key: every hand-over is a wake-up, never a retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_of_several_stores_are_served_one_after_another() {

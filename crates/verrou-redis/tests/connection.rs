@@ -323,3 +323,22 @@ async fn killing_the_server_fires_the_loss_signal_before_the_ttl_runs_out_there(
          server, and another holder may have the key"
     );
 }
+
+/// A store belongs to the Tokio runtime it connected on, where fred runs its connections:
+/// once that runtime has shut down, its calls on another runtime fail at once with
+/// `Error::Storage`; none waits for its timeout, none panics, and neither does dropping it.
+#[test]
+fn a_store_whose_runtime_shut_down_fails_its_calls_at_once() {
+    let runtime = || tokio::runtime::Runtime::new().expect("a Tokio runtime");
+    let key = unique_key("runtime");
+    let first = runtime();
+    let store = first.block_on(connect(&verrou_testkit::redis_url(), |_| {}));
+    drop(first);
+    runtime().block_on(async {
+        let started = Instant::now();
+        assert_storage_error(store.save(&key, "owner", None).await, "take");
+        assert_storage_error(store.exists(&key).await, "exists");
+        assert!(started.elapsed() < SHORT, "{:?}", started.elapsed());
+        drop(store);
+    });
+}
