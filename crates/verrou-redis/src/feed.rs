@@ -1,5 +1,5 @@
 //! The store's [`ReleaseFeed`]: one subscriber connection per store, opened at the first
-//! wait, that hears the hand-overs of the keys its waiters watch (`SSUBSCRIBE` to their
+//! wait (on the runtime the store was made on), that hears the hand-overs of the keys its waiters watch (`SSUBSCRIBE` to their
 //! release channels, see [`crate::slots`]) and reports them to the store's [`Waiters`](verrou_core::Waiters)
 //! boards (one for locks, one per family of shares: [`Boards`]), which decide what is
 //! watched and for how long. Every [`RECHECK_EVERY`] it looks at the watched keys again
@@ -17,6 +17,7 @@ use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::Options;
 use fred::types::{Builder, Message, Value};
 use futures_util::future::join_all;
+use tokio::runtime::Handle;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::{MissedTickBehavior, Sleep};
@@ -44,10 +45,15 @@ const LONGEST_RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(5);
 /// A key to start (`true`) or stop hearing, for the subscriber task.
 type Change = (WatchedKey, bool);
 
-/// The way to a store's subscriber task, which the first subscription starts (on the
-/// waiter's Tokio runtime), shared by the feeds of its boards.
+/// The way to a store's subscriber task, which the first subscription starts, shared by the
+/// feeds of its boards.
 struct Subscriber {
     changes: UnboundedSender<Change>,
+    /// The Tokio runtime the store was made on, where its connections run: the task runs
+    /// there too, so that it lives as long as they do, whatever runtime the first waiter
+    /// is on (one that shuts down sooner would take the task with it). Without one, the
+    /// first waiter's.
+    home: Option<Handle>,
     /// The task until it is started; `None` once started, or if it could not be built
     /// (waiters then poll).
     unstarted: Mutex<Option<(Task, UnboundedReceiver<Change>)>>,
@@ -93,6 +99,7 @@ impl Feed {
             });
             let subscriber = Arc::new(Subscriber {
                 changes,
+                home: Handle::try_current().ok(),
                 unstarted: Mutex::new(task.map(|task| (task, receiver))),
             });
             Boards::new(|family| Feed {
@@ -112,7 +119,10 @@ impl Subscriber {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some((task, receiver)) = start {
-            tokio::spawn(task.run(receiver));
+            match &self.home {
+                Some(home) => home.spawn(task.run(receiver)),
+                None => tokio::spawn(task.run(receiver)),
+            };
         }
         // Only fails if the task is gone or was never built; waiters then poll.
         let _ = self.changes.send(change);

@@ -140,6 +140,32 @@ async fn a_release_wakes_a_waiter_at_once(same_store: bool) {
     acquired_promptly(waiter).await;
 }
 
+/// The subscriber runs on the runtime the store was connected on, with its connections: a
+/// first wait from a runtime that then shuts down (a job's own) does not take it along, and
+/// the store's next waiter is still woken by a release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_wait_on_a_runtime_that_shuts_down_leaves_the_subscriber_running() {
+    let url = redis_url();
+    let store = Arc::new(connect(&url, |_| {}).await);
+    let key = unique_key("wake-runtimes");
+    let holder = patient(&store).create_lock_with_ttl(&key, "60s").unwrap();
+    assert!(holder.acquire_immediately().await.unwrap());
+    let brief = patient(&store).create_lock_with_ttl(&key, "60s").unwrap();
+    let waited = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
+        runtime.block_on(brief.acquire_with(Retry::new().delay(50).attempts(3)))
+    })
+    .join()
+    .expect("the job's thread");
+    assert!(!waited.unwrap(), "the key is held");
+
+    let waiter = acquire_in_background(&patient(&store), &key);
+    tokio::time::sleep(SETTLE).await;
+    assert!(!waiter.is_finished(), "acquired a held lock");
+    holder.release().await.unwrap();
+    acquired_promptly(waiter).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_release_on_another_store_wakes_a_waiter_at_once() {
     let url = redis_url();
