@@ -7,10 +7,10 @@
 //! woken if it is free, or, for a lock, the waiter it is reserved for is (a release before
 //! the waiter's watch began would otherwise go unheard). It runs as a background task from
 //! the store's creation until its last clone is dropped; if the Tokio runtime it runs on
-//! shuts down first, the next waiter starts it again on its own. It looks at every watched key again
-//! each [`RECHECK_EVERY`], the same way: a release that started before the first waiter's
-//! place was committed reads the line without it (see the README's limits) and announces
-//! nothing, so announcements alone can miss a turn.
+//! shuts down first, the next waiter starts it again on its own. It looks at every watched
+//! key again each [`RECHECK_EVERY`], the same way: a release that started before the first
+//! waiter's place was committed reads the line without it (see the README's limits) and
+//! announces nothing, so announcements alone can miss a turn.
 //! When its connection fails it says so once and reconnects with a growing pause (up to
 //! [`MAX_PAUSE`]); back on line it `LISTEN`s again and wakes the watched keys released
 //! meanwhile. A connection that goes silent (a network partition) is found by a ping every
