@@ -57,7 +57,7 @@ impl ReleaseFeed for Feed {
         let Some(listener) = self.listener.upgrade() else {
             return;
         };
-        let running = lock(&listener.running);
+        let running = listener.running();
         if let Some(running) = &*running {
             // Refused only if the task ended: the next waiter's revive starts another.
             let _ = running.subscriptions.send((self.family, Arc::from(key)));
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Listener {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Listener")
-            .field("running", &lock(&self.shared.running).is_some())
+            .field("running", &self.shared.running().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -106,9 +106,15 @@ struct Running {
 }
 
 impl Shared {
+    /// The task while it runs; a panic elsewhere while this was locked left nothing
+    /// half-done.
+    fn running(&self) -> MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Starts the listener's task on the current Tokio runtime, unless it runs.
     fn run(&self) {
-        let mut running = lock(&self.running);
+        let mut running = self.running();
         if let Some(task) = &*running {
             if !task.subscriptions.is_closed() {
                 return;
@@ -338,11 +344,6 @@ async fn deliver(mut messages: Messages, boards: Arc<Boards>) -> BoxError {
         }
     }
     "the server closed the connection".into()
-}
-
-/// Locks `mutex`; a panic elsewhere while it was locked left nothing half-done here.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs `request`, failing if it fails or takes longer than `timeout`.
