@@ -30,7 +30,9 @@
 //! - A store that hears releases **watches** the keys that have waiters in this process
 //!   ([`ReleaseFeed::subscribe`]), and reports every release it hears to [`Waiters::wake`]
 //!   on the board of the key's family ([`Boards::of`]: locks, semaphores and read-write
-//!   locks under one key are watched apart).
+//!   locks under one key are watched apart). Its background task lives on a Tokio runtime;
+//!   one whose runtime shut down while the store lives on is started again by the next
+//!   waiter ([`ReleaseFeed::revive`]), as the board's own sweep of idle keys is.
 //!
 //! # Who does what
 //!
