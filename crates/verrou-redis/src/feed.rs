@@ -1,10 +1,11 @@
 //! The store's [`ReleaseFeed`]: one subscriber connection per store, opened at the first
 //! wait (on the runtime the store was made on), that hears the hand-overs of the keys its
 //! waiters watch (`SSUBSCRIBE` to their release channels, see [`crate::slots`]) and reports
-//! them to the store's [`Waiters`](verrou_core::Waiters) boards (one for locks, one per family of shares: [`Boards`]), which decide what is
-//! watched and for how long. Every [`RECHECK_EVERY`] it looks at the watched keys again
-//! (see [`Task::recheck`]); polling at the retry delay stays the safety net for anything
-//! missed while the server does not answer.
+//! them to the store's [`Waiters`](verrou_core::Waiters) boards (one for locks, one per
+//! family of shares: [`Boards`]), which decide what is watched and for how long. Every
+//! [`RECHECK_EVERY`] it looks at the watched keys again (see [`Task::recheck`]); polling at
+//! the retry delay stays the safety net for anything missed while the server does not
+//! answer.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
