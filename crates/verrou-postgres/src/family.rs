@@ -5,7 +5,7 @@
 use verrou_core::{Error, Family, Result, Share};
 
 /// What the line key of every semaphore and read-write lock starts with: the family's name
-/// follows, then `:` and the key (see [`LINE_KEY_SQL`]). Lock keys starting with it are
+/// follows, then `:` and the key (see [`line_key_sql`]). Lock keys starting with it are
 /// refused (see `key.rs`), so a share's line never meets a lock's.
 pub(crate) const LINE_MARK: char = '\u{1}';
 
@@ -15,8 +15,10 @@ const FAMILIES: [(Family, &str); 2] = [
     (Family::RwLock, "rw_lock"),
 ];
 
-/// The line key of the family named by param 2 and the key in param 1, as SQL.
-pub(crate) const LINE_KEY_SQL: &str = "(chr(1) || $2::text || ':' || $1::text)";
+/// The line key of the family named by param 2 and the key `key` (SQL), as SQL.
+pub(crate) fn line_key_sql(key: &str) -> String {
+    format!("(chr(1) || $2::text || ':' || {key})")
+}
 
 /// The name of `family` in the `family` column and in its line keys; a family this version
 /// does not know is [`Error::Unsupported`].

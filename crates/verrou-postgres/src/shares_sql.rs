@@ -19,7 +19,7 @@
 //! Params, in every statement that has them: `$1` the key, `$2` the family's name; then, by
 //! statement, the owner `$3` and the side `$4` (`permit`, `read`, `write`).
 
-use crate::family::LINE_KEY_SQL;
+use crate::family::line_key_sql;
 use crate::identifier::TableName;
 use crate::sql::{hand_over, handover_ends, sweep, PlaceLock, EXPIRES_FROM_NOW, NOW_MS};
 
@@ -85,11 +85,23 @@ fn live(h: &str) -> String {
 
 /// Whether a live writer holds key `key` (SQL) of family `family` (SQL).
 fn writer_holds(shares: &str, key: &str, family: &str) -> String {
+    holder_exists(shares, key, family, "h.value->>'side' = 'write'")
+}
+
+/// Whether a live holder `h` of key `key` (SQL) of family `family` (SQL) meets `condition`.
+fn holder_exists(shares: &str, key: &str, family: &str, condition: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM {shares} AS s, jsonb_each(s.\"holders\") AS h \
-         WHERE s.\"family\" = {family} AND s.\"key\" = {key} \
-         AND h.value->>'side' = 'write' AND {})",
+         WHERE s.\"family\" = {family} AND s.\"key\" = {key} AND {condition} AND {})",
         live("h")
+    )
+}
+
+/// `column` of the first live place of the line keyed `line_key` (SQL) in `line`.
+fn front(line: &str, line_key: &str, column: &str) -> String {
+    format!(
+        "(SELECT \"{column}\" FROM {line} WHERE \"key\" = {line_key} \
+         AND \"deadline\" >= {NOW_MS} ORDER BY \"arrival\", \"waiter\" LIMIT 1)"
     )
 }
 
@@ -116,7 +128,7 @@ impl ShareStatements {
         let shares = table.shares_quoted();
         let line = table.line_quoted();
         let sequence = table.sequence_quoted();
-        let lk = LINE_KEY_SQL;
+        let lk = &line_key_sql("$1::text");
         let waiting = format!("\"deadline\" >= {NOW_MS}");
         let this_row = "\"family\" = $2::text AND \"key\" = $1::text";
         let live_h = live("h");
@@ -142,10 +154,7 @@ impl ShareStatements {
              < CASE $4::text WHEN 'permit' THEN $6::int ELSE 1 END"
         );
         let ends = handover_ends();
-        let front_not_handed = format!(
-            "(SELECT \"deadline\" FROM {line} WHERE \"key\" = {lk} AND {waiting} \
-             ORDER BY \"arrival\", \"waiter\" LIMIT 1) > {ends}"
-        );
+        let front_not_handed = format!("{} > {ends}", front(line, lk, "deadline"));
         Self {
             take: format!(
                 "WITH mine AS (SELECT \"arrival\" FROM {line} \
@@ -249,13 +258,10 @@ impl ShareStatements {
                     ), PlaceLock::SkipLocked, &ends),
             ),
             probe: format!(
-                "SELECT k, CASE WHEN EXISTS (SELECT 1 FROM {shares} AS s, \
-                 jsonb_each(s.\"holders\") AS h \
-                 WHERE s.\"family\" = $2::text AND s.\"key\" = k AND {live_h}) \
-                 THEN (SELECT \"waiter\" FROM {line} \
-                 WHERE \"key\" = chr(1) || $2::text || ':' || k AND {waiting} \
-                 ORDER BY \"arrival\", \"waiter\" LIMIT 1) END \
+                "SELECT k, CASE WHEN {} THEN {} END \
                  FROM unnest($1::text[]) AS k WHERE NOT {}",
+                holder_exists(shares, "k", "$2::text", "true"),
+                front(line, &line_key_sql("k"), "waiter"),
                 writer_holds(shares, "k", "$2::text")
             ),
             sweep: sweep(
@@ -310,7 +316,7 @@ mod tests {
             &statements.leave_line,
         ] {
             assert!(sql.contains("\"app\".\"locks_waiters\""), "{sql}");
-            assert!(sql.contains(LINE_KEY_SQL), "{sql}");
+            assert!(sql.contains(&line_key_sql("$1::text")), "{sql}");
             assert!(
                 sql.contains(
                     "pg_notify('verrou:app.locks', place.\"waiter\" || ' ' || place.\"key\")"

@@ -204,12 +204,7 @@ pub(crate) async fn missed_first_waiter(
 
     let mut admin = client(&verrou_testkit::postgres_url()).await;
     let transaction = row_locked(&mut admin, table, row, &key).await;
-    let waiter = create(&waiters, &key).expect("key");
-    let waiting = tokio::spawn(async move {
-        let acquired = waiter.acquire().await.expect("acquire");
-        (acquired, Instant::now())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = start_waiting(create(&waiters, &key).expect("key")).await;
     let releasing = tokio::spawn(async move { holder.release().await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     transaction.commit().await.expect("commit");
