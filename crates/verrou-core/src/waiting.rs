@@ -76,7 +76,8 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// watching one): on such a store, the longest a turn nobody announced (a release that
 /// missed a place being made, a front that let its window pass before a waiter that could
 /// go next, a holder whose TTL ran out) waits, whatever the retry delay. An in-process
-/// store never misses a hand-over, and its waiters learn of an expiry at their retry.
+/// store never misses a hand-over, and hears an expiry as it happens: the memory store
+/// watches the deadlines of the keys that have waiters (looking at them at least this often).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How many recent wakes of a key are remembered for waiters that were between a take and

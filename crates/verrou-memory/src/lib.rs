@@ -14,6 +14,7 @@
 //! ```
 
 mod expiry;
+mod feed;
 mod line;
 mod shard;
 mod shares;

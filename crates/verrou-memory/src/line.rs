@@ -68,8 +68,8 @@ impl Lines {
         .flatten()
     }
 
-    /// Hands the free `key` over to the front waiter of its line, as
-    /// [`hand_over`](Self::hand_over) does, unless the front's place lasts no more than
+    /// Hands the free `key` over to the front waiter of its line (lapsed places dropped
+    /// first), as [`hand_over`](Self::hand_over) does, unless the front's place lasts no more than
     /// `window` already (it was handed the key, and has the window to take it): a take
     /// refused only because of the line wakes the front, so that a front that is gone holds
     /// the line up for one window, not its whole lease. The waiter to wake.
@@ -80,6 +80,7 @@ impl Lines {
         window: Duration,
     ) -> Option<Arc<str>> {
         self.edit(key, |line| {
+            line.drop_lapsed(now);
             if line.was_handed(now, window) {
                 None
             } else {

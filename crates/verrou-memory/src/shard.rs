@@ -250,6 +250,43 @@ impl Shard {
         Some(self.lines.hand_over(hashed, now, window))
     }
 
+    /// When the holder of `key` of `family` (`None`: the lock) that expires first does
+    /// (`None`: nobody holds it, or its holders never expire).
+    pub(crate) fn next_expiry(
+        &mut self,
+        family: Option<Family>,
+        key: Hashed<'_>,
+        now: Instant,
+    ) -> Option<Instant> {
+        match family {
+            None => {
+                self.entries
+                    .find(key.hash, |entry| entry.key() == key.key)?
+                    .expires_at
+            }
+            Some(family) => self.shares(family).next_expiry(key, now),
+        }
+    }
+
+    /// Hands `key` of `family` (`None`: the lock) over to its front waiter, as a take
+    /// refused only because of the line does, if it is free for the front (for shares, see
+    /// [`Shares::pass_to_front`]: a holder that just `expired` may have left room) and the
+    /// front was not handed it already: the waiter to wake.
+    pub(crate) fn pass_to_front(
+        &mut self,
+        family: Option<Family>,
+        key: Hashed<'_>,
+        expired: bool,
+        now: Instant,
+        window: Duration,
+    ) -> Option<Arc<str>> {
+        match family {
+            None if self.is_held(key) => None,
+            None => self.lines.hand_over_unless_handed(key, now, window),
+            Some(family) => self.shares(family).pass_to_front(key, expired, now, window),
+        }
+    }
+
     /// Removes `waiter`'s place; if it was at the front and the key is free, hands the key
     /// over to the next waiter, returned.
     pub(crate) fn leave(

@@ -228,6 +228,32 @@ impl Shares {
         }
     }
 
+    /// When the first unexpired holder of `key` that expires does (`None`: nobody holds it,
+    /// or no holder expires).
+    pub(crate) fn next_expiry(&mut self, key: Hashed<'_>, now: Instant) -> Option<Instant> {
+        self.holders_mut(key, now)?
+            .iter()
+            .filter_map(|holder| holder.expires_at)
+            .min()
+    }
+
+    /// Hands `key` over to its front waiter, as a take refused only because of the line
+    /// does, if the front surely fits (nobody holds the key) or, when a holder just
+    /// `expired`, may fit (see [`may_let_front_in`](Self::may_let_front_in): it then asks
+    /// once in vain at most), and was not handed it already: the waiter to wake.
+    pub(crate) fn pass_to_front(
+        &mut self,
+        key: Hashed<'_>,
+        expired: bool,
+        now: Instant,
+        window: Duration,
+    ) -> Handed {
+        let fits =
+            self.holders_mut(key, now).is_none() || (expired && self.may_let_front_in(key, now));
+        fits.then(|| self.lines.hand_over_unless_handed(key, now, window))
+            .flatten()
+    }
+
     /// Hands `key` over to its front waiter if nobody holds it, or if only permits or
     /// readers do (the front may share with them; if it cannot, it asks once in vain).
     fn hand_over_if_free(&mut self, key: Hashed<'_>, now: Instant, window: Duration) -> Handed {

@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use hashbrown::DefaultHashBuilder;
 use verrou_core::{
     Acquisition, Boards, Family, Grant, ImmediateStore, IntoDuration, LockStore, OwnerCheck, Place,
-    ReleaseFeed, Result, Share, HANDOVER_WINDOW,
+    Result, Share, HANDOVER_WINDOW,
 };
 
+use crate::feed::Feed;
 use crate::line::Hashed;
 use crate::shard::{Shard, Taken, Waiting};
 use crate::shares::Request;
@@ -24,7 +25,10 @@ const SHARDS: usize = 64;
 /// Each operation is one critical section of the key's shard, O(log n); keys are spread
 /// over 64 shards, so unrelated keys rarely wait for each other. Waiters of a key are
 /// served in arrival order (see [`verrou_core::waiting`]): a release hands the key to the
-/// front waiter and wakes it alone. Expiry uses the monotonic clock.
+/// front waiter and wakes it alone; so does the expiry of a holder of a key that has
+/// waiters, as it happens (nothing else announces an expiry, so the store watches the
+/// deadlines of those keys: a waiter gets the key within milliseconds of it, whatever its
+/// retry delay). Expiry uses the monotonic clock.
 /// Fencing tokens come from one counter for the whole store, so they grow for every key.
 /// The counter starts at the wall clock's nanoseconds since the Unix epoch, so tokens also
 /// keep growing across restarts of the process (as long as the wall clock does not run
@@ -39,14 +43,14 @@ pub struct MemoryStore {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     hasher: DefaultHashBuilder,
     shards: Box<[Mutex<Shard>]>,
     /// The next fencing token (and hold generation): starts at the wall clock in
     /// nanoseconds (at least 1, so every token is positive).
     tokens: AtomicU64,
     /// The boards of the locks, the semaphores and the read-write locks.
-    boards: Boards,
+    pub(crate) boards: Boards,
 }
 
 impl MemoryStore {
@@ -61,7 +65,7 @@ impl MemoryStore {
                 hasher,
                 shards,
                 tokens: AtomicU64::new(epoch_nanos_now().max(1)),
-                boards: Boards::new(|family| Feed(Weak::clone(inner), family)),
+                boards: Boards::new(|family| Feed::new(Weak::clone(inner), family)),
             }),
         }
     }
@@ -95,7 +99,7 @@ impl Default for MemoryStore {
 impl Inner {
     /// Runs `operation` on the shard of `key`, with the key's hash and the time, once the
     /// shard's expired locks are dropped.
-    fn with_shard<T>(
+    pub(crate) fn with_shard<T>(
         &self,
         key: &str,
         operation: impl FnOnce(&mut Shard, Hashed<'_>, Instant) -> T,
@@ -130,31 +134,6 @@ impl Inner {
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// How a board (of the locks, or of a family of shares) learns that a key it starts to
-/// watch is free already: the store wakes every waiter of a key directly when it hands it
-/// over, so the only release a waiter can miss is one between its take and its watch.
-/// "Free" is free for the front waiter: a key of shares may have room for it beside its
-/// holders.
-#[derive(Debug)]
-struct Feed(Weak<Inner>, Option<Family>);
-
-impl ReleaseFeed for Feed {
-    fn subscribe(&self, key: &str) {
-        let Some(inner) = self.0.upgrade() else {
-            return;
-        };
-        let free = inner.with_shard(key, |shard, hashed, now| match self.1 {
-            None => !shard.is_held(hashed),
-            Some(family) => shard.shares(family).may_let_front_in(hashed, now),
-        });
-        if free {
-            inner.boards.of(self.1).wake(key, None);
-        }
-    }
-
-    fn unsubscribe(&self, _key: &str) {}
 }
 
 fn epoch_nanos_now() -> u64 {

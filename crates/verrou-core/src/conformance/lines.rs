@@ -31,6 +31,9 @@ macro_rules! line_tests {
             a_dropped_waiting_acquire_leaves_the_line,
             a_lock_that_gave_up_keeps_its_next_place,
             a_front_that_leaves_after_its_window_passes_the_key_on,
+            a_holder_whose_ttl_runs_out_lets_its_waiter_in,
+            an_expired_permit_lets_its_waiter_in,
+            an_expired_writer_lets_its_waiting_reader_in,
         );
     };
 }
@@ -363,5 +366,69 @@ case! {
             .unwrap();
         assert!(acquired);
         next.release().await.unwrap();
+    }
+}
+
+/// Starts `waiter`'s `acquire` (its retry delay an hour) while something that never gives
+/// the key back holds it until `expires`, and checks that the waiter gets the key after that
+/// and within one look again ([`RECHECK_EVERY`]) of it (with room for a loaded machine): no
+/// release announces an expiry, the store must notice it. Then releases the key.
+async fn woken_by_expiry(waiter: crate::Lock, expires: Instant, what: &str) {
+    let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
+    let bound = expires.saturating_duration_since(Instant::now()) + RECHECK_EVERY + PROMPTLY;
+    let (acquired, waiter) = tokio::time::timeout(bound, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("the waiter behind {what} was not let in when it expired"))
+        .unwrap();
+    assert!(acquired);
+    assert!(Instant::now() >= expires, "let in before {what} expired");
+    waiter.release().await.unwrap();
+}
+
+/// How long the holders that never give back the key of the expiry cases hold it.
+const SHORT_TTL: Duration = Duration::from_millis(300);
+
+case! {
+    /// A holder that never releases (its process died) holds up a waiter whose retry delay
+    /// is an hour until its TTL runs out, and by at most one look again past that.
+    a_holder_whose_ttl_runs_out_lets_its_waiter_in(new_store) {
+        let key = unique_key("expiry");
+        let holder = LockFactory::from_shared(new_store().await)
+            .create_lock_with_ttl(&key, SHORT_TTL)
+            .unwrap();
+        let expires = Instant::now() + SHORT_TTL;
+        assert!(holder.acquire().await.unwrap());
+        let waiter = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
+        woken_by_expiry(waiter, expires, "a holder").await;
+    }
+}
+
+case! {
+    /// The same for the only permit of a semaphore.
+    an_expired_permit_lets_its_waiter_in(new_store) {
+        let key = unique_key("permit-expiry");
+        let holder = LockFactory::from_shared(new_store().await)
+            .create_semaphore_with_ttl(&key, 1, SHORT_TTL)
+            .unwrap();
+        let expires = Instant::now() + SHORT_TTL;
+        assert!(holder.acquire().await.unwrap());
+        let waiter = factory_with_delay(&new_store, NEVER).await.create_semaphore(&key, 1).unwrap();
+        woken_by_expiry(waiter, expires, "a permit").await;
+    }
+}
+
+case! {
+    /// The same for a reader behind the writer of a read-write lock.
+    an_expired_writer_lets_its_waiting_reader_in(new_store) {
+        let key = unique_key("writer-expiry");
+        let writer = LockFactory::from_shared(new_store().await)
+            .create_rw_lock_with_ttl(&key, SHORT_TTL)
+            .unwrap()
+            .write()
+            .unwrap();
+        let expires = Instant::now() + SHORT_TTL;
+        assert!(writer.acquire().await.unwrap());
+        let reader = factory_with_delay(&new_store, NEVER).await.create_rw_lock(&key).unwrap().read().unwrap();
+        woken_by_expiry(reader, expires, "a writer").await;
     }
 }
