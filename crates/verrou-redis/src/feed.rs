@@ -25,7 +25,7 @@ use tokio::time::{MissedTickBehavior, Sleep};
 use verrou_core::{Boards, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
 
 use crate::connection::Connection;
-use crate::gate::{Gate, OPEN};
+use crate::gate::Gate;
 use crate::moved_slots;
 use crate::scripts::NEXT_TAKER;
 use crate::slots::{self, Slot};
@@ -338,7 +338,9 @@ impl Task {
     /// Wakes the waiter that may take each of `watched_keys` now, if it is free, since a
     /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
     /// here if it waits elsewhere), or every waiter here if nobody is in line, or if the
-    /// front is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits).
+    /// front is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits). A
+    /// free lock key is handed over to its front by [`NEXT_TAKER`] itself, as a refused take
+    /// would: a front that is gone is passed a window later.
     /// Asked after the subscription, so that a release is either heard or seen here. The
     /// waiters of a key the server did not answer about are left to the next
     /// [`recheck`](Self::recheck): woken, they would ask it, and fail, at once.
@@ -382,7 +384,7 @@ impl Task {
                     Value::from(channel.as_str()),
                     Value::String(self.id.clone()),
                 ]);
-                args.extend(gate.open.then(|| Value::from(OPEN)));
+                args.extend(gate.argument.map(Value::from_static_str));
             })
             .await;
         (watched_key, next)

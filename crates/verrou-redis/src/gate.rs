@@ -9,6 +9,10 @@ use crate::slots::Slot;
 /// The argument that tells those scripts that nothing keeps the front out.
 pub(crate) const OPEN: &str = "open";
 
+/// The argument that tells those scripts that the gate is a lock key itself: free when it
+/// does not exist or is reserved for a waiter, and reserved for the waiter it is handed to.
+pub(crate) const LOCK: &str = "lock";
+
 /// The gate of one key of a family.
 pub(crate) struct Gate {
     /// The key's slot.
@@ -17,23 +21,29 @@ pub(crate) struct Gate {
     /// read-write lock's writer set (readers let the front in: it may be a reader too). A
     /// semaphore's permits set, for an open gate.
     pub(crate) key: String,
-    /// Whether nothing keeps the front out: a semaphore's front may fit beside any number of
-    /// permits (its limit is its own), or asks once in vain.
-    pub(crate) open: bool,
+    /// What tells the scripts the kind of gate, after the keys: [`LOCK`] for a lock key;
+    /// [`OPEN`] when nothing keeps the front out (a semaphore's front may fit beside any
+    /// number of permits, its limit is its own, or asks once in vain); nothing for a
+    /// read-write lock's writer set.
+    pub(crate) argument: Option<&'static str>,
 }
 
 impl Gate {
     /// The gate of `redis_key` in `family` (`None`: plain locks).
     pub(crate) fn new(family: Option<Family>, redis_key: &str) -> Self {
         let slot = Slot::of(redis_key);
-        let (key, open) = match family {
-            None => (redis_key.to_owned(), false),
-            Some(Family::RwLock) => (slot.holders_key(Share::Write, redis_key), false),
+        let (key, argument) = match family {
+            None => (redis_key.to_owned(), Some(LOCK)),
+            Some(Family::RwLock) => (slot.holders_key(Share::Write, redis_key), None),
             Some(Family::Semaphore | _) => (
                 slot.holders_key(Share::Permit { limit: 1 }, redis_key),
-                true,
+                Some(OPEN),
             ),
         };
-        Self { slot, key, open }
+        Self {
+            slot,
+            key,
+            argument,
+        }
     }
 }

@@ -455,26 +455,58 @@ return L.hand_over(now_ms) or 1"#
 });
 
 /// Who may take `KEYS[1]` now: the waiter it is reserved for if it is; nil if it is held;
-/// else the first waiter of its line
-/// (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, or `""` if nobody waits. What a store
-/// that has just started hearing a key's hand-overs asks, since one may have been missed.
-/// When lapsed places are ahead of that waiter, one of them may be a waiter of the asking
-/// store that was handed the key before its subscription and lost its place after the
-/// window, and the live waiter, perhaps in another store, was handed nothing: then the
-/// script wakes it wherever it waits (`STORE:WAITER` published on the release channel
-/// `ARGV[1]`, `STORE` the asking store's id `ARGV[2]`, through `redis.pcall`; nothing else
-/// is written) and answers `""`, so that every waiter of the asking store asks too (the one
-/// that lost its place joins again at the back). `KEYS[1]` and `ARGV[3]` (`open`) say when
-/// the key is free as for [`LEAVE_LINE`].
+/// else the first waiter of its line (`KEYS[2]`, `KEYS[3]`) whose place has not lapsed, or
+/// `""` if nobody waits. What a store that has just started hearing a key's hand-overs asks,
+/// since one may have been missed, and asks again of every watched key each
+/// `RECHECK_EVERY`. `KEYS[1]` and `ARGV[3]` (`lock` or `open`) say when the key is free as
+/// for [`LEAVE_LINE`].
+///
+/// A free lock key with a live line was freed without a release (its holder's TTL ran out,
+/// or the waiter it was handed to never came): the script hands it over to the front
+/// waiter, as a take refused only because of the line does (reserved for it, its place cut
+/// to the window, `:WAITER` published), unless it was handed it already, and names it. So a
+/// front that is gone holds the line up for one window, not its whole lease, however long
+/// the retry delay of the waiters behind it; and the script writes only then.
+///
+/// When lapsed places are ahead of the waiter it names, one of them may be a waiter of the
+/// asking store that was handed the key before its subscription and lost its place after
+/// the window: the script answers `""` then, so that every waiter of the asking store asks
+/// (the one that lost its place joins again at the back). For a share's key, whose front is
+/// not handed anything here, it also wakes the live waiter wherever it waits
+/// (`STORE:WAITER` published on the release channel `ARGV[1]`, `STORE` the asking store's id
+/// `ARGV[2]`, through `redis.pcall`).
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
+        clock_function!(),
         reserved_prefix!(),
+        line_function!(),
         r#"if ARGV[3] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
   local held = redis.pcall("get", KEYS[1])
   if type(held) == "string" and string.sub(held, 1, #RESERVED) == RESERVED then
     return string.sub(held, #RESERVED + 1)
   end
   return false
+end
+if ARGV[3] == "lock" then
+  if redis.pcall("zcard", KEYS[2]) == 0 then
+    return ""
+  end
+  local L = line()
+  local _, now_ms = clock()
+  local places = redis.call("zcard", KEYS[2])
+  local live = L.prune(now_ms)
+  if live == 0 then
+    return ""
+  end
+  local front = L.front()
+  local deadline = tonumber(redis.call("zscore", KEYS[3], front))
+  if deadline == nil or deadline > now_ms + WINDOW then
+    L.hand_over_reserved(now_ms)
+  end
+  if live < places then
+    return ""
+  end
+  return front
 end
 local time = redis.call("time")
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)

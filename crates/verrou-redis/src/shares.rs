@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::types::Value;
 use verrou_core::{Acquisition, Error, Family, Grant, OwnerCheck, Place, Result, Share};
 
-use crate::gate::{Gate, OPEN};
+use crate::gate::Gate;
 use crate::replicas;
 use crate::scripts::LEAVE_LINE;
 use crate::share_scripts::{
@@ -200,8 +200,7 @@ impl RedisStore {
         let gate = Gate::new(Some(family), &redis_key);
         let [line, deadlines] = gate.slot.family_line_keys(Some(family), &redis_key);
         let keys = [gate.key.as_str(), &line, &deadlines];
-        let open = gate.open.then_some(OPEN);
-        self.hand_over_at(&LEAVE_LINE, gate.slot, &keys, Some(waiter), open)
+        self.hand_over_at(&LEAVE_LINE, gate.slot, &keys, Some(waiter), gate.argument)
             .await?;
         Ok(())
     }

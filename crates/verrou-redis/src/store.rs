@@ -23,6 +23,7 @@ use crate::config::{RedisConfig, RedisOptions};
 use crate::connection::Connection;
 use crate::error::ConnectError;
 use crate::feed::Feed;
+use crate::gate::LOCK;
 use crate::replicas::{self, Acknowledgement};
 use crate::resend;
 use crate::scripts::{
@@ -548,7 +549,7 @@ impl LockStore for RedisStore {
     }
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
-        self.hand_over(&LEAVE_LINE, key, Some(waiter), Some("lock"))
+        self.hand_over(&LEAVE_LINE, key, Some(waiter), Some(LOCK))
             .await?;
         Ok(())
     }

@@ -34,6 +34,7 @@ macro_rules! line_tests {
             a_holder_whose_ttl_runs_out_lets_its_waiter_in,
             an_expired_permit_lets_its_waiter_in,
             an_expired_writer_lets_its_waiting_reader_in,
+            a_front_gone_behind_an_expired_holder_is_passed_after_a_window,
         );
     };
 }
@@ -430,5 +431,33 @@ case! {
         assert!(writer.acquire().await.unwrap());
         let reader = factory_with_delay(&new_store, NEVER).await.create_rw_lock(&key).unwrap().read().unwrap();
         woken_by_expiry(reader, expires, "a writer").await;
+    }
+}
+
+case! {
+    /// A double failure: the holder never releases and the front waiter is gone too (its
+    /// place outlasts the case). The waiter behind them (retry delay an hour) gets the key
+    /// within the expiry, a window for the front and a look again or two: the store hands
+    /// the expired key to the front as a release would, and passes it when its window ends.
+    a_front_gone_behind_an_expired_holder_is_passed_after_a_window(new_store) {
+        let key = unique_key("expiry-gone-front");
+        let holder = LockFactory::from_shared(new_store().await)
+            .create_lock_with_ttl(&key, SHORT_TTL)
+            .unwrap();
+        let expires = Instant::now() + SHORT_TTL;
+        assert!(holder.acquire().await.unwrap());
+        let store = new_store().await;
+        let gone = take(&*store, &key, "gone-owner", None, Some(place("gone"))).await;
+        assert_eq!(gone, Acquisition::Busy);
+        let waiter = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
+        let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
+        let bound = SHORT_TTL + HANDOVER_WINDOW + RECHECK_EVERY * 2 + PROMPTLY;
+        let (acquired, waiter) = tokio::time::timeout(bound, waiting)
+            .await
+            .expect("the waiter behind a gone front got the expired key")
+            .unwrap();
+        assert!(acquired);
+        assert!(Instant::now() >= expires, "let in before the holder expired");
+        waiter.release().await.unwrap();
     }
 }
