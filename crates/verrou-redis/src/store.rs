@@ -321,22 +321,26 @@ impl RedisStore {
         let redis_key = self.redis_key(key);
         let redis_key: &str = &redis_key;
         let slot = Slot::of(redis_key);
-        let mut arguments = Vec::with_capacity(6);
-        arguments.extend([
-            Value::from(redis_key),
-            Value::from(owner),
-            Value::from_static_str("NX"),
-        ]);
-        if let Some(millis) = ttl_millis {
-            arguments.extend([Value::from_static_str("PX"), Value::Integer(millis)]);
-        }
-        arguments.push(Value::from_static_str("GET"));
+        // Made for each sending (a re-sent command needs its own): no copy of the first.
+        let arguments = || {
+            let mut arguments = Vec::with_capacity(6);
+            arguments.extend([
+                Value::from(redis_key),
+                Value::from(owner),
+                Value::from_static_str("NX"),
+            ]);
+            if let Some(millis) = ttl_millis {
+                arguments.extend([Value::from_static_str("PX"), Value::Integer(millis)]);
+            }
+            arguments.push(Value::from_static_str("GET"));
+            arguments
+        };
         let acknowledgement = self.acknowledgement.as_ref();
         let arguments = &arguments;
         let answered = self
             .send(|client| async move {
                 let set = CustomCommand::new_static("SET", slot.hash(), false);
-                replicas::send(acknowledgement, &client, slot, set, arguments.clone()).await
+                replicas::send(acknowledgement, &client, slot, set, arguments()).await
             })
             .await;
         let held: Option<Str> = match answered {
