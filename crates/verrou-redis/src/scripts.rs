@@ -477,9 +477,7 @@ return L.hand_over(now_ms) or 1"#
 /// `ARGV[2]`, through `redis.pcall`).
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
-        clock_function!(),
         reserved_prefix!(),
-        line_function!(),
         r#"if ARGV[3] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
   local held = redis.pcall("get", KEYS[1])
   if type(held) == "string" and string.sub(held, 1, #RESERVED) == RESERVED then
@@ -491,7 +489,10 @@ if ARGV[3] == "lock" then
   if redis.pcall("zcard", KEYS[2]) == 0 then
     return ""
   end
-  local L = line()
+"#,
+        clock_function!(),
+        line_function!(),
+        r#"  local L = line()
   local _, now_ms = clock()
   local places = redis.call("zcard", KEYS[2])
   local live = L.prune(now_ms)
