@@ -5,9 +5,10 @@
 //! hands it over, so the only hand-over a waiter could miss is one between its take and its
 //! watch: [`Feed::subscribe`] looks once. Nothing announces an expiry, though, so each
 //! watched key has a task that sleeps until its first holder's deadline (at most
-//! [`RECHECK_EVERY`], in case the holder changes meanwhile) and, once a deadline has passed
-//! and the key is free, hands it over to the front waiter as a release does: a waiter learns
-//! of an expiry when it happens, whatever its retry delay.
+//! [`RECHECK_EVERY`], in case the holder changes meanwhile) and then hands the key over to
+//! the front waiter if it is free for it, as a take refused only because of the line does:
+//! a waiter learns of an expiry when it happens, whatever its retry delay, and a front that
+//! is gone is passed a window later.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +70,7 @@ impl Feed {
         }
     }
 
+    /// The expiry watches, locked.
     fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, JoinHandle<()>>> {
         self.watches.lock().unwrap_or_else(PoisonError::into_inner)
     }

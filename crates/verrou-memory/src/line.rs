@@ -69,10 +69,10 @@ impl Lines {
     }
 
     /// Hands the free `key` over to the front waiter of its line (lapsed places dropped
-    /// first), as [`hand_over`](Self::hand_over) does, unless the front's place lasts no more than
-    /// `window` already (it was handed the key, and has the window to take it): a take
-    /// refused only because of the line wakes the front, so that a front that is gone holds
-    /// the line up for one window, not its whole lease. The waiter to wake.
+    /// first), as [`hand_over`](Self::hand_over) does, unless the front's place lasts no
+    /// more than `window` already (it was handed the key, and has the window to take it): a
+    /// take refused only because of the line wakes the front, so that a front that is gone
+    /// holds the line up for one window, not its whole lease. The waiter to wake.
     pub(crate) fn hand_over_unless_handed(
         &mut self,
         key: Hashed<'_>,
