@@ -378,8 +378,10 @@ impl Task {
         let gate = Gate::new(*family, &redis_key);
         let [line, deadlines] = gate.slot.family_line_keys(*family, &redis_key);
         let channel = self.channel(&watched_key);
+        let mut keys = vec![gate.key.as_str(), &line, &deadlines];
+        keys.extend(gate.also_held_by.as_deref());
         let next = NEXT_TAKER
-            .run(client, gate.slot, &[&gate.key, &line, &deadlines], |args| {
+            .run(client, gate.slot, &keys, |args| {
                 args.extend([
                     Value::from(channel.as_str()),
                     Value::String(self.id.clone()),

@@ -26,24 +26,33 @@ pub(crate) struct Gate {
     /// number of permits, its limit is its own, or asks once in vain); nothing for a
     /// read-write lock's writer set.
     pub(crate) argument: Option<&'static str>,
+    /// The other holders of the key, which must be gone too for nobody to hold it: a
+    /// read-write lock's readers set.
+    pub(crate) also_held_by: Option<String>,
 }
 
 impl Gate {
     /// The gate of `redis_key` in `family` (`None`: plain locks).
     pub(crate) fn new(family: Option<Family>, redis_key: &str) -> Self {
         let slot = Slot::of(redis_key);
-        let (key, argument) = match family {
-            None => (redis_key.to_owned(), Some(LOCK)),
-            Some(Family::RwLock) => (slot.holders_key(Share::Write, redis_key), None),
+        let (key, argument, also_held_by) = match family {
+            None => (redis_key.to_owned(), Some(LOCK), None),
+            Some(Family::RwLock) => (
+                slot.holders_key(Share::Write, redis_key),
+                None,
+                Some(slot.holders_key(Share::Read, redis_key)),
+            ),
             Some(Family::Semaphore | _) => (
                 slot.holders_key(Share::Permit { limit: 1 }, redis_key),
                 Some(OPEN),
+                None,
             ),
         };
         Self {
             slot,
             key,
             argument,
+            also_held_by,
         }
     }
 }

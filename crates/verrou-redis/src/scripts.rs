@@ -459,20 +459,23 @@ return L.hand_over(now_ms) or 1"#
 /// `""` if nobody waits. What a store that has just started hearing a key's hand-overs asks,
 /// since one may have been missed, and asks again of every watched key each
 /// `RECHECK_EVERY`. `KEYS[1]` and `ARGV[3]` (`lock` or `open`) say when the key is free as
-/// for [`LEAVE_LINE`].
+/// for [`LEAVE_LINE`]; `KEYS[4]`, if given, holds other holders of the key (a read-write
+/// lock's readers).
 ///
-/// A free lock key with a live line was freed without a release (its holder's TTL ran out,
-/// or the waiter it was handed to never came): the script hands it over to the front
-/// waiter, as a take refused only because of the line does (reserved for it, its place cut
-/// to the window, `:WAITER` published), unless it was handed it already, and names it. So a
-/// front that is gone holds the line up for one window, not its whole lease, however long
-/// the retry delay of the waiters behind it; and the script writes only then.
+/// A key nobody holds (no lock value, no holder in `KEYS[1]` or `KEYS[4]`) with a live line
+/// was freed without a release (its holders' TTL ran out, or the waiter it was handed to
+/// never came): the script hands it over to the front waiter, as a take refused only
+/// because of the line does (its place cut to the window, `:WAITER` published; a lock key
+/// reserved for it), unless it was handed it already, and names it. So a front that is gone
+/// holds the line up for one window, not its whole lease, however long the retry delay of
+/// the waiters behind it; and the script writes only then. (A share's key some holders
+/// still hold may have room for the front or not: it is only named, as below.)
 ///
 /// When lapsed places are ahead of the waiter it names, one of them may be a waiter of the
 /// asking store that was handed the key before its subscription and lost its place after
 /// the window: the script answers `""` then, so that every waiter of the asking store asks
-/// (the one that lost its place joins again at the back). For a share's key, whose front is
-/// not handed anything here, it also wakes the live waiter wherever it waits
+/// (the one that lost its place joins again at the back). For a held share's key, whose
+/// front is not handed anything here, it also wakes the live waiter wherever it waits
 /// (`STORE:WAITER` published on the release channel `ARGV[1]`, `STORE` the asking store's id
 /// `ARGV[2]`, through `redis.pcall`).
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
@@ -485,10 +488,8 @@ pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
   end
   return false
 end
-if ARGV[3] == "lock" then
-  if redis.pcall("zcard", KEYS[2]) == 0 then
-    return ""
-  end
+local nobody_holds = redis.call("exists", KEYS[1], KEYS[4] or KEYS[1]) == 0
+if nobody_holds and redis.pcall("zcard", KEYS[2]) ~= 0 then
 "#,
         clock_function!(),
         line_function!(),
@@ -502,7 +503,11 @@ if ARGV[3] == "lock" then
   local front = L.front()
   local deadline = tonumber(redis.call("zscore", KEYS[3], front))
   if deadline == nil or deadline > now_ms + WINDOW then
-    L.hand_over_reserved(now_ms)
+    if ARGV[3] == "lock" then
+      L.hand_over_reserved(now_ms)
+    else
+      L.hand_over(now_ms)
+    end
   end
   if live < places then
     return ""

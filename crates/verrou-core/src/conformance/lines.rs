@@ -35,6 +35,8 @@ macro_rules! line_tests {
             an_expired_permit_lets_its_waiter_in,
             an_expired_writer_lets_its_waiting_reader_in,
             a_front_gone_behind_an_expired_holder_is_passed_after_a_window,
+            a_front_gone_behind_an_expired_permit_is_passed_after_a_window,
+            a_front_gone_behind_an_expired_writer_is_passed_after_a_window,
         );
     };
 }
@@ -434,30 +436,85 @@ case! {
     }
 }
 
+/// A double failure: a holder of `key` that never gives it back (`holder`, made by a
+/// factory, TTL [`SHORT_TTL`]) and a front waiter that is gone too (a place that outlasts the
+/// case, taken for `share`, `None`: the lock). The waiter behind them (`waiter`, retry delay
+/// an hour) must get the key after the expiry, within a window for the front and a look
+/// again or two: the store hands the expired key to the front as a release would, and
+/// passes it when its window ends.
+async fn gone_front_behind_expired_holder<F, Fut>(
+    new_store: &F,
+    key: &str,
+    share: Option<Share>,
+    holder: impl FnOnce(&LockFactory) -> crate::Result<crate::Lock>,
+    waiter: impl FnOnce(&LockFactory) -> crate::Result<crate::Lock>,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn LockStore>>,
+{
+    let holder = holder(&LockFactory::from_shared(new_store().await)).unwrap();
+    let expires = Instant::now() + SHORT_TTL;
+    assert!(holder.acquire().await.unwrap());
+    let store = new_store().await;
+    let gone = take(&*store, key, "gone-owner", share, Some(place("gone"))).await;
+    assert_eq!(gone, Acquisition::Busy);
+    let waiter = waiter(&factory_with_delay(new_store, NEVER).await).unwrap();
+    let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
+    let bound = SHORT_TTL + HANDOVER_WINDOW + RECHECK_EVERY * 2 + PROMPTLY;
+    let (acquired, waiter) = tokio::time::timeout(bound, waiting)
+        .await
+        .expect("the waiter behind a gone front got the expired key")
+        .unwrap();
+    assert!(acquired);
+    assert!(
+        Instant::now() >= expires,
+        "let in before the holder expired"
+    );
+    waiter.release().await.unwrap();
+}
+
 case! {
-    /// A double failure: the holder never releases and the front waiter is gone too (its
-    /// place outlasts the case). The waiter behind them (retry delay an hour) gets the key
-    /// within the expiry, a window for the front and a look again or two: the store hands
-    /// the expired key to the front as a release would, and passes it when its window ends.
+    /// [`gone_front_behind_expired_holder`] for a lock.
     a_front_gone_behind_an_expired_holder_is_passed_after_a_window(new_store) {
         let key = unique_key("expiry-gone-front");
-        let holder = LockFactory::from_shared(new_store().await)
-            .create_lock_with_ttl(&key, SHORT_TTL)
-            .unwrap();
-        let expires = Instant::now() + SHORT_TTL;
-        assert!(holder.acquire().await.unwrap());
-        let store = new_store().await;
-        let gone = take(&*store, &key, "gone-owner", None, Some(place("gone"))).await;
-        assert_eq!(gone, Acquisition::Busy);
-        let waiter = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
-        let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
-        let bound = SHORT_TTL + HANDOVER_WINDOW + RECHECK_EVERY * 2 + PROMPTLY;
-        let (acquired, waiter) = tokio::time::timeout(bound, waiting)
-            .await
-            .expect("the waiter behind a gone front got the expired key")
-            .unwrap();
-        assert!(acquired);
-        assert!(Instant::now() >= expires, "let in before the holder expired");
-        waiter.release().await.unwrap();
+        gone_front_behind_expired_holder(
+            &new_store,
+            &key,
+            None,
+            |factory| factory.create_lock_with_ttl(&key, SHORT_TTL),
+            |factory| factory.create_lock(&key),
+        )
+        .await;
+    }
+}
+
+case! {
+    /// [`gone_front_behind_expired_holder`] for the only permit of a semaphore.
+    a_front_gone_behind_an_expired_permit_is_passed_after_a_window(new_store) {
+        let key = unique_key("permit-expiry-gone-front");
+        gone_front_behind_expired_holder(
+            &new_store,
+            &key,
+            Some(Share::Permit { limit: 1 }),
+            |factory| factory.create_semaphore_with_ttl(&key, 1, SHORT_TTL),
+            |factory| factory.create_semaphore(&key, 1),
+        )
+        .await;
+    }
+}
+
+case! {
+    /// [`gone_front_behind_expired_holder`] for the writer of a read-write lock, with a
+    /// writer gone at the front and a reader behind it.
+    a_front_gone_behind_an_expired_writer_is_passed_after_a_window(new_store) {
+        let key = unique_key("writer-expiry-gone-front");
+        gone_front_behind_expired_holder(
+            &new_store,
+            &key,
+            Some(Share::Write),
+            |factory| factory.create_rw_lock_with_ttl(&key, SHORT_TTL)?.write(),
+            |factory| factory.create_rw_lock(&key)?.read(),
+        )
+        .await;
     }
 }
