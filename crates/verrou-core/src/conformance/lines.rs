@@ -372,149 +372,131 @@ case! {
     }
 }
 
-/// Starts `waiter`'s `acquire` (its retry delay an hour) while something that never gives
-/// the key back holds it until `expires`, and checks that the waiter gets the key after that
-/// and within one look again ([`RECHECK_EVERY`]) of it (with room for a loaded machine): no
-/// release announces an expiry, the store must notice it. Then releases the key.
-async fn woken_by_expiry(waiter: crate::Lock, expires: Instant, what: &str) {
-    let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
-    let bound = expires.saturating_duration_since(Instant::now()) + RECHECK_EVERY + PROMPTLY;
-    let (acquired, waiter) = tokio::time::timeout(bound, waiting)
-        .await
-        .unwrap_or_else(|_| panic!("the waiter behind {what} was not let in when it expired"))
-        .unwrap();
-    assert!(acquired);
-    assert!(Instant::now() >= expires, "let in before {what} expired");
-    waiter.release().await.unwrap();
-}
-
 /// How long the holders that never give back the key of the expiry cases hold it.
 const SHORT_TTL: Duration = Duration::from_millis(300);
 
+/// What holds the key in an expiry case, and what waits for it.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    /// A lock, a lock waiting.
+    Lock,
+    /// A semaphore's only permit, a permit waiting.
+    Permit,
+    /// A read-write lock's writer, a reader waiting (behind a writer, when one is gone).
+    Writer,
+}
+
+impl Held {
+    /// The holder of `key`, with a TTL of [`SHORT_TTL`].
+    fn holder(self, factory: &LockFactory, key: &str) -> crate::Result<crate::Lock> {
+        match self {
+            Held::Lock => factory.create_lock_with_ttl(key, SHORT_TTL),
+            Held::Permit => factory.create_semaphore_with_ttl(key, 1, SHORT_TTL),
+            Held::Writer => factory.create_rw_lock_with_ttl(key, SHORT_TTL)?.write(),
+        }
+    }
+
+    /// A waiter for `key`.
+    fn waiter(self, factory: &LockFactory, key: &str) -> crate::Result<crate::Lock> {
+        match self {
+            Held::Lock => factory.create_lock(key),
+            Held::Permit => factory.create_semaphore(key, 1),
+            Held::Writer => factory.create_rw_lock(key)?.read(),
+        }
+    }
+
+    /// What a gone front waiter waits for (`None`: the lock).
+    fn gone_front_share(self) -> Option<Share> {
+        match self {
+            Held::Lock => None,
+            Held::Permit => Some(Share::Permit { limit: 1 }),
+            Held::Writer => Some(Share::Write),
+        }
+    }
+}
+
+/// A holder of a new key that never gives it back (`held`, TTL [`SHORT_TTL`]: its process
+/// died, or its `release` was skipped), a front waiter that is gone too if `gone_front` (a
+/// place that outlasts the case), and a waiter behind them whose retry delay is an hour. No
+/// release announces an expiry: the store must notice it and let the waiter in after it,
+/// within one look again ([`RECHECK_EVERY`]), plus a hand-over window and another look
+/// behind a gone front (the store hands the expired key to it as a release would, and passes
+/// it when its window ends), with room for a loaded machine.
+async fn behind_expired_holder<F, Fut>(new_store: &F, held: Held, gone_front: bool)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn LockStore>>,
+{
+    let key = unique_key("expiry");
+    let holder = held
+        .holder(&LockFactory::from_shared(new_store().await), &key)
+        .unwrap();
+    let expires = Instant::now() + SHORT_TTL;
+    assert!(holder.acquire().await.unwrap());
+    let mut bound = SHORT_TTL + RECHECK_EVERY + PROMPTLY;
+    if gone_front {
+        let store = new_store().await;
+        let share = held.gone_front_share();
+        let gone = take(&*store, &key, "gone-owner", share, Some(place("gone"))).await;
+        assert_eq!(gone, Acquisition::Busy);
+        bound += HANDOVER_WINDOW + RECHECK_EVERY;
+    }
+    let waiter = held
+        .waiter(&factory_with_delay(new_store, NEVER).await, &key)
+        .unwrap();
+    let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
+    let (acquired, waiter) = tokio::time::timeout(bound, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("{held:?}: the waiter was not let in after the expiry"))
+        .unwrap();
+    assert!(acquired);
+    assert!(
+        Instant::now() >= expires,
+        "{held:?}: let in before the expiry"
+    );
+    waiter.release().await.unwrap();
+}
+
 case! {
-    /// A holder that never releases (its process died) holds up a waiter whose retry delay
-    /// is an hour until its TTL runs out, and by at most one look again past that.
+    /// A lock whose holder never releases lets its waiter in once its TTL runs out (see
+    /// [`behind_expired_holder`]).
     a_holder_whose_ttl_runs_out_lets_its_waiter_in(new_store) {
-        let key = unique_key("expiry");
-        let holder = LockFactory::from_shared(new_store().await)
-            .create_lock_with_ttl(&key, SHORT_TTL)
-            .unwrap();
-        let expires = Instant::now() + SHORT_TTL;
-        assert!(holder.acquire().await.unwrap());
-        let waiter = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
-        woken_by_expiry(waiter, expires, "a holder").await;
+        behind_expired_holder(&new_store, Held::Lock, false).await;
     }
 }
 
 case! {
     /// The same for the only permit of a semaphore.
     an_expired_permit_lets_its_waiter_in(new_store) {
-        let key = unique_key("permit-expiry");
-        let holder = LockFactory::from_shared(new_store().await)
-            .create_semaphore_with_ttl(&key, 1, SHORT_TTL)
-            .unwrap();
-        let expires = Instant::now() + SHORT_TTL;
-        assert!(holder.acquire().await.unwrap());
-        let waiter = factory_with_delay(&new_store, NEVER).await.create_semaphore(&key, 1).unwrap();
-        woken_by_expiry(waiter, expires, "a permit").await;
+        behind_expired_holder(&new_store, Held::Permit, false).await;
     }
 }
 
 case! {
     /// The same for a reader behind the writer of a read-write lock.
     an_expired_writer_lets_its_waiting_reader_in(new_store) {
-        let key = unique_key("writer-expiry");
-        let writer = LockFactory::from_shared(new_store().await)
-            .create_rw_lock_with_ttl(&key, SHORT_TTL)
-            .unwrap()
-            .write()
-            .unwrap();
-        let expires = Instant::now() + SHORT_TTL;
-        assert!(writer.acquire().await.unwrap());
-        let reader = factory_with_delay(&new_store, NEVER).await.create_rw_lock(&key).unwrap().read().unwrap();
-        woken_by_expiry(reader, expires, "a writer").await;
+        behind_expired_holder(&new_store, Held::Writer, false).await;
     }
 }
 
-/// A double failure: a holder of `key` that never gives it back (`holder`, made by a
-/// factory, TTL [`SHORT_TTL`]) and a front waiter that is gone too (a place that outlasts the
-/// case, taken for `share`, `None`: the lock). The waiter behind them (`waiter`, retry delay
-/// an hour) must get the key after the expiry, within a window for the front and a look
-/// again or two: the store hands the expired key to the front as a release would, and
-/// passes it when its window ends.
-async fn gone_front_behind_expired_holder<F, Fut>(
-    new_store: &F,
-    key: &str,
-    share: Option<Share>,
-    holder: impl FnOnce(&LockFactory) -> crate::Result<crate::Lock>,
-    waiter: impl FnOnce(&LockFactory) -> crate::Result<crate::Lock>,
-) where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn LockStore>>,
-{
-    let holder = holder(&LockFactory::from_shared(new_store().await)).unwrap();
-    let expires = Instant::now() + SHORT_TTL;
-    assert!(holder.acquire().await.unwrap());
-    let store = new_store().await;
-    let gone = take(&*store, key, "gone-owner", share, Some(place("gone"))).await;
-    assert_eq!(gone, Acquisition::Busy);
-    let waiter = waiter(&factory_with_delay(new_store, NEVER).await).unwrap();
-    let waiting = tokio::spawn(async move { (waiter.acquire().await.unwrap(), waiter) });
-    let bound = SHORT_TTL + HANDOVER_WINDOW + RECHECK_EVERY * 2 + PROMPTLY;
-    let (acquired, waiter) = tokio::time::timeout(bound, waiting)
-        .await
-        .expect("the waiter behind a gone front got the expired key")
-        .unwrap();
-    assert!(acquired);
-    assert!(
-        Instant::now() >= expires,
-        "let in before the holder expired"
-    );
-    waiter.release().await.unwrap();
-}
-
 case! {
-    /// [`gone_front_behind_expired_holder`] for a lock.
+    /// A double failure: a lock's holder never releases and its front waiter is gone too
+    /// (see [`behind_expired_holder`]).
     a_front_gone_behind_an_expired_holder_is_passed_after_a_window(new_store) {
-        let key = unique_key("expiry-gone-front");
-        gone_front_behind_expired_holder(
-            &new_store,
-            &key,
-            None,
-            |factory| factory.create_lock_with_ttl(&key, SHORT_TTL),
-            |factory| factory.create_lock(&key),
-        )
-        .await;
+        behind_expired_holder(&new_store, Held::Lock, true).await;
     }
 }
 
 case! {
-    /// [`gone_front_behind_expired_holder`] for the only permit of a semaphore.
+    /// The same for the only permit of a semaphore.
     a_front_gone_behind_an_expired_permit_is_passed_after_a_window(new_store) {
-        let key = unique_key("permit-expiry-gone-front");
-        gone_front_behind_expired_holder(
-            &new_store,
-            &key,
-            Some(Share::Permit { limit: 1 }),
-            |factory| factory.create_semaphore_with_ttl(&key, 1, SHORT_TTL),
-            |factory| factory.create_semaphore(&key, 1),
-        )
-        .await;
+        behind_expired_holder(&new_store, Held::Permit, true).await;
     }
 }
 
 case! {
-    /// [`gone_front_behind_expired_holder`] for the writer of a read-write lock, with a
-    /// writer gone at the front and a reader behind it.
+    /// The same for a writer gone at the front of a read-write lock, a reader behind it.
     a_front_gone_behind_an_expired_writer_is_passed_after_a_window(new_store) {
-        let key = unique_key("writer-expiry-gone-front");
-        gone_front_behind_expired_holder(
-            &new_store,
-            &key,
-            Some(Share::Write),
-            |factory| factory.create_rw_lock_with_ttl(&key, SHORT_TTL)?.write(),
-            |factory| factory.create_rw_lock(&key)?.read(),
-        )
-        .await;
+        behind_expired_holder(&new_store, Held::Writer, true).await;
     }
 }
