@@ -458,8 +458,10 @@ where
 }
 
 case! {
-    /// A lock whose holder never releases lets its waiter in once its TTL runs out (see
-    /// [`behind_expired_holder`]).
+    /// A lock whose holder never releases (its process died, its `release` skipped) holds
+    /// up a waiter whose retry delay is an hour until its TTL runs out, and by at most one
+    /// look again ([`RECHECK_EVERY`]) past that: nothing announces an expiry, the store must
+    /// notice it.
     a_holder_whose_ttl_runs_out_lets_its_waiter_in(new_store) {
         behind_expired_holder(&new_store, Held::Lock, false).await;
     }
@@ -480,8 +482,10 @@ case! {
 }
 
 case! {
-    /// A double failure: a lock's holder never releases and its front waiter is gone too
-    /// (see [`behind_expired_holder`]).
+    /// A double failure: a lock's holder never releases and its front waiter is gone too.
+    /// The waiter behind them (retry delay an hour) gets the key within the expiry, a
+    /// hand-over window and two looks again: the store hands the expired key to the gone
+    /// front as a release would, and passes it when its window ends.
     a_front_gone_behind_an_expired_holder_is_passed_after_a_window(new_store) {
         behind_expired_holder(&new_store, Held::Lock, true).await;
     }
