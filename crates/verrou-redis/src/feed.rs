@@ -339,8 +339,8 @@ impl Task {
     /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
     /// here if it waits elsewhere), or every waiter here if nobody is in line, or if the
     /// front is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits). A
-    /// free lock key is handed over to its front by [`NEXT_TAKER`] itself, as a refused take
-    /// would: a front that is gone is passed a window later.
+    /// key nobody holds is handed over to its front by [`NEXT_TAKER`] itself, as a refused
+    /// take would: a front that is gone is passed a window later.
     /// Asked after the subscription, so that a release is either heard or seen here. The
     /// waiters of a key the server did not answer about are left to the next
     /// [`recheck`](Self::recheck): woken, they would ask it, and fail, at once.
