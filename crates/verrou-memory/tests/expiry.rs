@@ -25,9 +25,13 @@ fn patient(store: &MemoryStore) -> LockFactory {
         .expect("a valid retry policy")
 }
 
-/// Starts a waiter of `factory` on `key` and returns when it got it.
-fn start_waiting(factory: &LockFactory, key: &str) -> tokio::task::JoinHandle<Instant> {
-    let waiter = factory.create_lock(key).expect("valid key");
+/// A lock of key `k` in `store` that waits an hour between attempts.
+fn patient_lock(store: &MemoryStore) -> verrou_core::Lock {
+    patient(store).create_lock("k").expect("valid key")
+}
+
+/// Starts `waiter`'s `acquire` and returns when it got the key (released at once).
+fn start_waiting(waiter: verrou_core::Lock) -> tokio::task::JoinHandle<Instant> {
     tokio::spawn(async move {
         assert!(waiter.acquire().await.expect("acquire"), "gave up");
         let at = Instant::now();
@@ -57,7 +61,7 @@ fn on_time(got: Instant, due: Instant, what: &str) {
 async fn a_waiter_gets_an_expired_key_as_it_expires() {
     let store = MemoryStore::new();
     let (_holder, expires) = hold(&store, TTL).await;
-    let got = start_waiting(&patient(&store), "k").await.expect("waiter");
+    let got = start_waiting(patient_lock(&store)).await.expect("waiter");
     on_time(got, expires, "behind a holder that never released");
 }
 
@@ -67,7 +71,7 @@ async fn a_waiter_gets_an_expired_key_as_it_expires() {
 async fn an_extension_moves_the_hand_over_to_the_new_deadline() {
     let store = MemoryStore::new();
     let (holder, _) = hold(&store, TTL).await;
-    let waiting = start_waiting(&patient(&store), "k");
+    let waiting = start_waiting(patient_lock(&store));
     tokio::time::sleep(TTL / 2).await;
     let extended_for = Duration::from_millis(500);
     let expires = Instant::now() + extended_for;
@@ -86,11 +90,8 @@ async fn a_waiter_gets_an_expired_permit_as_it_expires() {
     let expires = Instant::now() + TTL;
     assert!(holder.acquire().await.expect("acquire"));
     let waiter = patient(&store).create_semaphore("k", 1).expect("valid key");
-    let waiting = tokio::spawn(async move {
-        assert!(waiter.acquire().await.expect("acquire"), "gave up");
-        Instant::now()
-    });
-    on_time(waiting.await.expect("waiter"), expires, "behind a permit");
+    let got = start_waiting(waiter).await.expect("waiter");
+    on_time(got, expires, "behind a permit");
 }
 
 /// A store kept across Tokio runtimes (as a `static` shared by `#[tokio::test]`s is): the
@@ -104,13 +105,13 @@ fn a_store_that_outlives_its_runtime_still_hands_over_at_expiry() {
     let first = runtime();
     let (_holder, expires) = first.block_on(async {
         let held = hold(&store, Duration::from_millis(600)).await;
-        drop(start_waiting(&patient(&store), "k"));
+        drop(start_waiting(patient_lock(&store)));
         tokio::time::sleep(Duration::from_millis(100)).await;
         held
     });
     drop(first);
     let got = runtime()
-        .block_on(async { start_waiting(&patient(&store), "k").await })
+        .block_on(async { start_waiting(patient_lock(&store)).await })
         .expect("waiter");
     on_time(
         got,

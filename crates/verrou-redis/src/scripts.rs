@@ -489,13 +489,13 @@ pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
   return false
 end
 local nobody_holds = redis.call("exists", KEYS[1], KEYS[4] or KEYS[1]) == 0
-if nobody_holds and redis.pcall("zcard", KEYS[2]) ~= 0 then
+local places = nobody_holds and redis.pcall("zcard", KEYS[2])
+if places and places ~= 0 then
 "#,
         clock_function!(),
         line_function!(),
         r#"  local L = line()
   local _, now_ms = clock()
-  local places = redis.call("zcard", KEYS[2])
   local live = L.prune(now_ms)
   if live == 0 then
     return ""
