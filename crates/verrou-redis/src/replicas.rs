@@ -16,10 +16,10 @@
 
 use std::time::Duration;
 
-use fred::clients::{Client, WithOptions};
+use fred::clients::{Client, Pipeline, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::ClientLike;
-use fred::types::{CustomCommand, FromValue, Value};
+use fred::interfaces::{ClientLike, KeysInterface};
+use fred::types::{CustomCommand, Expiration, FromValue, SetOptions, Value};
 use verrou_core::Error;
 
 use crate::scripts::LuaScript;
@@ -155,7 +155,9 @@ pub(crate) async fn run<R: FromValue>(
     };
     let (reply, outcome) = script
         .run_with(slot, keys, args, |command, arguments| {
-            eval_then_wait(client, command, arguments, acknowledgement, slot)
+            then_wait(client, acknowledgement, slot, async |queue| {
+                queue.custom(command, arguments).await
+            })
         })
         .await?;
     Ok(Acknowledged {
@@ -164,42 +166,63 @@ pub(crate) async fn run<R: FromValue>(
     })
 }
 
-/// Sends `command arguments` (a command on one key of `slot`) through `client`; with an
+/// Sends `SET key owner NX [PX ttl_millis] GET` (`key` in `slot`) through `client`; with an
 /// `acknowledgement`, `WAIT` goes in the same pipeline right after it, to the same node.
-pub(crate) async fn send<R: FromValue>(
+///
+/// It goes out as fred's own `SET`, not as a custom command: fred flushes the socket after
+/// each custom command and script, but feeds its own commands to it with whatever is queued
+/// behind them, so that the takes of many tasks share one write (one system call fewer per
+/// take under load).
+pub(crate) async fn set_if_absent<R: FromValue>(
     acknowledgement: Option<&Acknowledgement>,
     client: &WithOptions<Client>,
     slot: Slot,
-    command: CustomCommand,
-    arguments: Vec<Value>,
+    (key, owner): (&str, &str),
+    ttl_millis: Option<i64>,
 ) -> Result<Acknowledged<R>, FredError> {
     let Some(acknowledgement) = acknowledgement else {
-        let reply = client.custom(command, arguments).await?;
+        let reply = set_get(client, key, owner, ttl_millis).await?;
         return Ok(Acknowledged { reply, wait: None });
     };
-    let (reply, outcome) =
-        eval_then_wait(client, command, arguments, acknowledgement, slot).await?;
+    let (reply, outcome) = then_wait(client, acknowledgement, slot, async |queue| {
+        set_get(queue, key, owner, ttl_millis).await
+    })
+    .await?;
     Ok(Acknowledged {
         reply,
         wait: Some((*acknowledgement, outcome)),
     })
 }
 
-/// Sends `command arguments` (`EVALSHA`, `EVAL`, or another write) then `WAIT` to the node
-/// of `slot`, in one pipeline, with `client`'s options on both. Fails with the command's
-/// error; otherwise returns its reply and what `WAIT` answered.
-async fn eval_then_wait<R: FromValue>(
+/// `SET key owner NX [PX ttl_millis] GET` through `client` (a connection or a pipeline).
+async fn set_get<R: FromValue>(
+    client: &(impl KeysInterface + Sync),
+    key: &str,
+    owner: &str,
+    ttl_millis: Option<i64>,
+) -> Result<R, FredError> {
+    let expiration = ttl_millis.map(Expiration::PX);
+    client
+        .set(key, owner, expiration, Some(SetOptions::NX), true)
+        .await
+}
+
+/// Queues a write (`EVALSHA`, `EVAL`, or `SET`, on one key of `slot`) with `queue`, then
+/// `WAIT`, in one pipeline to the node of `slot`, with `client`'s options on both. Fails
+/// with the write's error; otherwise returns its reply and what `WAIT` answered.
+async fn then_wait<R: FromValue>(
     client: &WithOptions<Client>,
-    command: CustomCommand,
-    arguments: Vec<Value>,
     acknowledgement: &Acknowledgement,
     slot: Slot,
+    queue: impl AsyncFnOnce(&WithOptions<Pipeline<Client>>) -> Result<(), FredError>,
 ) -> Result<(R, Result<i64, FredError>), FredError> {
     let pipeline = client.pipeline();
-    let queue = pipeline.with_options(client.options());
-    let () = queue.custom(command, arguments).await?;
+    let queued = pipeline.with_options(client.options());
+    queue(&queued).await?;
     let wait = CustomCommand::new_static("WAIT", slot.hash(), false);
-    let () = queue.custom(wait, acknowledgement.wait_arguments()).await?;
+    let () = queued
+        .custom(wait, acknowledgement.wait_arguments())
+        .await?;
     let mut replies = pipeline.try_all::<Value>().await.into_iter();
     let missing = || FredError::new(ErrorKind::Protocol, "the pipeline lost a reply");
     let reply = replies

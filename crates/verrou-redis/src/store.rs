@@ -14,7 +14,7 @@ use fred::clients::{Client, Pool, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::prelude::Options;
-use fred::types::{ClientState, CustomCommand, Value};
+use fred::types::{ClientState, Value};
 use verrou_core::{
     Acquisition, Boards, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share,
 };
@@ -321,26 +321,17 @@ impl RedisStore {
         let redis_key = self.redis_key(key);
         let redis_key: &str = &redis_key;
         let slot = Slot::of(redis_key);
-        // Made for each sending (a re-sent command needs its own): no copy of the first.
-        let arguments = || {
-            let mut arguments = Vec::with_capacity(6);
-            arguments.extend([
-                Value::from(redis_key),
-                Value::from(owner),
-                Value::from_static_str("NX"),
-            ]);
-            if let Some(millis) = ttl_millis {
-                arguments.extend([Value::from_static_str("PX"), Value::Integer(millis)]);
-            }
-            arguments.push(Value::from_static_str("GET"));
-            arguments
-        };
         let acknowledgement = self.acknowledgement.as_ref();
-        let arguments = &arguments;
         let answered = self
             .send(|client| async move {
-                let set = CustomCommand::new_static("SET", slot.hash(), false);
-                replicas::send(acknowledgement, &client, slot, set, arguments()).await
+                replicas::set_if_absent(
+                    acknowledgement,
+                    &client,
+                    slot,
+                    (redis_key, owner),
+                    ttl_millis,
+                )
+                .await
             })
             .await;
         let held: Option<Str> = match answered {
