@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::node::NodeRival;
 use async_trait::async_trait;
 use verrou::postgres::deadpool_postgres::{self, Pool};
 use verrou::postgres::{PostgresConfig, PostgresStore};
@@ -45,6 +46,8 @@ pub(crate) struct Backend {
     pub(crate) name: &'static str,
     new_store: Box<dyn Fn() -> StoreFuture + Send + Sync>,
     pub(crate) baseline: Arc<dyn Baseline>,
+    /// The Node.js library on the same server, where the cycle benchmark measures it too.
+    pub(crate) node: Option<NodeRival>,
     /// The private server, kept running while the backend lives.
     _server: Option<KeptServer>,
 }
@@ -65,33 +68,46 @@ impl Backend {
                 Box::pin(async move { store })
             }),
             baseline: Arc::new(MutexMap::default()),
+            node: None,
             _server: None,
         }
     }
 
     /// The Redis store, against fred doing `SET NX PX` and `EVALSHA` of an owner-checked
-    /// delete, on one connection each (the store's default).
-    pub(crate) async fn redis() -> Result<Self, BoxError> {
-        Self::redis_with("redis", false).await
+    /// delete, on one connection each (the store's default); and, `with_node`, against
+    /// @verrou/core on Node.js (see [`NodeRival`]).
+    pub(crate) async fn redis(with_node: bool) -> Result<Self, BoxError> {
+        Self::redis_with("redis", false, with_node).await
     }
 
     /// The Redis store with fencing tokens (its take a script), against the same baseline:
     /// the ratio is what the tokens cost.
     pub(crate) async fn redis_fenced() -> Result<Self, BoxError> {
-        Self::redis_with("redis, fencing tokens", true).await
+        Self::redis_with("redis, fencing tokens", true, false).await
     }
 
-    async fn redis_with(name: &'static str, fencing_tokens: bool) -> Result<Self, BoxError> {
+    async fn redis_with(
+        name: &'static str,
+        fencing_tokens: bool,
+        with_node: bool,
+    ) -> Result<Self, BoxError> {
         let (url, server) = server_url(REDIS_URL_VAR, || {
             RedisServer::start().map(|server| (server.url(), Box::new(server) as KeptServer))
         })?;
         let baseline = FredBaseline::connect(&url).await?;
+        let node = match with_node {
+            true => NodeRival::on(&url).await,
+            false => None,
+        };
         let new_store = move || {
             let mut config = RedisConfig::new(url.clone());
             config.fencing_tokens = fencing_tokens;
             async move { RedisStore::connect(config).await }
         };
-        Ok(Self::served(name, new_store, Arc::new(baseline), server))
+        Ok(Self {
+            node,
+            ..Self::served(name, new_store, Arc::new(baseline), server)
+        })
     }
 
     /// The Redis store on a private Redis Cluster (three masters, three replicas; the
@@ -179,6 +195,7 @@ impl Backend {
                 })
             }),
             baseline,
+            node: None,
             _server: server,
         }
     }

@@ -26,10 +26,14 @@ pub(crate) struct CycleResult {
     pub(crate) verrou: Side,
     pub(crate) baseline: Side,
     pub(crate) ratio: f64,
+    /// @verrou/core on Node.js, where the backend has it, and verrou's ratio to it.
+    pub(crate) node: Option<(Side, f64)>,
 }
 
-/// Runs `rounds` rounds, each a baseline run then a verrou run of `seconds`, each run after
-/// the server settled ([`Baseline::settle`]), and keeps the median throughput of each side.
+/// Runs `rounds` rounds, each a baseline run then a verrou run of `seconds` (then a Node.js
+/// run, where the backend has one), each run after the server settled
+/// ([`Baseline::settle`]), and keeps the median throughput of each side. Node.js reports
+/// percentiles, not a histogram: its latencies are those of its median round.
 pub(crate) async fn measure(
     backend: &Backend,
     in_flight: usize,
@@ -40,6 +44,7 @@ pub(crate) async fn measure(
     let run_for = Duration::from_secs_f64(seconds);
     let (mut verrou_rates, mut baseline_rates) = (Vec::new(), Vec::new());
     let (mut verrou_latency, mut baseline_latency) = (new_histogram(), new_histogram());
+    let mut node_runs = Vec::new();
     for round in 0..rounds {
         backend.baseline.settle().await;
         let (rate, histogram) = run_baseline(&backend.baseline, in_flight, run_for, round).await;
@@ -53,6 +58,10 @@ pub(crate) async fn measure(
         verrou_latency
             .add(&histogram)
             .expect("same histogram bounds");
+        if let Some(node) = &backend.node {
+            backend.baseline.settle().await;
+            node_runs.push(node.run(in_flight, run_for, round).await);
+        }
     }
     let verrou = Side {
         cycles_per_second: median(verrou_rates),
@@ -62,12 +71,18 @@ pub(crate) async fn measure(
         cycles_per_second: median(baseline_rates),
         latency: Percentiles::of(&baseline_latency),
     };
+    node_runs.sort_by(|a, b| a.cycles_per_second.total_cmp(&b.cycles_per_second));
+    let node = node_runs.get(node_runs.len() / 2).map(|node| {
+        let ratio = verrou.cycles_per_second / node.cycles_per_second;
+        (node.clone(), ratio)
+    });
     CycleResult {
         store: backend.name,
         in_flight,
         ratio: verrou.cycles_per_second / baseline.cycles_per_second,
         verrou,
         baseline,
+        node,
     }
 }
 

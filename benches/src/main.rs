@@ -1,6 +1,7 @@
 //! `verrou-bench`: throughput, latency and handoff of verrou's stores, each beside a
-//! bare-client baseline measured in the same run. Prints markdown tables; `--json` also
-//! writes the numbers.
+//! bare-client baseline measured in the same run; the Redis cycle rows also beside the
+//! Node.js library, @verrou/core on ioredis, on the same server (`--without-node` leaves it
+//! out). Prints markdown tables; `--json` also writes the numbers.
 //!
 //! ```text
 //! cargo run -p verrou-benches --release -- all
@@ -19,6 +20,7 @@
 mod backends;
 mod cycle;
 mod handoff;
+mod node;
 mod report;
 mod shared_key;
 mod stats;
@@ -49,6 +51,11 @@ struct Cli {
     /// Also write the results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Leave out @verrou/core on Node.js, which the Redis cycle rows are otherwise also
+    /// measured against (when `node` and `npm` are on the PATH; its packages are installed
+    /// into `benches/node` at the first run).
+    #[arg(long, global = true)]
+    without_node: bool,
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -96,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for store in &cli.stores {
         let backend = match store {
             StoreName::Memory => Backend::memory(),
-            StoreName::Redis => Backend::redis().await?,
+            StoreName::Redis => Backend::redis(!cli.without_node).await?,
             StoreName::RedisFenced => Backend::redis_fenced().await?,
             StoreName::RedisCluster => Backend::redis_cluster().await?,
             StoreName::RedisReplicated => Backend::redis_replicated().await?,

@@ -8,12 +8,24 @@ use crate::stats::show_us;
 /// The cycle results as a markdown table.
 pub(crate) fn cycle_table(results: &[CycleResult]) -> String {
     let mut table = String::from(
-        "| store | in flight | verrou cycles/s | baseline cycles/s | ratio | verrou p50 / p99 | baseline p50 / p99 |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| store | in flight | verrou cycles/s | baseline cycles/s | ratio | verrou p50 / p99 | baseline p50 / p99 | @verrou/core (Node.js) cycles/s, p50 / p99 | ratio to @verrou/core |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for result in results {
+        let (node, node_ratio) = match &result.node {
+            Some((node, ratio)) => (
+                format!(
+                    "{:.0}, {} / {}",
+                    node.cycles_per_second,
+                    show_us(node.latency.p50_us),
+                    show_us(node.latency.p99_us)
+                ),
+                format!("{ratio:.2}×"),
+            ),
+            None => ("—".to_owned(), "—".to_owned()),
+        };
         table.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2}× | {} / {} | {} / {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.2}× | {} / {} | {} / {} | {node} | {node_ratio} |\n",
             result.store,
             result.in_flight,
             result.verrou.cycles_per_second,
