@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::node::NodeRival;
 use async_trait::async_trait;
 use verrou::postgres::deadpool_postgres::{self, Pool};
 use verrou::postgres::{PostgresConfig, PostgresStore};
@@ -20,7 +19,9 @@ use verrou_testkit::{
     env_url, PostgresServer, RedisCluster, RedisServer, POSTGRES_URL_VAR, REDIS_URL_VAR,
 };
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::node::NodeRival;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The lock TTL every benchmark uses.
 pub(crate) const TTL: Duration = Duration::from_secs(30);
@@ -95,9 +96,10 @@ impl Backend {
             RedisServer::start().map(|server| (server.url(), Box::new(server) as KeptServer))
         })?;
         let baseline = FredBaseline::connect(&url).await?;
-        let node = match with_node {
-            true => NodeRival::on(&url).await,
-            false => None,
+        let node = if with_node {
+            NodeRival::on(&url).await
+        } else {
+            None
         };
         let new_store = move || {
             let mut config = RedisConfig::new(url.clone());

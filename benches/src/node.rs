@@ -9,10 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::process::Command;
 
+use crate::backends::BoxError;
 use crate::cycle::Side;
 use crate::stats::Percentiles;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The Node.js side of the Redis cycle benchmark.
 pub(crate) struct NodeRival {
