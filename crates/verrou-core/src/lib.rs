@@ -56,6 +56,7 @@
 //! around each store call. Errors from the store say which store, operation and key
 //! ([`Error::Storage`]). Owner tokens appear only in trace-level events.
 
+mod backoff;
 mod clock;
 pub mod config;
 #[cfg(feature = "test-suite")]
@@ -75,6 +76,7 @@ mod take;
 mod telemetry;
 pub mod waiting;
 
+pub use backoff::Backoff;
 pub use duration::{parse_duration, ttl_millis, IntoDuration, IntoTtl, Ttl, MAX_DURATION};
 pub use error::{BoxError, Error, Result};
 pub use factory::{LockFactory, RwLock, DEFAULT_TTL};

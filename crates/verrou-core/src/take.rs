@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use crate::lock::LockInner;
 use crate::store::{Acquisition, ImmediateStore, OwnerCheck};
 use crate::telemetry::Operation;
-use crate::{Error, Result};
+use crate::{Backoff, Error, Result};
 
 /// The longest the background keeps retrying a store that fails, whatever the TTL: past
 /// that, the grant has expired (if it has a TTL), or the lock's next take settles it.
@@ -386,7 +386,7 @@ async fn settle_in_background(mut turn: Turn) {
         .ttl
         .as_duration()
         .map_or(GIVE_BACK_PATIENCE, |ttl| ttl.min(GIVE_BACK_PATIENCE));
-    let mut pause = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         match turn.settle(None).await {
             Ok(()) => return,
@@ -401,8 +401,7 @@ async fn settle_in_background(mut turn: Turn) {
         }
         turn.give_back_turn();
         drop(turn);
-        tokio::time::sleep(pause).await;
-        pause = pause.saturating_mul(2).min(Duration::from_secs(1));
+        tokio::time::sleep(backoff.next_pause()).await;
         turn = Turn::wait_for(&lock).await;
         turn.in_background = true;
         if turn.unsettled.is_nothing() {

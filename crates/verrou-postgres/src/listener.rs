@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::MissedTickBehavior;
 use tokio_util::task::AbortOnDropHandle;
-use verrou_core::{Boards, BoxError, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
+use verrou_core::{Backoff, Boards, BoxError, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
 
 use crate::channel::parse_payload;
 use crate::connector::{Connect, Messages};
@@ -175,7 +175,7 @@ async fn supervise(
     boards: Arc<Boards>,
     mut subscribed: UnboundedReceiver<WatchedKey>,
 ) {
-    let mut pause = FIRST_PAUSE;
+    let mut backoff = Backoff::new(FIRST_PAUSE, MAX_PAUSE);
     let mut down = false;
     loop {
         let why = match (setup.connect)().await {
@@ -184,7 +184,7 @@ async fn supervise(
                     tracing::info!("verrou: PostgreSQL listener connected again");
                 }
                 down = false;
-                pause = FIRST_PAUSE;
+                backoff.reset();
                 let session = Session {
                     setup: &setup,
                     boards: &boards,
@@ -204,8 +204,7 @@ async fn supervise(
             );
         }
         down = true;
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MAX_PAUSE);
+        tokio::time::sleep(backoff.next_pause()).await;
     }
 }
 

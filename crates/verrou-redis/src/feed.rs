@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::{MissedTickBehavior, Sleep};
-use verrou_core::{Boards, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
+use verrou_core::{Backoff, Boards, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
 
 use crate::connection::Connection;
 use crate::gate::Gate;
@@ -398,7 +398,7 @@ impl Task {
 /// [`LONGEST_RESUBSCRIBE_PAUSE`].
 struct Failed {
     keys: Vec<WatchedKey>,
-    pause: Duration,
+    backoff: Backoff,
     next_try: Pin<Box<Sleep>>,
 }
 
@@ -406,7 +406,7 @@ impl Default for Failed {
     fn default() -> Self {
         Self {
             keys: Vec::new(),
-            pause: FIRST_RESUBSCRIBE_PAUSE,
+            backoff: Backoff::new(FIRST_RESUBSCRIBE_PAUSE, LONGEST_RESUBSCRIBE_PAUSE),
             next_try: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
@@ -425,7 +425,7 @@ impl Failed {
             return;
         }
         if self.keys.is_empty() {
-            self.pause = FIRST_RESUBSCRIBE_PAUSE;
+            self.backoff.reset();
             self.plan();
         }
         self.keys.extend(keys);
@@ -452,18 +452,17 @@ impl Failed {
     /// After a try: `keys` failed again, tried after a pause twice as long.
     fn tried_again(&mut self, keys: Vec<WatchedKey>) {
         self.keys = keys;
-        if self.keys.is_empty() {
-            return;
+        if !self.keys.is_empty() {
+            self.plan();
         }
-        self.pause = (self.pause * 2).min(LONGEST_RESUBSCRIBE_PAUSE);
-        self.plan();
     }
 
     /// Plans the next try a pause from now.
     fn plan(&mut self) {
+        let pause = self.backoff.next_pause();
         self.next_try
             .as_mut()
-            .reset(tokio::time::Instant::now() + self.pause);
+            .reset(tokio::time::Instant::now() + pause);
     }
 }
 

@@ -25,6 +25,7 @@ use fred::clients::{Client, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::ClientLike;
 use fred::prelude::Options;
+use verrou_core::Backoff;
 
 /// The first pause before a refused command is sent again.
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -46,10 +47,11 @@ where
 {
     let started = Instant::now();
     let mut sending = options.clone();
-    let mut pause = FIRST_PAUSE;
+    let mut backoff = Backoff::new(FIRST_PAUSE, LONGEST_PAUSE);
     loop {
         match command(client.with_options(&sending)).await {
             Err(error) if refused(&error) => {
+                let pause = backoff.next_pause();
                 // Sent again only if, after the pause, at least as long is left for it.
                 let Some(left) = options
                     .timeout
@@ -61,7 +63,6 @@ where
                 tracing::debug!(%error, ?pause, "Redis Cluster refused a command; sending it again");
                 tokio::time::sleep(pause).await;
                 sending.timeout = Some(left);
-                pause = (pause * 2).min(LONGEST_PAUSE);
             }
             result => return result,
         }

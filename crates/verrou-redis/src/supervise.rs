@@ -28,6 +28,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::ConnectHandle;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
+use verrou_core::Backoff;
 
 use crate::config::{RECONNECT_MAX_DELAY_MS, RECONNECT_MIN_DELAY_MS};
 
@@ -128,7 +129,7 @@ async fn supervise(
 ) {
     let mut client = seat.client();
     let mut connections = client.reconnect_rx();
-    let mut pause = FIRST_PAUSE;
+    let mut backoff = Backoff::new(FIRST_PAUSE, LONGEST_PAUSE);
     loop {
         let ended = loop {
             tokio::select! {
@@ -136,11 +137,8 @@ async fn supervise(
                 connected = connections.recv(), if connecting => {
                     connecting = false;
                     // Closed only by `quit`, after which the task ends without error.
-                    if !matches!(connected, Err(RecvError::Closed)) {
-                        if pause > FIRST_PAUSE {
-                            tracing::info!(client = client.id(), "the new Redis client is connected");
-                        }
-                        pause = FIRST_PAUSE;
+                    if !matches!(connected, Err(RecvError::Closed)) && backoff.reset() {
+                        tracing::info!(client = client.id(), "the new Redis client is connected");
                     }
                 }
                 _ = stop.changed() => return,
@@ -152,6 +150,7 @@ async fn supervise(
             Ok(Err(error)) => error.to_string(),
             Err(failure) => failure.to_string(),
         };
+        let pause = backoff.next_pause();
         tracing::warn!(
             client = client.id(),
             %error,
@@ -162,7 +161,6 @@ async fn supervise(
             () = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
         }
-        pause = (pause * 2).min(LONGEST_PAUSE);
         client = client.clone_new();
         // Listen before connecting, so that the first connection is heard.
         connections = client.reconnect_rx();
