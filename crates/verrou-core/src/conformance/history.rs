@@ -45,6 +45,9 @@ pub struct Hold {
     pub fencing_token: Option<u64>,
     /// What the lock held of its key.
     pub kind: LockKind,
+    /// When the `acquire` that got the grant began: the store granted it between then and
+    /// `granted_at`.
+    pub asked_at: Instant,
     /// When `acquire` returned the grant.
     pub granted_at: Instant,
     /// When the holder stopped relying on it: it began releasing, or its validity ran out.
@@ -59,6 +62,7 @@ pub struct OpenHold {
     holder: String,
     fencing_token: Option<u64>,
     kind: LockKind,
+    asked_at: Instant,
     granted_at: Instant,
     valid_until: Option<Instant>,
 }
@@ -92,14 +96,29 @@ impl History {
     }
 
     /// `lock` was just granted to `holder`: its hold starts now and can last until its
-    /// remaining time runs out.
+    /// remaining time runs out. For a hold that may overlap others (a permit, a read), use
+    /// [`granted_since`](Self::granted_since).
     pub fn granted(&self, lock: &Lock, holder: impl Into<String>) -> OpenHold {
+        self.granted_since(Instant::now(), lock, holder)
+    }
+
+    /// Like [`granted`](Self::granted), for an `acquire` that began at `asked_at`. Holds
+    /// that may overlap are ordered by it: a permit whose grant was answered late (a slow
+    /// reply, a replica acknowledgement) may have been granted before a permit that was
+    /// taken and released meanwhile, and then rightly carries the smaller token.
+    pub fn granted_since(
+        &self,
+        asked_at: Instant,
+        lock: &Lock,
+        holder: impl Into<String>,
+    ) -> OpenHold {
         let granted_at = Instant::now();
         OpenHold {
             key: lock.key().to_owned(),
             holder: holder.into(),
             fencing_token: lock.fencing_token(),
             kind: lock.kind(),
+            asked_at: asked_at.min(granted_at),
             granted_at,
             valid_until: lock
                 .remaining_time()
@@ -119,6 +138,7 @@ impl History {
                 holder: hold.holder,
                 fencing_token: hold.fencing_token,
                 kind: hold.kind,
+                asked_at: hold.asked_at,
                 granted_at: hold.granted_at,
                 ended_at: ended_at.max(hold.granted_at),
             });
@@ -146,14 +166,22 @@ impl History {
             key_holds.sort_by_key(|hold| hold.granted_at);
             for (index, earlier) in key_holds.iter().enumerate() {
                 for later in &key_holds[index + 1..] {
-                    if later.granted_at < earlier.ended_at {
-                        if excludes(earlier.kind, later.kind) {
-                            verdict
-                                .overlaps
-                                .push(((*earlier).clone(), (*later).clone()));
-                        }
-                    } else if let (Some(old), Some(new)) =
-                        (earlier.fencing_token, later.fencing_token)
+                    let exclusive = excludes(earlier.kind, later.kind);
+                    if exclusive && later.granted_at < earlier.ended_at {
+                        verdict
+                            .overlaps
+                            .push(((*earlier).clone(), (*later).clone()));
+                    }
+                    // Granted after the earlier hold's grant for sure: an exclusive hold
+                    // answered after the earlier ended (the store could not grant it while
+                    // the earlier was held), or one that may overlap, asked for after.
+                    let granted_after = if exclusive {
+                        later.granted_at >= earlier.ended_at
+                    } else {
+                        later.asked_at >= earlier.ended_at
+                    };
+                    if let (true, Some(old), Some(new)) =
+                        (granted_after, earlier.fencing_token, later.fencing_token)
                     {
                         if new <= old {
                             verdict
@@ -235,11 +263,12 @@ impl fmt::Display for Report<'_> {
         };
         let hold = |hold: &Hold| {
             format!(
-                "{} held {:?} with token {:?} from {:.1} ms to {:.1} ms",
+                "{} held {:?} with token {:?} from {:.1} ms (asked at {:.1} ms) to {:.1} ms",
                 hold.holder,
                 hold.key,
                 hold.fencing_token,
                 at(hold.granted_at),
+                at(hold.asked_at),
                 at(hold.ended_at)
             )
         };
@@ -284,9 +313,15 @@ mod tests {
             holder: holder.into(),
             fencing_token: Some(token),
             kind: LockKind::Exclusive,
+            asked_at: origin + Duration::from_millis(from_ms),
             granted_at: origin + Duration::from_millis(from_ms),
             ended_at: origin + Duration::from_millis(to_ms),
         }
+    }
+
+    fn asked_at(from_ms: u64, origin: Instant, hold: Hold) -> Hold {
+        let asked_at = origin + Duration::from_millis(from_ms);
+        Hold { asked_at, ..hold }
     }
 
     fn of_kind(kind: LockKind, hold: Hold) -> Hold {
@@ -348,6 +383,19 @@ mod tests {
             permit(2, hold("c", 3, 2, 20, origin)),
         ]);
         assert_eq!(over.over_limit.len(), 1, "a third permit of 2");
+        // Asked for at 0 ms, answered at 12 ms (a slow reply): granted before "a", whose
+        // hold was taken and released meanwhile, so its smaller token is right...
+        let answered_late = verdict_of(vec![
+            permit(2, hold("a", 5, 1, 10, origin)),
+            permit(2, asked_at(0, origin, hold("b", 4, 12, 20, origin))),
+        ]);
+        assert!(answered_late.token_regressions.is_empty());
+        // ... but not once asked for after "a" ended.
+        let asked_after = verdict_of(vec![
+            permit(2, hold("a", 5, 1, 10, origin)),
+            permit(2, asked_at(11, origin, hold("b", 4, 12, 20, origin))),
+        ]);
+        assert_eq!(asked_after.token_regressions.len(), 1);
         let apart = verdict_of(vec![
             hold("lock", 1, 0, 10, origin),
             write(hold("writer", 2, 0, 10, origin)),

@@ -99,8 +99,9 @@ case! {
             let (occupancy, history) = (Arc::clone(&occupancy), Arc::clone(&history));
             workers.push(tokio::spawn(async move {
                 for _ in 0..5 {
+                    let asked_at = Instant::now();
                     assert!(permit.acquire().await.unwrap());
-                    let hold = history.granted(&permit, format!("worker {worker}"));
+                    let hold = history.granted_since(asked_at, &permit, format!("worker {worker}"));
                     let inside = occupancy.enter();
                     assert!(inside <= 3, "{inside} holders inside a semaphore of 3");
                     sleep(Duration::from_millis(20)).await;
@@ -368,8 +369,9 @@ case! {
             let history = Arc::clone(&history);
             workers.push(tokio::spawn(async move {
                 for _ in 0..6 {
+                    let asked_at = Instant::now();
                     assert!(handle.acquire().await.unwrap());
-                    let hold = history.granted(&handle, format!("worker {worker}"));
+                    let hold = history.granted_since(asked_at, &handle, format!("worker {worker}"));
                     let inside = mine.enter();
                     assert!(!write || inside == 1, "two writers inside");
                     assert_eq!(theirs.inside(), 0, "a reader beside a writer");
