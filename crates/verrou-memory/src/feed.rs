@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use tokio::task::JoinHandle;
@@ -71,7 +71,7 @@ impl Feed {
     }
 
     /// The expiry watches, locked.
-    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, JoinHandle<()>>> {
+    fn watches(&self) -> MutexGuard<'_, HashMap<Arc<str>, JoinHandle<()>>> {
         self.watches.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

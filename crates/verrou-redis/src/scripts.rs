@@ -161,16 +161,20 @@ local function line()
     redis.pcall("spublish", L.channel(), ":" .. waiter)
     return waiter, deadline
   end
-  -- Hands the key over like hand_over unless the front's place lasts no more than the
-  -- window already (it was handed the key, and has the window to take it); returns the
-  -- waiter or nil. A place without deadline (its set evicted) was not handed yet.
-  function L.hand_over_unless_handed(now_ms)
+  -- Hands the key over like hand_over (like hand_over_reserved if `reserve`) unless the
+  -- front's place lasts no more than the window already (it was handed the key, and has
+  -- the window to take it); returns the waiter or nil. A place without deadline (its set
+  -- evicted) was not handed yet.
+  function L.hand_over_unless_handed(now_ms, reserve)
     local front = L.front()
     if not front then
       return nil
     end
     local deadline = tonumber(redis.call("zscore", KEYS[3], front))
     if deadline == nil or deadline > now_ms + WINDOW then
+      if reserve then
+        return L.hand_over_reserved(now_ms)
+      end
       return L.hand_over(now_ms)
     end
     return nil
@@ -500,19 +504,11 @@ if places and places ~= 0 then
   if live == 0 then
     return ""
   end
-  local front = L.front()
-  local deadline = tonumber(redis.call("zscore", KEYS[3], front))
-  if deadline == nil or deadline > now_ms + WINDOW then
-    if ARGV[3] == "lock" then
-      L.hand_over_reserved(now_ms)
-    else
-      L.hand_over(now_ms)
-    end
-  end
+  L.hand_over_unless_handed(now_ms, ARGV[3] == "lock")
   if live < places then
     return ""
   end
-  return front
+  return L.front()
 end
 local time = redis.call("time")
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
