@@ -1,75 +1,82 @@
-//! The `NOTIFY` channel on which a table's hand-overs are announced, and what an
-//! announcement says: which waiter the key of which lock was handed to.
+//! Where a hand-over is announced: on the `NOTIFY` channel of the store whose waiter it
+//! names, so that only that store's listener hears it, however many stores (processes)
+//! share the table. A store names each of its waiters in a line (the `waiter` column) by its
+//! own id, a dot, then the waiter's id; a hand-over computes the channel from that name.
 
-use crate::identifier::TableName;
-
-/// PostgreSQL keeps identifiers (channel names among them) to 63 bytes.
-const MAX_CHANNEL_BYTES: usize = 63;
+use std::fmt;
 
 /// What every channel name starts with.
 const CHANNEL_PREFIX: &str = "verrou:";
 
-/// How many hex digits of the table name's hash end a shortened channel name.
-const HASH_DIGITS: usize = 16;
-
-/// The channel of `table`: `verrou:<table as configured>`, or, when that is longer than 63
-/// bytes, `verrou:<start of the table name>#<hash of the whole name>`. Only letters,
-/// digits, `_`, `$`, `.`, `:` and `#`: it goes into SQL as a string literal and, quoted, as
-/// an identifier.
-pub(crate) fn channel(table: &TableName) -> String {
-    let name = table.plain();
-    if CHANNEL_PREFIX.len() + name.len() <= MAX_CHANNEL_BYTES {
-        return format!("{CHANNEL_PREFIX}{name}");
-    }
-    let kept = MAX_CHANNEL_BYTES - CHANNEL_PREFIX.len() - 1 - HASH_DIGITS;
-    // Table names are ASCII (validated), so any byte index is a char boundary.
-    let start = name.get(..kept).unwrap_or(name);
-    format!("{CHANNEL_PREFIX}{start}#{:016x}", fnv1a(name.as_bytes()))
-}
+/// SQL: the channel of the store whose waiter the row `place` of a line names (see
+/// [`StoreId::in_line`]).
+pub(crate) const CHANNEL_SQL: &str = "'verrou:' || split_part(place.\"waiter\", '.', 1)";
 
 /// An announcement's payload as SQL, from a row of the line with columns `waiter` and
-/// `key`: the waiter, a space, the key (waiter ids have no space; keys may). Keys are at
-/// most [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, well within `NOTIFY`'s 8000.
+/// `key`: the waiter's name in the line, a space, the key (names have no space; keys may).
+/// Keys are at most [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, well within `NOTIFY`'s 8000.
 pub(crate) const PAYLOAD_SQL: &str = "place.\"waiter\" || ' ' || place.\"key\"";
 
-/// The key and the waiter an announcement names, if its payload is one (see
-/// [`PAYLOAD_SQL`]).
+/// A store's name among the stores of one database: 64 random bits in hex, fixed when the
+/// store is built. Its listener `LISTEN`s on [`channel`](Self::channel).
+#[derive(Clone)]
+pub(crate) struct StoreId(String);
+
+impl StoreId {
+    /// A fresh id.
+    pub(crate) fn new() -> Self {
+        Self(format!("{:016x}", rand::random::<u64>()))
+    }
+
+    /// The channel on which hand-overs to this store's waiters are announced:
+    /// `verrou:<id>` (23 bytes: well within PostgreSQL's 63).
+    pub(crate) fn channel(&self) -> String {
+        format!("{CHANNEL_PREFIX}{}", self.0)
+    }
+
+    /// How this store's `waiter` is named in a line: `<store id>.<waiter id>`.
+    pub(crate) fn in_line(&self, waiter: &str) -> String {
+        format!("{}.{waiter}", self.0)
+    }
+
+    /// The waiter a line names, if it is one of this store's (see [`in_line`](Self::in_line)).
+    pub(crate) fn own<'name>(&self, in_line: &'name str) -> Option<&'name str> {
+        in_line.strip_prefix(self.0.as_str())?.strip_prefix('.')
+    }
+}
+
+impl fmt::Debug for StoreId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// The key and the waiter's name in the line that an announcement names, if its payload is
+/// one (see [`PAYLOAD_SQL`]).
 pub(crate) fn parse_payload(payload: &str) -> Option<(&str, &str)> {
     let (waiter, key) = payload.split_once(' ')?;
     Some((key, waiter))
-}
-
-/// FNV-1a, 64 bits: stable across platforms and versions, unlike the standard library's
-/// hashers, so every process names the channel alike.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn channel_of(table: &str) -> String {
-        channel(&TableName::parse(table).expect("a valid table name"))
-    }
-
     #[test]
-    fn channels_name_the_table_within_the_identifier_limit() {
-        assert_eq!(channel_of("verrou"), "verrou:verrou");
-        assert_eq!(channel_of("app.Locks"), "verrou:app.Locks");
-        let longest = format!("{}.{}", "s".repeat(63), "t".repeat(51));
-        let channel = channel_of(&longest);
-        assert_eq!(channel.len(), MAX_CHANNEL_BYTES, "{channel}");
-        assert!(channel.starts_with("verrou:sss"), "{channel}");
-        let other = format!("{}.{}", "s".repeat(63), "u".repeat(51));
-        assert_ne!(channel_of(&other), channel);
-        let fits = format!("sssss.{}", "a".repeat(50));
-        assert_eq!(CHANNEL_PREFIX.len() + fits.len(), MAX_CHANNEL_BYTES);
-        assert_eq!(channel_of(&fits), format!("verrou:{fits}"));
-        // Pinned: processes running different builds must agree.
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    fn a_store_knows_its_waiters_by_their_names_in_line() {
+        let (store, other) = (StoreId::new(), StoreId::new());
+        let name = store.in_line("00ff");
+        assert_eq!(store.own(&name), Some("00ff"));
+        assert_eq!(other.own(&name), None, "another store's waiter");
+        assert_eq!(store.own("00ff"), None, "a name without a store");
+        let channel = store.channel();
+        assert!(channel.len() <= 63, "{channel}");
+        assert_eq!(
+            channel,
+            format!("verrou:{}", name.split_once('.').expect("a dot").0),
+            "the channel CHANNEL_SQL computes from the name"
+        );
+        assert_ne!(channel, other.channel());
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The listener: one connection per store, outside the pool, that `LISTEN`s on the table's
-//! channel and reports every hand-over it hears to the store's
-//! [`Waiters`](verrou_core::Waiters) board it belongs to (the locks', or a family's: see
-//! [`Boards`]).
+//! The listener: one connection per store, outside the pool, that `LISTEN`s on the store's
+//! channel (see `channel.rs`) and reports every hand-over it hears, each to one of the
+//! store's own waiters, to the [`Waiters`](verrou_core::Waiters) board it belongs to (the
+//! locks', or a family's: see [`Boards`]).
 //!
 //! It is the [`ReleaseFeed`] of every board: a newly watched key is checked at once, and
 //! woken if it is free, or, for a lock, the waiter it is reserved for is (a release before
@@ -28,7 +28,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::task::AbortOnDropHandle;
 use verrou_core::{Backoff, Boards, BoxError, Family, ReleaseFeed, WatchedKey, RECHECK_EVERY};
 
-use crate::channel::parse_payload;
+use crate::channel::{parse_payload, StoreId};
 use crate::connector::{Connect, Messages};
 use crate::family::{family_name, family_of};
 use crate::sql::Statements;
@@ -43,8 +43,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// A board's [`ReleaseFeed`]: passes newly watched keys of its family to the listener, to
-/// be checked. Every hand-over of the table is heard anyway, and the board ignores keys it
-/// does not watch, so there is nothing to do when a key is no longer watched.
+/// be checked. Every hand-over to the store's waiters is heard anyway, and the board ignores
+/// keys it does not watch, so there is nothing to do when a key is no longer watched.
 struct Feed {
     /// The listener, while the store lives.
     listener: Weak<Shared>,
@@ -145,7 +145,9 @@ impl Shared {
 pub(crate) struct Setup {
     /// Opens its connection.
     pub(crate) connect: Connect,
-    /// `listen` and the probes.
+    /// The store's id: the channel to `LISTEN` on, and which waiters in line are its own.
+    pub(crate) id: StoreId,
+    /// The probes.
     pub(crate) statements: Arc<Statements>,
     /// The bound on each statement it runs.
     pub(crate) timeout: Duration,
@@ -225,8 +227,11 @@ impl Session<'_> {
         messages: Messages,
         subscribed: &mut UnboundedReceiver<WatchedKey>,
     ) -> BoxError {
-        let mut delivering =
-            AbortOnDropHandle::new(tokio::spawn(deliver(messages, Arc::clone(self.boards))));
+        let mut delivering = AbortOnDropHandle::new(tokio::spawn(deliver(
+            messages,
+            self.setup.id.clone(),
+            Arc::clone(self.boards),
+        )));
         let probes = match self.start().await {
             Ok(probes) => probes,
             Err(error) => return error,
@@ -262,14 +267,11 @@ impl Session<'_> {
         }
     }
 
-    /// Subscribes to the table's channel; returns the prepared probes.
+    /// Subscribes to the store's channel; returns the prepared probes.
     async fn start(&self) -> Result<Probes, BoxError> {
         let statements = &self.setup.statements;
-        within(
-            self.setup.timeout,
-            self.client.batch_execute(&statements.listen),
-        )
-        .await?;
+        let listen = format!("LISTEN \"{}\"", self.setup.id.channel());
+        within(self.setup.timeout, self.client.batch_execute(&listen)).await?;
         Ok(Probes {
             locks: within(self.setup.timeout, self.client.prepare(&statements.probe)).await?,
             shares: within(
@@ -314,8 +316,16 @@ impl Session<'_> {
             };
             for row in rows {
                 let key: &str = row.try_get(0)?;
-                let waiter: Option<&str> = row.try_get(1)?;
-                self.boards.of(family).wake(key, waiter);
+                let board = self.boards.of(family);
+                match row.try_get::<_, Option<&str>>(1)? {
+                    None => board.wake(key, None),
+                    Some(in_line) => {
+                        // Another store's waiter is woken by its own listener.
+                        if let Some(waiter) = self.setup.id.own(in_line) {
+                            board.wake(key, Some(waiter));
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -328,12 +338,16 @@ struct Probes {
     shares: Statement,
 }
 
-/// Reports every hand-over announced on the connection to its board, until it ends.
-async fn deliver(mut messages: Messages, boards: Arc<Boards>) -> BoxError {
+/// Reports every hand-over to a waiter of store `id` announced on the connection to its
+/// board, until the connection ends.
+async fn deliver(mut messages: Messages, id: StoreId, boards: Arc<Boards>) -> BoxError {
     while let Some(message) = messages.next().await {
         match message {
             Ok(AsyncMessage::Notification(notification)) => {
-                if let Some((line_key, waiter)) = parse_payload(notification.payload()) {
+                let announced = parse_payload(notification.payload());
+                if let Some((line_key, waiter)) =
+                    announced.and_then(|(line_key, in_line)| Some((line_key, id.own(in_line)?)))
+                {
                     let (family, key) = family_of(line_key);
                     boards.of(family).wake(key, Some(waiter));
                 }

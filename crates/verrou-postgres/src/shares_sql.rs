@@ -123,8 +123,8 @@ fn entry(ttl: &str) -> String {
 }
 
 impl ShareStatements {
-    /// Builds the statements for `table`, announcing hand-overs on `channel`.
-    pub(crate) fn new(table: &TableName, channel: &str) -> Self {
+    /// Builds the statements for `table`.
+    pub(crate) fn new(table: &TableName) -> Self {
         let shares = table.shares_quoted();
         let line = table.line_quoted();
         let sequence = table.sequence_quoted();
@@ -182,7 +182,6 @@ impl ShareStatements {
                  SELECT token, (SELECT \"waiter\" FROM handed) FROM taken",
                 hand_over(
                     line,
-                    channel,
                     lk,
                     &format!(
                         "\"waiter\" IS DISTINCT FROM $7::text \
@@ -213,7 +212,6 @@ impl ShareStatements {
                  SELECT rest.mine, (SELECT \"waiter\" FROM handed) FROM rest",
                 hand_over(
                     line,
-                    channel,
                     lk,
                     "EXISTS (SELECT 1 FROM freed) AND NOT (SELECT writer FROM rest)", PlaceLock::SkipLocked, &ends),
             ),
@@ -233,7 +231,6 @@ impl ShareStatements {
                  SELECT \"waiter\" FROM handed",
                 hand_over(
                     line,
-                    channel,
                     lk,
                     "(SELECT count(*) FROM cleared) >= 0",
                     PlaceLock::SkipLocked,
@@ -250,7 +247,6 @@ impl ShareStatements {
                  RETURNING 1), {} SELECT \"waiter\" FROM handed",
                 hand_over(
                     line,
-                    channel,
                     lk,
                     &format!(
                         "\"waiter\" <> $3::text AND EXISTS (SELECT 1 FROM gone) AND NOT {}",
@@ -286,7 +282,7 @@ mod tests {
 
     fn statements() -> ShareStatements {
         let table = TableName::parse("app.locks").expect("valid name");
-        ShareStatements::new(&table, &crate::channel::channel(&table))
+        ShareStatements::new(&table)
     }
 
     #[test]
@@ -307,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn hand_overs_go_to_the_familys_line_and_announce_on_the_tables_channel() {
+    fn hand_overs_go_to_the_familys_line_and_announce_on_the_waiters_store_channel() {
         let statements = statements();
         for sql in [
             &statements.take,
@@ -319,7 +315,8 @@ mod tests {
             assert!(sql.contains(&line_key_sql("$1::text")), "{sql}");
             assert!(
                 sql.contains(
-                    "pg_notify('verrou:app.locks', place.\"waiter\" || ' ' || place.\"key\")"
+                    "pg_notify('verrou:' || split_part(place.\"waiter\", '.', 1), \
+                     place.\"waiter\" || ' ' || place.\"key\")"
                 ),
                 "{sql}"
             );

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use verrou_core::{Result, HANDOVER_WINDOW};
 
-use crate::channel::PAYLOAD_SQL;
+use crate::channel::{CHANNEL_SQL, PAYLOAD_SQL};
 use crate::identifier::TableName;
 use crate::shares_sql::ShareStatements;
 
@@ -151,8 +151,6 @@ pub(crate) struct Statements {
     /// waiters of that moment. Its primary key finds a waiter's place; its index, the front
     /// of a key's line.
     pub(crate) create_table: String,
-    /// Subscribes the listener's session to the table's announcements. No params.
-    pub(crate) listen: String,
     /// Which of the given keys a waiter may find free now, and for whom: one row per key
     /// that is free (the waiter null: any waiter of it may take it) or reserved for a
     /// waiter (that waiter). Params: keys (`text[]`).
@@ -179,11 +177,11 @@ pub(crate) enum PlaceLock {
 /// for a lock): if `condition` holds, the first live place of that line (locked as
 /// `locking` says) is cut to the end of the hand-over window, the SQL expression `ends`
 /// (see [`handover_ends`]: a front that died blocks those behind it no longer than that),
-/// and announced on `channel`, naming its waiter (see `channel.rs`); the notification goes
-/// out when the statement commits, and only when someone waits. Returns the waiter.
+/// and announced on the channel of that waiter's store, naming it (see `channel.rs`); the
+/// notification goes out when the statement commits, and only when someone waits. Returns
+/// the waiter's name in the line.
 pub(crate) fn hand_over(
     line: &str,
-    channel: &str,
     line_key: &str,
     condition: &str,
     locking: PlaceLock,
@@ -199,12 +197,11 @@ pub(crate) fn hand_over(
          WHERE (place.\"key\", place.\"waiter\") = (SELECT \"key\", \"waiter\" FROM {line} \
          WHERE \"key\" = {line_key} AND \"deadline\" >= {NOW_MS} AND {condition} \
          ORDER BY \"arrival\", \"waiter\" LIMIT 1 {locking}) \
-         RETURNING place.\"waiter\", pg_notify('{channel}', {PAYLOAD_SQL}))"
+         RETURNING place.\"waiter\", pg_notify({CHANNEL_SQL}, {PAYLOAD_SQL}))"
     )
 }
 
-/// The hand-over function of the table `table` whose waiting line is `line`, announcing on
-/// `channel`, named `name`: `name(text, text) RETURNS text`, taking a key and a leaving
+/// The hand-over function of the table `table` whose waiting line is `line`, named `name`: `name(text, text) RETURNS text`, taking a key and a leaving
 /// waiter (or null), in PL/pgSQL, whose plans each session caches (a hand-over is a few
 /// statements; a release nobody waits for never calls it).
 ///
@@ -221,7 +218,7 @@ pub(crate) fn hand_over(
 /// front's place is locked last, waiting for a take of the front's that has it (see
 /// [`PlaceLock::Wait`]). Each statement of the function sees what the ones before it (and
 /// its caller) wrote.
-fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> String {
+fn hand_over_function(name: &str, table: &str, line: &str) -> String {
     let ends = handover_ends();
     let body = format!(
         "DECLARE front text; reserved_until bigint; woken text; \
@@ -249,7 +246,6 @@ fn hand_over_function(name: &str, table: &str, line: &str, channel: &str) -> Str
          END",
         hand_over(
             line,
-            channel,
             "$1",
             "\"waiter\" = front",
             PlaceLock::Wait,
@@ -298,13 +294,13 @@ pub(crate) fn sweep(table: &str, condition: &str) -> String {
 }
 
 impl Statements {
-    /// Builds the statements for `table`, announcing hand-overs on `channel`.
-    pub(crate) fn new(table: &TableName, channel: &str) -> Self {
+    /// Builds the statements for `table`.
+    pub(crate) fn new(table: &TableName) -> Self {
         let sequence = table.sequence_quoted();
         let line = table.line_quoted();
         let (line_key, line_order) = (table.line_key(), table.line_order());
         let function = table.hand_over_quoted();
-        let shares = ShareStatements::new(table, channel);
+        let shares = ShareStatements::new(table);
         let table = table.quoted();
         let live = format!("(\"expiration\" IS NULL OR \"expiration\" > {NOW_MS})");
         let expired = format!("\"expiration\" <= {NOW_MS}");
@@ -383,9 +379,8 @@ impl Statements {
                  CONSTRAINT {line_key} PRIMARY KEY (\"key\", \"waiter\")); \
                  CREATE INDEX IF NOT EXISTS {line_order} ON {line} (\"key\", \"arrival\", \"waiter\"); {}; {}",
                 shares.create_table,
-                hand_over_function(function, table, line, channel)
+                hand_over_function(function, table, line)
             ),
-            listen: format!("LISTEN \"{channel}\""),
             probe: format!(
                 "SELECT k, (SELECT substr(\"owner\", 2) FROM {table} \
                  WHERE \"key\" = k AND {live} AND {reserved}) \
@@ -441,7 +436,7 @@ mod tests {
             "$verrou2$ x$verrou$ $verrou1$ $verrou2$"
         );
         let table = TableName::parse("locks$verrou$").expect("a valid name");
-        let statements = Statements::new(&table, "verrou:locks");
+        let statements = Statements::new(&table);
         let function = &statements.create_table;
         assert!(function.contains("AS $verrou1$ DECLARE"), "{function}");
     }
@@ -462,7 +457,7 @@ mod tests {
 
     fn statements(table: &str) -> Statements {
         let table = TableName::parse(table).expect("valid name");
-        Statements::new(&table, &crate::channel::channel(&table))
+        Statements::new(&table)
     }
 
     #[test]
@@ -509,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn hand_overs_reserve_cut_to_the_window_and_announce_on_the_tables_channel() {
+    fn hand_overs_reserve_cut_to_the_window_and_announce_on_the_waiters_store_channel() {
         let statements = statements("app.locks");
         let function = "\"app\".\"locks_hand_over\"";
         let create = &statements.create_table;
@@ -521,7 +516,8 @@ mod tests {
         );
         assert!(
             create.contains(
-                "pg_notify('verrou:app.locks', place.\"waiter\" || ' ' || place.\"key\")"
+                "pg_notify('verrou:' || split_part(place.\"waiter\", '.', 1), \
+                 place.\"waiter\" || ' ' || place.\"key\")"
             ),
             "{create}"
         );
@@ -547,6 +543,5 @@ mod tests {
         assert!(!plain.contains("hand_over"), "{plain}");
         let hand_over = format!("{function}($1, NULL)");
         assert!(in_line.contains(&hand_over), "{in_line}");
-        assert_eq!(statements.listen, "LISTEN \"verrou:app.locks\"");
     }
 }

@@ -11,7 +11,7 @@ use verrou_core::{
     Acquisition, Boards, Error, Family, Grant, LockStore, OwnerCheck, Place, Result, Share,
 };
 
-use crate::channel::channel;
+use crate::channel::StoreId;
 use crate::config::{redact_password, PostgresConfig, PostgresOptions};
 use crate::connector::{connector, Connect};
 use crate::error::setup_failed;
@@ -58,6 +58,8 @@ pub struct PostgresStore {
     key_max_chars: Option<usize>,
     statements: Arc<Statements>,
     sweeps: Arc<Schedule>,
+    /// This store's name in the lines, and the channel of its hand-overs.
+    id: StoreId,
     listening: Option<Arc<Listening>>,
 }
 
@@ -144,7 +146,8 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(|error| {
             setup_failed(format!("could not reach {server}"), pool_failure(error))
         })?;
-        let statements = Arc::new(Statements::new(&table, &channel(&table)));
+        let statements = Arc::new(Statements::new(&table));
+        let id = StoreId::new();
         let setup = async {
             ensure_table(&mut client, &table, &statements, options.create_table).await?;
             key_column_length(&client, &table).await
@@ -161,6 +164,7 @@ impl PostgresStore {
         let listening = listen.map(|connect| {
             let (listener, boards) = Listener::start(Setup {
                 connect,
+                id: id.clone(),
                 statements: Arc::clone(&statements),
                 timeout: options.command_timeout,
             });
@@ -175,6 +179,7 @@ impl PostgresStore {
             key_max_chars,
             statements,
             sweeps: Arc::new(Schedule::new(options.sweep_interval)),
+            id,
             listening,
         })
     }
@@ -219,6 +224,7 @@ impl LockStore for PostgresStore {
     }
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
+        let waiter = self.id.in_line(waiter);
         let handed: Option<Option<String>> = self
             .query_value(key, &self.statements.leave_line, &[&key, &waiter])
             .await?;
@@ -346,7 +352,8 @@ impl PostgresStore {
             }
             Some(place) => {
                 let lease = ttl_millis(place.lease)?;
-                let params: [&(dyn ToSql + Sync); 5] = [&key, &owner, &ttl, &place.waiter, &lease];
+                let waiter = self.id.in_line(place.waiter);
+                let params: [&(dyn ToSql + Sync); 5] = [&key, &owner, &ttl, &waiter, &lease];
                 let row = self
                     .runner
                     .query_opt(Some(key), &self.statements.save_in_line, &params)
@@ -373,12 +380,15 @@ impl PostgresStore {
         Ok(Acquisition::Granted(Grant::with_fencing_token(token)))
     }
 
-    /// Wakes `waiter` at once if it waits here for `key` of `family` (`None`: a lock's):
-    /// the key was handed to it (the listener hears it too, a moment later; a second wake
-    /// costs nothing).
-    fn handed_over(&self, family: Option<Family>, key: &str, waiter: Option<String>) {
-        if let (Some(boards), Some(waiter)) = (self.boards(), waiter) {
-            boards.of(family).wake(key, Some(&waiter));
+    /// Wakes the waiter named `in_line` at once if it waits here for `key` of `family`
+    /// (`None`: a lock's): the key was handed to it (the listener hears it too, a moment
+    /// later; a second wake costs nothing).
+    fn handed_over(&self, family: Option<Family>, key: &str, in_line: Option<String>) {
+        let Some(boards) = self.boards() else {
+            return;
+        };
+        if let Some(waiter) = in_line.as_deref().and_then(|name| self.id.own(name)) {
+            boards.of(family).wake(key, Some(waiter));
         }
     }
 }
@@ -403,6 +413,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.table.quoted())
+            .field("id", &self.id)
             .field("pool", &self.runner.pool().status())
             .field("command_timeout", &self.runner.timeout())
             .field("listening", &self.listening.is_some())

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{acquired_after, client, listen, patient, places, start_waiting, store, unique};
+use common::{
+    acquired_after, client, listen, names_in_line, patient, places, start_waiting, store, unique,
+};
 use verrou_core::{
     Acquisition, Lock, LockFactory, LockStore, OwnerCheck, Place, Retry, HANDOVER_WINDOW,
 };
@@ -209,20 +211,76 @@ async fn lock_operations_do_not_need_the_listener() {
 }
 
 /// A release hands the key over to the front waiter by name: its place is cut to the
-/// hand-over window and one notification names it and the key. A release nobody waits for
-/// sends nothing, nor does a take.
+/// hand-over window and one notification names it and the key, on the channel of the
+/// waiter's store only: the listeners of other stores (other processes) on the table do not
+/// hear it. A release nobody waits for sends nothing, nor does a take.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_announces_only_a_hand_over_naming_the_front_waiter() {
+async fn a_release_announces_only_a_hand_over_to_the_front_waiters_store() {
     let table = unique("handover");
     let key = format!("{} with spaces", unique("key"));
-    let releaser = store(&table).await;
+    let (releaser, front, behind) = (
+        store(&table).await,
+        store(&table).await,
+        store(&table).await,
+    );
     let url = verrou_testkit::postgres_url();
-    let mut heard = listen(&url, &format!("verrou:{table}")).await;
     let inspector = client(&url).await;
     let take = || async {
         let taken = releaser.save(&key, "holder", None).await.expect("save");
         assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
     };
+
+    take().await;
+    for (waiter, store) in [("first", &front), ("second", &behind)] {
+        let place = Place {
+            waiter,
+            lease: Duration::from_secs(60),
+        };
+        let busy = store
+            .save_in_line(&key, waiter, None, place)
+            .await
+            .expect("save in line");
+        assert_eq!(busy, Acquisition::Busy);
+    }
+    let names = names_in_line(&inspector, &table, &key).await;
+    let store_of = |index: usize| names[index].0.split_once('.').expect("a store id").0;
+    assert_ne!(
+        store_of(0),
+        store_of(1),
+        "each store names its waiters: {names:?}"
+    );
+    let mut heard_front = listen(&url, &format!("verrou:{}", store_of(0))).await;
+    let mut heard_behind = listen(&url, &format!("verrou:{}", store_of(1))).await;
+    let mut heard_table = listen(&url, &format!("verrou:{table}")).await;
+
+    assert_eq!(
+        releaser.delete(&key, "holder").await.expect("delete"),
+        OwnerCheck::Applied
+    );
+    assert_eq!(
+        heard_front.within(Duration::from_millis(300)).await,
+        [format!("{} {key}", names[0].0)],
+        "one notification, naming the front waiter, to its store"
+    );
+    let line = places(&inspector, &table, &key).await;
+    let window = i64::try_from(HANDOVER_WINDOW.as_millis()).expect("small");
+    assert_eq!(line.len(), 2, "{line:?}");
+    assert!(line[0].0 == "first" && line[0].1 <= window, "{line:?}");
+    assert!(line[1].0 == "second" && line[1].1 > 50_000, "{line:?}");
+    assert_eq!(
+        heard_behind.within(Duration::ZERO).await,
+        Vec::<String>::new(),
+        "the store of the waiter behind heard nothing"
+    );
+
+    front.leave_line(&key, "first").await.expect("leave");
+    assert_eq!(
+        heard_behind.within(Duration::from_millis(300)).await,
+        [format!("{} {key}", names[1].0)],
+        "the front left: the key goes on to the next waiter, announced to its store"
+    );
+    behind.leave_line(&key, "second").await.expect("leave");
+    assert!(places(&inspector, &table, &key).await.is_empty());
 
     take().await;
     assert_eq!(
@@ -231,36 +289,11 @@ async fn a_release_announces_only_a_hand_over_naming_the_front_waiter() {
     );
     take().await;
     releaser.force_delete(&key).await.expect("force delete");
-    assert_eq!(
-        heard.within(Duration::from_millis(300)).await,
-        Vec::<String>::new(),
-        "nobody waits: no notification"
-    );
-
-    take().await;
-    for waiter in ["first", "second"] {
-        let place = Place {
-            waiter,
-            lease: Duration::from_secs(60),
-        };
-        let busy = releaser
-            .save_in_line(&key, waiter, None, place)
-            .await
-            .expect("save in line");
-        assert_eq!(busy, Acquisition::Busy);
+    for heard in [&mut heard_front, &mut heard_behind, &mut heard_table] {
+        assert_eq!(
+            heard.within(Duration::from_millis(300)).await,
+            Vec::<String>::new(),
+            "nobody waits: no notification; and never on the table's channel"
+        );
     }
-    assert_eq!(
-        releaser.delete(&key, "holder").await.expect("delete"),
-        OwnerCheck::Applied
-    );
-    assert_eq!(
-        heard.within(Duration::from_millis(300)).await,
-        [format!("first {key}")],
-        "one notification, naming the front waiter"
-    );
-    let line = places(&inspector, &table, &key).await;
-    let window = i64::try_from(HANDOVER_WINDOW.as_millis()).expect("small");
-    assert_eq!(line.len(), 2, "{line:?}");
-    assert!(line[0].0 == "first" && line[0].1 <= window, "{line:?}");
-    assert!(line[1].0 == "second" && line[1].1 > 50_000, "{line:?}");
 }

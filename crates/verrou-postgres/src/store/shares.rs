@@ -29,7 +29,7 @@ impl PostgresStore {
             Share::Permit { limit } => Some(i32::try_from(limit).unwrap_or(i32::MAX)),
             _ => None,
         };
-        let waiter = place.map(|place| place.waiter);
+        let waiter = place.map(|place| self.id.in_line(place.waiter));
         let lease = place.map(|place| ttl_millis(place.lease)).transpose()?;
         let params: [&(dyn ToSql + Sync); 8] =
             [&key, &family, &owner, &side, &ttl, &limit, &waiter, &lease];
@@ -122,6 +122,7 @@ impl PostgresStore {
         waiter: &str,
     ) -> Result<()> {
         let name = family_name(family)?;
+        let waiter = self.id.in_line(waiter);
         let handed = self
             .query_value(
                 key,

@@ -215,9 +215,24 @@ pub(crate) async fn missed_first_waiter(
     acquired_after(waiting, Instant::now()).await
 }
 
-/// The places in the waiting line of `key` in `table`'s line, front first: each waiter and
-/// how many milliseconds its place has left on the server's clock.
+/// The places in the waiting line of `key` in `table`'s line, front first: each waiter's id
+/// (its name in the line without its store's id, see [`names_in_line`]) and how many
+/// milliseconds its place has left on the server's clock.
 pub(crate) async fn places(client: &Client, table: &str, key: &str) -> Vec<(String, i64)> {
+    names_in_line(client, table, key)
+        .await
+        .into_iter()
+        .map(|(name, left)| {
+            let (_store, waiter) = name.split_once('.').expect("<store id>.<waiter id>");
+            (waiter.to_owned(), left)
+        })
+        .collect()
+}
+
+/// The places in the waiting line of `key` in `table`'s line, front first: each waiter's
+/// name in the line (`<store id>.<waiter id>`) and how many milliseconds its place has left
+/// on the server's clock.
+pub(crate) async fn names_in_line(client: &Client, table: &str, key: &str) -> Vec<(String, i64)> {
     client
         .query(
             &format!(
