@@ -344,10 +344,10 @@ async fn deliver(mut messages: Messages, id: StoreId, boards: Arc<Boards>) -> Bo
     while let Some(message) = messages.next().await {
         match message {
             Ok(AsyncMessage::Notification(notification)) => {
-                let announced = parse_payload(notification.payload());
-                if let Some((line_key, waiter)) =
-                    announced.and_then(|(line_key, in_line)| Some((line_key, id.own(in_line)?)))
-                {
+                let Some((line_key, in_line)) = parse_payload(notification.payload()) else {
+                    continue;
+                };
+                if let Some(waiter) = id.own(in_line) {
                     let (family, key) = family_of(line_key);
                     boards.of(family).wake(key, Some(waiter));
                 }

@@ -201,9 +201,10 @@ pub(crate) fn hand_over(
     )
 }
 
-/// The hand-over function of the table `table` whose waiting line is `line`, named `name`: `name(text, text) RETURNS text`, taking a key and a leaving
-/// waiter (or null), in PL/pgSQL, whose plans each session caches (a hand-over is a few
-/// statements; a release nobody waits for never calls it).
+/// The hand-over function of the table `table` whose waiting line is `line`, named `name`:
+/// `name(text, text) RETURNS text`, taking a key and a leaving waiter (or null), in
+/// PL/pgSQL, whose plans each session caches (a hand-over is a few statements; a release
+/// nobody waits for never calls it).
 ///
 /// Hands `key` over to the first live place of its line other than `leaver`'s, if the key
 /// is free for it: no row, an expired one, or one reserved for `leaver` (a release calls it
