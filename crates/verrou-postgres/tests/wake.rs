@@ -36,27 +36,30 @@ async fn a_release_by_another_store_wakes_the_waiter() {
 }
 
 /// Hand-overs go to the waiter's store whatever name the releasing store knows the table
-/// by: `verrou` and `public.verrou` are one table. Each waiter must have the lock well
-/// before its listener's next look at the watched keys ([`RECHECK_EVERY`]), which would
-/// let it in without any announcement: five in a row would not all be that lucky.
+/// by: `verrou` and `public.verrou` are one table. A waiter must have the lock well before
+/// its listener's next look at the watched keys ([`RECHECK_EVERY`]), which would let it in
+/// without any announcement: one in four would be that lucky, so five of six rounds must
+/// be that quick (one slow round is left to a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_through_the_schema_qualified_name_wakes_the_waiter() {
     let table = unique("wake_qualified");
     // The first store creates the table's hand-over function.
     let holders = LockFactory::new(store(&format!("public.{table}")).await);
     let waiters = patient(store(&table).await);
-    for _ in 0..5 {
+    let mut waits = Vec::new();
+    for _ in 0..6 {
         let key = unique("key");
         let holder = holders.create_lock(key.as_str()).expect("valid key");
         assert!(holder.acquire().await.expect("acquire"));
         let waiting = start_waiting(waiters.create_lock(key.as_str()).expect("key")).await;
         holder.release().await.expect("release");
-        let waited = acquired_after(waiting, Instant::now()).await;
-        assert!(
-            waited < RECHECK_EVERY / 4,
-            "acquired {waited:?} after the release"
-        );
+        waits.push(acquired_after(waiting, Instant::now()).await);
     }
+    let quick = waits
+        .iter()
+        .filter(|waited| **waited < RECHECK_EVERY / 4)
+        .count();
+    assert!(quick >= 5, "acquired after the releases: {waits:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
