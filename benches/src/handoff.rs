@@ -67,7 +67,13 @@ pub(crate) struct HandoffResult {
 const WORKERS: usize = 8;
 const HOLD: Duration = Duration::from_millis(1);
 
-/// Runs the handoff scenario for `seconds` in `mode`.
+/// How long the workers run before the measurement starts: long enough for every store
+/// instance to open its connections (a pool's, a subscriber's) and load its scripts, which
+/// a long-running process has done before its first hand-over.
+const WARM_UP: Duration = Duration::from_millis(500);
+
+/// Runs the handoff scenario for `seconds` in `mode`, after a [`WARM_UP`] that is not
+/// measured (though a double grant during it still counts).
 pub(crate) async fn measure(
     backend: &Backend,
     mode: Mode,
@@ -98,8 +104,8 @@ pub(crate) async fn measure(
         .collect();
 
     let shared_state = Arc::new(Shared::default());
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(seconds);
+    let measured_from = Instant::now() + WARM_UP;
+    let deadline = measured_from + Duration::from_secs_f64(seconds);
     let workers: Vec<_> = factories
         .into_iter()
         .enumerate()
@@ -108,11 +114,19 @@ pub(crate) async fn measure(
                 worker,
                 factory,
                 key.clone(),
-                deadline,
+                (measured_from, deadline),
                 Arc::clone(&shared_state),
             ))
         })
         .collect();
+    let count = |counter: fn(&CountingStore) -> &AtomicUsize| -> usize {
+        probes
+            .iter()
+            .map(|probe| counter(probe).load(Ordering::SeqCst))
+            .sum()
+    };
+    tokio::time::sleep_until(measured_from.into()).await;
+    let (in_vain_before, busy_before) = (count(|probe| &probe.in_vain), count(|probe| &probe.busy));
     let mut per_worker = Vec::new();
     let mut handoffs = new_histogram();
     for worker in workers {
@@ -120,15 +134,9 @@ pub(crate) async fn measure(
         per_worker.push(acquisitions);
         handoffs.add(&histogram).expect("same histogram bounds");
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let count = |counter: fn(&CountingStore) -> &AtomicUsize| -> usize {
-        probes
-            .iter()
-            .map(|probe| counter(probe).load(Ordering::SeqCst))
-            .sum()
-    };
-    let in_vain = count(|probe| &probe.in_vain);
-    let busy = count(|probe| &probe.busy);
+    let elapsed = measured_from.elapsed().as_secs_f64();
+    let in_vain = count(|probe| &probe.in_vain) - in_vain_before;
+    let busy = count(|probe| &probe.busy) - busy_before;
     HandoffResult {
         store: backend.name,
         mode: mode.label(),
@@ -152,11 +160,13 @@ struct Shared {
     last_release: Mutex<Option<(usize, Instant)>>,
 }
 
+/// Worker `worker`'s cycles until `deadline`; the acquisitions counted and the handoffs
+/// recorded are those from `measured_from` on.
 async fn work(
     worker: usize,
     factory: LockFactory,
     key: String,
-    deadline: Instant,
+    (measured_from, deadline): (Instant, Instant),
     shared: Arc<Shared>,
 ) -> (u64, hdrhistogram::Histogram<u64>) {
     let mut acquisitions = 0;
@@ -177,15 +187,16 @@ async fn work(
         if shared.holders.fetch_add(1, Ordering::SeqCst) != 0 {
             shared.double_grants.fetch_add(1, Ordering::SeqCst);
         }
+        let measured = acquired_at >= measured_from;
         if let Some((previous, released_at)) = *shared.last_release.lock().expect("not poisoned") {
-            if previous != worker {
+            if previous != worker && measured {
                 record(
                     &mut handoffs,
                     acquired_at.saturating_duration_since(released_at),
                 );
             }
         }
-        acquisitions += 1;
+        acquisitions += u64::from(measured);
         tokio::time::sleep(HOLD).await;
         shared.holders.fetch_sub(1, Ordering::SeqCst);
         *shared.last_release.lock().expect("not poisoned") = Some((worker, Instant::now()));
