@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     acquired_after, client, config, missed_first_waiter, patient, places, row_locked,
-    server_now_ms, start_waiting, store, unique, Row,
+    server_now_ms, start_waiting, store, unique, waiter_id, Row,
 };
 use verrou_core::conformance::CountingStore;
 use verrou_core::{
@@ -48,7 +48,7 @@ async fn take_in_line(store: &impl LockStore, key: &str, owner: &str, waiter: &s
 /// id>.<waiter id>` reads `\u{1}<waiter id>`.
 fn without_store_id(owner: &str) -> String {
     match owner.strip_prefix('\u{1}') {
-        Some(name) => format!("\u{1}{}", name.split_once('.').expect("a store id").1),
+        Some(name) => format!("\u{1}{}", waiter_id(name)),
         None => owner.to_owned(),
     }
 }

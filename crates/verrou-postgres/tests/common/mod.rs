@@ -222,11 +222,13 @@ pub(crate) async fn places(client: &Client, table: &str, key: &str) -> Vec<(Stri
     names_in_line(client, table, key)
         .await
         .into_iter()
-        .map(|(name, left)| {
-            let (_store, waiter) = name.split_once('.').expect("<store id>.<waiter id>");
-            (waiter.to_owned(), left)
-        })
+        .map(|(name, left)| (waiter_id(&name).to_owned(), left))
         .collect()
+}
+
+/// The waiter id in a waiter's name in a line, `<store id>.<waiter id>`.
+pub(crate) fn waiter_id(name: &str) -> &str {
+    name.split_once('.').expect("<store id>.<waiter id>").1
 }
 
 /// The places in the waiting line of `key` in `table`'s line, front first: each waiter's
