@@ -1,12 +1,14 @@
 //! What the Redis store writes and sends: the Node.js library's layout, one command per
 //! operation, scripts that survive a flushed script cache, exclusion between stores.
 
+mod stats_support;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use stats_support::{command_calls, reset_command_calls};
 use support::{connect, raw_client, unique_key};
 use verrou_core::{Acquisition, Error, LockFactory, LockStore, OwnerCheck, Retry, MAX_DURATION};
 use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface, LuaInterface, Pool};
@@ -151,31 +153,6 @@ async fn release_and_extend_work_after_the_script_cache_is_flushed() {
     assert!(!store.exists(&key).await.unwrap());
 }
 
-/// `INFO commandstats` of a private server, as (command, calls) pairs.
-async fn command_calls(raw: &Client) -> Vec<(String, u64)> {
-    let info: String = raw
-        .custom(
-            CustomCommand::new_static("INFO", ClusterHash::Random, false),
-            vec!["commandstats"],
-        )
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| line.strip_prefix("cmdstat_"))
-        .filter_map(|line| {
-            let (name, stats) = line.split_once(':')?;
-            let calls = stats
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .filter(|(name, _)| name != "info" && name != "config|resetstat")
-        .collect()
-}
-
 /// Fencing tokens on.
 fn fenced(config: &mut verrou_redis::RedisConfig) {
     config.fencing_tokens = true;
@@ -194,14 +171,13 @@ async fn commands_of_eight_operations(
         raw_client(&server.url()).await,
     );
     let key = unique_key("round-trips");
-    let reset = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
     assert!(granted(
         store.save(&key, "owner-1", Some(TTL)).await.unwrap()
     ));
     store.extend(&key, "owner-1", TTL).await.unwrap();
     store.delete(&key, "owner-1").await.unwrap();
     store.force_delete(&key).await.unwrap();
-    let _: () = raw.custom(reset, vec!["RESETSTAT"]).await.unwrap();
+    reset_command_calls(&raw).await;
 
     assert!(granted(
         store.save(&key, "owner-1", Some(TTL)).await.unwrap()
