@@ -40,10 +40,10 @@
 //! by name or by an anonymous wake, and at each retry delay, which also renews its place),
 //! how long a place lasts ([`lease_for`]), how long a released key is left to its front
 //! waiter ([`HANDOVER_WINDOW`]), how long an idle key stays watched ([`LINGER`]), how often
-//! a store looks again at the keys it watches ([`RECHECK_EVERY`]), and that a waiter that
-//! gives up leaves its line. A store provides primitives only: the atomic take
-//! that respects the line, `leave_line`, and, if its server can tell, [`Boards`] fed by
-//! its subscriptions. A store without any of it works too: its waiters poll at the
+//! a store looks again at the keys waited for ([`RECHECK_EVERY`], [`Boards::waited_for`]),
+//! and that a waiter that gives up leaves its line. A store provides primitives only: the
+//! atomic take that respects the line, `leave_line`, and, if its server can tell, [`Boards`]
+//! fed by its subscriptions. A store without any of it works too: its waiters poll at the
 //! retry delay.
 //!
 //! # Why this shape
@@ -72,7 +72,7 @@ pub const HANDOVER_WINDOW: Duration = Duration::from_millis(100);
 pub const LINGER: Duration = Duration::from_secs(5);
 
 /// How often a store whose server announces releases (Redis, PostgreSQL) looks again at
-/// every key it watches and wakes the waiter that may take each (as when it starts
+/// every key a waiter of its waits for ([`Boards::waited_for`]) and wakes the waiter that may take each (as when it starts
 /// watching one): on such a store, the longest a turn nobody announced (a release that
 /// missed a place being made, a front that let its window pass before a waiter that could
 /// go next, a holder whose TTL ran out) waits, whatever the retry delay. An in-process
@@ -105,8 +105,8 @@ pub trait ReleaseFeed: Send + Sync + 'static {
     /// `key` is free and, if so, call [`Waiters::wake`] with no waiter: a release that came
     /// before the subscription would otherwise be missed. Also after a reconnection, for
     /// every key of [`Waiters::watched`]; and a store whose announcements travel over a
-    /// network, where one can be missed, looks again at every watched key each
-    /// [`RECHECK_EVERY`].
+    /// network, where one can be missed, looks again each [`RECHECK_EVERY`]. It looks only
+    /// at the keys still waited for ([`Boards::waited_for`]).
     fn subscribe(&self, key: &str);
 
     /// Stops hearing releases of `key`. Called while the board is locked, so that it is
@@ -200,6 +200,15 @@ impl Waiters {
         self.board.lock().keys().cloned().collect()
     }
 
+    /// Whether a waiter here waits for `key` now: a key that only lingers has none, and
+    /// nobody here to take a turn on it.
+    pub fn is_waited_for(&self, key: &str) -> bool {
+        self.board
+            .lock()
+            .get(key)
+            .is_some_and(|watch| watch.waiters > 0)
+    }
+
     /// The generation of `key`'s last wake, if it is watched: read before a take, so that a
     /// wake arriving between the take's answer and the wait is not missed.
     pub(crate) fn generation(&self, key: &str) -> u64 {
@@ -287,6 +296,16 @@ impl Boards {
             Some(Family::Semaphore) => &self.semaphores,
             Some(Family::RwLock) => &self.rw_locks,
         }
+    }
+
+    /// Those of `keys` that a waiter here waits for now: the only ones a store looks at for a
+    /// turn nobody announced (after subscribing, after a reconnection, each
+    /// [`RECHECK_EVERY`]). A lingering key stays subscribed, but looking at it would ask the
+    /// server about a turn nobody here takes; a waiter elsewhere has its own store look.
+    pub fn waited_for(&self, keys: impl IntoIterator<Item = WatchedKey>) -> Vec<WatchedKey> {
+        keys.into_iter()
+            .filter(|(family, key)| self.of(*family).is_waited_for(key))
+            .collect()
     }
 
     /// Every key watched now, on every board, with the board's family: what a store
@@ -527,6 +546,24 @@ mod tests {
         watched.sort();
         assert_eq!(watched, [Arc::from("busy"), Arc::from("recent")]);
         board.wake("old", None);
+    }
+
+    #[tokio::test]
+    async fn only_keys_a_waiter_waits_for_are_looked_at() {
+        let boards = Boards::new(|_| Recorded::default());
+        drop(boards.of(None).join("lingers", "a", 0));
+        let _lock_waiter = boards.of(None).join("waited", "b", 0);
+        let _permit_waiter = boards.of(Some(Family::Semaphore)).join("lingers", "c", 0);
+        let watched = boards.watched();
+        assert_eq!(watched.len(), 3, "{watched:?}");
+        let looked_at = boards.waited_for(watched);
+        assert_eq!(looked_at.len(), 2, "{looked_at:?}");
+        for expected in [
+            (None, Arc::from("waited")),
+            (Some(Family::Semaphore), Arc::from("lingers")),
+        ] {
+            assert!(looked_at.contains(&expected), "{looked_at:?}");
+        }
     }
 
     #[tokio::test]

@@ -7,12 +7,12 @@
 //! woken if it is free, or, for a lock, the waiter it is reserved for is (a release before
 //! the waiter's watch began would otherwise go unheard). It runs as a background task from
 //! the store's creation until its last clone is dropped; if the Tokio runtime it runs on
-//! shuts down first, the next waiter starts it again on its own. It looks at every watched
-//! key again each [`RECHECK_EVERY`], the same way: a release that started before the first
-//! waiter's place was committed reads the line without it (see the README's limits) and
-//! announces nothing, so announcements alone can miss a turn.
+//! shuts down first, the next waiter starts it again on its own. It looks again at every key
+//! waited for ([`Boards::waited_for`]) each [`RECHECK_EVERY`], the same way: a release that
+//! started before the first waiter's place was committed reads the line without it (see the
+//! README's limits) and announces nothing, so announcements alone can miss a turn.
 //! When its connection fails it says so once and reconnects with a growing pause (up to
-//! [`MAX_PAUSE`]); back on line it `LISTEN`s again and wakes the watched keys released
+//! [`MAX_PAUSE`]); back on line it `LISTEN`s again and wakes the waited-for keys released
 //! meanwhile. A connection that goes silent (a network partition) is found by a ping every
 //! [`PING_EVERY`]. Lock operations never depend on it: while it is down, waiters poll at
 //! their retry delay.
@@ -282,11 +282,13 @@ impl Session<'_> {
         })
     }
 
-    /// Wakes the waiters of those of `keys` that are free now, one query per board: all of
+    /// Wakes the waiters of those of `keys` that are free now and still waited for here
+    /// ([`Boards::waited_for`]), one query per board: all of
     /// them, or the one a lock's key is reserved for, or the front of the line of a share
     /// someone holds (it asks whether its share fits; those behind it would ask in vain
     /// while it does not).
     async fn wake_free(&self, probes: &Probes, keys: &[WatchedKey]) -> Result<(), BoxError> {
+        let keys = self.boards.waited_for(keys.iter().cloned());
         for family in Boards::FAMILIES {
             let of_board: Vec<&str> = keys
                 .iter()

@@ -1,13 +1,14 @@
-//! The listener on private servers: it listens again after a restart, and the line's
+//! The listener on private servers: it listens again after a restart, the line's
 //! statements (takes, hand-overs, waiters leaving, the listener's checks) leave the server
-//! log clean: no error, no deadlock, no warning.
+//! log clean (no error, no deadlock, no warning), and it looks again only at the keys
+//! waited for.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{client, error_lines, private_server, unique, warning_lines};
-use verrou_core::{LockFactory, Retry};
+use verrou_core::{LockFactory, Retry, RECHECK_EVERY};
 use verrou_postgres::{PostgresConfig, PostgresStore, LISTENER_APPLICATION_NAME};
 
 /// A factory on a new store (and listener) on `url`, whose waiters retry every `delay`.
@@ -171,4 +172,73 @@ async fn wake_ups_leave_the_server_log_clean() {
         "the server logged:\n{}",
         problems.join("\n")
     );
+}
+
+/// How many statements `log` shows from byte `from` on with parameters naming `key`.
+fn statements_naming(log: &str, from: usize, key: &str) -> usize {
+    log.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("parameters:") && line.contains(key))
+        .count()
+}
+
+/// Each second the listener looks again at the keys its waiters wait for, and only at
+/// those: a key whose last waiter here left lingers (still watched, for the next waiter),
+/// but is not looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_looks_again_only_at_keys_waited_for() {
+    let server = private_server();
+    let url = server.url();
+    let admin = client(&url).await;
+    for setting in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin
+            .batch_execute(setting)
+            .await
+            .expect("log every statement");
+    }
+    let (waiters, holders) = (factory(&url, "1h").await, factory(&url, "1h").await);
+    let (lingering, waited) = (unique("look-lingering"), unique("look-waited"));
+    let mut held = Vec::new();
+    for key in [&lingering, &waited] {
+        let holder = holders.create_lock(key).expect("valid key");
+        assert!(holder.acquire_immediately().await.expect("acquire"));
+        held.push(holder);
+    }
+    // A waiter gives up on one key, which then lingers; another waits for the other key.
+    let gone = waiters.create_lock(&lingering).expect("valid key");
+    let given_up = gone.acquire_with(Retry::new().timeout("300ms"));
+    assert!(!given_up.await.expect("acquire"));
+    let waiter = waiters.create_lock(&waited).expect("valid key");
+    let waiting = tokio::spawn(async move {
+        assert!(waiter.acquire().await.expect("acquire"));
+        waiter
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two looks again and a half, well within the linger.
+    let from = server.log_contents().len();
+    tokio::time::sleep(RECHECK_EVERY * 5 / 2).await;
+    let log = server.log_contents();
+    assert_eq!(
+        statements_naming(&log, from, &lingering),
+        0,
+        "a lingering key was looked at"
+    );
+    assert!(
+        statements_naming(&log, from, &waited) >= 2,
+        "the key waited for was not looked at each second"
+    );
+
+    for holder in held {
+        holder.release().await.expect("release");
+    }
+    let waiter = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter gets its lock")
+        .expect("waiter");
+    waiter.release().await.expect("release");
 }

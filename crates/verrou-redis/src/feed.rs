@@ -3,7 +3,7 @@
 //! waiters watch (`SSUBSCRIBE` to their release channels, see [`crate::slots`]) and reports
 //! them to the store's [`Waiters`](verrou_core::Waiters) boards (one for locks, one per
 //! family of shares: [`Boards`]), which decide what is watched and for how long. Every
-//! [`RECHECK_EVERY`] it looks at the watched keys again (see [`Task::recheck`]); polling at
+//! [`RECHECK_EVERY`] it looks again at the keys waited for (see [`Task::recheck`]); polling at
 //! the retry delay stays the safety net for anything missed while the server does not
 //! answer.
 
@@ -265,7 +265,7 @@ impl Task {
         failed
     }
 
-    /// Looks again at every watched key, as after subscribing to it, for a turn nobody
+    /// Looks again at every key waited for, as after subscribing to it, for a turn nobody
     /// announced: a front that let its hand-over window pass, then left the line or was
     /// passed by a script that woke nobody (a late `LEAVE_LINE`, a read-write lock's writer
     /// front that lapsed before readers who could go), a catch-up that named a waiter of
@@ -335,7 +335,8 @@ impl Task {
         false
     }
 
-    /// Wakes the waiter that may take each of `watched_keys` now, if it is free, since a
+    /// Wakes the waiter that may take each of `watched_keys` now, if it is free and still
+    /// waited for here ([`Boards::waited_for`]), since a
     /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
     /// here if it waits elsewhere), or every waiter here if nobody is in line, or if the
     /// front is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits). A
@@ -349,7 +350,8 @@ impl Task {
             return;
         };
         let client = self.connection.client().with_options(&self.options);
-        let asked = watched_keys
+        let asked = boards
+            .waited_for(watched_keys)
             .into_iter()
             .map(|watched_key| self.next_taker(&client, watched_key));
         // All at once: a slow node delays the others' answers, and the messages heard

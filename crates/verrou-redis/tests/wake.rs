@@ -4,6 +4,7 @@
 //! linger and go by themselves, reconnections, refused rights, the store dropped).
 
 mod acl_support;
+mod stats_support;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,19 +13,22 @@ use std::time::{Duration, Instant};
 
 use acl_support::{acl_user, LOCK_RULES};
 use async_trait::async_trait;
+use stats_support::{command_calls, reset_command_calls};
 use support::{connect, raw_client, unique_key};
 use verrou_core::conformance::CountingStore;
 use verrou_core::waiting::LINGER;
-
-/// How long after lingering a background sweep may take to unsubscribe (it runs a second
-/// after the linger, on a loaded machine).
-const SWEEP_LIMIT: Duration = Duration::from_secs(5);
-use verrou_core::{Acquisition, Boards, LockFactory, LockStore, OwnerCheck, Place, Result, Retry};
+use verrou_core::{
+    Acquisition, Boards, LockFactory, LockStore, OwnerCheck, Place, Result, Retry, RECHECK_EVERY,
+};
 use verrou_redis::fred::prelude::{Client, ClientLike, EventInterface, PubsubInterface, Value};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
 use verrou_redis::RedisStore;
 use verrou_testkit::{redis_url, RedisServer};
+
+/// How long after lingering a background sweep may take to unsubscribe (it runs a second
+/// after the linger, on a loaded machine).
+const SWEEP_LIMIT: Duration = Duration::from_secs(5);
 
 /// A retry delay no test waits out: acquiring within [`PROMPT`] of a release means the
 /// release was heard.
@@ -242,6 +246,61 @@ async fn a_subscription_outlives_its_waiters_briefly_then_goes() {
     wait_for_subscriptions(&raw, &key, 1, PROMPT).await;
     wait_for_subscriptions(&raw, &key, 0, SWEEP_LIMIT).await;
     holder.force_delete(&key).await.unwrap();
+}
+
+/// How many scripts the server at `raw` ran since its counts were reset.
+async fn scripts_run(raw: &Client) -> u64 {
+    command_calls(raw)
+        .await
+        .into_iter()
+        .filter(|(name, _)| name == "evalsha" || name == "eval")
+        .map(|(_, calls)| calls)
+        .sum()
+}
+
+/// Each second the subscriber looks again at the keys its waiters wait for (one script
+/// each), and only at those: a key whose last waiter here left lingers (still subscribed,
+/// for the next waiter), but costs the server nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_looks_again_only_at_keys_waited_for() {
+    // A private server: the command counts are ours alone.
+    let server = RedisServer::start().expect("a private redis-server");
+    let url = server.url();
+    let (store, holder, raw) = (
+        Arc::new(connect(&url, |_| {}).await),
+        connect(&url, |_| {}).await,
+        raw_client(&url).await,
+    );
+    let (lingering, waited) = (unique_key("look-lingering"), unique_key("look-waited"));
+    for key in [&lingering, &waited] {
+        assert!(matches!(
+            holder.save(key, "holder", Some(HOUR)).await.unwrap(),
+            Acquisition::Granted(_)
+        ));
+    }
+    wait_in_vain(&store, &lingering, SETTLE).await;
+    wait_for_subscriptions(&raw, &lingering, 1, PROMPT).await;
+
+    // Only a lingering key: two looks again and a half, well within the linger.
+    reset_command_calls(&raw).await;
+    tokio::time::sleep(RECHECK_EVERY * 5 / 2).await;
+    assert_eq!(scripts_run(&raw).await, 0, "a lingering key was looked at");
+    wait_for_subscriptions(&raw, &lingering, 1, Duration::ZERO).await;
+
+    // A waiter waits for the other key: it is looked at each second.
+    let waiter = acquire_in_background(&patient(&store), &waited);
+    tokio::time::sleep(SETTLE).await;
+    reset_command_calls(&raw).await;
+    tokio::time::sleep(RECHECK_EVERY * 5 / 2).await;
+    let looks = scripts_run(&raw).await;
+    assert!(
+        (2..=3).contains(&looks),
+        "{looks} scripts in two looks again and a half at one key"
+    );
+
+    holder.force_delete(&waited).await.unwrap();
+    acquired_promptly(waiter).await;
+    holder.force_delete(&lingering).await.unwrap();
 }
 
 /// A store whose first busy answer to a take in line comes back late, after [`SETTLE`]: a
