@@ -51,8 +51,11 @@ pub struct PostgresOptions {
     /// [`DEFAULT_TABLE`].
     pub table: String,
     /// Create the table, the sequence beside it that numbers grants
-    /// (`<table>_fencing_seq`, for fencing tokens) and its waiting line (`<table>_waiters`),
-    /// if they do not exist. Default `true`.
+    /// (`<table>_fencing_seq`, for fencing tokens), its waiting line (`<table>_waiters`),
+    /// its hand-over function (`<table>_hand_over`) and its shares table (`<table>_shares`)
+    /// if they do not exist, and replace a hand-over function another version of verrou
+    /// made. When `false`, either is [`Error::InvalidConfig`](verrou_core::Error::InvalidConfig) at
+    /// startup, whose message gives the statements to run. Default `true`.
     pub create_table: bool,
     /// How often the store deletes expired rows that nobody took over (locks of crashed
     /// holders) and lapsed places in line (waiters that died); `None` never sweeps. Above

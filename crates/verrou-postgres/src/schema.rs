@@ -10,9 +10,12 @@ use crate::identifier::TableName;
 use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, MISSING_OBJECTS};
 
 /// Checks that the table, its sequence, its waiting line, its hand-over function and its
-/// shares table exist, and creates what is missing if `create` allows it (otherwise
-/// something missing is [`Error::InvalidConfig`], whose message has the statements that
-/// create it).
+/// shares table exist, and that the function is this version's; creates what is missing
+/// and replaces a function another version of verrou made, if `create` allows it
+/// (otherwise either is [`Error::InvalidConfig`], whose message has the statements that
+/// create and replace them). An outdated function would still hand keys over, but may
+/// announce them where this version's stores do not listen: their waiters would then wait
+/// for the look again each second instead of a round trip.
 pub(crate) async fn ensure_table(
     client: &mut Client,
     table: &TableName,
@@ -27,18 +30,41 @@ pub(crate) async fn ensure_table(
         table.shares_quoted(),
     ];
     let functions = [format!("{}(text, text)", table.hand_over_quoted())];
-    let missing: Vec<String> = client
-        .query(MISSING_OBJECTS, &[&names.as_slice(), &functions.as_slice()])
+    let sources = [statements.hand_over_source.as_str()];
+    let found: Vec<(String, bool)> = client
+        .query(
+            MISSING_OBJECTS,
+            &[
+                &names.as_slice(),
+                &functions.as_slice(),
+                &sources.as_slice(),
+            ],
+        )
         .await
-        .and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
+        .and_then(|rows| {
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect()
+        })
         .map_err(|error| setup_failed(format!("could not look up table {quoted}"), error))?;
-    if missing.is_empty() {
+    if found.is_empty() {
         return Ok(());
     }
     if !create {
+        let (outdated, missing): (Vec<_>, Vec<_>) = found.iter().partition(|(_, exists)| *exists);
+        let mut problems = Vec::new();
+        for (objects, problem) in [
+            (missing, "does not exist"),
+            (outdated, "is another version's"),
+        ] {
+            if !objects.is_empty() {
+                let names: Vec<&str> = objects.iter().map(|(name, _)| name.as_str()).collect();
+                problems.push(format!("{} {problem}", names.join(", ")));
+            }
+        }
         return Err(Error::InvalidConfig(format!(
-            "{} does not exist and create_table is off; create what is missing with: {}",
-            missing.join(", "),
+            "{} and create_table is off; create or replace it with: {}",
+            problems.join("; "),
             statements.create_table
         )));
     }

@@ -143,7 +143,7 @@ pub(crate) struct Statements {
     pub(crate) sweep_line: String,
     /// Creates the table, its fencing-token sequence, its waiting line and its shares table
     /// (see [`ShareStatements`]) where they do not exist, and (re)creates the table's
-    /// hand-over function (see [`hand_over_function`]). No params; several statements, for
+    /// hand-over function (see [`hand_over_source`]). No params; several statements, for
     /// `batch_execute`.
     ///
     /// The line is `UNLOGGED`: it is written at every busy take, and losing it in a crash
@@ -151,6 +151,10 @@ pub(crate) struct Statements {
     /// waiters of that moment. Its primary key finds a waiter's place; its index, the front
     /// of a key's line.
     pub(crate) create_table: String,
+    /// The source of the hand-over function as the server keeps it (`pg_proc.prosrc`):
+    /// a function whose source differs was made by another version of verrou, and is
+    /// replaced (see `schema.rs`).
+    pub(crate) hand_over_source: String,
     /// Which of the given keys a waiter may find free now, and for whom: one row per key
     /// that is free (the waiter null: any waiter of it may take it) or reserved for a
     /// waiter (that waiter). Params: keys (`text[]`).
@@ -201,8 +205,8 @@ pub(crate) fn hand_over(
     )
 }
 
-/// The hand-over function of the table `table` whose waiting line is `line`, named `name`:
-/// `name(text, text) RETURNS text`, taking a key and a leaving waiter (or null), in
+/// The source of the hand-over function of the table `table` whose waiting line is `line`
+/// (see [`create_function`]): `<name>(text, text) RETURNS text`, taking a key and a leaving waiter (or null), in
 /// PL/pgSQL, whose plans each session caches (a hand-over is a few statements; a release
 /// nobody waits for never calls it).
 ///
@@ -219,7 +223,7 @@ pub(crate) fn hand_over(
 /// front's place is locked last, waiting for a take of the front's that has it (see
 /// [`PlaceLock::Wait`]). Each statement of the function sees what the ones before it (and
 /// its caller) wrote.
-fn hand_over_function(name: &str, table: &str, line: &str) -> String {
+fn hand_over_source(table: &str, line: &str) -> String {
     let ends = handover_ends();
     let body = format!(
         "DECLARE front text; reserved_until bigint; woken text; \
@@ -253,20 +257,26 @@ fn hand_over_function(name: &str, table: &str, line: &str) -> String {
             "reserved_until"
         )
     );
+    // Spaced from the quotes, as `dollar_quoted` keeps it.
+    format!(" {body} ")
+}
+
+/// The statement that (re)creates the hand-over function `name` with `source`.
+fn create_function(name: &str, source: &str) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {name}(text, text) RETURNS text LANGUAGE plpgsql AS {}",
-        dollar_quoted(&body)
+        dollar_quoted(source)
     )
 }
 
-/// `body` between dollar quotes whose tag it does not contain (`$verrou$`, else
+/// `source` between dollar quotes whose tag it does not contain (`$verrou$`, else
 /// `$verrou1$`...): table names may hold `$`, so a fixed tag could end the body early.
-fn dollar_quoted(body: &str) -> String {
+fn dollar_quoted(source: &str) -> String {
     let tag = std::iter::once(String::from("$verrou$"))
         .chain((1u32..).map(|number| format!("$verrou{number}$")))
-        .find(|tag| !body.contains(tag.as_str()))
+        .find(|tag| !source.contains(tag.as_str()))
         .unwrap_or_default();
-    format!("{tag} {body} {tag}")
+    format!("{tag}{source}{tag}")
 }
 
 /// Takes the lock row of key $1 for owner $2 and ttl $3 (ms) from `rows` (the row to
@@ -311,6 +321,7 @@ impl Statements {
             "left(\"owner\", 1) = chr(1)",
         );
         let reserved_for_me = "chr(1) || $4::text";
+        let hand_over_source = hand_over_source(table, line);
         let release = |which: &str| {
             format!(
                 "DELETE FROM {table} WHERE \"key\" = $1 {which} \
@@ -380,8 +391,9 @@ impl Statements {
                  CONSTRAINT {line_key} PRIMARY KEY (\"key\", \"waiter\")); \
                  CREATE INDEX IF NOT EXISTS {line_order} ON {line} (\"key\", \"arrival\", \"waiter\"); {}; {}",
                 shares.create_table,
-                hand_over_function(function, table, line)
+                create_function(function, &hand_over_source)
             ),
+            hand_over_source,
             probe: format!(
                 "SELECT k, (SELECT substr(\"owner\", 2) FROM {table} \
                  WHERE \"key\" = k AND {live} AND {reserved}) \
@@ -393,13 +405,17 @@ impl Statements {
     }
 }
 
-/// Which of the relations whose quoted names are in param 1 (`text[]`), and of the
-/// functions whose quoted signatures are in param 2 (`text[]`, e.g. `"f"(text, text)`), do
-/// not exist, resolved like the statements resolve them (through `search_path` when
-/// unqualified). One row per missing name, relations first.
+/// Which of the relations whose quoted names are in param 1 (`text[]`) do not exist, and
+/// which of the functions whose quoted signatures are in param 2 (`text[]`, e.g.
+/// `"f"(text, text)`) do not exist or have another source than the one at the same place
+/// in param 3 (`text[]`): resolved like the statements resolve them (through `search_path`
+/// when unqualified). One row per such name, relations first, with whether it exists.
 pub(crate) const MISSING_OBJECTS: &str =
-    "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL \
-     UNION ALL SELECT name FROM unnest($2::text[]) AS name WHERE to_regprocedure(name) IS NULL";
+    "SELECT name, false FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL \
+     UNION ALL SELECT name, to_regprocedure(name) IS NOT NULL \
+     FROM unnest($2::text[], $3::text[]) AS function (name, source) \
+     WHERE (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(name)) \
+     IS DISTINCT FROM source";
 
 /// The declared length, in characters, of the `key` column of the table whose quoted name
 /// is in param 1 (resolved like [`MISSING_OBJECTS`] resolves it), when the column is
@@ -431,15 +447,18 @@ mod tests {
 
     #[test]
     fn the_functions_dollar_quotes_are_not_in_its_body() {
-        assert_eq!(dollar_quoted("BEGIN END"), "$verrou$ BEGIN END $verrou$");
+        assert_eq!(dollar_quoted(" BEGIN END "), "$verrou$ BEGIN END $verrou$");
         assert_eq!(
             dollar_quoted("x$verrou$ $verrou1$"),
-            "$verrou2$ x$verrou$ $verrou1$ $verrou2$"
+            "$verrou2$x$verrou$ $verrou1$$verrou2$"
         );
         let table = TableName::parse("locks$verrou$").expect("a valid name");
         let statements = Statements::new(&table);
         let function = &statements.create_table;
         assert!(function.contains("AS $verrou1$ DECLARE"), "{function}");
+        // What the server keeps as the function's source, compared at startup.
+        let quoted_source = format!("$verrou1${}$verrou1$", statements.hand_over_source);
+        assert!(function.contains(&quoted_source), "{function}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
         "{message}"
     );
     let (_, create) = message
-        .split_once("create what is missing with: ")
+        .split_once("create or replace it with: ")
         .expect("the statements that create what is missing");
     client
         .batch_execute(create)
@@ -110,6 +110,64 @@ async fn store_from_an_existing_pool_with_create_table_off_needs_the_table() {
         .expect("the table, its sequence, its line, its function and its shares table exist now");
     assert!(granted(store.save("k", "me", None).await.expect("save")));
     assert!(store.exists("k").await.expect("exists"));
+}
+
+/// The source of `table`'s hand-over function on the server at `url`, and the transaction
+/// that wrote it last.
+async fn hand_over_source(url: &str, table: &str) -> (String, String) {
+    let row = client(url)
+        .await
+        .query_one(
+            "SELECT prosrc, xmin::text FROM pg_proc WHERE oid = to_regprocedure($1)",
+            &[&format!("\"{table}_hand_over\"(text, text)")],
+        )
+        .await
+        .expect("the hand-over function exists");
+    (row.get(0), row.get(1))
+}
+
+/// A hand-over function left by another version of verrou (here: one that hands nothing
+/// over) is replaced when a store starts, or named in the startup error when the store may
+/// not create.
+#[tokio::test]
+async fn a_hand_over_function_of_another_version_is_replaced() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("other_version");
+    store(&table).await;
+    let current = hand_over_source(&url, &table).await;
+    store(&table).await;
+    assert_eq!(
+        hand_over_source(&url, &table).await,
+        current,
+        "this version's function is left as it is"
+    );
+    let other_version = format!(
+        "CREATE OR REPLACE FUNCTION \"{table}_hand_over\"(text, text) RETURNS text \
+         LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$"
+    );
+    let admin = client(&url).await;
+    admin
+        .batch_execute(&other_version)
+        .await
+        .expect("another version's function");
+
+    let mut options = config(&table);
+    options.create_table = false;
+    let message = invalid_config(PostgresStore::connect(options).await);
+    assert!(
+        message.starts_with(&format!(
+            "\"{table}_hand_over\"(text, text) is another version's and create_table is off"
+        )),
+        "{message}"
+    );
+    assert_ne!(hand_over_source(&url, &table).await.0, current.0);
+
+    store(&table).await;
+    assert_eq!(
+        hand_over_source(&url, &table).await.0,
+        current.0,
+        "a store that may create puts this version's function back"
+    );
 }
 
 #[tokio::test]
