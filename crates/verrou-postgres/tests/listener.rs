@@ -219,9 +219,9 @@ async fn the_listener_looks_again_only_at_keys_waited_for() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Two looks again and a half, well within the linger.
+    // Three looks again, within the linger (a look may come late on a loaded machine).
     let from = server.log_contents().len();
-    tokio::time::sleep(RECHECK_EVERY * 5 / 2).await;
+    tokio::time::sleep(RECHECK_EVERY * 3).await;
     let log = server.log_contents();
     assert_eq!(
         statements_naming(&log, from, &lingering),

@@ -287,15 +287,16 @@ async fn the_subscriber_looks_again_only_at_keys_waited_for() {
     assert_eq!(scripts_run(&raw).await, 0, "a lingering key was looked at");
     wait_for_subscriptions(&raw, &lingering, 1, Duration::ZERO).await;
 
-    // A waiter waits for the other key: it is looked at each second.
+    // A waiter waits for the other key: it is looked at each second (a look may come late
+    // on a loaded machine).
     let waiter = acquire_in_background(&patient(&store), &waited);
     tokio::time::sleep(SETTLE).await;
     reset_command_calls(&raw).await;
-    tokio::time::sleep(RECHECK_EVERY * 5 / 2).await;
+    tokio::time::sleep(RECHECK_EVERY * 7 / 2).await;
     let looks = scripts_run(&raw).await;
     assert!(
-        (2..=3).contains(&looks),
-        "{looks} scripts in two looks again and a half at one key"
+        (2..=4).contains(&looks),
+        "{looks} scripts in three looks again and a half at one key"
     );
 
     holder.force_delete(&waited).await.unwrap();
