@@ -283,10 +283,9 @@ impl Session<'_> {
     }
 
     /// Wakes the waiters of those of `keys` that are free now and still waited for here
-    /// ([`Boards::waited_for`]), one query per board: all of
-    /// them, or the one a lock's key is reserved for, or the front of the line of a share
-    /// someone holds (it asks whether its share fits; those behind it would ask in vain
-    /// while it does not).
+    /// ([`Boards::waited_for`]), one query per board: all of them, or the one a lock's key
+    /// is reserved for, or the front of the line of a share someone holds (it asks whether
+    /// its share fits; those behind it would ask in vain while it does not).
     async fn wake_free(&self, probes: &Probes, keys: &[WatchedKey]) -> Result<(), BoxError> {
         let keys = self.boards.waited_for(keys.iter().cloned());
         for family in Boards::FAMILIES {

@@ -7,7 +7,7 @@ use verrou_core::{Error, Result};
 
 use crate::error::setup_failed;
 use crate::identifier::TableName;
-use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, MISSING_OBJECTS};
+use crate::sql::{Statements, CREATION_LOCK, KEY_COLUMN_LENGTH, MISSING_OR_OUTDATED};
 
 /// Checks that the table, its sequence, its waiting line, its hand-over function and its
 /// shares table exist, and that the function is this version's; creates what is missing
@@ -33,7 +33,7 @@ pub(crate) async fn ensure_table(
     let sources = [statements.hand_over_source.as_str()];
     let found: Vec<(String, bool)> = client
         .query(
-            MISSING_OBJECTS,
+            MISSING_OR_OUTDATED,
             &[
                 &names.as_slice(),
                 &functions.as_slice(),

@@ -206,9 +206,9 @@ pub(crate) fn hand_over(
 }
 
 /// The source of the hand-over function of the table `table` whose waiting line is `line`
-/// (see [`create_function`]): `<name>(text, text) RETURNS text`, taking a key and a leaving waiter (or null), in
-/// PL/pgSQL, whose plans each session caches (a hand-over is a few statements; a release
-/// nobody waits for never calls it).
+/// (see [`create_function`]): `<name>(text, text) RETURNS text`, taking a key and a leaving
+/// waiter (or null), in PL/pgSQL, whose plans each session caches (a hand-over is a few
+/// statements; a release nobody waits for never calls it).
 ///
 /// Hands `key` over to the first live place of its line other than `leaver`'s, if the key
 /// is free for it: no row, an expired one, or one reserved for `leaver` (a release calls it
@@ -410,7 +410,7 @@ impl Statements {
 /// `"f"(text, text)`) do not exist or have another source than the one at the same place
 /// in param 3 (`text[]`): resolved like the statements resolve them (through `search_path`
 /// when unqualified). One row per such name, relations first, with whether it exists.
-pub(crate) const MISSING_OBJECTS: &str =
+pub(crate) const MISSING_OR_OUTDATED: &str =
     "SELECT name, false FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL \
      UNION ALL SELECT name, to_regprocedure(name) IS NOT NULL \
      FROM unnest($2::text[], $3::text[]) AS function (name, source) \
@@ -418,7 +418,7 @@ pub(crate) const MISSING_OBJECTS: &str =
      IS DISTINCT FROM source";
 
 /// The declared length, in characters, of the `key` column of the table whose quoted name
-/// is in param 1 (resolved like [`MISSING_OBJECTS`] resolves it), when the column is
+/// is in param 1 (resolved like [`MISSING_OR_OUTDATED`] resolves it), when the column is
 /// `varchar(n)` or `char(n)`: one `integer` row (`atttypmod` is the length plus the 4-byte
 /// header). No row for `text`, an unbounded `varchar`, or a missing table.
 pub(crate) const KEY_COLUMN_LENGTH: &str = "SELECT atttypmod - 4 FROM pg_attribute \

@@ -3,8 +3,8 @@
 //! waiters watch (`SSUBSCRIBE` to their release channels, see [`crate::slots`]) and reports
 //! them to the store's [`Waiters`](verrou_core::Waiters) boards (one for locks, one per
 //! family of shares: [`Boards`]), which decide what is watched and for how long. Every
-//! [`RECHECK_EVERY`] it looks again at the keys waited for (see [`Task::recheck`]); polling at
-//! the retry delay stays the safety net for anything missed while the server does not
+//! [`RECHECK_EVERY`] it looks again at the keys waited for (see [`Task::recheck`]); polling
+//! at the retry delay stays the safety net for anything missed while the server does not
 //! answer.
 
 use std::pin::Pin;
@@ -336,12 +336,12 @@ impl Task {
     }
 
     /// Wakes the waiter that may take each of `watched_keys` now, if it is free and still
-    /// waited for here ([`Boards::waited_for`]), since a
-    /// hand-over (or an expiry) may have gone unheard: the front waiter of its line (nobody
-    /// here if it waits elsewhere), or every waiter here if nobody is in line, or if the
-    /// front is behind lapsed places (then [`NEXT_TAKER`] wakes it wherever it waits). A
-    /// key nobody holds is handed over to its front by [`NEXT_TAKER`] itself, as a refused
-    /// take would: a front that is gone is passed a window later.
+    /// waited for here ([`Boards::waited_for`]), since a hand-over (or an expiry) may have
+    /// gone unheard: the front waiter of its line (nobody here if it waits elsewhere), or
+    /// every waiter here if nobody is in line, or if the front is behind lapsed places (then
+    /// [`NEXT_TAKER`] wakes it wherever it waits). A key nobody holds is handed over to its
+    /// front by [`NEXT_TAKER`] itself, as a refused take would: a front that is gone is
+    /// passed a window later.
     /// Asked after the subscription, so that a release is either heard or seen here. The
     /// waiters of a key the server did not answer about are left to the next
     /// [`recheck`](Self::recheck): woken, they would ask it, and fail, at once.
