@@ -26,6 +26,9 @@ pub(crate) struct CycleResult {
     pub(crate) verrou: Side,
     pub(crate) baseline: Side,
     pub(crate) ratio: f64,
+    /// The lowest and the highest ratio of one round (verrou's run to the baseline's run
+    /// just before it): how far the machine's noise moves the ratio.
+    pub(crate) round_ratios: (f64, f64),
     /// @verrou/core on Node.js, where the backend has it, and verrou's ratio to it.
     pub(crate) node: Option<(Side, f64)>,
 }
@@ -63,6 +66,13 @@ pub(crate) async fn measure(
             node_runs.push(node.run(in_flight, run_for, round).await);
         }
     }
+    let round_ratios = verrou_rates
+        .iter()
+        .zip(&baseline_rates)
+        .map(|(verrou, baseline)| verrou / baseline)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), ratio| {
+            (low.min(ratio), high.max(ratio))
+        });
     let verrou = Side {
         cycles_per_second: median(verrou_rates),
         latency: Percentiles::of(&verrou_latency),
@@ -80,6 +90,7 @@ pub(crate) async fn measure(
         store: backend.name,
         in_flight,
         ratio: verrou.cycles_per_second / baseline.cycles_per_second,
+        round_ratios,
         verrou,
         baseline,
         node,

@@ -8,7 +8,7 @@ use crate::stats::show_us;
 /// The cycle results as a markdown table.
 pub(crate) fn cycle_table(results: &[CycleResult]) -> String {
     let mut table = String::from(
-        "| store | in flight | verrou cycles/s | baseline cycles/s | ratio | verrou p50 / p99 | baseline p50 / p99 | @verrou/core (Node.js) cycles/s, p50 / p99 | ratio to @verrou/core |\n\
+        "| store | in flight | verrou cycles/s | baseline cycles/s | ratio (lowest–highest round) | verrou p50 / p99 | baseline p50 / p99 | @verrou/core (Node.js) cycles/s, p50 / p99 | ratio to @verrou/core |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for result in results {
@@ -25,12 +25,14 @@ pub(crate) fn cycle_table(results: &[CycleResult]) -> String {
             None => ("—".to_owned(), "—".to_owned()),
         };
         table.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2}× | {} / {} | {} / {} | {node} | {node_ratio} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.2}× ({:.2}–{:.2}) | {} / {} | {} / {} | {node} | {node_ratio} |\n",
             result.store,
             result.in_flight,
             result.verrou.cycles_per_second,
             result.baseline.cycles_per_second,
             result.ratio,
+            result.round_ratios.0,
+            result.round_ratios.1,
             show_us(result.verrou.latency.p50_us),
             show_us(result.verrou.latency.p99_us),
             show_us(result.baseline.latency.p50_us),
