@@ -13,7 +13,8 @@
 //!   the store cuts that waiter's lease to [`HANDOVER_WINDOW`] (so a waiter that died does
 //!   not block those behind it for longer) and **wakes** it, naming its waiter id. Waiters
 //!   behind it are not woken and do not ask: one store call per release, whatever the
-//!   number of waiters and processes. A take refused only because of the line (the key is
+//!   number of waiters and processes. Within a process too, the wake stirs the named
+//!   waiter's task alone, so a hand-over costs the same with eight waiters or a thousand. A take refused only because of the line (the key is
 //!   free, but a live waiter is ahead: the key freed without a release, or the waiter it
 //!   was handed to never came) hands the key over to the front the same way, unless the
 //!   front was handed it already: a waiter that died holds the line up for one window and
@@ -146,15 +147,24 @@ struct Board {
 
 /// One watched key.
 struct Watch {
-    /// How many waiters of this process wait for the key now.
-    waiters: usize,
+    /// The waiters of this process that wait for the key now, by waiter id: a wake that
+    /// names one signals its waits alone, so a hand-over stirs one task however many wait.
+    waiters: HashMap<Arc<str>, Signal>,
     /// When the last of them stopped waiting.
     idle_since: Option<Instant>,
     /// The generation of the key's last wake (see [`Board::generations`]).
     generation: u64,
     /// The last wakes: their generation and the waiter they named (`None`: every waiter).
     recent: VecDeque<(u64, Option<Arc<str>>)>,
-    /// Signalled at each wake; each waiter then looks whether the wake names it.
+}
+
+/// How one waiter's waits for a key are woken: a lock's waits share its waiter id (clones
+/// of a lock may wait at once).
+struct Signal {
+    /// How many waits use it.
+    waits: usize,
+    /// Signalled at each wake that names the waiter or nobody; the waits then look whether
+    /// a wake since their take names them.
     woken: Arc<Notify>,
 }
 
@@ -191,7 +201,18 @@ impl Waiters {
         watch
             .recent
             .push_back((watch.generation, waiter.map(Arc::from)));
-        watch.woken.notify_waiters();
+        match waiter {
+            Some(named) => {
+                if let Some(signal) = watch.waiters.get(named) {
+                    signal.woken.notify_waiters();
+                }
+            }
+            None => {
+                for signal in watch.waiters.values() {
+                    signal.woken.notify_waiters();
+                }
+            }
+        }
     }
 
     /// Every key watched now (with waiters, or lingering): what a store subscribes to again
@@ -206,7 +227,7 @@ impl Waiters {
         self.board
             .lock()
             .get(key)
-            .is_some_and(|watch| watch.waiters > 0)
+            .is_some_and(|watch| !watch.waiters.is_empty())
     }
 
     /// The generation of `key`'s last wake, if it is watched: read before a take, so that a
@@ -233,17 +254,23 @@ impl Waiters {
         let key: Arc<str> = Arc::from(key);
         let new = !keys.contains_key(&key);
         let watch = keys.entry(Arc::clone(&key)).or_insert_with(|| Watch {
-            waiters: 0,
+            waiters: HashMap::new(),
             idle_since: None,
             generation: self.board.generations.load(Ordering::Relaxed),
             recent: VecDeque::new(),
-            woken: Arc::new(Notify::new()),
         });
-        watch.waiters += 1;
+        let signal = watch
+            .waiters
+            .entry(Arc::from(waiter))
+            .or_insert_with(|| Signal {
+                waits: 0,
+                woken: Arc::new(Notify::new()),
+            });
+        signal.waits += 1;
+        let woken = Arc::clone(&signal.woken);
         watch.idle_since = None;
         // A key first watched now has had no wake yet: every one to come counts.
         let seen = if new { 0 } else { seen };
-        let woken = Arc::clone(&watch.woken);
         self.board.watched.store(keys.len(), Ordering::Release);
         drop(keys);
         self.board.feed.revive();
@@ -449,8 +476,13 @@ impl Drop for Ticket<'_> {
         let mut keys = board.lock();
         let mut went_idle = false;
         if let Some(watch) = keys.get_mut(&self.key) {
-            watch.waiters -= 1;
-            if watch.waiters == 0 {
+            if let Some(signal) = watch.waiters.get_mut(self.waiter) {
+                signal.waits -= 1;
+                if signal.waits == 0 {
+                    watch.waiters.remove(self.waiter);
+                }
+            }
+            if watch.waiters.is_empty() {
                 watch.idle_since = Some(Instant::now());
                 went_idle = true;
             }
@@ -464,6 +496,8 @@ impl Drop for Ticket<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     #[derive(Clone, Default)]
@@ -490,6 +524,61 @@ mod tests {
         assert!(!first.wait(Duration::from_millis(20)).await);
         board.wake("k", None);
         assert!(first.wait(Duration::from_secs(5)).await);
+    }
+
+    /// A waker that counts how often it is woken.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_named_wake_stirs_no_other_waiters_task() {
+        let board = Waiters::new(Recorded::default());
+        let tickets: Vec<Ticket<'_>> = (0..100)
+            .map(|index| board.join("k", ["a", "b", "c", "d"][index % 4], 0))
+            .collect();
+        let mut waits: Vec<_> = tickets
+            .iter()
+            .map(|ticket| Box::pin(ticket.wait(Duration::from_secs(60))))
+            .collect();
+        let wakers: Vec<Arc<CountingWaker>> = waits
+            .iter_mut()
+            .map(|wait| {
+                let counter = Arc::new(CountingWaker::default());
+                let waker = std::task::Waker::from(Arc::clone(&counter));
+                let polled = wait
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&waker));
+                assert!(polled.is_pending(), "nothing woke it yet");
+                counter
+            })
+            .collect();
+        let stirred = || -> Vec<usize> {
+            (0..wakers.len())
+                .filter(|index| wakers[*index].0.load(Ordering::SeqCst) > 0)
+                .collect()
+        };
+        board.wake("k", Some("b"));
+        let expected: Vec<usize> = (0..100).filter(|index| index % 4 == 1).collect();
+        assert_eq!(
+            stirred(),
+            expected,
+            "only the named waiter's waits are woken"
+        );
+        board.wake("k", None);
+        assert_eq!(
+            stirred().len(),
+            100,
+            "a wake naming nobody wakes every waiter"
+        );
     }
 
     #[tokio::test]
