@@ -8,6 +8,7 @@
 //! cargo run -p verrou-benches --release -- cycle --stores memory --seconds 2
 //! cargo run -p verrou-benches --release -- handoff --stores redis,postgres --json out.json
 //! cargo run -p verrou-benches --release -- semaphore --stores memory,redis
+//! cargo run -p verrou-benches --release -- crowd --stores memory,redis,postgres --rounds 3
 //! cargo run -p verrou-benches --release -- cycle --stores redis,redis-fenced,redis-cluster
 //! cargo run -p verrou-benches --release -- cycle --stores redis,redis-replicated
 //! ```
@@ -18,6 +19,7 @@
 //! (replica acknowledgement) on a private master and its replica.
 
 mod backends;
+mod crowd;
 mod cycle;
 mod handoff;
 mod node;
@@ -66,7 +68,9 @@ enum Scenario {
     Handoff,
     /// 64 tasks on one key: a lock beside a semaphore of 8 permits.
     Semaphore,
-    /// Both.
+    /// A crowd of 1,000 waiters in one key's line beside a crowd of 8.
+    Crowd,
+    /// All of them.
     All,
 }
 
@@ -90,6 +94,7 @@ struct Results {
     cycle: Vec<cycle::CycleResult>,
     handoff: Vec<handoff::HandoffResult>,
     shared_key: Vec<shared_key::SharedKeyResult>,
+    crowd: Vec<crowd::CrowdResult>,
 }
 
 #[tokio::main]
@@ -137,6 +142,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     .push(shared_key::measure(&backend, limit, cli.seconds).await);
             }
         }
+        if matches!(cli.scenario, Scenario::Crowd | Scenario::All) {
+            results
+                .crowd
+                .extend(crowd::measure(&backend, cli.rounds).await);
+        }
     }
     if !results.cycle.is_empty() {
         println!("### Cycle throughput (acquire_immediately + release, fresh lock per cycle)\n");
@@ -152,6 +162,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             shared_key::TASKS
         );
         println!("{}", report::shared_key_table(&results.shared_key));
+    }
+    if !results.crowd.is_empty() {
+        println!("### A crowd in one key's line (one store instance; each waiter takes the key in turn and gives it back at once)\n");
+        println!("{}", report::crowd_table(&results.crowd));
     }
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;

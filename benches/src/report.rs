@@ -1,5 +1,6 @@
 //! Markdown tables and the machine line.
 
+use crate::crowd::CrowdResult;
 use crate::cycle::CycleResult;
 use crate::handoff::HandoffResult;
 use crate::shared_key::SharedKeyResult;
@@ -92,6 +93,27 @@ pub(crate) fn shared_key_table(results: &[SharedKeyResult]) -> String {
             show_us(result.handoff.p99_us),
             result.most_inside,
             result.limit,
+        ));
+    }
+    table
+}
+
+/// The crowd results as a markdown table.
+pub(crate) fn crowd_table(results: &[CrowdResult]) -> String {
+    let mut table = String::from(
+        "| store | waiters in line | time per grant | ratio | handoff p50 / p99 | most inside |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for result in results {
+        table.push_str(&format!(
+            "| {} | {} | {} | {:.2}× | {} / {} | {} |\n",
+            result.store,
+            result.waiters,
+            show_us(result.per_grant_us),
+            result.ratio,
+            show_us(result.handoff.p50_us),
+            show_us(result.handoff.p99_us),
+            result.most_inside,
         ));
     }
     table
