@@ -14,13 +14,14 @@
 //!   not block those behind it for longer) and **wakes** it, naming its waiter id. Waiters
 //!   behind it are not woken and do not ask: one store call per release, whatever the
 //!   number of waiters and processes. Within a process too, the wake stirs the named
-//!   waiter's task alone, so a hand-over costs the same with eight waiters or a thousand. A take refused only because of the line (the key is
-//!   free, but a live waiter is ahead: the key freed without a release, or the waiter it
-//!   was handed to never came) hands the key over to the front the same way, unless the
-//!   front was handed it already: a waiter that died holds the line up for one window and
-//!   one retry delay of the waiter behind it, however many died in a row. For semaphores
-//!   and read-write locks, "free" is free for the front: room for the taker's permit (the
-//!   front's limit is its own: it may ask once in vain), or nobody holding the key.
+//!   waiter's task alone, so a hand-over costs the same with eight waiters or a thousand.
+//!   A take refused only because of the line (the key is free, but a live waiter is
+//!   ahead: the key freed without a release, or the waiter it was handed to never came)
+//!   hands the key over to the front the same way, unless the front was handed it already:
+//!   a waiter that died holds the line up for one window and one retry delay of the waiter
+//!   behind it, however many died in a row. For semaphores and read-write locks, "free" is
+//!   free for the front: room for the taker's permit (the front's limit is its own: it may
+//!   ask once in vain), or nobody holding the key.
 //! - A plain take ([`LockStore::save`](crate::LockStore::save)) from outside the line never
 //!   gets a key handed over to a waiter. A store either checks the whole line at every plain
 //!   take (memory, Redis with fencing tokens), or **reserves** the key for the waiter it
