@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, error_lines, private_server, unique, warning_lines};
+use common::{client, error_lines, log_every_statement, private_server, unique, warning_lines};
 use verrou_core::{LockFactory, Retry, RECHECK_EVERY};
 use verrou_postgres::{PostgresConfig, PostgresStore, LISTENER_APPLICATION_NAME};
 
@@ -191,15 +191,7 @@ async fn the_listener_looks_again_only_at_keys_waited_for() {
     let server = private_server();
     let url = server.url();
     let admin = client(&url).await;
-    for setting in [
-        "ALTER SYSTEM SET log_statement = 'all'",
-        "SELECT pg_reload_conf()",
-    ] {
-        admin
-            .batch_execute(setting)
-            .await
-            .expect("log every statement");
-    }
+    log_every_statement(&admin).await;
     let (waiters, holders) = (factory(&url, "1h").await, factory(&url, "1h").await);
     let (lingering, waited) = (unique("look-lingering"), unique("look-waited"));
     let mut held = Vec::new();

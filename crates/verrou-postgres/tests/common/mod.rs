@@ -72,6 +72,20 @@ pub(crate) async fn client(url: &str) -> Client {
     client
 }
 
+/// Makes the server at the other end of `admin` (a private one) log every statement, for
+/// the tests that read what a store sends.
+pub(crate) async fn log_every_statement(admin: &Client) {
+    for setting in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin
+            .batch_execute(setting)
+            .await
+            .expect("log every statement");
+    }
+}
+
 /// The server's clock, in epoch milliseconds.
 pub(crate) async fn server_now_ms(client: &Client) -> i64 {
     client
