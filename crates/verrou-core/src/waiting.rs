@@ -5,10 +5,10 @@
 //! - A **waiter** is one lock's `acquire` that found its key busy. It has a public *waiter
 //!   id* (random, one per lock, not its owner token, which is a secret).
 //! - A store that can keep one keeps a **line** per key: the waiters in arrival order, each
-//!   with a **place** ([`Place`](crate::Place)) that lasts a *lease* unless the waiter asks again. A take
-//!   ([`LockStore::save_in_line`](crate::LockStore::save_in_line)) succeeds only if the key
-//!   is free and no live waiter is ahead of the taker; a busy answer keeps (or makes) the
-//!   taker's place. A granted take removes the taker's place.
+//!   with a **place** ([`Place`](crate::Place)) that lasts a *lease* unless the waiter asks
+//!   again. A take ([`LockStore::save_in_line`](crate::LockStore::save_in_line)) succeeds
+//!   only if the key is free and no live waiter is ahead of the taker; a busy answer keeps
+//!   (or makes) the taker's place. A granted take removes the taker's place.
 //! - A **release** of a key with a line **hands over** the key to the waiter at the front:
 //!   the store cuts that waiter's lease to [`HANDOVER_WINDOW`] (so a waiter that died does
 //!   not block those behind it for longer) and **wakes** it, naming its waiter id. Waiters
@@ -74,12 +74,13 @@ pub const HANDOVER_WINDOW: Duration = Duration::from_millis(100);
 pub const LINGER: Duration = Duration::from_secs(5);
 
 /// How often a store whose server announces releases (Redis, PostgreSQL) looks again at
-/// every key a waiter of its waits for ([`Boards::waited_for`]) and wakes the waiter that may take each (as when it starts
-/// watching one): on such a store, the longest a turn nobody announced (a release that
-/// missed a place being made, a front that let its window pass before a waiter that could
-/// go next, a holder whose TTL ran out) waits, whatever the retry delay. An in-process
-/// store never misses a hand-over, and hears an expiry as it happens: the memory store
-/// watches the deadlines of the keys that have waiters (looking at them at least this often).
+/// every key a waiter of its waits for ([`Boards::waited_for`]) and wakes the waiter that
+/// may take each (as when it starts watching one): on such a store, the longest a turn
+/// nobody announced (a release that missed a place being made, a front that let its window
+/// pass before a waiter that could go next, a holder whose TTL ran out) waits, whatever the
+/// retry delay. An in-process store never misses a hand-over, and hears an expiry as it
+/// happens: the memory store watches the deadlines of the keys that have waiters (looking at
+/// them at least this often).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How many recent wakes of a key are remembered for waiters that were between a take and
@@ -159,6 +160,14 @@ struct Watch {
     recent: VecDeque<(u64, Option<Arc<str>>)>,
 }
 
+impl Watch {
+    /// Whether a waiter here waits for the key now: a key that only lingers has none, and
+    /// nobody here to take a turn on it.
+    fn is_waited_for(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+}
+
 /// How one waiter's waits for a key are woken: a lock's waits share its waiter id (clones
 /// of a lock may wait at once).
 struct Signal {
@@ -220,15 +229,6 @@ impl Waiters {
     /// after a reconnection.
     pub fn watched(&self) -> Vec<Arc<str>> {
         self.board.lock().keys().cloned().collect()
-    }
-
-    /// Whether a waiter here waits for `key` now: a key that only lingers has none, and
-    /// nobody here to take a turn on it.
-    pub fn is_waited_for(&self, key: &str) -> bool {
-        self.board
-            .lock()
-            .get(key)
-            .is_some_and(|watch| !watch.waiters.is_empty())
     }
 
     /// The generation of `key`'s last wake, if it is watched: read before a take, so that a
@@ -331,9 +331,15 @@ impl Boards {
     /// [`RECHECK_EVERY`]). A lingering key stays subscribed, but looking at it would ask the
     /// server about a turn nobody here takes; a waiter elsewhere has its own store look.
     pub fn waited_for(&self, keys: impl IntoIterator<Item = WatchedKey>) -> Vec<WatchedKey> {
-        keys.into_iter()
-            .filter(|(family, key)| self.of(*family).is_waited_for(key))
-            .collect()
+        let mut keys: Vec<WatchedKey> = keys.into_iter().collect();
+        // One lock of each board, however many keys.
+        for family in Self::FAMILIES {
+            let watches = self.of(family).board.lock();
+            keys.retain(|(of, key)| {
+                *of != family || watches.get(key).is_some_and(Watch::is_waited_for)
+            });
+        }
+        keys
     }
 
     /// Every key watched now, on every board, with the board's family: what a store
@@ -483,7 +489,7 @@ impl Drop for Ticket<'_> {
                     watch.waiters.remove(self.waiter);
                 }
             }
-            if watch.waiters.is_empty() {
+            if !watch.is_waited_for() {
                 watch.idle_since = Some(Instant::now());
                 went_idle = true;
             }
