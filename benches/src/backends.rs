@@ -19,6 +19,7 @@ use verrou_testkit::{
     env_url, PostgresServer, RedisCluster, RedisServer, POSTGRES_URL_VAR, REDIS_URL_VAR,
 };
 
+use crate::cpu;
 use crate::node::NodeRival;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,6 +39,12 @@ pub(crate) trait Baseline: Send + Sync {
     /// alike, before a run: otherwise a cleanup the server does at a moment of its own
     /// lands in the middle of one side's run. The provided one does nothing.
     async fn settle(&self) {}
+
+    /// The CPU time the server reports having used so far, where it does (the provided
+    /// one: nowhere).
+    async fn server_time(&self) -> Option<Duration> {
+        None
+    }
 }
 
 type StoreFuture = Pin<Box<dyn Future<Output = Arc<dyn LockStore>> + Send>>;
@@ -306,6 +313,20 @@ impl Baseline for FredBaseline {
             .await
             .expect("Redis answers");
         deleted == 1
+    }
+
+    /// A single server's (on a cluster, `INFO` would answer for one node of several).
+    async fn server_time(&self) -> Option<Duration> {
+        if self.client.is_clustered() {
+            return None;
+        }
+        let info = fred::types::CustomCommand::new_static(
+            "INFO",
+            fred::types::ClusterHash::FirstKey,
+            false,
+        );
+        let info: String = self.client.custom(info, vec!["cpu"]).await.ok()?;
+        cpu::redis_server_time(&info)
     }
 }
 

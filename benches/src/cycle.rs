@@ -9,6 +9,7 @@ use serde::Serialize;
 use verrou::LockFactory;
 
 use crate::backends::{Backend, Baseline, TTL};
+use crate::cpu;
 use crate::stats::{median, new_histogram, record, Percentiles};
 
 /// One side (verrou or the baseline) of a cycle measurement.
@@ -16,6 +17,75 @@ use crate::stats::{median, new_histogram, record, Percentiles};
 pub(crate) struct Side {
     pub(crate) cycles_per_second: f64,
     pub(crate) latency: Percentiles,
+    /// CPU time per cycle over all rounds, in microseconds: this process's (the client's),
+    /// and the server's where it reports it ([`Baseline::server_time`]). The Node.js side
+    /// runs in another process and has none.
+    pub(crate) cpu_us_per_cycle: CpuPerCycle,
+}
+
+/// CPU time per cycle, in microseconds, where known.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct CpuPerCycle {
+    pub(crate) client: Option<f64>,
+    pub(crate) server: Option<f64>,
+}
+
+/// The CPU time used so far by this process and by the server.
+#[derive(Clone, Copy)]
+struct CpuReading {
+    client: Option<Duration>,
+    server: Option<Duration>,
+}
+
+impl CpuReading {
+    /// The reading now; the server's through `baseline`.
+    async fn now(baseline: &Arc<dyn Baseline>) -> Self {
+        Self {
+            server: baseline.server_time().await,
+            client: cpu::process_time(),
+        }
+    }
+}
+
+/// The CPU time the runs between readings took, summed over the rounds of one side; unknown
+/// (`None`) once a reading of any round was.
+struct CpuTally {
+    client: Option<Duration>,
+    server: Option<Duration>,
+    cycles: u64,
+}
+
+impl Default for CpuTally {
+    fn default() -> Self {
+        Self {
+            client: Some(Duration::ZERO),
+            server: Some(Duration::ZERO),
+            cycles: 0,
+        }
+    }
+}
+
+impl CpuTally {
+    /// Adds a run of `cycles` between `before` and `after`.
+    fn add(&mut self, before: CpuReading, after: CpuReading, cycles: u64) {
+        let spent = |before: Option<Duration>, after: Option<Duration>, sum: Option<Duration>| {
+            sum?.checked_add(after?.checked_sub(before?)?)
+        };
+        self.client = spent(before.client, after.client, self.client);
+        self.server = spent(before.server, after.server, self.server);
+        self.cycles += cycles;
+    }
+
+    /// The CPU time per cycle of the runs added.
+    fn per_cycle(&self) -> CpuPerCycle {
+        let per_cycle = |spent: Option<Duration>| {
+            cpu::micros_per_cycle(Some(Duration::ZERO), spent, self.cycles)
+        };
+        CpuPerCycle {
+            client: per_cycle(self.client),
+            server: per_cycle(self.server),
+        }
+    }
 }
 
 /// A cycle measurement: verrou beside its baseline.
@@ -47,16 +117,23 @@ pub(crate) async fn measure(
     let run_for = Duration::from_secs_f64(seconds);
     let (mut verrou_rates, mut baseline_rates) = (Vec::new(), Vec::new());
     let (mut verrou_latency, mut baseline_latency) = (new_histogram(), new_histogram());
+    let (mut verrou_cpu, mut baseline_cpu) = (CpuTally::default(), CpuTally::default());
     let mut node_runs = Vec::new();
     for round in 0..rounds {
         backend.baseline.settle().await;
-        let (rate, histogram) = run_baseline(&backend.baseline, in_flight, run_for, round).await;
+        let before = CpuReading::now(&backend.baseline).await;
+        let run = run_baseline(&backend.baseline, in_flight, run_for, round).await;
+        baseline_cpu.add(before, CpuReading::now(&backend.baseline).await, run.cycles);
+        let (rate, histogram) = (run.rate, run.latency);
         baseline_rates.push(rate);
         baseline_latency
             .add(&histogram)
             .expect("same histogram bounds");
         backend.baseline.settle().await;
-        let (rate, histogram) = run_verrou(&factory, in_flight, run_for, round).await;
+        let before = CpuReading::now(&backend.baseline).await;
+        let run = run_verrou(&factory, in_flight, run_for, round).await;
+        verrou_cpu.add(before, CpuReading::now(&backend.baseline).await, run.cycles);
+        let (rate, histogram) = (run.rate, run.latency);
         verrou_rates.push(rate);
         verrou_latency
             .add(&histogram)
@@ -76,10 +153,12 @@ pub(crate) async fn measure(
     let verrou = Side {
         cycles_per_second: median(verrou_rates),
         latency: Percentiles::of(&verrou_latency),
+        cpu_us_per_cycle: verrou_cpu.per_cycle(),
     };
     let baseline = Side {
         cycles_per_second: median(baseline_rates),
         latency: Percentiles::of(&baseline_latency),
+        cpu_us_per_cycle: baseline_cpu.per_cycle(),
     };
     node_runs.sort_by(|a, b| a.cycles_per_second.total_cmp(&b.cycles_per_second));
     let node = node_runs.get(node_runs.len() / 2).map(|node| {
@@ -102,7 +181,7 @@ async fn run_verrou(
     in_flight: usize,
     run_for: Duration,
     round: usize,
-) -> (f64, Histogram<u64>) {
+) -> Run {
     run_tasks(in_flight, run_for, |task, deadline| {
         let factory = factory.clone();
         async move {
@@ -128,7 +207,7 @@ async fn run_baseline(
     in_flight: usize,
     run_for: Duration,
     round: usize,
-) -> (f64, Histogram<u64>) {
+) -> Run {
     run_tasks(in_flight, run_for, |task, deadline| {
         let baseline = Arc::clone(baseline);
         async move {
@@ -167,9 +246,16 @@ where
     (cycles, latency)
 }
 
-/// Spawns `in_flight` tasks that cycle until the deadline; total cycles per second and the
-/// merged latencies.
-async fn run_tasks<F, Fut>(in_flight: usize, run_for: Duration, task: F) -> (f64, Histogram<u64>)
+/// One run of one side.
+struct Run {
+    /// Cycles per second, all tasks together.
+    rate: f64,
+    cycles: u64,
+    latency: Histogram<u64>,
+}
+
+/// Spawns `in_flight` tasks that cycle until the deadline; the run they made.
+async fn run_tasks<F, Fut>(in_flight: usize, run_for: Duration, task: F) -> Run
 where
     F: Fn(usize, Instant) -> Fut,
     Fut: std::future::Future<Output = (u64, Histogram<u64>)> + Send + 'static,
@@ -186,5 +272,9 @@ where
         total += cycles;
         latency.add(&histogram).expect("same histogram bounds");
     }
-    (total as f64 / started.elapsed().as_secs_f64(), latency)
+    Run {
+        rate: total as f64 / started.elapsed().as_secs_f64(),
+        cycles: total,
+        latency,
+    }
 }

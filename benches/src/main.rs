@@ -19,6 +19,7 @@
 //! (replica acknowledgement) on a private master and its replica.
 
 mod backends;
+mod cpu;
 mod crowd;
 mod cycle;
 mod handoff;
@@ -151,6 +152,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if !results.cycle.is_empty() {
         println!("### Cycle throughput (acquire_immediately + release, fresh lock per cycle)\n");
         println!("{}", report::cycle_table(&results.cycle));
+        println!("### Where the cycles' CPU time went (client: this process; server: Redis `INFO cpu`)\n");
+        println!("{}", report::cycle_cpu_table(&results.cycle));
     }
     if !results.handoff.is_empty() {
         println!("### Handoff (8 workers, one key, hold 1 ms)\n");

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::process::Command;
 
 use crate::backends::BoxError;
-use crate::cycle::Side;
+use crate::cycle::{CpuPerCycle, Side};
 use crate::stats::Percentiles;
 
 /// The Node.js side of the Redis cycle benchmark.
@@ -68,6 +68,8 @@ impl NodeRival {
                 p50_us: printed.p50_us,
                 p99_us: printed.p99_us,
             },
+            // Its CPU time is another process's.
+            cpu_us_per_cycle: CpuPerCycle::default(),
         }
     }
 }

@@ -43,6 +43,36 @@ pub(crate) fn cycle_table(results: &[CycleResult]) -> String {
     table
 }
 
+/// Where the cycles' CPU time went, as a markdown table: per cycle, this process's (the
+/// client side) and the server's, for verrou and the baseline, with verrou's ratio to the
+/// baseline.
+pub(crate) fn cycle_cpu_table(results: &[CycleResult]) -> String {
+    let mut table = String::from(
+        "| store | in flight | client CPU µs per cycle, verrou / baseline (ratio) | server CPU µs per cycle, verrou / baseline (ratio) |\n\
+         | --- | ---: | ---: | ---: |\n",
+    );
+    let split = |verrou: Option<f64>, baseline: Option<f64>| match (verrou, baseline) {
+        (Some(verrou), Some(baseline)) if baseline > 0.0 => {
+            format!("{verrou:.2} / {baseline:.2} ({:.2}×)", verrou / baseline)
+        }
+        _ => "—".to_owned(),
+    };
+    for result in results {
+        let (verrou, baseline) = (
+            result.verrou.cpu_us_per_cycle,
+            result.baseline.cpu_us_per_cycle,
+        );
+        table.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            result.store,
+            result.in_flight,
+            split(verrou.client, baseline.client),
+            split(verrou.server, baseline.server),
+        ));
+    }
+    table
+}
+
 /// The handoff results as a markdown table.
 pub(crate) fn handoff_table(results: &[HandoffResult]) -> String {
     let mut table = String::from(
