@@ -31,9 +31,14 @@ impl Connection {
         }
     }
 
-    /// The client for the next command: the next connected one, round robin (the next one
-    /// if none is connected).
+    /// The client for the next command: the only one, or else the next connected one, round
+    /// robin (the next one if none is connected).
     pub(crate) fn client(&self) -> Client {
+        // One client (the default): nothing to choose, and no counter shared by every
+        // operation to bump.
+        if let [seat] = self.seats.as_slice() {
+            return seat.client();
+        }
         let count = self.seats.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         (0..count)
