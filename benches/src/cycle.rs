@@ -1,6 +1,7 @@
 //! Cycle throughput: `acquire_immediately` + `release` of a fresh lock per cycle, with
 //! `in_flight` tasks on distinct keys, beside the baseline doing the same round trips.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,51 +116,29 @@ pub(crate) async fn measure(
 ) -> CycleResult {
     let factory = LockFactory::from_shared(backend.new_store().await);
     let run_for = Duration::from_secs_f64(seconds);
-    let (mut verrou_rates, mut baseline_rates) = (Vec::new(), Vec::new());
-    let (mut verrou_latency, mut baseline_latency) = (new_histogram(), new_histogram());
-    let (mut verrou_cpu, mut baseline_cpu) = (CpuTally::default(), CpuTally::default());
+    let (mut verrou_runs, mut baseline_runs) = (Runs::new(), Runs::new());
     let mut node_runs = Vec::new();
     for round in 0..rounds {
         backend.baseline.settle().await;
-        let before = CpuReading::now(&backend.baseline).await;
-        let run = run_baseline(&backend.baseline, in_flight, run_for, round).await;
-        baseline_cpu.add(before, CpuReading::now(&backend.baseline).await, run.cycles);
-        let (rate, histogram) = (run.rate, run.latency);
-        baseline_rates.push(rate);
-        baseline_latency
-            .add(&histogram)
-            .expect("same histogram bounds");
+        let run = run_baseline(&backend.baseline, in_flight, run_for, round);
+        baseline_runs.add(&backend.baseline, run).await;
         backend.baseline.settle().await;
-        let before = CpuReading::now(&backend.baseline).await;
-        let run = run_verrou(&factory, in_flight, run_for, round).await;
-        verrou_cpu.add(before, CpuReading::now(&backend.baseline).await, run.cycles);
-        let (rate, histogram) = (run.rate, run.latency);
-        verrou_rates.push(rate);
-        verrou_latency
-            .add(&histogram)
-            .expect("same histogram bounds");
+        let run = run_verrou(&factory, in_flight, run_for, round);
+        verrou_runs.add(&backend.baseline, run).await;
         if let Some(node) = &backend.node {
             backend.baseline.settle().await;
             node_runs.push(node.run(in_flight, run_for, round).await);
         }
     }
-    let round_ratios = verrou_rates
+    let round_ratios = verrou_runs
+        .rates
         .iter()
-        .zip(&baseline_rates)
+        .zip(&baseline_runs.rates)
         .map(|(verrou, baseline)| verrou / baseline)
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), ratio| {
             (low.min(ratio), high.max(ratio))
         });
-    let verrou = Side {
-        cycles_per_second: median(verrou_rates),
-        latency: Percentiles::of(&verrou_latency),
-        cpu_us_per_cycle: verrou_cpu.per_cycle(),
-    };
-    let baseline = Side {
-        cycles_per_second: median(baseline_rates),
-        latency: Percentiles::of(&baseline_latency),
-        cpu_us_per_cycle: baseline_cpu.per_cycle(),
-    };
+    let (verrou, baseline) = (verrou_runs.side(), baseline_runs.side());
     node_runs.sort_by(|a, b| a.cycles_per_second.total_cmp(&b.cycles_per_second));
     let node = node_runs.get(node_runs.len() / 2).map(|node| {
         let ratio = verrou.cycles_per_second / node.cycles_per_second;
@@ -231,7 +210,7 @@ async fn run_baseline(
 async fn timed_cycles<F, Fut>(deadline: Instant, mut cycle: F) -> (u64, Histogram<u64>)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     let mut latency = new_histogram();
     let mut cycles = 0u64;
@@ -254,11 +233,50 @@ struct Run {
     latency: Histogram<u64>,
 }
 
+/// The runs of one side so far: their throughputs, their merged latencies, their CPU time.
+struct Runs {
+    rates: Vec<f64>,
+    latency: Histogram<u64>,
+    cpu: CpuTally,
+}
+
+impl Runs {
+    fn new() -> Self {
+        Self {
+            rates: Vec::new(),
+            latency: new_histogram(),
+            cpu: CpuTally::default(),
+        }
+    }
+
+    /// Makes `run` and adds it, with the CPU time it took here and on the server that
+    /// `baseline` reads.
+    async fn add(&mut self, baseline: &Arc<dyn Baseline>, run: impl Future<Output = Run>) {
+        let before = CpuReading::now(baseline).await;
+        let run = run.await;
+        self.cpu
+            .add(before, CpuReading::now(baseline).await, run.cycles);
+        self.rates.push(run.rate);
+        self.latency
+            .add(&run.latency)
+            .expect("same histogram bounds");
+    }
+
+    /// The side these runs make: their median throughput.
+    fn side(self) -> Side {
+        Side {
+            cycles_per_second: median(self.rates),
+            latency: Percentiles::of(&self.latency),
+            cpu_us_per_cycle: self.cpu.per_cycle(),
+        }
+    }
+}
+
 /// Spawns `in_flight` tasks that cycle until the deadline; the run they made.
 async fn run_tasks<F, Fut>(in_flight: usize, run_for: Duration, task: F) -> Run
 where
     F: Fn(usize, Instant) -> Fut,
-    Fut: std::future::Future<Output = (u64, Histogram<u64>)> + Send + 'static,
+    Fut: Future<Output = (u64, Histogram<u64>)> + Send + 'static,
 {
     let started = Instant::now();
     let deadline = started + run_for;
