@@ -248,6 +248,24 @@ async fn a_subscription_outlives_its_waiters_briefly_then_goes() {
     holder.force_delete(&key).await.unwrap();
 }
 
+/// Waits (up to `within`) until the server at `raw` holds no waiting line: a waiter that
+/// gave up leaves its key's line in the background, with a script of its own.
+async fn wait_for_no_line(raw: &Client, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let keys = CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false);
+        let lines: Vec<String> = raw.custom(keys, vec!["verrou:line:*"]).await.unwrap();
+        if lines.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "a waiter that gave up is still in line: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// How many scripts the server at `raw` ran since its counts were reset.
 async fn scripts_run(raw: &Client) -> u64 {
     command_calls(raw)
@@ -280,6 +298,7 @@ async fn the_subscriber_looks_again_only_at_keys_waited_for() {
     }
     wait_in_vain(&store, &lingering, SETTLE).await;
     wait_for_subscriptions(&raw, &lingering, 1, PROMPT).await;
+    wait_for_no_line(&raw, PROMPT).await;
 
     // Only a lingering key: two looks again and a half, well within the linger.
     reset_command_calls(&raw).await;
