@@ -19,13 +19,14 @@ pub(crate) fn process_time() -> Option<Duration> {
     duration(usage.user_time())?.checked_add(duration(usage.system_time())?)
 }
 
-/// CPU time used between two readings, per cycle, in microseconds.
-pub(crate) fn micros_per_cycle(
-    before: Option<Duration>,
-    after: Option<Duration>,
-    cycles: u64,
-) -> Option<f64> {
-    let spent = after?.checked_sub(before?)?;
+/// CPU time used between two readings, unless one is unknown (or the second is earlier).
+pub(crate) fn between(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
+    after?.checked_sub(before?)
+}
+
+/// CPU time `spent` over `cycles`, per cycle, in microseconds.
+pub(crate) fn micros_per_cycle(spent: Option<Duration>, cycles: u64) -> Option<f64> {
+    let spent = spent?;
     (cycles > 0).then(|| spent.as_secs_f64() * 1e6 / cycles as f64)
 }
 
@@ -58,10 +59,10 @@ mod tests {
     #[test]
     fn time_per_cycle_needs_both_readings_and_a_cycle() {
         let (before, after) = (Some(Duration::from_secs(1)), Some(Duration::from_secs(3)));
-        assert_eq!(micros_per_cycle(before, after, 4), Some(500_000.0));
-        assert_eq!(micros_per_cycle(None, after, 4), None);
-        assert_eq!(micros_per_cycle(before, after, 0), None);
-        assert_eq!(micros_per_cycle(after, before, 4), None);
+        assert_eq!(micros_per_cycle(between(before, after), 4), Some(500_000.0));
+        assert_eq!(micros_per_cycle(between(None, after), 4), None);
+        assert_eq!(micros_per_cycle(between(before, after), 0), None);
+        assert_eq!(micros_per_cycle(between(after, before), 4), None);
     }
 
     #[test]

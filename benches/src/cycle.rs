@@ -69,9 +69,8 @@ impl Default for CpuTally {
 impl CpuTally {
     /// Adds a run of `cycles` between `before` and `after`.
     fn add(&mut self, before: CpuReading, after: CpuReading, cycles: u64) {
-        let spent = |before: Option<Duration>, after: Option<Duration>, sum: Option<Duration>| {
-            sum?.checked_add(after?.checked_sub(before?)?)
-        };
+        let spent =
+            |before, after, sum: Option<Duration>| sum?.checked_add(cpu::between(before, after)?);
         self.client = spent(before.client, after.client, self.client);
         self.server = spent(before.server, after.server, self.server);
         self.cycles += cycles;
@@ -79,9 +78,7 @@ impl CpuTally {
 
     /// The CPU time per cycle of the runs added.
     fn per_cycle(&self) -> CpuPerCycle {
-        let per_cycle = |spent: Option<Duration>| {
-            cpu::micros_per_cycle(Some(Duration::ZERO), spent, self.cycles)
-        };
+        let per_cycle = |spent| cpu::micros_per_cycle(spent, self.cycles);
         CpuPerCycle {
             client: per_cycle(self.client),
             server: per_cycle(self.server),

@@ -7,6 +7,7 @@ mod acl_support;
 mod stats_support;
 mod support;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,16 +98,32 @@ async fn release_channels(raw: &Client, key: &str) -> Vec<(String, i64)> {
 /// Polls until `key` has `expected` subscribed release channels with one subscriber each,
 /// for at most `within`.
 async fn wait_for_subscriptions(raw: &Client, key: &str, expected: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    poll_until(within, || async {
         let channels = release_channels(raw, key).await;
         if channels.len() == expected && channels.iter().all(|(_, count)| *count == 1) {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "expected {expected} subscribed release channel(s) for {key} within {within:?}, found {channels:?}"
-        );
+        ))
+    })
+    .await;
+}
+
+/// Asks `look` every 50 ms until it answers `Ok`; fails with its last complaint once
+/// `within` has passed.
+async fn poll_until<F, Fut>(within: Duration, look: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let complaint = match look().await {
+            Ok(()) => return,
+            Err(complaint) => complaint,
+        };
+        assert!(Instant::now() < deadline, "{complaint}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -251,19 +268,15 @@ async fn a_subscription_outlives_its_waiters_briefly_then_goes() {
 /// Waits (up to `within`) until the server at `raw` holds no waiting line: a waiter that
 /// gave up leaves its key's line in the background, with a script of its own.
 async fn wait_for_no_line(raw: &Client, within: Duration) {
-    let started = Instant::now();
-    loop {
+    poll_until(within, || async {
         let keys = CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false);
         let lines: Vec<String> = raw.custom(keys, vec!["verrou:line:*"]).await.unwrap();
         if lines.is_empty() {
-            return;
+            return Ok(());
         }
-        assert!(
-            started.elapsed() < within,
-            "a waiter that gave up is still in line: {lines:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("a waiter that gave up is still in line: {lines:?}"))
+    })
+    .await;
 }
 
 /// How many scripts the server at `raw` ran since its counts were reset.
