@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use deadpool_postgres::tokio_postgres::types::ToSql;
 use deadpool_postgres::tokio_postgres::Row;
-use deadpool_postgres::{Object, Pool};
-use tokio::time::{timeout_at, Instant};
+use deadpool_postgres::{Object, Pool, Timeouts};
+use tokio::time::timeout;
 use verrou_core::{Error, Result};
 
 use crate::pool::pool_failure;
@@ -18,6 +18,9 @@ use crate::unanswered::{Canceller, Unanswered};
 #[derive(Debug, Clone)]
 pub(crate) struct Runner {
     pool: Pool,
+    /// The pool's own timeouts for getting a connection, less a wait the command timeout
+    /// always cuts first (each is one more timer per statement).
+    gets: Timeouts,
     timeout: Duration,
     unanswered: Arc<Unanswered>,
 }
@@ -27,6 +30,7 @@ impl Runner {
     /// out with `canceller`.
     pub(crate) fn new(pool: Pool, timeout: Duration, canceller: Canceller) -> Self {
         Self {
+            gets: connection_gets(&pool, timeout),
             pool,
             timeout,
             unanswered: Arc::new(Unanswered::new(canceller, timeout)),
@@ -56,43 +60,53 @@ impl Runner {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        let deadline = Instant::now() + self.timeout;
-        let timed_out = || {
-            Error::storage(format!(
-                "PostgreSQL did not answer within the command timeout ({:?})",
-                self.timeout
-            ))
-        };
-        if let Some(ended) = key.and_then(|key| self.unanswered.of(key)) {
-            timeout_at(deadline, ended.cancelled())
-                .await
-                .map_err(|_| timed_out())?;
-        }
-        let connection = timeout_at(deadline, self.pool.get())
+        timeout(self.timeout, self.run(key, sql, params))
             .await
-            .map_err(|_| timed_out())?
+            .map_err(|_| {
+                Error::storage(format!(
+                    "PostgreSQL did not answer within the command timeout ({:?})",
+                    self.timeout
+                ))
+            })?
+    }
+
+    /// [`Runner::query_opt`] without the timer. From the moment it has a connection, the
+    /// statement counts as sent: if this future is dropped before the answer came
+    /// (preparing is a statement too), the connection is kept until the server has ended it.
+    async fn run(
+        &self,
+        key: Option<&str>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        if let Some(ended) = key.and_then(|key| self.unanswered.of(key)) {
+            ended.cancelled().await;
+        }
+        let connection = self
+            .pool
+            .timeout_get(&self.gets)
+            .await
             .map_err(|error| Error::storage(pool_failure(error)))?;
-        let prepared = timeout_at(deadline, connection.prepare_cached(sql)).await;
-        let Ok(statement) = prepared else {
-            // Not run yet, but not to be reused while it may still be preparing it.
-            drop(Object::take(connection));
-            return Err(timed_out());
-        };
-        let statement = statement.map_err(Error::storage)?;
         let mut sent = Sent {
             unanswered: &self.unanswered,
             key,
             connection: Some(connection),
         };
-        let answer = timeout_at(deadline, sent.connection().query_opt(&statement, params)).await;
-        match answer {
-            Ok(answer) => {
-                sent.answered();
-                answer.map_err(Error::storage)
-            }
-            Err(_) => Err(timed_out()),
-        }
+        let answer = match sent.connection().prepare_cached(sql).await {
+            Ok(statement) => sent.connection().query_opt(&statement, params).await,
+            Err(error) => Err(error),
+        };
+        sent.answered();
+        answer.map_err(Error::storage)
     }
+}
+
+/// The timeouts `pool` gets its connections with, without the wait for a free one unless it
+/// is shorter than `timeout`.
+fn connection_gets(pool: &Pool, timeout: Duration) -> Timeouts {
+    let mut timeouts = pool.timeouts();
+    timeouts.wait = timeouts.wait.filter(|wait| *wait < timeout);
+    timeouts
 }
 
 /// A statement on its way on `connection`: unless its answer came, the connection is kept

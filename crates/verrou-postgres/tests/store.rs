@@ -556,6 +556,42 @@ async fn an_unanswered_operation_fails_after_the_command_timeout() {
     assert!(store.exists("k").await.expect("exists"));
 }
 
+/// While every pooled connection is busy, an operation waits for one up to the pool timeout
+/// when that is the shorter bound, and up to the command timeout otherwise; then it works
+/// again as soon as a connection is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_for_a_busy_pool_ends_at_the_shorter_of_its_two_bounds() {
+    let table = unique("busy_pool");
+    let (short, long) = (Duration::from_millis(200), Duration::from_secs(30));
+    for (pool_timeout, command_timeout, says) in [
+        (short, long, "waiting for a slot"),
+        (long, short, "command timeout"),
+    ] {
+        let store = PostgresStore::connect({
+            let mut config = config(&table);
+            config.pool_size = 1;
+            config.pool_timeout = Some(pool_timeout);
+            config.command_timeout = command_timeout;
+            config
+        })
+        .await
+        .expect("store");
+        let busy = store.pool().get().await.expect("the only connection");
+        let started = Instant::now();
+        let error = store.exists("k").await.expect_err("no free connection");
+        let waited = started.elapsed();
+        assert!(matches!(error, Error::Storage { .. }), "{error:?}");
+        let chain = chain(&error);
+        assert!(chain.contains(says), "{chain}");
+        assert!(
+            waited >= short && waited < Duration::from_secs(5),
+            "gave up after {waited:?}"
+        );
+        drop(busy);
+        assert!(!store.exists("k").await.expect("a free connection again"));
+    }
+}
+
 /// A take the server keeps waiting past the command timeout (here: for a row lock another
 /// session holds) fails, and the lock gives the grant it may have made back; that release
 /// waits until the server has ended the take, so the take can never commit a lock nobody
