@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::duration::{IntoTtl, Ttl};
-use crate::lock::{Lock, LockContext, LockKind};
-use crate::owner::new_owner_token;
+use crate::lock::{KeyAndOwner, Lock, LockContext, LockKind};
 use crate::retry::{Retry, RetryPolicy};
 use crate::serialized::IntoSerializedLock;
 use crate::store::{LockStore, Share};
@@ -82,14 +81,14 @@ impl LockFactory {
 
     /// A new lock on `key` that expires [`DEFAULT_TTL`] (30 s) after it is acquired, with a
     /// fresh owner token. An empty key is [`Error::InvalidKey`](crate::Error::InvalidKey).
-    pub fn create_lock(&self, key: impl Into<String>) -> Result<Lock> {
+    pub fn create_lock(&self, key: impl AsRef<str>) -> Result<Lock> {
         self.create_lock_with_ttl(key, DEFAULT_TTL)
     }
 
     /// A new lock on `key` with its own TTL: `"10s"`, `"1h30m"`, a [`Duration`], a number of
     /// milliseconds, or [`Ttl::Never`].
-    pub fn create_lock_with_ttl(&self, key: impl Into<String>, ttl: impl IntoTtl) -> Result<Lock> {
-        self.create(key.into(), LockKind::Exclusive, ttl)
+    pub fn create_lock_with_ttl(&self, key: impl AsRef<str>, ttl: impl IntoTtl) -> Result<Lock> {
+        self.create(key.as_ref(), LockKind::Exclusive, ttl)
     }
 
     /// A permit of the semaphore `key`, which lets at most `limit` holders in at once, each
@@ -106,14 +105,14 @@ impl LockFactory {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn create_semaphore(&self, key: impl Into<String>, limit: u32) -> Result<Lock> {
+    pub fn create_semaphore(&self, key: impl AsRef<str>, limit: u32) -> Result<Lock> {
         self.create_semaphore_with_ttl(key, limit, DEFAULT_TTL)
     }
 
     /// Like [`create_semaphore`](Self::create_semaphore), with the permit's own TTL.
     pub fn create_semaphore_with_ttl(
         &self,
-        key: impl Into<String>,
+        key: impl AsRef<str>,
         limit: u32,
         ttl: impl IntoTtl,
     ) -> Result<Lock> {
@@ -123,7 +122,7 @@ impl LockFactory {
             ));
         }
         let kind = LockKind::Shared(Share::Permit { limit });
-        self.create(key.into(), kind, ttl)
+        self.create(key.as_ref(), kind, ttl)
     }
 
     /// The read-write lock `key`: many readers or one writer, each hold expiring after
@@ -138,30 +137,31 @@ impl LockFactory {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn create_rw_lock(&self, key: impl Into<String>) -> Result<RwLock> {
+    pub fn create_rw_lock(&self, key: impl AsRef<str>) -> Result<RwLock> {
         self.create_rw_lock_with_ttl(key, DEFAULT_TTL)
     }
 
     /// Like [`create_rw_lock`](Self::create_rw_lock), with the holds' own TTL.
     pub fn create_rw_lock_with_ttl(
         &self,
-        key: impl Into<String>,
+        key: impl AsRef<str>,
         ttl: impl IntoTtl,
     ) -> Result<RwLock> {
-        let key = key.into();
-        crate::key::validate(&key, self.context.store.as_ref())?;
+        let key = key.as_ref();
+        crate::key::validate(key, self.context.store.as_ref())?;
         Ok(RwLock {
             factory: self.clone(),
-            key,
+            key: key.to_owned(),
             ttl: ttl.into_ttl()?,
         })
     }
 
     /// A lock of `kind` on `key`, with a fresh owner token.
-    fn create(&self, key: String, kind: LockKind, ttl: impl IntoTtl) -> Result<Lock> {
-        crate::key::validate(&key, self.context.store.as_ref())?;
+    fn create(&self, key: &str, kind: LockKind, ttl: impl IntoTtl) -> Result<Lock> {
+        crate::key::validate(key, self.context.store.as_ref())?;
         let ttl: Ttl = ttl.into_ttl()?;
-        Ok(Lock::new(key, kind, new_owner_token(), ttl, &self.context))
+        let key_and_owner = KeyAndOwner::with_new_owner(key);
+        Ok(Lock::new(key_and_owner, kind, ttl, &self.context))
     }
 
     /// A lock serialized by [`Lock::serialize`] (here or in another process, in Rust or in
@@ -206,7 +206,7 @@ impl RwLock {
 
     fn handle(&self, share: Share) -> Result<Lock> {
         self.factory
-            .create(self.key.clone(), LockKind::Shared(share), self.ttl)
+            .create(&self.key, LockKind::Shared(share), self.ttl)
     }
 }
 

@@ -2,19 +2,31 @@
 
 use rand::RngExt;
 
-/// A new owner token: 128 bits from the thread-local CSPRNG (ChaCha, seeded and periodically
-/// reseeded from the operating system), as 32 lowercase hex digits.
+/// How long a new owner token is: 32 hex digits.
+pub(crate) const OWNER_TOKEN_LEN: usize = 32;
+
+/// Appends a new owner token to `text`: 128 bits from the thread-local CSPRNG (ChaCha,
+/// seeded and periodically reseeded from the operating system), as
+/// [`OWNER_TOKEN_LEN`] lowercase hex digits.
 ///
 /// Whoever knows a lock's owner token can release it, so treat it as a secret.
-pub(crate) fn new_owner_token() -> String {
+pub(crate) fn push_new_owner_token(text: &mut String) {
     let bits: u128 = rand::rng().random();
-    let mut digits = [0u8; 32];
+    let mut digits = [0u8; OWNER_TOKEN_LEN];
     for (pair, byte) in digits.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
         pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
-    // One allocation and one 32-byte check, where pushing char by char checked capacity and
-    // encoded UTF-8 32 times.
-    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
+    // One 32-byte check, where pushing char by char checked capacity and encoded UTF-8 32
+    // times.
+    text.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
+}
+
+/// A new owner token on its own (see [`push_new_owner_token`]).
+#[cfg(any(test, feature = "test-suite"))]
+pub(crate) fn new_owner_token() -> String {
+    let mut token = String::with_capacity(OWNER_TOKEN_LEN);
+    push_new_owner_token(&mut token);
+    token
 }
 
 /// The two lowercase hex digits of every byte: one load per byte instead of two lookups.

@@ -174,11 +174,11 @@ impl Turn {
                     let release = lock.store_release();
                     let released =
                         lock.telemetry
-                            .store_call(Operation::Release, &lock.key, release);
+                            .store_call(Operation::Release, lock.key(), release);
                     match released.await {
                         Ok(outcome) => {
                             if outcome != OwnerCheck::NotOwner {
-                                tracing::debug!(key = %lock.key, "gave back a grant nobody used");
+                                tracing::debug!(key = %lock.key(), "gave back a grant nobody used");
                             }
                             self.unsettled = Unsettled::Nothing;
                         }
@@ -204,7 +204,7 @@ impl Drop for Turn {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                tracing::debug!(key = %self.lock.key, "settling a take nobody waits for, in the background");
+                tracing::debug!(key = %self.lock.key(), "settling a take nobody waits for, in the background");
                 let turn = Turn {
                     lock: Arc::clone(&self.lock),
                     unsettled: std::mem::take(&mut self.unsettled),
@@ -215,7 +215,7 @@ impl Drop for Turn {
                 runtime.spawn(settle_in_background(turn));
             }
             Err(_) => {
-                tracing::debug!(key = %self.lock.key, "no Tokio runtime to settle a take on: the lock's next take will");
+                tracing::debug!(key = %self.lock.key(), "no Tokio runtime to settle a take on: the lock's next take will");
                 self.leave_for_next_take();
             }
         }
@@ -268,7 +268,7 @@ pub(crate) async fn take(
         let save = sending.store_take(lease);
         sending
             .telemetry
-            .store_call(Operation::Take, &sending.key, save)
+            .store_call(Operation::Take, sending.key(), save)
             .await
     }));
     let Unsettled::Answer(answer) = &mut turn.unsettled else {
@@ -337,7 +337,7 @@ pub(crate) fn leave_line_later(lock: &Arc<LockInner>) {
         let turn = Turn::wait_for(&lock).await;
         if lock.takes.leave_pending.swap(false, Ordering::AcqRel) {
             if let Err(error) = lock.store_leave_line().await {
-                tracing::debug!(key = %lock.key, %error, "could not leave the waiting line; the place lapses with its lease");
+                tracing::debug!(key = %lock.key(), %error, "could not leave the waiting line; the place lapses with its lease");
             }
         }
         drop(turn);
@@ -391,10 +391,10 @@ async fn settle_in_background(mut turn: Turn) {
         match turn.settle(None).await {
             Ok(()) => return,
             Err(error) if started.elapsed() < patience => {
-                tracing::debug!(key = %lock.key, %error, "giving back a grant failed; retrying");
+                tracing::debug!(key = %lock.key(), %error, "giving back a grant failed; retrying");
             }
             Err(error) => {
-                tracing::warn!(key = %lock.key, %error, "could not give back a grant nobody uses: it stays until it expires or the lock takes again");
+                tracing::warn!(key = %lock.key(), %error, "could not give back a grant nobody uses: it stays until it expires or the lock takes again");
                 turn.give_back_turn();
                 return;
             }

@@ -78,25 +78,25 @@ impl Verrou {
     }
 
     /// A new lock on the default store, expiring 30 s after it is acquired.
-    pub fn create_lock(&self, key: impl Into<String>) -> Result<Lock> {
+    pub fn create_lock(&self, key: impl AsRef<str>) -> Result<Lock> {
         self.default_store().create_lock(key)
     }
 
     /// A new lock on the default store with its own TTL.
-    pub fn create_lock_with_ttl(&self, key: impl Into<String>, ttl: impl IntoTtl) -> Result<Lock> {
+    pub fn create_lock_with_ttl(&self, key: impl AsRef<str>, ttl: impl IntoTtl) -> Result<Lock> {
         self.default_store().create_lock_with_ttl(key, ttl)
     }
 
     /// A permit of the semaphore `key` (at most `limit` holders) on the default store; see
     /// [`LockFactory::create_semaphore`].
-    pub fn create_semaphore(&self, key: impl Into<String>, limit: u32) -> Result<Lock> {
+    pub fn create_semaphore(&self, key: impl AsRef<str>, limit: u32) -> Result<Lock> {
         self.default_store().create_semaphore(key, limit)
     }
 
     /// A permit of the semaphore `key` on the default store with its own TTL.
     pub fn create_semaphore_with_ttl(
         &self,
-        key: impl Into<String>,
+        key: impl AsRef<str>,
         limit: u32,
         ttl: impl IntoTtl,
     ) -> Result<Lock> {
@@ -105,14 +105,14 @@ impl Verrou {
     }
 
     /// The read-write lock `key` on the default store; see [`LockFactory::create_rw_lock`].
-    pub fn create_rw_lock(&self, key: impl Into<String>) -> Result<RwLock> {
+    pub fn create_rw_lock(&self, key: impl AsRef<str>) -> Result<RwLock> {
         self.default_store().create_rw_lock(key)
     }
 
     /// The read-write lock `key` on the default store, its holds with their own TTL.
     pub fn create_rw_lock_with_ttl(
         &self,
-        key: impl Into<String>,
+        key: impl AsRef<str>,
         ttl: impl IntoTtl,
     ) -> Result<RwLock> {
         self.default_store().create_rw_lock_with_ttl(key, ttl)

@@ -51,7 +51,7 @@ impl Lock {
         let inner = &self.inner;
         tracing::debug_span!(
             "verrou.acquire",
-            key = %inner.key,
+            key = %inner.key(),
             store = inner.telemetry.store(),
             outcome = tracing::field::Empty,
         )
@@ -90,7 +90,7 @@ impl Lock {
     /// Logs an `acquire_immediately` that got the lock.
     fn acquired_at_once(&self, acquired: bool) {
         if acquired {
-            tracing::debug!(key = %self.inner.key, wait = ?Duration::ZERO, "lock acquired");
+            tracing::debug!(key = %self.inner.key(), wait = ?Duration::ZERO, "lock acquired");
         }
     }
 
@@ -112,7 +112,7 @@ impl Lock {
             .and_then(|timeout| clock::after(started, timeout));
         let lease = waiting::lease_for(policy.delay);
         let waiters = inner.store_waiters();
-        let mut seen = waiters.map_or(0, |waiters| waiters.generation(&inner.key));
+        let mut seen = waiters.map_or(0, |waiters| waiters.generation(inner.key()));
         let mut ticket: Option<Ticket<'_>> = None;
         let mut in_line = InLine::new(inner);
         // When the next attempt that counts is due: one retry delay after the last.
@@ -126,7 +126,7 @@ impl Lock {
             in_line.entered();
             if self.try_acquire(Some(lease)).await? {
                 in_line.left();
-                tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made + 1, "lock acquired");
+                tracing::debug!(key = %inner.key(), wait = ?started.elapsed(), attempts = attempts_made + 1, "lock acquired");
                 return Ok(true);
             }
             if counts {
@@ -137,7 +137,7 @@ impl Lock {
             let time_left =
                 deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
             if out_of_attempts || time_left == Some(Duration::ZERO) {
-                tracing::debug!(key = %inner.key, wait = ?started.elapsed(), attempts = attempts_made, "gave up acquiring lock");
+                tracing::debug!(key = %inner.key(), wait = ?started.elapsed(), attempts = attempts_made, "gave up acquiring lock");
                 return Ok(false);
             }
             let until_due = due.saturating_duration_since(Instant::now());
@@ -145,7 +145,7 @@ impl Lock {
             match waiters {
                 Some(waiters) => {
                     let ticket = ticket.get_or_insert_with(|| {
-                        waiters.join(&inner.key, inner.waiter(), std::mem::take(&mut seen))
+                        waiters.join(inner.key(), inner.waiter(), std::mem::take(&mut seen))
                     });
                     ticket.wait(pause).await;
                 }
@@ -172,7 +172,7 @@ impl Lock {
         if verdict != Some(Verdict::Adopted) {
             return false;
         }
-        tracing::trace!(key = %inner.key, owner = %inner.owner, "owner took lock");
+        tracing::trace!(key = %inner.key(), owner = %inner.owner(), "owner took lock");
         true
     }
 }

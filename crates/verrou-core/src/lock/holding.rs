@@ -108,7 +108,7 @@ impl Lock {
                 Verdict::Adopted
             }
             None => {
-                tracing::debug!(key = %self.inner.key, round_trip = ?arrived.saturating_duration_since(sent), "grant arrived after its TTL ran out; giving it back");
+                tracing::debug!(key = %self.inner.key(), round_trip = ?arrived.saturating_duration_since(sent), "grant arrived after its TTL ran out; giving it back");
                 Verdict::Unusable
             }
         }

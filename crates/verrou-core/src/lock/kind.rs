@@ -21,7 +21,7 @@ pub enum LockKind {
 impl LockInner {
     /// Takes the key (in its line, with a place of `lease`, if given).
     pub(crate) async fn store_take(&self, lease: Option<Duration>) -> Result<Acquisition> {
-        let (key, owner, ttl) = (&self.key, &self.owner, self.ttl.as_duration());
+        let (key, owner, ttl) = (self.key(), self.owner(), self.ttl.as_duration());
         let place = lease.map(|lease| Place {
             waiter: self.waiter(),
             lease,
@@ -45,8 +45,8 @@ impl LockInner {
     ) -> Result<Acquisition> {
         let ttl = self.ttl.as_duration();
         self.telemetry
-            .store_call_now(Operation::Take, &self.key, || {
-                store.save_now(&self.key, &self.owner, ttl, now)
+            .store_call_now(Operation::Take, self.key(), || {
+                store.save_now(self.key(), self.owner(), ttl, now)
             })
     }
 
@@ -56,8 +56,8 @@ impl LockInner {
         let store = self.immediate()?;
         Some(
             self.telemetry
-                .store_call_now(Operation::Release, &self.key, || {
-                    store.delete_now(&self.key, &self.owner)
+                .store_call_now(Operation::Release, self.key(), || {
+                    store.delete_now(self.key(), self.owner())
                 }),
         )
     }
@@ -73,18 +73,22 @@ impl LockInner {
     /// Gives the key back, owner-checked.
     pub(crate) async fn store_release(&self) -> Result<OwnerCheck> {
         match self.kind {
-            LockKind::Exclusive => self.store.delete(&self.key, &self.owner).await,
-            LockKind::Shared(share) => self.store.delete_share(&self.key, &self.owner, share).await,
+            LockKind::Exclusive => self.store.delete(self.key(), self.owner()).await,
+            LockKind::Shared(share) => {
+                self.store
+                    .delete_share(self.key(), self.owner(), share)
+                    .await
+            }
         }
     }
 
     /// Gives the key back whoever holds it (every share of it).
     pub(crate) async fn store_force_release(&self) -> Result<()> {
         match self.kind {
-            LockKind::Exclusive => self.store.force_delete(&self.key).await,
+            LockKind::Exclusive => self.store.force_delete(self.key()).await,
             LockKind::Shared(share) => {
                 self.store
-                    .force_delete_shares(&self.key, share.family())
+                    .force_delete_shares(self.key(), share.family())
                     .await
             }
         }
@@ -93,10 +97,10 @@ impl LockInner {
     /// Makes the hold expire `ttl` from now, owner-checked.
     pub(crate) async fn store_extend(&self, ttl: Duration) -> Result<OwnerCheck> {
         match self.kind {
-            LockKind::Exclusive => self.store.extend(&self.key, &self.owner, ttl).await,
+            LockKind::Exclusive => self.store.extend(self.key(), self.owner(), ttl).await,
             LockKind::Shared(share) => {
                 self.store
-                    .extend_share(&self.key, &self.owner, ttl, share)
+                    .extend_share(self.key(), self.owner(), ttl, share)
                     .await
             }
         }
@@ -105,18 +109,18 @@ impl LockInner {
     /// How many hold what this lock would hold: 0 or 1 for a plain lock.
     pub(crate) async fn store_holders(&self) -> Result<u32> {
         match self.kind {
-            LockKind::Exclusive => Ok(u32::from(self.store.exists(&self.key).await?)),
-            LockKind::Shared(share) => self.store.count_shares(&self.key, share).await,
+            LockKind::Exclusive => Ok(u32::from(self.store.exists(self.key()).await?)),
+            LockKind::Shared(share) => self.store.count_shares(self.key(), share).await,
         }
     }
 
     /// Leaves the key's waiting line.
     pub(crate) async fn store_leave_line(&self) -> Result<()> {
         match self.kind {
-            LockKind::Exclusive => self.store.leave_line(&self.key, self.waiter()).await,
+            LockKind::Exclusive => self.store.leave_line(self.key(), self.waiter()).await,
             LockKind::Shared(share) => {
                 self.store
-                    .leave_share_line(&self.key, share.family(), self.waiter())
+                    .leave_share_line(self.key(), share.family(), self.waiter())
                     .await
             }
         }

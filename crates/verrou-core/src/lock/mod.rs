@@ -5,8 +5,11 @@
 
 mod acquire;
 mod holding;
+mod key_and_owner;
 mod kind;
 mod run;
+
+pub(crate) use key_and_owner::KeyAndOwner;
 
 pub use kind::LockKind;
 
@@ -48,9 +51,8 @@ pub struct Lock {
 }
 
 pub(crate) struct LockInner {
-    pub(crate) key: String,
+    key_and_owner: KeyAndOwner,
     pub(crate) kind: LockKind,
-    pub(crate) owner: String,
     pub(crate) ttl: Ttl,
     retry: RetryPolicy,
     pub(crate) store: Arc<dyn LockStore>,
@@ -73,17 +75,15 @@ pub(crate) struct LockContext {
 
 impl Lock {
     pub(crate) fn new(
-        key: String,
+        key_and_owner: KeyAndOwner,
         kind: LockKind,
-        owner: String,
         ttl: Ttl,
         context: &LockContext,
     ) -> Self {
         Self {
             inner: Arc::new(LockInner {
-                key,
+                key_and_owner,
                 kind,
-                owner,
                 ttl,
                 retry: context.retry,
                 store: Arc::clone(&context.store),
@@ -139,20 +139,21 @@ impl Lock {
             }
             _ => Holding::NotHeld,
         };
-        let lock = Self::new(serialized.key, kind, serialized.owner, ttl, context);
+        let key_and_owner = KeyAndOwner::new(&serialized.key, &serialized.owner);
+        let lock = Self::new(key_and_owner, kind, ttl, context);
         lock.set_holding(holding);
         Ok(lock)
     }
 
     /// The lock's key.
     pub fn key(&self) -> &str {
-        &self.inner.key
+        self.inner.key()
     }
 
     /// The owner token (a secret: whoever has it can release the lock). Same as the
     /// reference's `getOwner()`.
     pub fn owner(&self) -> &str {
-        &self.inner.owner
+        self.inner.owner()
     }
 
     /// The lock's TTL.
@@ -169,7 +170,7 @@ impl Lock {
             None => {
                 inner
                     .telemetry
-                    .store_call(Operation::Release, &inner.key, inner.store_release())
+                    .store_call(Operation::Release, inner.key(), inner.store_release())
                     .await?
             }
         };
@@ -180,7 +181,7 @@ impl Lock {
         }
         match outcome {
             OwnerCheck::Applied => {
-                tracing::debug!(key = %inner.key, "lock released");
+                tracing::debug!(key = %inner.key(), "lock released");
                 Ok(())
             }
             OwnerCheck::NotOwner => Err(self.not_owned()),
@@ -206,12 +207,12 @@ impl Lock {
             .telemetry
             .store_call(
                 Operation::ForceRelease,
-                &inner.key,
+                inner.key(),
                 inner.store_force_release(),
             )
             .await?;
         self.set_holding(Holding::NotHeld);
-        tracing::debug!(key = %self.inner.key, "lock force-released");
+        tracing::debug!(key = %self.inner.key(), "lock force-released");
         Ok(())
     }
 
@@ -227,7 +228,7 @@ impl Lock {
         let inner = &self.inner;
         inner
             .telemetry
-            .store_call(Operation::Check, &inner.key, inner.store_holders())
+            .store_call(Operation::Check, inner.key(), inner.store_holders())
             .await
     }
 
@@ -241,7 +242,7 @@ impl Lock {
             }
             _ => Err(Error::InvalidArgument(format!(
                 "`{}` is not a semaphore permit: available() counts a semaphore's free permits",
-                self.inner.key
+                self.inner.key()
             ))),
         }
     }
@@ -259,7 +260,7 @@ impl Lock {
             Ttl::After(ttl) => self.extend_for(ttl).await,
             Ttl::Never => Err(Error::InvalidArgument(format!(
                 "lock `{}` has no TTL: give extend_by a duration",
-                self.inner.key
+                self.inner.key()
             ))),
         }
     }
@@ -281,7 +282,7 @@ impl Lock {
         let requested_at = Instant::now();
         let extended = inner
             .telemetry
-            .store_call(Operation::Extend, &inner.key, inner.store_extend(ttl))
+            .store_call(Operation::Extend, inner.key(), inner.store_extend(ttl))
             .await;
         let applied = extended
             .as_ref()
@@ -313,7 +314,7 @@ impl Lock {
                         _ => Holding::NotHeld,
                     };
                 drop(state);
-                tracing::debug!(key = %inner.key, ttl = ?ttl, "lock extended");
+                tracing::debug!(key = %inner.key(), ttl = ?ttl, "lock extended");
                 Ok(())
             }
             OwnerCheck::NotOwner => {
@@ -367,8 +368,8 @@ impl Lock {
         SerializedLock {
             kind,
             limit,
-            key: self.inner.key.clone(),
-            owner: self.inner.owner.clone(),
+            key: self.inner.key().to_owned(),
+            owner: self.inner.owner().to_owned(),
             ttl: self.inner.ttl.as_duration().map(clock::millis_ceil),
             expiration_time,
             fencing_token,
@@ -390,7 +391,7 @@ impl Lock {
 
     fn not_owned(&self) -> Error {
         Error::NotOwned {
-            key: self.inner.key.clone(),
+            key: self.inner.key().to_owned(),
         }
     }
 
@@ -414,7 +415,7 @@ impl fmt::Debug for Lock {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("Lock")
-            .field("key", &self.inner.key)
+            .field("key", &self.inner.key())
             .field("owner", &"<redacted>")
             .field("ttl", &self.inner.ttl)
             .field("remaining_time", &self.remaining_time())
@@ -423,6 +424,16 @@ impl fmt::Debug for Lock {
 }
 
 impl LockInner {
+    /// The lock's key.
+    pub(crate) fn key(&self) -> &str {
+        self.key_and_owner.key()
+    }
+
+    /// The lock's owner token.
+    pub(crate) fn owner(&self) -> &str {
+        self.key_and_owner.owner()
+    }
+
     /// This lock's waiter id: 64 random bits in hex. Public (it is not a capability), unique
     /// enough to name one waiter among those of a key.
     pub(crate) fn waiter(&self) -> &str {
