@@ -82,7 +82,7 @@ pub use error::{BoxError, Error, Result};
 pub use factory::{LockFactory, RwLock, DEFAULT_TTL};
 pub use guard::LockGuard;
 pub use key::MAX_KEY_LEN;
-pub use lock::{Lock, LockKind};
+pub use lock::{KeyAndOwner, Lock, LockKind};
 pub use loss::LossSignal;
 pub use retry::{Retry, DEFAULT_RETRY_DELAY};
 pub use serialized::{IntoSerializedLock, SerializedKind, SerializedLock};

@@ -10,7 +10,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use crate::expiry::{Deadline, ExpiryQueue};
 use crate::line::{Hashed, Lines};
 use crate::shares::Shares;
-use verrou_core::{Family, HANDOVER_WINDOW};
+use verrou_core::{Family, KeyAndOwner, HANDOVER_WINDOW};
 
 /// The locks and waiting lines of some keys.
 #[derive(Debug)]
@@ -27,9 +27,7 @@ pub(crate) struct Shard {
 /// A held lock.
 #[derive(Debug)]
 struct Entry {
-    /// The key then the owner, in one allocation.
-    text: Box<str>,
-    key_len: usize,
+    held: KeyAndOwner,
     /// The key's hash, with the store's hasher.
     hash: u64,
     expires_at: Option<Instant>,
@@ -40,12 +38,8 @@ struct Entry {
 
 impl Entry {
     fn new(hashed: Hashed<'_>, owner: &str, expires_at: Option<Instant>, generation: u64) -> Self {
-        let mut text = String::with_capacity(hashed.key.len() + owner.len());
-        text.push_str(hashed.key);
-        text.push_str(owner);
         Self {
-            text: text.into_boxed_str(),
-            key_len: hashed.key.len(),
+            held: KeyAndOwner::new(hashed.key, owner),
             hash: hashed.hash,
             expires_at,
             generation,
@@ -53,11 +47,11 @@ impl Entry {
     }
 
     fn key(&self) -> &str {
-        self.text.get(..self.key_len).unwrap_or_default()
+        self.held.key()
     }
 
     fn owner(&self) -> &str {
-        self.text.get(self.key_len..).unwrap_or_default()
+        self.held.owner()
     }
 
     /// The deadline of this hold, if it expires.

@@ -1,10 +1,13 @@
-//! A lock's key and owner token, in one allocation: the common pattern makes a lock per
-//! acquisition, and on the memory store every allocation of the cycle shows.
+//! A key and an owner token in one allocation: each lock keeps its own so (the common
+//! pattern makes a lock per acquisition), and the memory store keeps each hold so; on that
+//! store every allocation of the cycle shows.
 
 use crate::owner::{push_new_owner_token, OWNER_TOKEN_LEN};
 
-/// A lock's key followed by its owner token, in one string.
-pub(crate) struct KeyAndOwner {
+/// A key and the owner token of its holder, in one allocation (the key, then the token):
+/// how a lock keeps them, and how a store may keep a hold. Its `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyAndOwner {
     text: Box<str>,
     /// Where the key ends and the owner token starts.
     key_len: usize,
@@ -19,8 +22,8 @@ impl KeyAndOwner {
         Self::from_text(text, key.len())
     }
 
-    /// `key` with `owner`, a restored lock's.
-    pub(crate) fn new(key: &str, owner: &str) -> Self {
+    /// `key` held by `owner`.
+    pub fn new(key: &str, owner: &str) -> Self {
         let mut text = String::with_capacity(key.len() + owner.len());
         text.push_str(key);
         text.push_str(owner);
@@ -34,14 +37,24 @@ impl KeyAndOwner {
         }
     }
 
-    /// The lock's key.
-    pub(crate) fn key(&self) -> &str {
+    /// The key.
+    pub fn key(&self) -> &str {
         self.text.get(..self.key_len).unwrap_or_default()
     }
 
-    /// The lock's owner token.
-    pub(crate) fn owner(&self) -> &str {
+    /// The owner token.
+    pub fn owner(&self) -> &str {
         self.text.get(self.key_len..).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for KeyAndOwner {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KeyAndOwner")
+            .field("key", &self.key())
+            .field("owner", &"<redacted>")
+            .finish()
     }
 }
 
@@ -61,5 +74,6 @@ mod tests {
         assert!(made.owner().chars().all(|c| c.is_ascii_hexdigit()));
         let other = KeyAndOwner::with_new_owner("k\u{e9}y");
         assert_ne!(made.owner(), other.owner());
+        assert!(!format!("{made:?}").contains(made.owner()));
     }
 }

@@ -9,7 +9,7 @@ mod key_and_owner;
 mod kind;
 mod run;
 
-pub(crate) use key_and_owner::KeyAndOwner;
+pub use key_and_owner::KeyAndOwner;
 
 pub use kind::LockKind;
 
