@@ -32,7 +32,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Clone)]
 pub struct LockFactory {
-    context: LockContext,
+    context: Arc<LockContext>,
 }
 
 impl LockFactory {
@@ -45,18 +45,19 @@ impl LockFactory {
     /// A factory on a store that is already shared.
     pub fn from_shared(store: Arc<dyn LockStore>) -> Self {
         Self {
-            context: LockContext {
+            context: Arc::new(LockContext {
                 store,
                 retry: RetryPolicy::default(),
                 telemetry: Telemetry::default(),
-            },
+            }),
         }
     }
 
     /// This factory with the retry options that `retry` sets; its locks use them unless a
     /// call overrides them.
     pub fn with_retry(mut self, retry: Retry) -> Result<Self> {
-        self.context.retry = self.context.retry.overridden_by(&retry)?;
+        let retry = self.context.retry.overridden_by(&retry)?;
+        Arc::make_mut(&mut self.context).retry = retry;
         Ok(self)
     }
 
@@ -65,7 +66,7 @@ impl LockFactory {
     /// [`Verrou`](https://docs.rs/verrou) manager names each factory after its store;
     /// otherwise it is `default`.
     pub fn with_name(mut self, name: &str) -> Self {
-        self.context.telemetry = Telemetry::named(name);
+        Arc::make_mut(&mut self.context).telemetry = Telemetry::named(name);
         self
     }
 

@@ -15,7 +15,8 @@
 //! cannot overtake it, and no take is sent while a release for an earlier grant may still be
 //! sent, so that release can never remove the next grant.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -49,14 +50,19 @@ impl Unsettled {
     }
 }
 
+/// [`Takes::turn`]: some task has the turn.
+const TAKEN: u8 = 1;
+/// [`Takes::turn`]: some task waits for the turn, to be told when it is given back.
+const WANTED: u8 = 2;
+
 /// One lock's turn and what its last turn left, shared by the lock's clones. Taking and
 /// giving back the turn is an atomic flag and, only when someone waits, a notification: no
 /// lock on the way of a plain take.
 #[derive(Default)]
 pub(crate) struct Takes {
-    /// Set while some task has the turn.
-    busy: AtomicBool,
-    /// Signalled when the turn is given back.
+    /// [`TAKEN`] while some task has the turn, with [`WANTED`] if others wait for it.
+    turn: AtomicU8,
+    /// Signalled when the turn is given back and it was [`WANTED`].
     idle: Notify,
     /// Whether `left` holds something (read without its mutex).
     anything_left: AtomicBool,
@@ -71,9 +77,10 @@ pub(crate) struct Takes {
 
 /// The right to talk to the store about one lock's grants, with what is unsettled. Given
 /// back when dropped; dropped with something unsettled, it settles it on a background task
-/// first.
-struct Turn {
-    lock: Arc<LockInner>,
+/// first. It borrows the lock while the task that took it has it (no reference count to
+/// move on the way of a take), and owns a reference when a background task settles for it.
+struct Turn<'lock> {
+    lock: Cow<'lock, Arc<LockInner>>,
     unsettled: Unsettled,
     /// False once handed to a background task (which gives the turn back itself).
     owned: bool,
@@ -82,9 +89,9 @@ struct Turn {
     in_background: bool,
 }
 
-impl Turn {
+impl<'lock> Turn<'lock> {
     /// Waits for `lock`'s turn.
-    async fn wait_for(lock: &Arc<LockInner>) -> Turn {
+    async fn wait_for(lock: &'lock Arc<LockInner>) -> Turn<'lock> {
         let takes = &lock.takes;
         loop {
             if let Some(turn) = Self::try_take(lock) {
@@ -92,7 +99,9 @@ impl Turn {
             }
             let idle = takes.idle.notified();
             tokio::pin!(idle);
+            // Listening before saying so: a give-back that sees `WANTED` wakes this task.
             idle.as_mut().enable();
+            takes.turn.fetch_or(WANTED, Ordering::AcqRel);
             if let Some(turn) = Self::try_take(lock) {
                 return turn;
             }
@@ -100,23 +109,36 @@ impl Turn {
         }
     }
 
-    fn try_take(lock: &Arc<LockInner>) -> Option<Turn> {
+    fn try_take(lock: &'lock Arc<LockInner>) -> Option<Turn<'lock>> {
         let takes = &lock.takes;
-        takes
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        let unsettled = if takes.anything_left.swap(false, Ordering::Acquire) {
+        if takes.turn.fetch_or(TAKEN, Ordering::Acquire) & TAKEN != 0 {
+            return None;
+        }
+        let anything_left = takes.anything_left.load(Ordering::Acquire)
+            && takes.anything_left.swap(false, Ordering::Acquire);
+        let unsettled = if anything_left {
             std::mem::take(&mut *takes.left.lock().unwrap_or_else(PoisonError::into_inner))
         } else {
             Unsettled::Nothing
         };
         Some(Turn {
-            lock: Arc::clone(lock),
+            lock: Cow::Borrowed(lock),
             unsettled,
             owned: true,
             in_background: false,
         })
+    }
+
+    /// This turn, owning a reference to its lock (for a background task).
+    fn into_owned(mut self) -> Turn<'static> {
+        let turn = Turn {
+            lock: Cow::Owned(Arc::clone(&self.lock)),
+            unsettled: std::mem::take(&mut self.unsettled),
+            owned: self.owned,
+            in_background: self.in_background,
+        };
+        self.owned = false;
+        turn
     }
 
     /// Gives the turn back, leaving what is unsettled for the next one.
@@ -128,8 +150,10 @@ impl Turn {
             takes.anything_left.store(true, Ordering::Release);
         }
         self.owned = false;
-        takes.busy.store(false, Ordering::Release);
-        takes.idle.notify_one();
+        if takes.turn.swap(0, Ordering::AcqRel) & WANTED != 0 {
+            // Every waiter tries again; those that lose say `WANTED` again.
+            takes.idle.notify_waiters();
+        }
     }
 
     /// Gives the turn back with what is unsettled left for the lock's next take. A take
@@ -173,7 +197,7 @@ impl Turn {
                     }
                     let release = lock.store_release();
                     let released =
-                        lock.telemetry
+                        lock.telemetry()
                             .store_call(Operation::Release, lock.key(), release);
                     match released.await {
                         Ok(outcome) => {
@@ -193,7 +217,7 @@ impl Turn {
     }
 }
 
-impl Drop for Turn {
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
         if !self.owned {
             return;
@@ -206,7 +230,7 @@ impl Drop for Turn {
             Ok(runtime) => {
                 tracing::debug!(key = %self.lock.key(), "settling a take nobody waits for, in the background");
                 let turn = Turn {
-                    lock: Arc::clone(&self.lock),
+                    lock: Cow::Owned(Arc::clone(&self.lock)),
                     unsettled: std::mem::take(&mut self.unsettled),
                     owned: true,
                     in_background: true,
@@ -267,7 +291,7 @@ pub(crate) async fn take(
     turn.unsettled = Unsettled::Answer(Box::pin(async move {
         let save = sending.store_take(lease);
         sending
-            .telemetry
+            .telemetry()
             .store_call(Operation::Take, sending.key(), save)
             .await
     }));
@@ -305,7 +329,7 @@ pub(crate) fn take_now(
 /// What `judge` makes of the store's `answer` to a take in `turn`; a grant nobody will use,
 /// or a take that may have been applied before it failed, is left to be given back.
 fn adopt(
-    turn: &mut Turn,
+    turn: &mut Turn<'_>,
     answer: Result<Acquisition>,
     judge: impl FnOnce(&Acquisition, Timing) -> Verdict,
     timing: Timing,
@@ -371,7 +395,7 @@ pub(crate) fn give_back_later(lock: &Arc<LockInner>) {
             return;
         }
         turn.in_background = true;
-        settle_in_background(turn).await;
+        settle_in_background(turn.into_owned()).await;
     });
 }
 
@@ -379,7 +403,7 @@ pub(crate) fn give_back_later(lock: &Arc<LockInner>) {
 /// the turn is given back, so that a take of the lock may settle it instead — until the
 /// grant has expired on its own or [`GIVE_BACK_PATIENCE`] has passed; the lock's next take
 /// settles what is left.
-async fn settle_in_background(mut turn: Turn) {
+async fn settle_in_background(mut turn: Turn<'static>) {
     let started = Instant::now();
     let lock = Arc::clone(&turn.lock);
     let patience = lock
@@ -402,7 +426,7 @@ async fn settle_in_background(mut turn: Turn) {
         turn.give_back_turn();
         drop(turn);
         tokio::time::sleep(backoff.next_pause()).await;
-        turn = Turn::wait_for(&lock).await;
+        turn = Turn::wait_for(&lock).await.into_owned();
         turn.in_background = true;
         if turn.unsettled.is_nothing() {
             // A take of the lock settled it meanwhile.

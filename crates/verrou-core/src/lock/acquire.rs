@@ -20,7 +20,7 @@ impl Lock {
     /// `Ok(true)` once acquired, `Ok(false)` when the policy gives up (attempts or timeout
     /// exhausted); `Err` only for store failures.
     pub async fn acquire(&self) -> Result<bool> {
-        self.observed_acquire(self.acquire_by(self.inner.retry))
+        self.observed_acquire(self.acquire_by(self.inner.retry()))
             .await
     }
 
@@ -34,14 +34,14 @@ impl Lock {
     /// # let _ = acquired; Ok(()) }
     /// ```
     pub async fn acquire_with(&self, retry: Retry) -> Result<bool> {
-        let policy = self.inner.retry.overridden_by(&retry)?;
+        let policy = self.inner.retry().overridden_by(&retry)?;
         self.observed_acquire(self.acquire_by(policy)).await
     }
 
     /// Runs `acquire` in a `verrou.acquire` span, counted in the metrics.
     async fn observed_acquire(&self, acquire: impl Future<Output = Result<bool>>) -> Result<bool> {
         let span = self.acquire_span();
-        let waiting = self.inner.telemetry.waiting();
+        let waiting = self.inner.telemetry().waiting();
         let acquired = acquire.instrument(span.clone()).await;
         observed(&span, waiting, acquired)
     }
@@ -52,7 +52,7 @@ impl Lock {
         tracing::debug_span!(
             "verrou.acquire",
             key = %inner.key(),
-            store = inner.telemetry.store(),
+            store = inner.telemetry().store(),
             outcome = tracing::field::Empty,
         )
     }
@@ -75,7 +75,7 @@ impl Lock {
     fn acquire_now(&self) -> Option<Result<bool>> {
         let store = self.inner.immediate()?;
         let span = self.acquire_span();
-        let waiting = self.inner.telemetry.waiting();
+        let waiting = self.inner.telemetry().waiting();
         let acquired = span.in_scope(|| {
             let verdict = take::take_now(&self.inner, store, |answer, timing| {
                 self.judge(answer, timing)
@@ -167,7 +167,7 @@ impl Lock {
     fn took(&self, verdict: Option<Verdict>) -> bool {
         let inner = &self.inner;
         if verdict.is_none() {
-            inner.telemetry.take_refused();
+            inner.telemetry().take_refused();
         }
         if verdict != Some(Verdict::Adopted) {
             return false;

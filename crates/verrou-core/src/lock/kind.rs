@@ -28,11 +28,11 @@ impl LockInner {
         });
         match (self.kind, place) {
             (LockKind::Exclusive, Some(place)) => {
-                self.store.save_in_line(key, owner, ttl, place).await
+                self.store().save_in_line(key, owner, ttl, place).await
             }
-            (LockKind::Exclusive, None) => self.store.save(key, owner, ttl).await,
+            (LockKind::Exclusive, None) => self.store().save(key, owner, ttl).await,
             (LockKind::Shared(share), place) => {
-                self.store.save_share(key, owner, ttl, share, place).await
+                self.store().save_share(key, owner, ttl, share, place).await
             }
         }
     }
@@ -44,7 +44,7 @@ impl LockInner {
         now: Instant,
     ) -> Result<Acquisition> {
         let ttl = self.ttl.as_duration();
-        self.telemetry
+        self.telemetry()
             .store_call_now(Operation::Take, self.key(), || {
                 store.save_now(self.key(), self.owner(), ttl, now)
             })
@@ -55,7 +55,7 @@ impl LockInner {
     pub(crate) fn store_release_now(&self) -> Option<Result<OwnerCheck>> {
         let store = self.immediate()?;
         Some(
-            self.telemetry
+            self.telemetry()
                 .store_call_now(Operation::Release, self.key(), || {
                     store.delete_now(self.key(), self.owner())
                 }),
@@ -65,7 +65,7 @@ impl LockInner {
     /// The store's operations that answer without I/O, for a plain lock.
     pub(crate) fn immediate(&self) -> Option<&dyn ImmediateStore> {
         match self.kind {
-            LockKind::Exclusive => self.store.immediate(),
+            LockKind::Exclusive => self.store().immediate(),
             LockKind::Shared(_) => None,
         }
     }
@@ -73,9 +73,9 @@ impl LockInner {
     /// Gives the key back, owner-checked.
     pub(crate) async fn store_release(&self) -> Result<OwnerCheck> {
         match self.kind {
-            LockKind::Exclusive => self.store.delete(self.key(), self.owner()).await,
+            LockKind::Exclusive => self.store().delete(self.key(), self.owner()).await,
             LockKind::Shared(share) => {
-                self.store
+                self.store()
                     .delete_share(self.key(), self.owner(), share)
                     .await
             }
@@ -85,9 +85,9 @@ impl LockInner {
     /// Gives the key back whoever holds it (every share of it).
     pub(crate) async fn store_force_release(&self) -> Result<()> {
         match self.kind {
-            LockKind::Exclusive => self.store.force_delete(self.key()).await,
+            LockKind::Exclusive => self.store().force_delete(self.key()).await,
             LockKind::Shared(share) => {
-                self.store
+                self.store()
                     .force_delete_shares(self.key(), share.family())
                     .await
             }
@@ -97,9 +97,9 @@ impl LockInner {
     /// Makes the hold expire `ttl` from now, owner-checked.
     pub(crate) async fn store_extend(&self, ttl: Duration) -> Result<OwnerCheck> {
         match self.kind {
-            LockKind::Exclusive => self.store.extend(self.key(), self.owner(), ttl).await,
+            LockKind::Exclusive => self.store().extend(self.key(), self.owner(), ttl).await,
             LockKind::Shared(share) => {
-                self.store
+                self.store()
                     .extend_share(self.key(), self.owner(), ttl, share)
                     .await
             }
@@ -109,17 +109,17 @@ impl LockInner {
     /// How many hold what this lock would hold: 0 or 1 for a plain lock.
     pub(crate) async fn store_holders(&self) -> Result<u32> {
         match self.kind {
-            LockKind::Exclusive => Ok(u32::from(self.store.exists(self.key()).await?)),
-            LockKind::Shared(share) => self.store.count_shares(self.key(), share).await,
+            LockKind::Exclusive => Ok(u32::from(self.store().exists(self.key()).await?)),
+            LockKind::Shared(share) => self.store().count_shares(self.key(), share).await,
         }
     }
 
     /// Leaves the key's waiting line.
     pub(crate) async fn store_leave_line(&self) -> Result<()> {
         match self.kind {
-            LockKind::Exclusive => self.store.leave_line(self.key(), self.waiter()).await,
+            LockKind::Exclusive => self.store().leave_line(self.key(), self.waiter()).await,
             LockKind::Shared(share) => {
-                self.store
+                self.store()
                     .leave_share_line(self.key(), share.family(), self.waiter())
                     .await
             }
@@ -132,6 +132,6 @@ impl LockInner {
             LockKind::Exclusive => None,
             LockKind::Shared(share) => Some(share.family()),
         };
-        Some(self.store.boards()?.of(family))
+        Some(self.store().boards()?.of(family))
     }
 }

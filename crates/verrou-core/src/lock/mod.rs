@@ -54,12 +54,12 @@ pub(crate) struct LockInner {
     key_and_owner: KeyAndOwner,
     pub(crate) kind: LockKind,
     pub(crate) ttl: Ttl,
-    retry: RetryPolicy,
-    pub(crate) store: Arc<dyn LockStore>,
+    /// The factory's store, retry policy and telemetry, shared by all its locks (one
+    /// reference count to move per lock made and dropped).
+    pub(crate) context: Arc<LockContext>,
     /// This lock's public id in its key's waiting line (see [`crate::waiting`]), made when
     /// it first waits.
     waiter: OnceLock<String>,
-    pub(crate) telemetry: Telemetry,
     /// What this lock's takes may have left on the store (see [`crate::take`]).
     pub(crate) takes: Takes,
     state: Mutex<Holding>,
@@ -78,17 +78,15 @@ impl Lock {
         key_and_owner: KeyAndOwner,
         kind: LockKind,
         ttl: Ttl,
-        context: &LockContext,
+        context: &Arc<LockContext>,
     ) -> Self {
         Self {
             inner: Arc::new(LockInner {
                 key_and_owner,
                 kind,
                 ttl,
-                retry: context.retry,
-                store: Arc::clone(&context.store),
+                context: Arc::clone(context),
                 waiter: OnceLock::new(),
-                telemetry: context.telemetry.clone(),
                 takes: Takes::default(),
                 state: Mutex::new(Holding::NotHeld),
             }),
@@ -99,7 +97,7 @@ impl Lock {
     ///
     /// A lock with a TTL is held when it carries an expiration time; a lock without TTL
     /// (whose expiration time is always `null`) is held when it carries a fencing token.
-    pub(crate) fn restored(serialized: SerializedLock, context: &LockContext) -> Result<Self> {
+    pub(crate) fn restored(serialized: SerializedLock, context: &Arc<LockContext>) -> Result<Self> {
         crate::key::validate(&serialized.key, context.store.as_ref())?;
         let invalid = |reason: &str| Error::InvalidSerializedLock {
             reason: reason.to_owned(),
@@ -169,7 +167,7 @@ impl Lock {
             Some(outcome) => outcome?,
             None => {
                 inner
-                    .telemetry
+                    .telemetry()
                     .store_call(Operation::Release, inner.key(), inner.store_release())
                     .await?
             }
@@ -177,7 +175,7 @@ impl Lock {
         let held = std::mem::replace(&mut *self.state(), Holding::NotHeld);
         if let Holding::Held { since, .. } = held {
             let released = outcome != OwnerCheck::NotOwner;
-            inner.telemetry.hold_ended(released, since);
+            inner.telemetry().hold_ended(released, since);
         }
         match outcome {
             OwnerCheck::Applied => {
@@ -195,7 +193,7 @@ impl Lock {
         let held = std::mem::replace(&mut *self.state(), Holding::NotHeld);
         if let Holding::Held { since, expiry, .. } = held {
             let unexpired = expiry.is_none_or(|expiry| expiry.at > Instant::now());
-            self.inner.telemetry.hold_ended(unexpired, since);
+            self.inner.telemetry().hold_ended(unexpired, since);
         }
         take::give_back_later(&self.inner);
     }
@@ -204,7 +202,7 @@ impl Lock {
     pub async fn force_release(&self) -> Result<()> {
         let inner = &self.inner;
         inner
-            .telemetry
+            .telemetry()
             .store_call(
                 Operation::ForceRelease,
                 inner.key(),
@@ -227,7 +225,7 @@ impl Lock {
     pub async fn holders(&self) -> Result<u32> {
         let inner = &self.inner;
         inner
-            .telemetry
+            .telemetry()
             .store_call(Operation::Check, inner.key(), inner.store_holders())
             .await
     }
@@ -281,14 +279,14 @@ impl Lock {
         let inner = &self.inner;
         let requested_at = Instant::now();
         let extended = inner
-            .telemetry
+            .telemetry()
             .store_call(Operation::Extend, inner.key(), inner.store_extend(ttl))
             .await;
         let applied = extended
             .as_ref()
             .ok()
             .map(|outcome| *outcome != OwnerCheck::NotOwner);
-        inner.telemetry.renewal(applied);
+        inner.telemetry().renewal(applied);
         match extended? {
             OwnerCheck::Applied => {
                 // An extension that arrives after its own TTL ran out leaves nothing to hold.
@@ -386,7 +384,7 @@ impl Lock {
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
-        &self.inner.telemetry
+        self.inner.telemetry()
     }
 
     fn not_owned(&self) -> Error {
@@ -424,6 +422,21 @@ impl fmt::Debug for Lock {
 }
 
 impl LockInner {
+    /// The lock's store.
+    pub(crate) fn store(&self) -> &Arc<dyn LockStore> {
+        &self.context.store
+    }
+
+    /// The lock's telemetry.
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.context.telemetry
+    }
+
+    /// The lock's retry policy.
+    pub(crate) fn retry(&self) -> RetryPolicy {
+        self.context.retry
+    }
+
     /// The lock's key.
     pub(crate) fn key(&self) -> &str {
         self.key_and_owner.key()
