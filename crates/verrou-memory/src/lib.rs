@@ -19,5 +19,6 @@ mod line;
 mod shard;
 mod shares;
 mod store;
+mod tokens;
 
 pub use store::MemoryStore;

@@ -1,6 +1,5 @@
 //! One shard of the store: the locks and lines of the keys that hash to it, under one mutex.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use crate::expiry::{Deadline, ExpiryQueue};
 use crate::line::{Hashed, Lines};
 use crate::shares::Shares;
+use crate::tokens::Tokens;
 use verrou_core::{Family, KeyAndOwner, HANDOVER_WINDOW};
 
 /// The locks and waiting lines of some keys.
@@ -22,6 +22,7 @@ pub(crate) struct Shard {
     expiry: ExpiryQueue<u64>,
     semaphores: Shares,
     rw_locks: Shares,
+    tokens: Tokens,
 }
 
 /// A held lock.
@@ -32,7 +33,7 @@ struct Entry {
     hash: u64,
     expires_at: Option<Instant>,
     /// Tells this hold's deadline in the expiry queue from older ones of the key (unique in
-    /// the store: it is the hold's fencing token, or the extension's).
+    /// the shard: it is the hold's fencing token, or the extension's).
     generation: u64,
 }
 
@@ -92,14 +93,15 @@ impl Waiting<'_> {
 
 impl Shard {
     /// An empty shard whose maps hash with `hasher` (the store's, so a key's hash is
-    /// computed once).
-    pub(crate) fn new(hasher: &DefaultHashBuilder) -> Self {
+    /// computed once), whose first fencing token is `first_token`.
+    pub(crate) fn new(hasher: &DefaultHashBuilder, first_token: u64) -> Self {
         Self {
             entries: HashTable::new(),
             lines: Lines::new(hasher),
             expiry: ExpiryQueue::default(),
             semaphores: Shares::new(hasher),
             rw_locks: Shares::new(hasher),
+            tokens: Tokens::starting_at(first_token),
         }
     }
 
@@ -117,10 +119,16 @@ impl Shard {
 
     /// The semaphores or the read-write locks.
     pub(crate) fn shares(&mut self, family: Family) -> &mut Shares {
-        match family {
+        self.shares_and_tokens(family).0
+    }
+
+    /// The semaphores or the read-write locks, with the shard's fencing tokens.
+    pub(crate) fn shares_and_tokens(&mut self, family: Family) -> (&mut Shares, &mut Tokens) {
+        let shares = match family {
             Family::RwLock => &mut self.rw_locks,
             Family::Semaphore | _ => &mut self.semaphores,
-        }
+        };
+        (shares, &mut self.tokens)
     }
 
     /// Drops the locks and shares whose deadline is at or before `now`.
@@ -138,7 +146,7 @@ impl Shard {
     }
 
     /// Takes `key` (whose hash is `hash`) for `owner` if it is free and no live waiter is
-    /// ahead of `waiting`; returns the fencing token, drawn from `tokens`. When busy, keeps
+    /// ahead of `waiting`; returns the fencing token. When busy, keeps
     /// the waiter's place; when busy only because of the line, hands the key over to the
     /// front waiter unless it was handed the key already (see
     /// [`Lines::hand_over_unless_handed`]), for the [`HANDOVER_WINDOW`].
@@ -149,12 +157,11 @@ impl Shard {
         ttl: Option<Duration>,
         waiting: Option<Waiting<'_>>,
         now: Instant,
-        tokens: &AtomicU64,
     ) -> Taken {
         let waiter = waiting.map(|waiting| waiting.waiter);
         let mut handed = None;
         if self.lines.lets(hashed, waiter, now) {
-            if let Some(token) = self.insert(hashed, owner, ttl, now, tokens) {
+            if let Some(token) = self.insert(hashed, owner, ttl, now) {
                 if let Some(waiter) = waiter {
                     self.lines.remove(hashed, waiter);
                 }
@@ -179,7 +186,6 @@ impl Shard {
         owner: &str,
         ttl: Option<Duration>,
         now: Instant,
-        tokens: &AtomicU64,
     ) -> Option<u64> {
         let slot = self.entries.entry(
             hashed.hash,
@@ -189,7 +195,7 @@ impl Shard {
         let Slot::Vacant(vacant) = slot else {
             return None;
         };
-        let token = tokens.fetch_add(1, Ordering::Relaxed);
+        let token = self.tokens.issue();
         let expires_at = ttl.map(|ttl| now.checked_add(ttl).unwrap_or(now));
         let entry = vacant.insert(Entry::new(hashed, owner, expires_at, token));
         if let Some(deadline) = entry.get().deadline() {
@@ -205,7 +211,6 @@ impl Shard {
         owner: &str,
         ttl: Duration,
         now: Instant,
-        tokens: &AtomicU64,
     ) -> bool {
         let Some(entry) = self
             .entries
@@ -217,7 +222,7 @@ impl Shard {
             return false;
         }
         entry.expires_at = Some(now.checked_add(ttl).unwrap_or(now));
-        entry.generation = tokens.fetch_add(1, Ordering::Relaxed);
+        entry.generation = self.tokens.issue();
         if let Some(deadline) = entry.deadline() {
             self.expire_at(deadline);
         }

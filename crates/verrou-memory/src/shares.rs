@@ -1,6 +1,5 @@
 //! Semaphores and read-write locks of one shard: the holders of each key, and its line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use verrou_core::Share;
 use crate::expiry::{Deadline, ExpiryQueue};
 use crate::line::{Hashed, Lines};
 use crate::shard::{Taken, Waiting};
+use crate::tokens::Tokens;
 
 /// The keys of one family (semaphores, or read-write locks) in one shard.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl Shares {
         key: Hashed<'_>,
         request: Request<'_>,
         now: Instant,
-        tokens: &AtomicU64,
+        tokens: &mut Tokens,
         window: Duration,
     ) -> Taken {
         let waiter = request.waiting.map(|waiting| waiting.waiter);
@@ -87,7 +87,7 @@ impl Shares {
             if let Some(waiter) = waiter {
                 self.lines.remove(key, waiter);
             }
-            return Taken::Renewed(tokens.fetch_add(1, Ordering::Relaxed));
+            return Taken::Renewed(tokens.issue());
         }
         let line_lets = self.lines.lets(key, waiter, now);
         let room = self.has_room(key, request.share);
@@ -111,7 +111,7 @@ impl Shares {
             if let Some(waiter) = waiter {
                 self.lines.remove(key, waiter);
             }
-            return Taken::Granted(tokens.fetch_add(1, Ordering::Relaxed));
+            return Taken::Granted(tokens.issue());
         }
         // A permit that fits the taker fits the front (or it asks once in vain); a reader or
         // writer at the front fits a key nobody holds.

@@ -1,7 +1,6 @@
 //! [`MemoryStore`]: locks in maps guarded by mutexes, one per shard of keys.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,10 +28,11 @@ const SHARDS: usize = 64;
 /// waiters, as it happens (nothing else announces an expiry, so the store watches the
 /// deadlines of those keys: a waiter gets the key within milliseconds of it, whatever its
 /// retry delay). Expiry uses the monotonic clock.
-/// Fencing tokens come from one counter for the whole store, so they grow for every key.
-/// The counter starts at the wall clock's nanoseconds since the Unix epoch, so tokens also
-/// keep growing across restarts of the process (as long as the wall clock does not run
-/// backwards and the store issued fewer than one token per nanosecond of its life).
+/// Fencing tokens come from one counter per shard (as the Redis store has one per hash
+/// slot), so they grow for every key. Each counter starts at the wall clock's nanoseconds
+/// since the Unix epoch, so tokens also keep growing across restarts of the process (as
+/// long as the wall clock does not run backwards and a shard issued fewer than one token
+/// per nanosecond of its life).
 /// Expired entries never block anyone and never pile up: every operation first drops the
 /// entries whose deadline has passed.
 ///
@@ -46,9 +46,6 @@ pub struct MemoryStore {
 pub(crate) struct Inner {
     hasher: DefaultHashBuilder,
     shards: Box<[Mutex<Shard>]>,
-    /// The next fencing token (and hold generation): starts at the wall clock in
-    /// nanoseconds (at least 1, so every token is positive).
-    tokens: AtomicU64,
     /// The boards of the locks, the semaphores and the read-write locks.
     pub(crate) boards: Boards,
 }
@@ -57,14 +54,14 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         let hasher = DefaultHashBuilder::default();
+        let first_token = epoch_nanos_now();
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(Shard::new(&hasher)))
+            .map(|_| Mutex::new(Shard::new(&hasher, first_token)))
             .collect();
         Self {
             inner: Arc::new_cyclic(|inner| Inner {
                 hasher,
                 shards,
-                tokens: AtomicU64::new(epoch_nanos_now().max(1)),
                 boards: Boards::new(|family| Feed::new(Weak::clone(inner), family)),
             }),
         }
@@ -196,7 +193,7 @@ impl LockStore for MemoryStore {
         let ttl = ttl.into_duration()?;
         let inner = &self.inner;
         let extended = inner.with_shard(key, |shard, hashed, now| {
-            shard.extend(hashed, owner, ttl, now, &inner.tokens)
+            shard.extend(hashed, owner, ttl, now)
         });
         Ok(if extended {
             OwnerCheck::Applied
@@ -229,8 +226,8 @@ impl LockStore for MemoryStore {
             }),
         };
         let (acquisition, handed) = inner.with_shard(key, |shard, hashed, now| {
-            let shares = shard.shares(share.family());
-            match shares.take(hashed, request, now, &inner.tokens, HANDOVER_WINDOW) {
+            let (shares, tokens) = shard.shares_and_tokens(share.family());
+            match shares.take(hashed, request, now, tokens, HANDOVER_WINDOW) {
                 Taken::Granted(token) => (
                     Acquisition::Granted(Grant::with_fencing_token(token)),
                     shares.hand_over_after_grant(hashed, share, now, HANDOVER_WINDOW),
@@ -359,7 +356,7 @@ impl MemoryStore {
         let ttl = ttl.map(IntoDuration::into_duration).transpose()?;
         let inner = &self.inner;
         let taken = inner.with_shard_at(key, now, |shard, hashed, now| {
-            shard.take(hashed, owner, ttl, waiting, now, &inner.tokens)
+            shard.take(hashed, owner, ttl, waiting, now)
         });
         Ok(match taken {
             Taken::Granted(token) => Acquisition::Granted(Grant::with_fencing_token(token)),
