@@ -3,8 +3,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use fred::clients::Client;
+use fred::clients::{Client, WithOptions};
 use fred::interfaces::ClientLike;
+use fred::prelude::Options;
 
 use crate::supervise::Seat;
 
@@ -34,17 +35,28 @@ impl Connection {
     /// The client for the next command: the only one, or else the next connected one, round
     /// robin (the next one if none is connected).
     pub(crate) fn client(&self) -> Client {
+        self.next_seat().client()
+    }
+
+    /// The client for the next command (see [`client`](Self::client)), with `options` for
+    /// its commands.
+    pub(crate) fn with_options(&self, options: &Options) -> WithOptions<Client> {
+        self.next_seat().with_options(options)
+    }
+
+    /// The seat of the next command's client.
+    fn next_seat(&self) -> &Seat {
         // One client (the default): nothing to choose, and no counter shared by every
         // operation to bump.
         if let [seat] = self.seats.as_slice() {
-            return seat.client();
+            return seat;
         }
         let count = self.seats.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         (0..count)
-            .map(|offset| self.seats[(first + offset) % count].client())
-            .find(ClientLike::is_connected)
-            .unwrap_or_else(|| self.seats[first % count].client())
+            .map(|offset| &*self.seats[(first + offset) % count])
+            .find(|seat| seat.is_connected())
+            .unwrap_or(&self.seats[first % count])
     }
 
     /// Tells the clients the store should close to quit, on a task of the current Tokio

@@ -349,7 +349,7 @@ impl Task {
         let Some(boards) = self.boards.upgrade() else {
             return;
         };
-        let client = self.connection.client().with_options(&self.options);
+        let client = self.connection.with_options(&self.options);
         let asked = boards
             .waited_for(watched_keys)
             .into_iter()

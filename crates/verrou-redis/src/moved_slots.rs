@@ -67,7 +67,7 @@ async fn moved_since(subscriber: &Client, connection: &Connection, options: &Opt
     let Some(known) = subscriber.cached_cluster_state() else {
         return false;
     };
-    let client = connection.client().with_options(options);
+    let client = connection.with_options(options);
     let asked = client.cluster_slots::<Value>();
     let Ok(Ok(slots)) = tokio::time::timeout(CHECK_PERIOD, asked).await else {
         return false;

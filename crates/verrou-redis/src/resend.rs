@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use fred::clients::{Client, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::ClientLike;
 use fred::prelude::Options;
 use verrou_core::Backoff;
+
+use crate::connection::Connection;
 
 /// The first pause before a refused command is sent again.
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -33,11 +34,12 @@ const FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause before a refused command is sent again.
 const LONGEST_PAUSE: Duration = Duration::from_millis(200);
 
-/// Runs `command` through `client` with `options`, and again while Redis Cluster refuses it
-/// without running it, for at most `options.timeout` in all (each sending gets what is left
-/// of it). `command` gets the client with the options for one sending.
+/// Runs `command` through the next client of `connection` with `options`, and again while
+/// Redis Cluster refuses it without running it, for at most `options.timeout` in all (each
+/// sending gets what is left of it). `command` gets the client with the options for one
+/// sending.
 pub(crate) async fn while_refused<R, F, Fut>(
-    client: &Client,
+    connection: &Connection,
     options: &Options,
     command: F,
 ) -> Result<R, FredError>
@@ -49,7 +51,7 @@ where
     let mut sending = options.clone();
     let mut backoff = Backoff::new(FIRST_PAUSE, LONGEST_PAUSE);
     loop {
-        match command(client.with_options(&sending)).await {
+        match command(connection.with_options(&sending)).await {
             Err(error) if refused(&error) => {
                 let pause = backoff.next_pause();
                 // Sent again only if, after the pause, at least as long is left for it.

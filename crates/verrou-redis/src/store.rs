@@ -284,9 +284,9 @@ impl RedisStore {
     }
 
     /// The client for one operation (use it with the store's `command_options`).
-    fn client(&self) -> Client {
+    fn connection(&self) -> &Connection {
         self.supervisor();
-        self.connection.client()
+        &self.connection
     }
 
     /// Sends `command` (given the client, with the store's options) through the next
@@ -301,7 +301,7 @@ impl RedisStore {
         // READONLY answer makes it reconnect.
         let sentinel = self.sentinel();
         let options = sentinel::ready(sentinel, &self.command_options).await?;
-        let result = resend::while_refused(&self.client(), &options, command).await;
+        let result = resend::while_refused(self.connection(), &options, command).await;
         sentinel::check(sentinel, &result);
         result
     }

@@ -19,12 +19,14 @@
 //! and is left alone. Dropping the supervisor stops the watching.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fred::clients::Client;
+use arc_swap::ArcSwap;
+use fred::clients::{Client, WithOptions};
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, EventInterface};
+use fred::prelude::Options;
 use fred::types::ConnectHandle;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
@@ -39,10 +41,11 @@ const FIRST_PAUSE: Duration = Duration::from_millis(RECONNECT_MIN_DELAY_MS as u6
 const LONGEST_PAUSE: Duration = Duration::from_millis(RECONNECT_MAX_DELAY_MS as u64);
 
 /// The place of one client of the store: the client given or built at first, or the one
-/// that replaced it.
+/// that replaced it. Reading it moves no count shared by the threads that send commands
+/// (an `ArcSwap`, not a lock): every command of the store reads it.
 #[derive(Debug)]
 pub(crate) struct Seat {
-    client: RwLock<Client>,
+    client: ArcSwap<Client>,
     /// Whether the client is a replacement (the store's own, to close with the store).
     replaced: AtomicBool,
 }
@@ -51,17 +54,24 @@ impl Seat {
     /// A seat for `client`.
     pub(crate) fn new(client: Client) -> Arc<Self> {
         Arc::new(Self {
-            client: RwLock::new(client),
+            client: ArcSwap::from_pointee(client),
             replaced: AtomicBool::new(false),
         })
     }
 
     /// The client in the seat now.
     pub(crate) fn client(&self) -> Client {
-        self.client
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        Client::clone(&self.client.load())
+    }
+
+    /// The client in the seat now, with `options` for its commands.
+    pub(crate) fn with_options(&self, options: &Options) -> WithOptions<Client> {
+        self.client.load().with_options(options)
+    }
+
+    /// Whether the client in the seat now is connected.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client.load().is_connected()
     }
 
     /// Whether the client in the seat is a replacement.
@@ -70,7 +80,7 @@ impl Seat {
     }
 
     fn replace(&self, client: Client) {
-        *self.client.write().unwrap_or_else(PoisonError::into_inner) = client;
+        self.client.store(Arc::new(client));
         self.replaced.store(true, Ordering::SeqCst);
     }
 }
