@@ -131,6 +131,12 @@ impl<'lock> Turn<'lock> {
 
     /// This turn, owning a reference to its lock (for a background task).
     fn into_owned(mut self) -> Turn<'static> {
+        self.hand_off()
+    }
+
+    /// The turn and what is unsettled, moved to a turn that owns a reference to the lock;
+    /// this one no longer has the turn.
+    fn hand_off(&mut self) -> Turn<'static> {
         let turn = Turn {
             lock: Cow::Owned(Arc::clone(&self.lock)),
             unsettled: std::mem::take(&mut self.unsettled),
@@ -229,13 +235,8 @@ impl Drop for Turn<'_> {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 tracing::debug!(key = %self.lock.key(), "settling a take nobody waits for, in the background");
-                let turn = Turn {
-                    lock: Cow::Owned(Arc::clone(&self.lock)),
-                    unsettled: std::mem::take(&mut self.unsettled),
-                    owned: true,
-                    in_background: true,
-                };
-                self.owned = false;
+                let mut turn = self.hand_off();
+                turn.in_background = true;
                 runtime.spawn(settle_in_background(turn));
             }
             Err(_) => {

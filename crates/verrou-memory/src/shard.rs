@@ -146,10 +146,10 @@ impl Shard {
     }
 
     /// Takes `key` (whose hash is `hash`) for `owner` if it is free and no live waiter is
-    /// ahead of `waiting`; returns the fencing token. When busy, keeps
-    /// the waiter's place; when busy only because of the line, hands the key over to the
-    /// front waiter unless it was handed the key already (see
-    /// [`Lines::hand_over_unless_handed`]), for the [`HANDOVER_WINDOW`].
+    /// ahead of `waiting`; returns the fencing token. When busy, keeps the waiter's place;
+    /// when busy only because of the line, hands the key over to the front waiter unless it
+    /// was handed the key already (see [`Lines::hand_over_unless_handed`]), for the
+    /// [`HANDOVER_WINDOW`].
     pub(crate) fn take(
         &mut self,
         hashed: Hashed<'_>,

@@ -283,7 +283,8 @@ impl RedisStore {
         }
     }
 
-    /// The client for one operation (use it with the store's `command_options`).
+    /// The clients to send one operation through, watched by the supervisor (started at
+    /// the first operation).
     fn connection(&self) -> &Connection {
         self.supervisor();
         &self.connection

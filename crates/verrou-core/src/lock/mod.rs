@@ -56,7 +56,7 @@ pub(crate) struct LockInner {
     pub(crate) ttl: Ttl,
     /// The factory's store, retry policy and telemetry, shared by all its locks (one
     /// reference count to move per lock made and dropped).
-    pub(crate) context: Arc<LockContext>,
+    context: Arc<LockContext>,
     /// This lock's public id in its key's waiting line (see [`crate::waiting`]), made when
     /// it first waits.
     waiter: OnceLock<String>,
