@@ -15,7 +15,8 @@ impl Tokens {
         Self { next: first.max(1) }
     }
 
-    /// A new token, greater than every one issued before.
+    /// A new token, greater than every one issued before (the counter, starting near
+    /// 2^60 in this century, would wrap only after about 2^63 more tokens).
     pub(crate) fn issue(&mut self) -> u64 {
         let token = self.next;
         self.next = self.next.wrapping_add(1);
