@@ -24,6 +24,7 @@ macro_rules! line_tests {
             waiters_are_served_in_arrival_order,
             no_take_overtakes_a_waiter,
             a_release_wakes_the_front_waiter_alone,
+            a_release_wakes_the_front_waiter_alone_within_one_process,
             a_place_lapses_with_its_lease,
             a_woken_waiter_that_is_gone_delays_the_next_by_a_window,
             waiters_gone_in_a_row_delay_the_next_by_a_window_each,
@@ -110,41 +111,80 @@ case! {
     /// Four waiters on four store instances with an hour-long retry delay: each release
     /// hands the key to the next, and no waiter ever asks in vain after joining the line.
     a_release_wakes_the_front_waiter_alone(new_store) {
-        let key = unique_key("front-alone");
-        let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
-        assert!(holder.acquire().await.unwrap());
-        let mut probes = Vec::new();
-        let mut waiters = Vec::new();
-        for _ in 0..4 {
-            let probe = Arc::new(CountingStore::new(new_store().await));
-            probes.push(Arc::clone(&probe));
-            let factory = LockFactory::from_shared(probe)
-                .with_retry(Retry::new().delay(NEVER).timeout("30s"))
-                .unwrap();
-            let lock = factory.create_lock(&key).unwrap();
-            waiters.push(tokio::spawn(async move {
-                for _ in 0..5 {
-                    assert!(lock.acquire().await.unwrap());
-                    sleep(Duration::from_millis(2)).await;
-                    lock.release().await.unwrap();
-                }
-            }));
-        }
-        sleep(Duration::from_millis(100)).await;
-        holder.release().await.unwrap();
-        for waiter in waiters {
-            tokio::time::timeout(PROMPTLY * 10, waiter)
-                .await
-                .expect("the waiters take turns without polling")
-                .unwrap();
-        }
-        let in_vain: usize = probes
-            .iter()
-            .map(|probe| probe.in_vain.load(std::sync::atomic::Ordering::SeqCst))
-            .sum();
-        // A wake that races with a waiter's own take may cost one extra ask, rarely.
-        assert!(in_vain <= 2, "{in_vain} asks in vain for 20 turns");
+        waiters_take_turns_woken_alone(&new_store, Instances::OnePerWaiter).await;
     }
+}
+
+case! {
+    /// The same with the four waiters on one store instance (one process): its release
+    /// wakes the waiter it names, not every waiter of the key in the process.
+    a_release_wakes_the_front_waiter_alone_within_one_process(new_store) {
+        waiters_take_turns_woken_alone(&new_store, Instances::Shared).await;
+    }
+}
+
+/// Which store instances the waiters of [`waiters_take_turns_woken_alone`] use.
+enum Instances {
+    /// Each its own, as waiters in separate processes.
+    OnePerWaiter,
+    /// One for all, as waiters in one process.
+    Shared,
+}
+
+/// Four waiters with an hour-long retry delay take five turns each behind a holder: each
+/// release hands the key to the next waiter, which alone asks (at most two asks in vain in
+/// all, for a wake that races with a waiter's own take).
+async fn waiters_take_turns_woken_alone<F, Fut>(new_store: &F, instances: Instances)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn LockStore>>,
+{
+    let key = unique_key("front-alone");
+    let holder = LockFactory::from_shared(new_store().await)
+        .create_lock(&key)
+        .unwrap();
+    assert!(holder.acquire().await.unwrap());
+    let shared = match instances {
+        Instances::OnePerWaiter => None,
+        Instances::Shared => Some(Arc::new(CountingStore::new(new_store().await))),
+    };
+    let mut probes: Vec<Arc<CountingStore>> = shared.iter().cloned().collect();
+    let mut waiters = Vec::new();
+    for _ in 0..4 {
+        let probe = match &shared {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let own = Arc::new(CountingStore::new(new_store().await));
+                probes.push(Arc::clone(&own));
+                own
+            }
+        };
+        let factory = LockFactory::from_shared(probe)
+            .with_retry(Retry::new().delay(NEVER).timeout("30s"))
+            .unwrap();
+        let lock = factory.create_lock(&key).unwrap();
+        waiters.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                assert!(lock.acquire().await.unwrap());
+                sleep(Duration::from_millis(2)).await;
+                lock.release().await.unwrap();
+            }
+        }));
+    }
+    sleep(Duration::from_millis(100)).await;
+    holder.release().await.unwrap();
+    for waiter in waiters {
+        tokio::time::timeout(PROMPTLY * 10, waiter)
+            .await
+            .expect("the waiters take turns without polling")
+            .unwrap();
+    }
+    let in_vain: usize = probes
+        .iter()
+        .map(|probe| probe.in_vain.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    // A wake that races with a waiter's own take may cost one extra ask, rarely.
+    assert!(in_vain <= 2, "{in_vain} asks in vain for 20 turns");
 }
 
 case! {
@@ -281,18 +321,22 @@ case! {
 }
 
 case! {
-    /// A waiter that gives up (its timeout) leaves the line: the waiter behind it is woken by
-    /// the next release, not by its hour-long retry delay.
+    /// A waiter that gives up (its timeout) leaves the line at once: the waiter behind it is
+    /// woken by the next release, not by its hour-long retry delay.
     a_waiter_that_gives_up_leaves_the_line(new_store) {
         let key = unique_key("give-up");
         let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
         assert!(holder.acquire().await.unwrap());
-        let impatient = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
+        let probe = Arc::new(CountingStore::new(new_store().await));
+        let impatient = LockFactory::from_shared(Arc::clone(&probe) as Arc<dyn LockStore>)
+            .create_lock(&key)
+            .unwrap();
         let gave_up = tokio::spawn(async move {
             impatient.acquire_with(Retry::new().delay(NEVER).timeout("300ms")).await.unwrap()
         });
         sleep(Duration::from_millis(50)).await;
         assert!(!gave_up.await.unwrap(), "the impatient waiter gave up");
+        probe.left_a_line("the impatient waiter gave up").await;
         let patient = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
         woken_by_release(patient, &holder, "the waiter ahead gave up").await;
     }
@@ -300,18 +344,20 @@ case! {
 
 case! {
     /// A waiting `acquire` whose future is dropped (a `select!`, a cancelled task) leaves
-    /// the line too.
+    /// the line at once too.
     a_dropped_waiting_acquire_leaves_the_line(new_store) {
         let key = unique_key("dropped-waiter");
         let holder = LockFactory::from_shared(new_store().await).create_lock(&key).unwrap();
         assert!(holder.acquire().await.unwrap());
-        let dropped = LockFactory::from_shared(new_store().await)
+        let probe = Arc::new(CountingStore::new(new_store().await));
+        let dropped = LockFactory::from_shared(Arc::clone(&probe) as Arc<dyn LockStore>)
             .with_retry(Retry::new().delay(NEVER))
             .unwrap()
             .create_lock(&key)
             .unwrap();
         let cancelled = tokio::time::timeout(Duration::from_millis(200), dropped.acquire()).await;
         assert!(cancelled.is_err(), "the key is held: the acquire was still waiting");
+        probe.left_a_line("the waiting acquire was dropped").await;
         let patient = factory_with_delay(&new_store, NEVER).await.create_lock(&key).unwrap();
         woken_by_release(patient, &holder, "the waiter ahead was dropped").await;
     }

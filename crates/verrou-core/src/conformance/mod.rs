@@ -1024,6 +1024,8 @@ pub struct CountingStore {
     pub in_vain: AtomicUsize,
     /// `extend` calls.
     pub extends: AtomicUsize,
+    /// `leave_line` and `leave_share_line` calls the store answered without error.
+    pub leaves: AtomicUsize,
     /// The waiters whose last take was answered busy.
     queued: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -1037,6 +1039,7 @@ impl CountingStore {
             busy: AtomicUsize::new(0),
             in_vain: AtomicUsize::new(0),
             extends: AtomicUsize::new(0),
+            leaves: AtomicUsize::new(0),
             queued: std::sync::Mutex::default(),
         }
     }
@@ -1067,7 +1070,7 @@ impl LockStore for CountingStore {
     }
 
     async fn leave_line(&self, key: &str, waiter: &str) -> Result<()> {
-        self.inner.leave_line(key, waiter).await
+        self.counted_leave(self.inner.leave_line(key, waiter)).await
     }
 
     fn issues_fencing_tokens(&self) -> bool {
@@ -1115,7 +1118,8 @@ impl LockStore for CountingStore {
     }
 
     async fn leave_share_line(&self, key: &str, family: Family, waiter: &str) -> Result<()> {
-        self.inner.leave_share_line(key, family, waiter).await
+        self.counted_leave(self.inner.leave_share_line(key, family, waiter))
+            .await
     }
 
     fn name(&self) -> &'static str {
@@ -1170,5 +1174,25 @@ impl CountingStore {
             }
         }
         outcome
+    }
+
+    /// Counts a leave of a line, once the store answered it without error.
+    async fn counted_leave(&self, leave: impl Future<Output = Result<()>>) -> Result<()> {
+        leave.await?;
+        self.leaves.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Waits until a waiter of this store has left a line (at most [`PROMPTLY`]): a lock
+    /// whose wait ended without the key leaves its place at once, in the background.
+    pub(crate) async fn left_a_line(&self, why: &str) {
+        let started = Instant::now();
+        while self.leaves.load(Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < PROMPTLY,
+                "no waiter left the line: {why}"
+            );
+            sleep(Duration::from_millis(10)).await;
+        }
     }
 }
