@@ -45,6 +45,10 @@ async fn listeners_connected(url: &str, count: i64) {
     }
 }
 
+/// After a restart the listeners listen again: a release wakes its waiter well before the
+/// listener's next look at the watched keys ([`RECHECK_EVERY`]), which would let it in
+/// without any announcement (one in four would be that lucky), in five of six rounds (one
+/// slow round is left to a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_listens_again_after_a_server_restart() {
     let mut server = private_server();
@@ -64,21 +68,32 @@ async fn the_listener_listens_again_after_a_server_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let waiter = waiters.create_lock(&key).expect("valid key");
-    let waiting = tokio::spawn(async move {
-        assert!(waiter.acquire().await.expect("acquire"));
-        Instant::now()
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "the lock survived the restart");
-    holder.release().await.expect("release");
-    let released_at = Instant::now();
-    let acquired_at = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("the waiter was not woken")
-        .expect("waiter");
-    let waited = acquired_at.saturating_duration_since(released_at);
-    assert!(waited < Duration::from_secs(2), "woken {waited:?} after");
+    let mut waits = Vec::new();
+    for round in 0..6 {
+        if round > 0 {
+            assert!(holder.acquire().await.expect("acquire"));
+        }
+        let waiter = waiters.create_lock(&key).expect("valid key");
+        let waiting = tokio::spawn(async move {
+            assert!(waiter.acquire().await.expect("acquire"));
+            (Instant::now(), waiter)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "round {round}: the key is held");
+        holder.release().await.expect("release");
+        let released_at = Instant::now();
+        let (acquired_at, waiter) = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiter was not woken")
+            .expect("waiter");
+        waits.push(acquired_at.saturating_duration_since(released_at));
+        waiter.release().await.expect("release");
+    }
+    let quick = waits
+        .iter()
+        .filter(|waited| **waited < RECHECK_EVERY / 4)
+        .count();
+    assert!(quick >= 5, "acquired after the releases: {waits:?}");
 }
 
 /// Three stores hand keys around with wake-ups, some releases forced and some waiters
