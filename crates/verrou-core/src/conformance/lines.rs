@@ -133,7 +133,7 @@ enum Instances {
 
 /// Four waiters with an hour-long retry delay take five turns each behind a holder: each
 /// release hands the key to the next waiter, which alone asks (at most two asks in vain in
-/// all, for a wake that races with a waiter's own take).
+/// all, for a wake that races with a waiter's own take), all 20 turns within [`PROMPTLY`].
 async fn waiters_take_turns_woken_alone<F, Fut>(new_store: &F, instances: Instances)
 where
     F: Fn() -> Fut,
@@ -173,10 +173,12 @@ where
     }
     sleep(Duration::from_millis(100)).await;
     holder.release().await.unwrap();
+    // Woken by the releases, 20 turns take a few milliseconds each; woken only by the
+    // store's look at waited-for keys every `RECHECK_EVERY`, about half of that each.
     for waiter in waiters {
-        tokio::time::timeout(PROMPTLY * 10, waiter)
+        tokio::time::timeout(PROMPTLY, waiter)
             .await
-            .expect("the waiters take turns without polling")
+            .expect("the waiters take turns, each woken by the release before")
             .unwrap();
     }
     let in_vain: usize = probes
