@@ -16,8 +16,10 @@ use verrou_core::{
 };
 use verrou_postgres::{PostgresConfig, PostgresStore, MAX_KEY_LEN};
 
-/// How soon after a release a woken waiter must have the lock (generous: loaded machines).
-const PROMPTLY: Duration = Duration::from_secs(2);
+/// How soon after a release a woken waiter must have the lock: generous for an announced
+/// release (loaded machines), and well before the listener's next look at the watched keys
+/// (every [`RECHECK_EVERY`]), which would let the waiter in that soon only half the time.
+const PROMPTLY: Duration = RECHECK_EVERY.saturating_sub(Duration::from_millis(500));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_by_another_store_wakes_the_waiter() {
