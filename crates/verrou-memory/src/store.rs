@@ -113,12 +113,16 @@ impl Inner {
         operation: impl FnOnce(&mut Shard, Hashed<'_>, Instant) -> T,
     ) -> T {
         let hash = self.hasher.hash_one(key);
-        // The middle bits: the map inside the shard uses the low and the top ones.
-        let index = usize::try_from(hash >> 32).unwrap_or_default() % SHARDS;
-        let mut shard = lock(&self.shards[index]);
+        let mut shard = lock(&self.shards[shard_index(hash)]);
         let now = now.unwrap_or_else(Instant::now);
         shard.drop_expired(now);
         operation(&mut shard, Hashed { hash, key }, now)
+    }
+
+    /// The index of the shard of `key`.
+    #[cfg(test)]
+    fn shard_of(&self, key: &str) -> usize {
+        shard_index(self.hasher.hash_one(key))
     }
 
     /// Wakes the waiter a key of `family` (`None`: a lock's) was handed over to.
@@ -317,6 +321,12 @@ impl LockStore for MemoryStore {
     }
 }
 
+/// The shard of a key whose hash is `hash`: from the hash's middle bits (the map inside the
+/// shard uses the low and the top ones).
+fn shard_index(hash: u64) -> usize {
+    usize::try_from(hash >> 32).unwrap_or_default() % SHARDS
+}
+
 impl ImmediateStore for MemoryStore {
     fn save_now(
         &self,
@@ -372,6 +382,50 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys of different shards never wait for each other: a take of a key is served while
+    /// another shard is locked, where a take of a key of that shard waits for it.
+    #[test]
+    fn a_shard_held_up_holds_up_only_its_own_keys() {
+        let store = MemoryStore::new();
+        let busy = "busy";
+        let key_where = |same_shard: bool| {
+            (0..10_000)
+                .map(|number| format!("key-{number}"))
+                .find(|key| (store.inner.shard_of(key) == store.inner.shard_of(busy)) == same_shard)
+                .expect("keys in every shard")
+        };
+        let take_in_background = |key: String| {
+            let (store, (answered, answer)) = (store.clone(), std::sync::mpsc::channel());
+            std::thread::spawn(move || {
+                let taken = store.save_now(&key, "owner", None, Instant::now());
+                let _ = answered.send(taken.map(|taken| matches!(taken, Acquisition::Granted(_))));
+            });
+            answer
+        };
+        let same_shard = store.inner.with_shard(busy, |_, _, _| {
+            let other_shard = take_in_background(key_where(false));
+            let served = other_shard.recv_timeout(Duration::from_secs(5));
+            assert!(
+                matches!(served, Ok(Ok(true))),
+                "another shard's key waited: {served:?}"
+            );
+            let same_shard = take_in_background(key_where(true));
+            let served = same_shard.recv_timeout(Duration::from_millis(200));
+            assert!(
+                served.is_err(),
+                "a key of the locked shard was served: {served:?}"
+            );
+            same_shard
+        });
+        let served = same_shard.recv_timeout(Duration::from_secs(5));
+        assert!(matches!(served, Ok(Ok(true))), "then it is: {served:?}");
+    }
+
+    #[test]
+    fn the_store_answers_without_io() {
+        assert!(MemoryStore::new().immediate().is_some());
+    }
 
     #[tokio::test]
     async fn released_and_extended_locks_leave_a_bounded_expiry_queue() {
