@@ -7,7 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, error_lines, log_every_statement, private_server, unique, warning_lines};
+use common::{
+    client, error_lines, log_every_statement, private_server, statements_naming, unique,
+    warning_lines,
+};
 use verrou_core::{LockFactory, Retry, RECHECK_EVERY};
 use verrou_postgres::{PostgresConfig, PostgresStore, LISTENER_APPLICATION_NAME};
 
@@ -187,15 +190,6 @@ async fn wake_ups_leave_the_server_log_clean() {
         "the server logged:\n{}",
         problems.join("\n")
     );
-}
-
-/// How many statements `log` shows from byte `from` on with parameters naming `key`.
-fn statements_naming(log: &str, from: usize, key: &str) -> usize {
-    log.get(from..)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains("parameters:") && line.contains(key))
-        .count()
 }
 
 /// Each second the listener looks again at the keys its waiters wait for, and only at

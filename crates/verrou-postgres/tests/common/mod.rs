@@ -105,6 +105,16 @@ pub(crate) fn error_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// How many statements a server log (of `log_every_statement`) shows from byte `from` on
+/// with parameters naming `key`.
+pub(crate) fn statements_naming(log: &str, from: usize, key: &str) -> usize {
+    log.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("parameters:") && line.contains(key))
+        .count()
+}
+
 /// The `WARNING` lines of a server log.
 pub(crate) fn warning_lines(log: &str) -> Vec<&str> {
     log.lines()
