@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    client, error_lines, log_every_statement, private_server, statements_naming, unique,
-    warning_lines,
+    client, error_lines, private_server, private_server_logging_every_statement, statements_naming,
+    unique, warning_lines,
 };
 use verrou_core::{LockFactory, Retry, RECHECK_EVERY};
 use verrou_postgres::{PostgresConfig, PostgresStore, LISTENER_APPLICATION_NAME};
@@ -197,10 +197,8 @@ async fn wake_ups_leave_the_server_log_clean() {
 /// but is not looked at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_looks_again_only_at_keys_waited_for() {
-    let server = private_server();
+    let server = private_server_logging_every_statement().await;
     let url = server.url();
-    let admin = client(&url).await;
-    log_every_statement(&admin).await;
     let (waiters, holders) = (factory(&url, "1h").await, factory(&url, "1h").await);
     let (lingering, waited) = (unique("look-lingering"), unique("look-waited"));
     let mut held = Vec::new();

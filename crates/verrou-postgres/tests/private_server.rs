@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{client, error_lines, log_every_statement, private_server, unique};
+use common::{client, error_lines, private_server, private_server_logging_every_statement, unique};
 use verrou_core::{Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 
@@ -104,9 +104,7 @@ async fn contended_run_leaves_no_error_in_the_server_log() {
 /// leases).
 #[tokio::test]
 async fn only_durations_reach_the_server_never_client_instants() {
-    let server = private_server();
-    let admin = client(&server.url()).await;
-    log_every_statement(&admin).await;
+    let server = private_server_logging_every_statement().await;
     let store = PostgresStore::connect({
         let mut config = PostgresConfig::new(server.url());
         config.sweep_interval = None;

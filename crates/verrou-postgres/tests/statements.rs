@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, log_every_statement, private_server, statements_naming, unique};
+use common::{private_server_logging_every_statement, statements_naming, unique};
 use verrou_core::{Acquisition, LockFactory, LockStore, Place};
 use verrou_postgres::{PostgresConfig, PostgresStore};
 use verrou_testkit::PostgresServer;
@@ -37,10 +37,8 @@ impl Log<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_operation_is_one_statement() {
-    let server = private_server();
+    let server = private_server_logging_every_statement().await;
     let url = server.url();
-    let admin = client(&url).await;
-    log_every_statement(&admin).await;
     let store = PostgresStore::connect(PostgresConfig::new(&url))
         .await
         .expect("store");

@@ -72,9 +72,10 @@ pub(crate) async fn client(url: &str) -> Client {
     client
 }
 
-/// Makes the server at the other end of `admin` (a private one) log every statement, for
-/// the tests that read what a store sends.
-pub(crate) async fn log_every_statement(admin: &Client) {
+/// A private server that logs every statement, for the tests that read what a store sends.
+pub(crate) async fn private_server_logging_every_statement() -> PostgresServer {
+    let server = private_server();
+    let admin = client(&server.url()).await;
     for setting in [
         "ALTER SYSTEM SET log_statement = 'all'",
         "SELECT pg_reload_conf()",
@@ -84,6 +85,7 @@ pub(crate) async fn log_every_statement(admin: &Client) {
             .await
             .expect("log every statement");
     }
+    server
 }
 
 /// The server's clock, in epoch milliseconds.
