@@ -1,80 +1,50 @@
 //! A third-party store that implements only the required calls of `LockStore` (no waiting
 //! line, no release announcements) still serves waiters: they poll at their retry delay.
 
-use std::collections::HashMap;
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use verrou_core::{Acquisition, Grant, LockFactory, LockStore, OwnerCheck, Result, Retry};
+use support::Owners;
+use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Result, Retry};
 
-/// Keys in a map: owner and deadline. Nothing but the calls a store must provide.
+/// Keys and their owners, and nothing but the calls a store must provide.
 #[derive(Default)]
 struct PlainStore {
-    held: Mutex<HashMap<String, (String, Option<Instant>)>>,
+    owners: Owners,
     /// Takes asked, granted or not.
     takes: AtomicUsize,
 }
 
-impl PlainStore {
-    /// Runs `change` on the map, once the expired keys are gone.
-    fn with_live<T>(
-        &self,
-        change: impl FnOnce(&mut HashMap<String, (String, Option<Instant>)>) -> T,
-    ) -> T {
-        let mut held = self.held.lock().unwrap();
-        let now = Instant::now();
-        held.retain(|_, (_, deadline)| deadline.is_none_or(|deadline| deadline > now));
-        change(&mut held)
-    }
-}
-
 #[async_trait]
 impl LockStore for PlainStore {
-    async fn save(&self, key: &str, owner: &str, ttl: Option<Duration>) -> Result<Acquisition> {
+    async fn save(&self, key: &str, owner: &str, _ttl: Option<Duration>) -> Result<Acquisition> {
         self.takes.fetch_add(1, Ordering::SeqCst);
-        let deadline = ttl.map(|ttl| Instant::now() + ttl);
-        Ok(self.with_live(|held| match held.get(key) {
-            Some((holder, _)) if holder == owner => {
-                held.insert(key.to_owned(), (owner.to_owned(), deadline));
-                Acquisition::Renewed(Grant::new())
-            }
-            Some(_) => Acquisition::Busy,
-            None => {
-                held.insert(key.to_owned(), (owner.to_owned(), deadline));
-                Acquisition::Granted(Grant::new())
-            }
-        }))
+        Ok(self.owners.take(key, owner))
     }
 
     async fn delete(&self, key: &str, owner: &str) -> Result<OwnerCheck> {
-        Ok(self.with_live(|held| match held.get(key) {
-            Some((holder, _)) if holder == owner => {
-                held.remove(key);
-                OwnerCheck::Applied
-            }
-            _ => OwnerCheck::NotOwner,
-        }))
+        Ok(self.owners.release(key, owner))
     }
 
     async fn force_delete(&self, key: &str) -> Result<()> {
-        self.with_live(|held| held.remove(key));
+        self.owners.remove(key);
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.with_live(|held| held.contains_key(key)))
+        Ok(self.owners.is_held(key))
     }
 
-    async fn extend(&self, key: &str, owner: &str, ttl: Duration) -> Result<OwnerCheck> {
-        Ok(self.with_live(|held| match held.get_mut(key) {
-            Some((holder, deadline)) if holder == owner => {
-                *deadline = Some(Instant::now() + ttl);
-                OwnerCheck::Applied
-            }
-            _ => OwnerCheck::NotOwner,
-        }))
+    async fn extend(&self, key: &str, owner: &str, _ttl: Duration) -> Result<OwnerCheck> {
+        Ok(if self.owners.is_held_by(key, owner) {
+            OwnerCheck::Applied
+        } else {
+            OwnerCheck::NotOwner
+        })
     }
 }
 

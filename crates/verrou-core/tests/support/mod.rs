@@ -1,4 +1,6 @@
-//! What the made-up stores of these tests share: keys and their owners, in a map.
+//! What the made-up stores of these tests share: keys and their owners, in a map. Each test
+//! file uses a subset of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,6 +36,15 @@ impl Owners {
     /// Frees `key` whoever holds it.
     pub(crate) fn remove(&self, key: &str) {
         self.0.lock().unwrap().remove(key);
+    }
+
+    /// Whether `owner` holds `key`.
+    pub(crate) fn is_held_by(&self, key: &str, owner: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|held| held == owner)
     }
 
     /// Whether someone holds `key`.
