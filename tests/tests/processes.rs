@@ -4,110 +4,13 @@
 //! are served in turn, a crashed waiter does not hold up the line, and semaphores and
 //! read-write locks hold across processes.
 
-use std::process::{Child, Command, Output, Stdio};
+mod support;
 
-use verrou::{LockFactory, LockStore, Ttl};
+use std::process::Child;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_verrou-e2e-worker");
+use verrou::Ttl;
 
-#[derive(Clone, Copy, Debug)]
-enum Store {
-    Redis,
-    /// Redis with fencing tokens on.
-    RedisFenced,
-    Postgres,
-}
-
-impl Store {
-    fn name(self) -> &'static str {
-        match self {
-            Store::Redis => "redis",
-            Store::RedisFenced => "redis-fenced",
-            Store::Postgres => "postgres",
-        }
-    }
-
-    /// Whether its locks carry fencing tokens.
-    fn fenced(self) -> bool {
-        !matches!(self, Store::Redis)
-    }
-
-    fn worker(self, args: &[&str]) -> Command {
-        let mut command = Command::new(WORKER);
-        command
-            .args(["--store", self.name()])
-            .args(args)
-            .env("VERROU_REDIS_URL", verrou_testkit::redis_url())
-            .env("VERROU_POSTGRES_URL", verrou_testkit::postgres_url())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
-    }
-
-    async fn factory(self) -> LockFactory {
-        let store: std::sync::Arc<dyn LockStore> = match self {
-            Store::Redis | Store::RedisFenced => {
-                let mut config = verrou::redis::RedisConfig::new(verrou_testkit::redis_url());
-                config.fencing_tokens = self.fenced();
-                std::sync::Arc::new(verrou::redis::RedisStore::connect(config).await.unwrap())
-            }
-            Store::Postgres => std::sync::Arc::new(
-                verrou::postgres::PostgresStore::connect(verrou::postgres::PostgresConfig::new(
-                    verrou_testkit::postgres_url(),
-                ))
-                .await
-                .unwrap(),
-            ),
-        };
-        LockFactory::from_shared(store)
-    }
-}
-
-fn unique_key(name: &str) -> String {
-    format!("e2e:{name}:{}:{}", std::process::id(), epoch_nanos())
-}
-
-/// The wall clock in nanoseconds since the epoch, as the workers print it.
-fn epoch_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-fn finish(child: Child) -> String {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&stderr);
-    assert!(status.success(), "worker failed ({status}): {stderr}");
-    String::from_utf8(stdout).unwrap()
-}
-
-/// A hold seen by one process: wall-clock start and end, and its fencing token.
-#[derive(Debug)]
-struct Hold {
-    started: u128,
-    ended: u128,
-    token: u64,
-}
-
-fn holds(output: &str) -> Vec<Hold> {
-    output
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(fields[0], "held", "{line}");
-            Hold {
-                started: fields[1].parse().unwrap(),
-                ended: fields[2].parse().unwrap(),
-                token: fields[3].parse().unwrap(),
-            }
-        })
-        .collect()
-}
+use support::{epoch_nanos, finish, holds, most_at_once, tagged_holds, unique_key, Hold, Store};
 
 fn processes_take_turns_with_growing_tokens(store: Store) {
     let key = unique_key("turns");
@@ -211,36 +114,6 @@ async fn postgres_killed_holders_lock_expires() {
 }
 
 /// The holds of several workers, each tagged with its worker's index, in start order.
-fn tagged_holds(workers: Vec<Child>) -> Vec<(usize, Hold)> {
-    let mut all: Vec<(usize, Hold)> = workers
-        .into_iter()
-        .enumerate()
-        .flat_map(|(worker, child)| {
-            holds(&finish(child))
-                .into_iter()
-                .map(move |hold| (worker, hold))
-        })
-        .collect();
-    all.sort_by_key(|(_, hold)| hold.started);
-    all
-}
-
-/// The most holds that overlap in time.
-fn most_at_once<'a>(holds: impl IntoIterator<Item = &'a Hold>) -> usize {
-    let mut events: Vec<(u128, i32)> = holds
-        .into_iter()
-        .flat_map(|hold| [(hold.started, 1), (hold.ended, -1)])
-        .collect();
-    // An end before a start at the same instant: touching holds do not overlap.
-    events.sort();
-    let (mut inside, mut most) = (0i32, 0i32);
-    for (_, change) in events {
-        inside += change;
-        most = most.max(inside);
-    }
-    usize::try_from(most).unwrap_or_default()
-}
-
 /// Four processes line up while the test holds the key, with an hour-long retry delay:
 /// released, the key goes round them in turn (each release hands it to the front of the
 /// store's line), ten times each, without any of them polling. Each holds it 20 ms: the line
