@@ -6,7 +6,8 @@
 #
 #     ./scripts/with-servers.sh cargo run -p verrou --features redis --example redis
 #
-# Installs redis-server and PostgreSQL first if they are missing (Debian/Ubuntu, as root or
+# Installs redis-server, PostgreSQL, and Node.js with npm (for the end-to-end tests beside the
+# Node.js library) first if they are missing (Debian/Ubuntu, as root or
 # with passwordless sudo; otherwise it says what to install). A variable that is already set
 # names a server of your own: nothing is installed or started for it.
 set -euo pipefail
@@ -21,6 +22,8 @@ fi
 say() { printf 'with-servers.sh: %s\n' "$*" >&2; }
 
 have_redis() { command -v redis-server >/dev/null 2>&1; }
+
+have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
 
 have_postgres() {
     if command -v postgres >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
@@ -41,6 +44,10 @@ if [[ -z "${VERROU_REDIS_URL:-}" ]] && ! have_redis; then
 fi
 if [[ -z "${VERROU_POSTGRES_URL:-}" ]] && ! have_postgres; then
     missing+=(postgresql)
+fi
+# Node.js and npm run the Node.js library beside verrou in the end-to-end tests (tests/node).
+if ! have_node; then
+    missing+=(nodejs npm)
 fi
 
 if ((${#missing[@]} > 0)); then
@@ -81,6 +88,10 @@ if ((${#missing[@]} > 0)); then
     fi
     if [[ -z "${VERROU_POSTGRES_URL:-}" ]] && ! have_postgres; then
         say "postgres/initdb are still missing after installing postgresql"
+        exit 1
+    fi
+    if ! have_node; then
+        say "node/npm are still missing after installing nodejs and npm"
         exit 1
     fi
 fi
