@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use stats_support::{command_calls, reset_command_calls};
 use support::{connect, raw_client, unique_key};
-use verrou_core::{Acquisition, Error, LockFactory, LockStore, OwnerCheck, Retry, MAX_DURATION};
+use verrou_core::{
+    Acquisition, Error, LockFactory, LockStore, OwnerCheck, Place, Retry, MAX_DURATION,
+};
 use verrou_redis::fred::prelude::{Client, ClientLike, KeysInterface, LuaInterface, Pool};
 use verrou_redis::fred::types::{ClusterHash, CustomCommand};
 use verrou_redis::fred::util::redis_keyslot;
@@ -242,6 +244,67 @@ async fn each_operation_is_one_command_with_fencing_tokens() {
         ("zcard", 4),
     ];
     assert_eq!(calls, counts(&expected), "8 operations, 8 commands");
+}
+
+/// A waiter's take in line and its leaving the line are one command each: a take that keeps
+/// the waiter's place on a held key, the same take again (the place renewed), and a leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_line_operation_is_one_command() {
+    // A private server: the command counts are ours alone.
+    let server = RedisServer::start().expect("a private redis-server");
+    let (store, raw) = (
+        connect(&server.url(), |_| {}).await,
+        raw_client(&server.url()).await,
+    );
+    let place = Place {
+        waiter: "waiter",
+        lease: Duration::from_secs(60),
+    };
+    let key = unique_key("line-round-trips");
+    assert!(granted(
+        store.save(&key, "holder", Some(TTL)).await.unwrap()
+    ));
+    // The scripts warmed up, as in any long-running store.
+    store
+        .save_in_line(&key, "waiter-owner", Some(TTL), place)
+        .await
+        .unwrap();
+    store.leave_line(&key, "waiter").await.unwrap();
+    reset_command_calls(&raw).await;
+
+    for _ in 0..2 {
+        let taken = store
+            .save_in_line(&key, "waiter-owner", Some(TTL), place)
+            .await;
+        assert!(!granted(taken.unwrap()), "the holder has the key");
+    }
+    store.leave_line(&key, "waiter").await.unwrap();
+
+    let mut calls = command_calls(&raw).await;
+    calls.sort();
+    // Sent by the store: evalsha 3. Counted too, run by the scripts on the server. Each take:
+    // time 1 (the clock), get 2 (the fencing counter, read even when unused, and the key:
+    // held), zcard (the line: 1 when empty, 2 when it holds the place, then zrangebyscore 1
+    // for the lapsed places), zadd 1 (the deadline), zscore 1 (a place already? the first
+    // take adds its arrival after the last one: zrange 1 and zadd 1), zrange 1 and pexpire 2
+    // (the line keys expire with their last place). The leave: time 1, zcard 2 and
+    // zrangebyscore 1 (the lapsed places), zrange 1 (the front: the leaver), zrem 2 (its
+    // place), zrange 1 and del 1 (the line, empty, is deleted), get 1 (the key: held, so
+    // nothing is handed over).
+    let expected = [
+        ("del", 1),
+        ("evalsha", 3),
+        ("get", 5),
+        ("pexpire", 4),
+        ("time", 3),
+        ("zadd", 3),
+        ("zcard", 5),
+        ("zrange", 5),
+        ("zrangebyscore", 2),
+        ("zrem", 2),
+        ("zscore", 2),
+    ];
+    assert_eq!(calls, counts(&expected), "3 operations, 3 commands");
 }
 
 /// Without fencing tokens, a take that finds the key held by its own owner (a take re-sent
