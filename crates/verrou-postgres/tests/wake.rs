@@ -282,6 +282,8 @@ async fn a_release_announces_only_a_hand_over_to_the_front_waiters_store() {
     let mut heard_front = listen(&url, &format!("verrou:{}", store_of(0))).await;
     let mut heard_behind = listen(&url, &format!("verrou:{}", store_of(1))).await;
     let mut heard_table = listen(&url, &format!("verrou:{table}")).await;
+    let releaser_id = store_id(&releaser, &table).await;
+    let mut heard_releaser = listen(&url, &format!("verrou:{releaser_id}")).await;
 
     assert_eq!(
         releaser.delete(&key, "holder").await.expect("delete"),
@@ -326,4 +328,29 @@ async fn a_release_announces_only_a_hand_over_to_the_front_waiters_store() {
             "nobody waits: no notification; and never on the table's channel"
         );
     }
+    assert_eq!(
+        heard_releaser.within(Duration::ZERO).await,
+        Vec::<String>::new(),
+        "no waiter of the releasing store: nothing on its own channel"
+    );
+}
+
+/// The id of `store` (on `table`), as it names its waiters in a line: read from a place it
+/// takes, and leaves, in the line of a key of its own.
+async fn store_id(store: &PostgresStore, table: &str) -> String {
+    let key = unique("id-of");
+    let taken = store.save(&key, "holder", None).await.expect("save");
+    assert!(matches!(taken, Acquisition::Granted(_)), "{taken:?}");
+    let place = Place {
+        waiter: "probe",
+        lease: Duration::from_secs(60),
+    };
+    let busy = store.save_in_line(&key, "probe", None, place).await;
+    assert_eq!(busy.expect("save in line"), Acquisition::Busy);
+    let inspector = client(&verrou_testkit::postgres_url()).await;
+    let names = names_in_line(&inspector, table, &key).await;
+    store.leave_line(&key, "probe").await.expect("leave");
+    store.force_delete(&key).await.expect("force delete");
+    let (id, _) = names[0].0.split_once('.').expect("a store id");
+    id.to_owned()
 }
