@@ -123,6 +123,14 @@ case! {
     }
 }
 
+/// The asks in vain allowed in [`waiters_take_turns_woken_alone`]'s 20 turns: a wake can
+/// race with a waiter's own take, and a hand-over can reach a waiter twice — from its own
+/// process's release at once, and from the store's announcement later (Redis: the message on
+/// the key's channel, which the releasing process hears too) — and on a loaded machine the
+/// late one can come after the waiter has had its turn and is back in line (seen: 3 in a CI
+/// run). A release that woke every waiter of the key would cost about two a turn, some 40.
+const STRAY_ASKS: usize = 6;
+
 /// Which store instances the waiters of [`waiters_take_turns_woken_alone`] use.
 enum Instances {
     /// Each its own, as waiters in separate processes.
@@ -132,8 +140,8 @@ enum Instances {
 }
 
 /// Four waiters with an hour-long retry delay take five turns each behind a holder: each
-/// release hands the key to the next waiter, which alone asks (at most two asks in vain in
-/// all, for a wake that races with a waiter's own take), all 20 turns within [`PROMPTLY`].
+/// release hands the key to the next waiter, which alone asks (at most [`STRAY_ASKS`] asks in
+/// vain in all), all 20 turns within [`PROMPTLY`].
 async fn waiters_take_turns_woken_alone<F, Fut>(new_store: &F, instances: Instances)
 where
     F: Fn() -> Fut,
@@ -185,8 +193,10 @@ where
         .iter()
         .map(|probe| probe.in_vain.load(std::sync::atomic::Ordering::SeqCst))
         .sum();
-    // A wake that races with a waiter's own take may cost one extra ask, rarely.
-    assert!(in_vain <= 2, "{in_vain} asks in vain for 20 turns");
+    assert!(
+        in_vain <= STRAY_ASKS,
+        "{in_vain} asks in vain for 20 turns (at most {STRAY_ASKS})"
+    );
 }
 
 case! {
