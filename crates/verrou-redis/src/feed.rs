@@ -380,8 +380,8 @@ impl Task {
         let gate = Gate::new(*family, &redis_key);
         let [line, deadlines] = gate.slot.family_line_keys(*family, &redis_key);
         let channel = self.channel(&watched_key);
-        let mut keys = vec![gate.key.as_str(), &line, &deadlines];
-        keys.extend(gate.also_held_by.as_deref());
+        let also_held_by = gate.also_held_by.as_deref().unwrap_or(&gate.key);
+        let keys = [gate.key.as_str(), &line, &deadlines, also_held_by];
         let next = NEXT_TAKER
             .run(client, gate.slot, &keys, |args| {
                 args.extend([

@@ -31,6 +31,20 @@
 //! Every script that can fail does so before its first write: the fencing counter and the
 //! line's keys are read with `redis.pcall` first, and a key of the wrong type (changed by
 //! hand) is an error reply naming it.
+//!
+//! # Slot migrations
+//!
+//! While Redis Cluster moves a key's hash slot, a node runs a script of several keys only if
+//! it has all of them (else it answers `TRYAGAIN`, or `ASK` when it has none), and a script
+//! that then touches a key of the slot the node does not have — one the script itself
+//! emptied, which Redis deletes — fails there, with what it wrote before kept. The scripts
+//! that change a waiting line or a holder set can empty one (the last place leaves, the last
+//! places lapse) and touch it again, so they are *guarded*
+//! ([`LuaScript::guarded`]): each run also declares the slot's migration guard
+//! ([`Slot::guard_key`]), a key nothing ever writes, so no node has all their keys while the
+//! slot moves and they wait, resent on `TRYAGAIN`, until it has moved. The others
+//! (`EXTEND_IF_OWNER`, and the share scripts that extend and count) run meanwhile, and never
+//! touch a key after emptying it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -309,7 +323,7 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 /// the lock key is left alone. The lock key is read with `redis.pcall` too: a key of
 /// another type is simply not the owner's, and the take is busy.
 pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         clock_function!(),
         reserved_prefix!(),
         r#"local now, now_ms = clock()
@@ -376,7 +390,7 @@ end
 /// nobody waits, or 0 if the key was not the owner's. (No table: returning one costs a
 /// third of the whole script.)
 pub(crate) static DELETE_IF_OWNER: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         r#"if redis.call("get", KEYS[1]) ~= ARGV[1] then
   return 0
 end
@@ -399,7 +413,7 @@ return L.hand_over_reserved(now_ms) or 1"#
 /// like [`DELETE_IF_OWNER`]. Returns `WAITER`, or the number of keys deleted if nobody
 /// waits.
 pub(crate) static FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         r#"if redis.pcall("zcard", KEYS[2]) == 0 then
   return redis.call("del", KEYS[1])
 end
@@ -428,7 +442,7 @@ return L.hand_over_reserved(now_ms) or deleted"#
 /// reader too); with `ARGV[2]` `open`, it always is: a semaphore's permits never keep the
 /// front out (its limit, which it may still fit in, is its own).
 pub(crate) static LEAVE_LINE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         clock_function!(),
         reserved_prefix!(),
         line_function!(),
@@ -463,8 +477,8 @@ return L.hand_over(now_ms) or 1"#
 /// `""` if nobody waits. What a store that has just started hearing a key's hand-overs asks,
 /// since one may have been missed, and asks again of every watched key each
 /// `RECHECK_EVERY`. `KEYS[1]` and `ARGV[3]` (`lock` or `open`) say when the key is free as
-/// for [`LEAVE_LINE`]; `KEYS[4]`, if given, holds other holders of the key (a read-write
-/// lock's readers).
+/// for [`LEAVE_LINE`]; `KEYS[4]` holds other holders of the key (a read-write lock's
+/// readers), or is `KEYS[1]` again.
 ///
 /// A key nobody holds (no lock value, no holder in `KEYS[1]` or `KEYS[4]`) with a live line
 /// was freed without a release (its holders' TTL ran out, or the waiter it was handed to
@@ -483,7 +497,7 @@ return L.hand_over(now_ms) or 1"#
 /// (`STORE:WAITER` published on the release channel `ARGV[1]`, `STORE` the asking store's id
 /// `ARGV[2]`, through `redis.pcall`).
 pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         reserved_prefix!(),
         r#"if ARGV[3] ~= "open" and redis.call("exists", KEYS[1]) == 1 then
   local held = redis.pcall("get", KEYS[1])
@@ -492,7 +506,7 @@ pub(crate) static NEXT_TAKER: LazyLock<LuaScript> = LazyLock::new(|| {
   end
   return false
 end
-local nobody_holds = redis.call("exists", KEYS[1], KEYS[4] or KEYS[1]) == 0
+local nobody_holds = redis.call("exists", KEYS[1], KEYS[4]) == 0
 local places = nobody_holds and redis.pcall("zcard", KEYS[2])
 if places and places ~= 0 then
 "#,
@@ -546,18 +560,31 @@ return 0"#,
 pub(crate) struct LuaScript {
     source: Str,
     sha1: Str,
+    /// Whether each run also declares its slot's migration guard, after the keys it is
+    /// given (see the module docs).
+    guarded: bool,
     /// Whether an `EVAL` of the script was answered in this process: until then the server
     /// has likely never seen it, and `EVALSHA` would cost a round trip in vain.
     sent: AtomicBool,
 }
 
 impl LuaScript {
-    /// The script of `source`.
+    /// The script of `source`, run on the keys it is given.
     pub(crate) fn new(source: &'static str) -> Self {
         Self {
             source: Str::from_static(source),
             sha1: Str::from(fred::util::sha1_hash(source)),
+            guarded: false,
             sent: AtomicBool::new(false),
+        }
+    }
+
+    /// The script of `source`, which may empty a key and touch it again, run on the keys it
+    /// is given and, last, its slot's migration guard: never run on a slot while it moves.
+    pub(crate) fn guarded(source: &'static str) -> Self {
+        Self {
+            guarded: true,
+            ..Self::new(source)
         }
     }
 
@@ -601,11 +628,14 @@ impl LuaScript {
         F: Fn(CustomCommand, Vec<Value>) -> Fut,
         Fut: Future<Output = Result<T, FredError>>,
     {
+        let guard = self.guarded.then(|| slot.guard_key());
         let call = |script: &Str| {
-            let mut arguments = Vec::with_capacity(2 + keys.len() + 3);
+            let mut arguments = Vec::with_capacity(2 + keys.len() + 4);
             arguments.push(Value::String(script.clone()));
-            arguments.push(Value::Integer(keys.len() as i64));
+            let declared = keys.len() + usize::from(guard.is_some());
+            arguments.push(Value::Integer(declared as i64));
             arguments.extend(keys.iter().map(|key| Value::from(*key)));
+            arguments.extend(guard.as_deref().map(Value::from));
             args(&mut arguments);
             arguments
         };

@@ -90,9 +90,10 @@ end
 
 /// Takes a share of a key for owner `ARGV[1]`, TTL `ARGV[2]` ms (`0`: none), if there is
 /// room and nobody waits ahead. `KEYS[1]` is the taker's holder set, `KEYS[2]` and `KEYS[3]`
-/// the family's line of the key, `KEYS[4]` the slot's fencing counter, `KEYS[5]` (if given)
-/// the excluding set; `ARGV[3]` is the limit (see the module's table), `ARGV[4]`, if given,
-/// the taker's waiter id and `ARGV[5]` its lease in ms.
+/// the family's line of the key, `KEYS[4]` the slot's fencing counter, `KEYS[5]` the
+/// excluding set if one is given (before the slot's migration guard, always last);
+/// `ARGV[3]` is the limit (see the module's table), `ARGV[4]`, if given, the taker's waiter
+/// id and `ARGV[5]` its lease in ms.
 ///
 /// Returns `{token, renewed}`, or nil if busy. In order:
 ///
@@ -113,7 +114,7 @@ end
 /// [`TAKE`](crate::scripts::TAKE) issues it, and a grant that leaves room in its set (a
 /// permit under the limit, a reader) hands the key over to the line's new front.
 pub(crate) static SHARE_TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         clock_function!(),
         holders_function!(),
         line_function!(),
@@ -122,8 +123,9 @@ pub(crate) static SHARE_TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
         fence_check!(),
         r#"local H = holders()
 H.check(KEYS[1])
-if KEYS[5] then
-  H.check(KEYS[5])
+local excluding = KEYS[6] and KEYS[5]
+if excluding then
+  H.check(excluding)
 end
 local waiter = ARGV[4]
 local L
@@ -133,11 +135,11 @@ if waiter or redis.pcall("zcard", KEYS[2]) ~= 0 then
   queued = L.prune(now_ms)
 end
 local held = H.prune(KEYS[1], now_ms)
-local excluded = KEYS[5] and H.prune(KEYS[5], now_ms) or 0
+local excluded = excluding and H.prune(excluding, now_ms) or 0
 local renewed = redis.call("zscore", KEYS[1], ARGV[1]) ~= false
 local room = held < tonumber(ARGV[3]) and excluded == 0
 if not renewed and (not room or (queued > 0 and L.front() ~= waiter)) then
-  if room and (held == 0 or not KEYS[5]) then
+  if room and (held == 0 or not excluding) then
     L.hand_over_unless_handed(now_ms)
   end
   if waiter then
@@ -163,7 +165,7 @@ return {token, renewed and 1 or 0}"#
 /// then hands the key over to the front waiter of the family's line (`KEYS[2]`, `KEYS[3]`),
 /// as [`DELETE_IF_OWNER`](crate::scripts::DELETE_IF_OWNER) does. Returns `WAITER`, or 1 if nobody waits, or 0 if the owner held nothing.
 pub(crate) static SHARE_RELEASE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         clock_function!(),
         holders_function!(),
         line_function!(),
@@ -185,16 +187,17 @@ return L.hand_over(now_ms) or 1"#
 });
 
 /// Deletes every holder of a key in a family, the holder sets `KEYS[1]` and `KEYS[4]` (if
-/// given), then hands the key over like [`SHARE_RELEASE`] (line `KEYS[2]`, `KEYS[3]`).
+/// given before the slot's migration guard, always last), then hands the key over like
+/// [`SHARE_RELEASE`] (line `KEYS[2]`, `KEYS[3]`).
 /// Returns `WAITER`, or the number of sets deleted if nobody waits.
 pub(crate) static SHARE_FORCE_DELETE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(concat!(
+    LuaScript::guarded(concat!(
         clock_function!(),
         holders_function!(),
         line_function!(),
         r#"local _, now_ms = clock()
 local H = holders()
-local sets = {KEYS[1], KEYS[4]}
+local sets = {KEYS[1], KEYS[5] and KEYS[4]}
 for _, set in ipairs(sets) do
   H.check(set)
 end
@@ -210,16 +213,22 @@ return L.hand_over(now_ms) or deleted"#
 
 /// Makes owner `ARGV[1]`'s hold in the holder set `KEYS[1]` expire `ARGV[2]` ms from now if
 /// it holds it unexpired. Returns 1 if it did, else 0.
+///
+/// Not guarded (an extension must get through while its slot moves, or the hold could
+/// expire): it looks at the owner's hold before dropping the expired ones, so that it never
+/// empties the set and then touches it (see [`crate::scripts`]).
 pub(crate) static SHARE_EXTEND: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(concat!(
         clock_function!(),
         holders_function!(),
         r#"local _, now_ms = clock()
 local H = holders()
-H.prune(KEYS[1], now_ms)
-if not redis.call("zscore", KEYS[1], ARGV[1]) then
+H.check(KEYS[1])
+local expiry = redis.call("zscore", KEYS[1], ARGV[1])
+if not expiry or (expiry ~= "inf" and tonumber(expiry) <= now_ms) then
   return 0
 end
+H.prune(KEYS[1], now_ms)
 redis.call("zadd", KEYS[1], "XX", H.deadline(ARGV[2], now_ms), ARGV[1])
 H.expire(KEYS[1], now_ms)
 return 1"#

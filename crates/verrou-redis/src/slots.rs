@@ -150,6 +150,13 @@ impl Slot {
         self.name(COUNTER_START, "")
     }
 
+    /// The migration guard of this slot: a key nothing ever writes, declared by the scripts
+    /// that change a waiting line or a holder set (see [`crate::scripts`]). Named beside the
+    /// counter, so that the key pattern restricted users have for it covers the guard too.
+    pub(crate) fn guard_key(self) -> String {
+        self.name(COUNTER_START, "guard")
+    }
+
     /// The waiting line of `lock_key`, a key of this slot: its arrival set and its deadline
     /// set.
     pub(crate) fn line_keys(self, lock_key: &str) -> [String; 2] {
@@ -279,15 +286,21 @@ mod tests {
     }
 
     #[test]
-    fn the_counter_is_in_the_lock_keys_slot_whatever_its_braces() {
+    fn the_counter_and_the_guard_are_in_the_lock_keys_slot_whatever_its_braces() {
         for key in AWKWARD_KEYS {
-            let counter = Slot::of(key).counter_key();
-            assert!(counter.starts_with("verrou:fence:{"), "{counter}");
-            assert_eq!(
-                redis_keyslot(counter.as_bytes()),
-                redis_keyslot(key.as_bytes()),
-                "{key:?} -> {counter:?}"
-            );
+            let slot = Slot::of(key);
+            assert_eq!(slot.guard_key(), format!("{}:guard", slot.counter_key()));
+            for (name, start) in [
+                (slot.counter_key(), "verrou:fence:{"),
+                (slot.guard_key(), "verrou:fence:{"),
+            ] {
+                assert!(name.starts_with(start), "{name}");
+                assert_eq!(
+                    redis_keyslot(name.as_bytes()),
+                    redis_keyslot(key.as_bytes()),
+                    "{key:?} -> {name:?}"
+                );
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cluster_support::{blocking, connect, connect_fenced, hold_and_wait, other_master};
 use contention::{key_on, Contention, TimedStore};
 use shared::cluster;
-use verrou_core::{Acquisition, LockFactory, LockStore, OwnerCheck, Retry};
+use verrou_core::{Acquisition, Family, LockFactory, LockStore, OwnerCheck, Place, Retry, Share};
 use verrou_redis::fred::prelude::{ClientLike, KeysInterface, Options};
 use verrou_redis::{RedisConfig, RedisOptions, RedisStore};
 use verrou_testkit::hash_slot;
@@ -107,24 +107,168 @@ async fn calls_on_a_moving_slot_wait_for_the_migration_then_follow_it() {
     store.force_delete(&key).await.unwrap();
 }
 
+/// Starts `call` while `key`'s slot moves (no key moved yet: the source has them all), ends
+/// the migration half a second later, and returns what the call answered and how long it
+/// took.
+async fn while_the_slot_moves<T: Send + 'static>(
+    key: &str,
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> (T, Duration) {
+    let cluster = cluster();
+    let slot = hash_slot(key);
+    let target = other_master(cluster, cluster.master_of_slot(slot).unwrap());
+    let migration = cluster.begin_slot_migration(slot, target).unwrap();
+    let call = tokio::spawn(async move {
+        let started = Instant::now();
+        (call.await, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocking(move || migration.finish()).await.unwrap();
+    call.await.unwrap()
+}
+
+/// A waiter's place, for the store calls of a waiting line.
+fn place(waiter: &str) -> Place<'_> {
+    Place {
+        waiter,
+        lease: Duration::from_secs(60),
+    }
+}
+
+/// The scripts that change a waiting line or a holder set can empty one and touch it again
+/// (the last place leaves, the last holder goes), which a node refuses for a key it lacks
+/// while the slot moves, failing the script halfway: each of these calls must wait for the
+/// migration to end and then be served. A waiter's take of a key handed to it (fencing
+/// tokens on: the slot's counter exists, so the source has every key the take names)...
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_take_of_a_key_handed_over_waits_for_a_moving_slot() {
+    let store = Arc::new(connect_fenced(&cluster().url(), COMMAND_TIMEOUT).await);
+    let key = "{verrou-moving-take}:lock";
+    assert!(matches!(
+        store.save(key, "holder", Some(TTL)).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    let busy = store
+        .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
+        .await;
+    assert_eq!(busy.unwrap(), Acquisition::Busy);
+    assert_eq!(
+        store.delete(key, "holder").await.unwrap(),
+        OwnerCheck::Applied
+    );
+    let take = {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
+                .await
+        }
+    };
+    let (taken, took) = while_the_slot_moves(key, take).await;
+    assert!(matches!(taken, Ok(Acquisition::Granted(_))), "{taken:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "served while the slot moved, after {took:?}"
+    );
+    store.force_delete(key).await.unwrap();
+}
+
+/// ...the last waiter leaving the line...
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_waiter_leaving_waits_for_a_moving_slot() {
+    let store = Arc::new(connect(&cluster().url(), COMMAND_TIMEOUT).await);
+    let key = "{verrou-moving-leave}:lock";
+    assert!(matches!(
+        store.save(key, "holder", Some(TTL)).await.unwrap(),
+        Acquisition::Granted(_)
+    ));
+    let busy = store
+        .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
+        .await;
+    assert_eq!(busy.unwrap(), Acquisition::Busy);
+    let leave = {
+        let store = Arc::clone(&store);
+        async move { store.leave_line(key, "waiter").await }
+    };
+    let (left, took) = while_the_slot_moves(key, leave).await;
+    assert!(left.is_ok(), "{left:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "served while the slot moved, after {took:?}"
+    );
+    store.force_delete(key).await.unwrap();
+}
+
+/// ...and the release of a semaphore's last permit, with a waiter in line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_permits_release_waits_for_a_moving_slot() {
+    let store = Arc::new(connect(&cluster().url(), COMMAND_TIMEOUT).await);
+    let key = "{verrou-moving-permit}:semaphore";
+    let permit = Share::Permit { limit: 1 };
+    let taken = store
+        .save_share(key, "holder", Some(TTL), permit, None)
+        .await;
+    assert!(matches!(taken.unwrap(), Acquisition::Granted(_)));
+    let busy = store
+        .save_share(
+            key,
+            "waiter-owner",
+            Some(TTL),
+            permit,
+            Some(place("waiter")),
+        )
+        .await;
+    assert_eq!(busy.unwrap(), Acquisition::Busy);
+    let release = {
+        let store = Arc::clone(&store);
+        async move { store.delete_share(key, "holder", permit).await }
+    };
+    let (released, took) = while_the_slot_moves(key, release).await;
+    assert!(matches!(released, Ok(OwnerCheck::Applied)), "{released:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "served while the slot moved, after {took:?}"
+    );
+    store
+        .force_delete_shares(key, Family::Semaphore)
+        .await
+        .unwrap();
+}
+
 /// Several stores contend for three keys of one hash slot while that slot is moved from
 /// master to master and back, key by key with pauses: never two holders at once, no fencing
 /// token going back, no call longer than the command timeout nor failing (calls on the
 /// moving slot wait for the migration to end), and grants again after every migration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contenders_keep_a_clean_history_across_slot_migrations() {
+    contenders_across_slot_migrations(false).await;
+}
+
+/// The same with fencing tokens on: the slot's counter exists, so a node that has the lock
+/// key and its line has every key of a take (before the guard, takes in line failed halfway
+/// while the slot moved: about ten failed calls in four migrations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_contenders_keep_a_clean_history_across_slot_migrations() {
+    contenders_across_slot_migrations(true).await;
+}
+
+async fn contenders_across_slot_migrations(fencing_tokens: bool) {
     let cluster = cluster();
     let url = cluster.url();
     let keys: Vec<String> = ["a", "b", "c"]
         .iter()
-        .map(|name| format!("{{verrou-migrating}}:{name}"))
+        // A slot of its own: the two variants run at once.
+        .map(|name| format!("{{verrou-migrating-{fencing_tokens}}}:{name}"))
         .collect();
     let slot = hash_slot(&keys[0]);
     let mut stores = Vec::new();
     for _ in 0..4 {
-        stores.push(Arc::new(TimedStore::new(
-            connect(&url, COMMAND_TIMEOUT).await,
-        )));
+        let store = if fencing_tokens {
+            connect_fenced(&url, COMMAND_TIMEOUT).await
+        } else {
+            connect(&url, COMMAND_TIMEOUT).await
+        };
+        stores.push(Arc::new(TimedStore::new(store)));
     }
     let contention = Contention::start(&stores, 2, &keys, TTL);
     let warm_up = Instant::now();
