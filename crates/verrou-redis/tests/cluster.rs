@@ -135,6 +135,16 @@ fn place(waiter: &str) -> Place<'_> {
     }
 }
 
+/// `key` held by `holder`, with `waiter` in its line.
+async fn held_with_a_waiter_in_line(store: &RedisStore, key: &str) {
+    let taken = store.save(key, "holder", Some(TTL)).await;
+    assert!(matches!(taken.unwrap(), Acquisition::Granted(_)));
+    let busy = store
+        .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
+        .await;
+    assert_eq!(busy.unwrap(), Acquisition::Busy);
+}
+
 /// The scripts that change a waiting line or a holder set can empty one and touch it again
 /// (the last place leaves, the last holder goes), which a node refuses for a key it lacks
 /// while the slot moves, failing the script halfway: each of these calls must wait for the
@@ -144,14 +154,7 @@ fn place(waiter: &str) -> Place<'_> {
 async fn the_take_of_a_key_handed_over_waits_for_a_moving_slot() {
     let store = Arc::new(connect_fenced(&cluster().url(), COMMAND_TIMEOUT).await);
     let key = "{verrou-moving-take}:lock";
-    assert!(matches!(
-        store.save(key, "holder", Some(TTL)).await.unwrap(),
-        Acquisition::Granted(_)
-    ));
-    let busy = store
-        .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
-        .await;
-    assert_eq!(busy.unwrap(), Acquisition::Busy);
+    held_with_a_waiter_in_line(&store, key).await;
     assert_eq!(
         store.delete(key, "holder").await.unwrap(),
         OwnerCheck::Applied
@@ -178,14 +181,7 @@ async fn the_take_of_a_key_handed_over_waits_for_a_moving_slot() {
 async fn the_last_waiter_leaving_waits_for_a_moving_slot() {
     let store = Arc::new(connect(&cluster().url(), COMMAND_TIMEOUT).await);
     let key = "{verrou-moving-leave}:lock";
-    assert!(matches!(
-        store.save(key, "holder", Some(TTL)).await.unwrap(),
-        Acquisition::Granted(_)
-    ));
-    let busy = store
-        .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
-        .await;
-    assert_eq!(busy.unwrap(), Acquisition::Busy);
+    held_with_a_waiter_in_line(&store, key).await;
     let leave = {
         let store = Arc::clone(&store);
         async move { store.leave_line(key, "waiter").await }
