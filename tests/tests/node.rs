@@ -15,7 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use support::{epoch_nanos, finish, holds, most_at_once, tagged_holds, unique_key, Store};
+use support::{
+    a_lock_moves_between_processes, first_hold_after_release, held_gate, most_at_once,
+    tagged_holds, unique_key, Store,
+};
 
 /// How often the Node.js workers ask again for a busy key, in milliseconds.
 const NODE_RETRY_MS: &str = "10";
@@ -129,9 +132,7 @@ async fn postgres_node_and_rust_processes_exclude_each_other() {
 /// process gets it after that window, not after the dead waiter's place lapses.
 async fn node_is_locked_out_no_longer_than_a_hand_over_window(store: Store) {
     let key = unique_key("node-window");
-    let factory = store.factory().await;
-    let gate = factory.create_lock(&key).unwrap();
-    assert!(gate.acquire_immediately().await.unwrap());
+    let gate = held_gate(store, &key).await;
     let mut victim = store.worker(&["queue", &key, "1", "0"]).spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     victim.kill().unwrap();
@@ -139,13 +140,7 @@ async fn node_is_locked_out_no_longer_than_a_hand_over_window(store: Store) {
     let node = node_contender(store, &key, 1, 0);
     // Node.js is up and asking.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let released = epoch_nanos();
-    gate.release().await.unwrap();
-    let held = tokio::task::spawn_blocking(move || holds(&finish(node)))
-        .await
-        .unwrap();
-    let waited =
-        Duration::from_nanos(u64::try_from(held[0].started.saturating_sub(released)).unwrap());
+    let waited = first_hold_after_release(gate, node).await;
     println!("{store:?}: the Node.js process held the key {waited:?} after the release");
     assert!(
         waited >= verrou::HANDOVER_WINDOW.saturating_sub(Duration::from_millis(5)),
@@ -167,30 +162,6 @@ async fn redis_node_is_locked_out_no_longer_than_a_hand_over_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_node_is_locked_out_no_longer_than_a_hand_over_window() {
     node_is_locked_out_no_longer_than_a_hand_over_window(Store::Postgres).await;
-}
-
-/// A lock one process takes and serializes is restored and released by another, whose
-/// output must be `released`; the key is free afterwards. The handing process is started by
-/// `hand` (given the key), the releasing one by `release` (given the serialized lock).
-async fn a_lock_moves_between_processes(
-    store: Store,
-    hand: impl FnOnce(&str) -> Command,
-    release: impl FnOnce(&str) -> Command,
-) {
-    let key = unique_key("node-handover");
-    let factory = store.factory().await;
-    let observer = factory.create_lock(&key).unwrap();
-    let serialized = finish(hand(&key).spawn().unwrap());
-    assert!(
-        observer.is_locked().await.unwrap(),
-        "the first process left the lock held: {serialized}"
-    );
-    let released = finish(release(serialized.trim()).spawn().unwrap());
-    assert_eq!(released.trim(), "released");
-    assert!(
-        !observer.is_locked().await.unwrap(),
-        "the second process released it"
-    );
 }
 
 /// A lock taken by @verrou/core, serialized with `JSON.stringify(lock.serialize())`, is

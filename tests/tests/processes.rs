@@ -10,7 +10,10 @@ use std::process::Child;
 
 use verrou::Ttl;
 
-use support::{epoch_nanos, finish, holds, most_at_once, tagged_holds, unique_key, Hold, Store};
+use support::{
+    a_lock_moves_between_processes, finish, first_hold_after_release, held_gate, holds,
+    most_at_once, tagged_holds, unique_key, Hold, Store,
+};
 
 fn processes_take_turns_with_growing_tokens(store: Store) {
     let key = unique_key("turns");
@@ -46,25 +49,12 @@ fn postgres_processes_take_turns_with_growing_tokens() {
 }
 
 async fn lock_handed_to_another_process_is_released_there(store: Store) {
-    let key = unique_key("handover");
-    let serialized = finish(store.worker(&["hand", &key, "30s"]).spawn().unwrap());
-    let factory = store.factory().await;
-    let observer = factory.create_lock(&key).unwrap();
-    assert!(
-        observer.is_locked().await.unwrap(),
-        "the first process left the lock held"
-    );
-    let released = finish(
-        store
-            .worker(&["release", serialized.trim()])
-            .spawn()
-            .unwrap(),
-    );
-    assert_eq!(released.trim(), "released");
-    assert!(
-        !observer.is_locked().await.unwrap(),
-        "the second process released it"
-    );
+    a_lock_moves_between_processes(
+        store,
+        |key| store.worker(&["hand", key, "30s"]),
+        |serialized| store.worker(&["release", serialized]),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -122,9 +112,7 @@ async fn postgres_killed_holders_lock_expires() {
 /// back behind the next one, two runs in six).
 async fn processes_queue_in_turn(store: Store) {
     let key = unique_key("queue");
-    let factory = store.factory().await;
-    let gate = factory.create_lock(&key).unwrap();
-    assert!(gate.acquire_immediately().await.unwrap());
+    let gate = held_gate(store, &key).await;
     let workers: Vec<Child> = (0..4)
         .map(|_| store.worker(&["queue", &key, "10", "20"]).spawn().unwrap())
         .collect();
@@ -167,9 +155,7 @@ async fn postgres_processes_queue_in_turn() {
 /// and the survivor's store then finds itself at the front.
 async fn a_killed_waiter_does_not_hold_up_the_line(store: Store) {
     let key = unique_key("killed-waiter");
-    let factory = store.factory().await;
-    let gate = factory.create_lock(&key).unwrap();
-    assert!(gate.acquire_immediately().await.unwrap());
+    let gate = held_gate(store, &key).await;
     let settle = std::time::Duration::from_millis(1500);
     let mut victim = store.worker(&["queue", &key, "1", "0"]).spawn().unwrap();
     tokio::time::sleep(settle).await;
@@ -177,14 +163,7 @@ async fn a_killed_waiter_does_not_hold_up_the_line(store: Store) {
     tokio::time::sleep(settle).await;
     victim.kill().unwrap();
     victim.wait().unwrap();
-    let released = epoch_nanos();
-    gate.release().await.unwrap();
-    let held = tokio::task::spawn_blocking(move || holds(&finish(survivor)))
-        .await
-        .unwrap();
-    let waited = std::time::Duration::from_nanos(
-        u64::try_from(held[0].started.saturating_sub(released)).unwrap(),
-    );
+    let waited = first_hold_after_release(gate, survivor).await;
     println!("{store:?}: the survivor held the key {waited:?} after the release");
     let bound = verrou::HANDOVER_WINDOW + verrou::RECHECK_EVERY * 3;
     assert!(

@@ -40,11 +40,7 @@ impl LockStore for PlainStore {
     }
 
     async fn extend(&self, key: &str, owner: &str, _ttl: Duration) -> Result<OwnerCheck> {
-        Ok(if self.owners.is_held_by(key, owner) {
-            OwnerCheck::Applied
-        } else {
-            OwnerCheck::NotOwner
-        })
+        Ok(self.owners.extend(key, owner))
     }
 }
 

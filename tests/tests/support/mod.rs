@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
-use verrou::{LockFactory, LockStore};
+use verrou::{Lock, LockFactory, LockStore};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_verrou-e2e-worker");
 
@@ -144,4 +145,46 @@ pub(crate) fn most_at_once<'a>(holds: impl IntoIterator<Item = &'a Hold>) -> usi
         most = most.max(inside);
     }
     usize::try_from(most).unwrap_or_default()
+}
+
+/// A lock this process holds on `key` of `store`: a gate for workers to line up behind.
+pub(crate) async fn held_gate(store: Store, key: &str) -> Lock {
+    let gate = store.factory().await.create_lock(key).unwrap();
+    assert!(gate.acquire_immediately().await.unwrap());
+    gate
+}
+
+/// Releases `gate`, then waits for `worker` to end: how long after the release its first
+/// hold started.
+pub(crate) async fn first_hold_after_release(gate: Lock, worker: Child) -> Duration {
+    let released = epoch_nanos();
+    gate.release().await.unwrap();
+    let held = tokio::task::spawn_blocking(move || holds(&finish(worker)))
+        .await
+        .unwrap();
+    Duration::from_nanos(u64::try_from(held[0].started.saturating_sub(released)).unwrap())
+}
+
+/// A lock one process takes and serializes is restored and released by another, whose
+/// output must be `released`; the key is free afterwards. The handing process is started by
+/// `hand` (given the key), the releasing one by `release` (given the serialized lock).
+pub(crate) async fn a_lock_moves_between_processes(
+    store: Store,
+    hand: impl FnOnce(&str) -> Command,
+    release: impl FnOnce(&str) -> Command,
+) {
+    let key = unique_key("handover");
+    let factory = store.factory().await;
+    let observer = factory.create_lock(&key).unwrap();
+    let serialized = finish(hand(&key).spawn().unwrap());
+    assert!(
+        observer.is_locked().await.unwrap(),
+        "the first process left the lock held: {serialized}"
+    );
+    let released = finish(release(serialized.trim()).spawn().unwrap());
+    assert_eq!(released.trim(), "released");
+    assert!(
+        !observer.is_locked().await.unwrap(),
+        "the second process released it"
+    );
 }

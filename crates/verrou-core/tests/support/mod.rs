@@ -38,13 +38,20 @@ impl Owners {
         self.0.lock().unwrap().remove(key);
     }
 
-    /// Whether `owner` holds `key`.
-    pub(crate) fn is_held_by(&self, key: &str, owner: &str) -> bool {
-        self.0
+    /// What an extension of `key` by `owner` answers (nothing expires here): applied if
+    /// `owner` holds it.
+    pub(crate) fn extend(&self, key: &str, owner: &str) -> OwnerCheck {
+        if self
+            .0
             .lock()
             .unwrap()
             .get(key)
             .is_some_and(|held| held == owner)
+        {
+            OwnerCheck::Applied
+        } else {
+            OwnerCheck::NotOwner
+        }
     }
 
     /// Whether someone holds `key`.
