@@ -227,11 +227,28 @@ end
 
 /// Reads the fencing counter `KEYS[4]` into `counter` (nil if missing), returning an error
 /// reply that names it, before any write, unless it is the text of an integer from 0 to
-/// 2^63 - 2 (what `fence_issue!` writes, with room for one more `INCR`).
+/// 2^63 - 2 (what `fence_issue!` writes, with room for one more `INCR`). With `if
+/// CONDITION` (Lua), only when it holds (`counter` is `false` otherwise, and `KEYS[4]` may
+/// be another key).
 macro_rules! fence_check {
     () => {
-        r#"local counter = redis.pcall("get", KEYS[4])
-if type(counter) == "table" then
+        concat!(
+            r#"local counter = redis.pcall("get", KEYS[4])
+"#,
+            fence_check!(@valid)
+        )
+    };
+    (if $condition:literal) => {
+        concat!(
+            "local counter = ",
+            $condition,
+            r#" and redis.pcall("get", KEYS[4])
+"#,
+            fence_check!(@valid)
+        )
+    };
+    (@valid) => {
+        r#"if type(counter) == "table" then
   return redis.error_reply("ERR verrou: the fencing counter " .. KEYS[4] .. " cannot be read (" .. tostring(counter.err) .. "); was it changed by hand?")
 end
 if counter and not (counter == "0" or (string.match(counter, "^[1-9]%d*$")
@@ -273,8 +290,8 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 
 /// Takes `KEYS[1]` for owner `ARGV[1]` if it is free and nobody waits ahead, with a TTL of
 /// `ARGV[2]` milliseconds (`0`: none), and, if `ARGV[3]` is `fenced`, issues the grant's
-/// fencing token from the slot's counter `KEYS[4]`. `KEYS[2]` and `KEYS[3]` are the key's
-/// line; `ARGV[4]`, if given, is the taker's waiter id and `ARGV[5]` its lease in
+/// fencing token from the slot's counter `KEYS[4]` (given, and read, only then). `KEYS[2]`
+/// and `KEYS[3]` are the key's line; `ARGV[4]`, if given, is the taker's waiter id and `ARGV[5]` its lease in
 /// milliseconds. Returns `{token, 0}`, the token as decimal text (exact, whatever its size;
 /// `"0"` when not fenced), or nil if the key is busy.
 ///
@@ -317,7 +334,7 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 /// `INCR`'s reply reaches the script as a double too.
 ///
 /// Everything that can fail comes before the first write, so a failed take changes
-/// nothing: the counter is read with `redis.pcall` and must be the text of an integer from
+/// nothing: the counter (when fenced) is read with `redis.pcall` and must be the text of an integer from
 /// 0 to 2^63 - 2 (what this script writes, with room for one more `INCR`); anything else
 /// (another type, text that is no such number) is an error reply naming the counter, and
 /// the lock key is left alone. The lock key is read with `redis.pcall` too: a key of
@@ -328,7 +345,7 @@ pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
         reserved_prefix!(),
         r#"local now, now_ms = clock()
 "#,
-        fence_check!(),
+        fence_check!(if r#"ARGV[3] == "fenced""#),
         r#"local waiter = ARGV[4]
 local L
 local queued = 0

@@ -375,12 +375,15 @@ impl RedisStore {
         let slot = Slot::of(key);
         let [line, deadlines] = slot.line_keys(key);
         let counter = slot.counter_key();
-        let keys = [key, &line, &deadlines, &counter];
+        let named = [key, &line, &deadlines, &counter];
+        // The slot's counter only for a take that issues a token: the script reads it then
+        // alone.
+        let keys = &named[..if self.fencing_tokens { 4 } else { 3 }];
         let acknowledgement = self.acknowledgement.as_ref();
         let fencing = if self.fencing_tokens { "fenced" } else { "" };
         let taken: Option<(u64, i64)> = self
             .send(|client| async move {
-                replicas::run(acknowledgement, &TAKE, &client, slot, &keys, |args| {
+                replicas::run(acknowledgement, &TAKE, &client, slot, keys, |args| {
                     args.extend([
                         Value::from(owner),
                         Value::Integer(ttl),
