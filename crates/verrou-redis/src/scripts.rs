@@ -50,6 +50,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 
+use fred::bytes::Bytes;
 use fred::bytes_utils::Str;
 use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
@@ -651,8 +652,7 @@ impl LuaScript {
             arguments.push(Value::String(script.clone()));
             let declared = keys.len() + usize::from(guard.is_some());
             arguments.push(Value::Integer(declared as i64));
-            arguments.extend(keys.iter().map(|key| Value::from(*key)));
-            arguments.extend(guard.as_deref().map(Value::from));
+            push_in_one_buffer(&mut arguments, keys.iter().copied().chain(guard.as_deref()));
             args(&mut arguments);
             arguments
         };
@@ -674,6 +674,24 @@ impl LuaScript {
     }
 }
 
+/// Appends `names` to `arguments` as slices of one buffer: one allocation for all of them
+/// (a value of its own each would cost one each, and all are freed on the connection's
+/// task, which contends with the callers' threads for the allocator).
+fn push_in_one_buffer<'a>(
+    arguments: &mut Vec<Value>,
+    names: impl Iterator<Item = &'a str> + Clone,
+) {
+    let mut joined = String::with_capacity(names.clone().map(str::len).sum());
+    names.clone().for_each(|name| joined.push_str(name));
+    let joined = Bytes::from(joined);
+    let mut start = 0;
+    for name in names {
+        let end = start + name.len();
+        arguments.push(Value::Bytes(joined.slice(start..end)));
+        start = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,6 +708,28 @@ mod tests {
     fn the_scripts_window_is_the_hand_over_window() {
         let window = verrou_core::HANDOVER_WINDOW.as_millis();
         assert!(line_function!().contains(&format!("\nlocal WINDOW = {window}\n")));
+    }
+
+    #[test]
+    fn names_go_out_in_order_as_slices_of_one_buffer() {
+        let mut arguments = vec![Value::Integer(2)];
+        let names = ["lock", "verrou:line:{7}lock", "verrou:fence:{7}:guard"];
+        push_in_one_buffer(&mut arguments, names.into_iter());
+        let slices: Vec<&Bytes> = arguments[1..]
+            .iter()
+            .map(|value| match value {
+                Value::Bytes(bytes) => bytes,
+                other => panic!("not bytes: {other:?}"),
+            })
+            .collect();
+        assert_eq!(slices, names);
+        // Each starts where the one before ends: one buffer.
+        for pair in slices.windows(2) {
+            assert_eq!(
+                pair[0].as_ptr().wrapping_add(pair[0].len()),
+                pair[1].as_ptr()
+            );
+        }
     }
 
     #[test]
