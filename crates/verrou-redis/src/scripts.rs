@@ -228,9 +228,9 @@ end
 
 /// Reads the fencing counter `KEYS[4]` into `counter` (nil if missing), returning an error
 /// reply that names it, before any write, unless it is the text of an integer from 0 to
-/// 2^63 - 2 (what `fence_issue!` writes, with room for one more `INCR`). With `if
-/// CONDITION` (Lua), only when it holds (`counter` is `false` otherwise, and `KEYS[4]` may
-/// be another key).
+/// 2^63 - 2 (what `fence_issue!` writes, with room for one more `INCR`). Given `if
+/// CONDITION` (Lua text), it reads the counter only when the condition holds: `counter` is
+/// `false` otherwise, and `KEYS[4]` need not be the counter.
 macro_rules! fence_check {
     () => {
         concat!(
@@ -292,9 +292,9 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 /// Takes `KEYS[1]` for owner `ARGV[1]` if it is free and nobody waits ahead, with a TTL of
 /// `ARGV[2]` milliseconds (`0`: none), and, if `ARGV[3]` is `fenced`, issues the grant's
 /// fencing token from the slot's counter `KEYS[4]` (given, and read, only then). `KEYS[2]`
-/// and `KEYS[3]` are the key's line; `ARGV[4]`, if given, is the taker's waiter id and `ARGV[5]` its lease in
-/// milliseconds. Returns `{token, 0}`, the token as decimal text (exact, whatever its size;
-/// `"0"` when not fenced), or nil if the key is busy.
+/// and `KEYS[3]` are the key's line; `ARGV[4]`, if given, is the taker's waiter id and
+/// `ARGV[5]` its lease in milliseconds. Returns `{token, 0}`, the token as decimal text
+/// (exact, whatever its size; `"0"` when not fenced), or nil if the key is busy.
 ///
 /// The line first: lapsed places are dropped. Then:
 ///
@@ -335,10 +335,10 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 /// `INCR`'s reply reaches the script as a double too.
 ///
 /// Everything that can fail comes before the first write, so a failed take changes
-/// nothing: the counter (when fenced) is read with `redis.pcall` and must be the text of an integer from
-/// 0 to 2^63 - 2 (what this script writes, with room for one more `INCR`); anything else
-/// (another type, text that is no such number) is an error reply naming the counter, and
-/// the lock key is left alone. The lock key is read with `redis.pcall` too: a key of
+/// nothing: the counter (when fenced) is read with `redis.pcall` and must be the text of an
+/// integer from 0 to 2^63 - 2 (what this script writes, with room for one more `INCR`);
+/// anything else (another type, text that is no such number) is an error reply naming the
+/// counter, and the lock key is left alone. The lock key is read with `redis.pcall` too: a key of
 /// another type is simply not the owner's, and the take is busy.
 pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::guarded(concat!(
