@@ -7,9 +7,9 @@
 #     ./scripts/with-servers.sh cargo run -p verrou --features redis --example redis
 #
 # Installs redis-server, PostgreSQL, and Node.js with npm (for the end-to-end tests beside the
-# Node.js library) first if they are missing (Debian/Ubuntu, as root or
-# with passwordless sudo; otherwise it says what to install). A variable that is already set
-# names a server of your own: nothing is installed or started for it.
+# Node.js library) first if they are missing (Debian/Ubuntu, as root or with passwordless
+# sudo; otherwise it says what to install). A variable that is already set names a server
+# of your own: nothing is installed or started for it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -338,8 +338,8 @@ pub(crate) use {clock_function, fence_check, fence_issue, line_function, queued_
 /// nothing: the counter (when fenced) is read with `redis.pcall` and must be the text of an
 /// integer from 0 to 2^63 - 2 (what this script writes, with room for one more `INCR`);
 /// anything else (another type, text that is no such number) is an error reply naming the
-/// counter, and the lock key is left alone. The lock key is read with `redis.pcall` too: a key of
-/// another type is simply not the owner's, and the take is busy.
+/// counter, and the lock key is left alone. The lock key is read with `redis.pcall` too: a
+/// key of another type is simply not the owner's, and the take is busy.
 pub(crate) static TAKE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::guarded(concat!(
         clock_function!(),
