@@ -107,13 +107,19 @@ async fn calls_on_a_moving_slot_wait_for_the_migration_then_follow_it() {
     store.force_delete(&key).await.unwrap();
 }
 
-/// Starts `call` while `key`'s slot moves (no key moved yet: the source has them all), ends
-/// the migration half a second later, and returns what the call answered, once it checked
-/// that the call was not served before.
-async fn while_the_slot_moves<T: Send + 'static>(
+/// Starts `call` on `store` while `key`'s slot moves (no key moved yet: the source has them
+/// all), ends the migration half a second later, and returns what the call answered, once
+/// it checked that the call was not served before.
+async fn while_the_slot_moves<T, Fut>(
+    store: &Arc<RedisStore>,
     key: &str,
-    call: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
+    call: impl FnOnce(Arc<RedisStore>) -> Fut,
+) -> T
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let call = call(Arc::clone(store));
     let cluster = cluster();
     let slot = hash_slot(key);
     let target = other_master(cluster, cluster.master_of_slot(slot).unwrap());
@@ -164,15 +170,12 @@ async fn the_take_of_a_key_handed_over_waits_for_a_moving_slot() {
         store.delete(key, "holder").await.unwrap(),
         OwnerCheck::Applied
     );
-    let take = {
-        let store = Arc::clone(&store);
-        async move {
-            store
-                .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
-                .await
-        }
-    };
-    let taken = while_the_slot_moves(key, take).await;
+    let taken = while_the_slot_moves(&store, key, |store| async move {
+        store
+            .save_in_line(key, "waiter-owner", Some(TTL), place("waiter"))
+            .await
+    })
+    .await;
     assert!(matches!(taken, Ok(Acquisition::Granted(_))), "{taken:?}");
     store.force_delete(key).await.unwrap();
 }
@@ -183,11 +186,10 @@ async fn the_last_waiter_leaving_waits_for_a_moving_slot() {
     let store = Arc::new(connect(&cluster().url(), COMMAND_TIMEOUT).await);
     let key = "{verrou-moving-leave}:lock";
     held_with_a_waiter_in_line(&store, key).await;
-    let leave = {
-        let store = Arc::clone(&store);
-        async move { store.leave_line(key, "waiter").await }
-    };
-    let left = while_the_slot_moves(key, leave).await;
+    let left = while_the_slot_moves(&store, key, |store| async move {
+        store.leave_line(key, "waiter").await
+    })
+    .await;
     assert!(left.is_ok(), "{left:?}");
     store.force_delete(key).await.unwrap();
 }
@@ -212,11 +214,10 @@ async fn the_last_permits_release_waits_for_a_moving_slot() {
         )
         .await;
     assert_eq!(busy.unwrap(), Acquisition::Busy);
-    let release = {
-        let store = Arc::clone(&store);
-        async move { store.delete_share(key, "holder", permit).await }
-    };
-    let released = while_the_slot_moves(key, release).await;
+    let released = while_the_slot_moves(&store, key, |store| async move {
+        store.delete_share(key, "holder", permit).await
+    })
+    .await;
     assert!(matches!(released, Ok(OwnerCheck::Applied)), "{released:?}");
     store
         .force_delete_shares(key, Family::Semaphore)
