@@ -13,6 +13,9 @@
 //! cargo run -p verrou-benches --release -- cycle --stores redis,redis-replicated
 //! ```
 //!
+//! `--features mimalloc` runs the whole process (verrou and the baselines alike) on
+//! mimalloc instead of the system allocator.
+//!
 //! Redis and PostgreSQL run on private throwaway servers unless `VERROU_REDIS_URL` /
 //! `VERROU_POSTGRES_URL` name servers to use; `redis-cluster` always runs on a private Redis
 //! Cluster (three masters, three replicas, all on this machine), and `redis-replicated`
@@ -35,6 +38,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::backends::Backend;
+
+/// The allocator of the whole process, verrou's side and the baselines' alike.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use crate::handoff::Mode;
 
 #[derive(Parser)]

@@ -149,6 +149,13 @@ pub(crate) fn crowd_table(results: &[CrowdResult]) -> String {
     table
 }
 
+/// The allocator the bench process runs on (`--features mimalloc`).
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "allocator: mimalloc"
+} else {
+    "allocator: the system's"
+};
+
 /// What the numbers were measured on.
 pub(crate) fn machine_line() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -162,7 +169,7 @@ pub(crate) fn machine_line() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     format!(
-        "{cores} cores, {cpu}; {} {}",
+        "{cores} cores, {cpu}; {} {}; {ALLOCATOR}",
         std::env::consts::OS,
         std::env::consts::ARCH
     )
