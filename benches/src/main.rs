@@ -38,12 +38,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::backends::Backend;
+use crate::handoff::Mode;
 
 /// The allocator of the whole process, verrou's side and the baselines' alike.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use crate::handoff::Mode;
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of verrou's stores against bare-client baselines")]

@@ -150,7 +150,7 @@ pub(crate) fn crowd_table(results: &[CrowdResult]) -> String {
 }
 
 /// The allocator the bench process runs on (`--features mimalloc`).
-const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+const ALLOCATOR_NAME: &str = if cfg!(feature = "mimalloc") {
     "allocator: mimalloc"
 } else {
     "allocator: the system's"
@@ -169,7 +169,7 @@ pub(crate) fn machine_line() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     format!(
-        "{cores} cores, {cpu}; {} {}; {ALLOCATOR}",
+        "{cores} cores, {cpu}; {} {}; {ALLOCATOR_NAME}",
         std::env::consts::OS,
         std::env::consts::ARCH
     )
