@@ -374,13 +374,20 @@ impl RedisStore {
         let key: &str = &key;
         let slot = Slot::of(key);
         let [line, deadlines] = slot.line_keys(key);
-        let counter = slot.counter_key();
-        let named = [key, &line, &deadlines, &counter];
         // The slot's counter only for a take that issues a token: the script reads it then
         // alone.
-        let keys = &named[..if self.fencing_tokens { 4 } else { 3 }];
+        let counter = self.fencing_tokens.then(|| slot.counter_key());
+        let named = [
+            key,
+            &line,
+            &deadlines,
+            counter.as_deref().unwrap_or_default(),
+        ];
+        let (keys, fencing) = match &counter {
+            Some(_) => (&named[..], "fenced"),
+            None => (&named[..3], ""),
+        };
         let acknowledgement = self.acknowledgement.as_ref();
-        let fencing = if self.fencing_tokens { "fenced" } else { "" };
         let taken: Option<(u64, i64)> = self
             .send(|client| async move {
                 replicas::run(acknowledgement, &TAKE, &client, slot, keys, |args| {

@@ -287,10 +287,10 @@ async fn each_line_operation_is_one_command() {
     // fencing tokens are on), zcard (the line: 1 when empty, 2 when it holds the place,
     // then zrangebyscore 1 for the lapsed places), zadd 1 (the deadline), zscore 1 (a place
     // already? the first take adds its arrival after the last one: zrange 1 and zadd 1),
-    // zrange 1 and pexpire 2 (the line keys expire with their last place). The leave: time 1, zcard 2 and
-    // zrangebyscore 1 (the lapsed places), zrange 1 (the front: the leaver), zrem 2 (its
-    // place), zrange 1 and del 1 (the line, empty, is deleted), get 1 (the key: held, so
-    // nothing is handed over).
+    // zrange 1 and pexpire 2 (the line keys expire with their last place). The leave: time
+    // 1, zcard 2 and zrangebyscore 1 (the lapsed places), zrange 1 (the front: the leaver),
+    // zrem 2 (its place), zrange 1 and del 1 (the line, empty, is deleted), get 1 (the key:
+    // held, so nothing is handed over).
     let expected = [
         ("del", 1),
         ("evalsha", 3),
