@@ -1,8 +1,9 @@
 //! The Verrou manager built from code and from configuration files.
 
-use std::time::Duration;
+use support::Unreachable;
+use verrou::{Error, MemoryStore, Retry, Verrou, VerrouConfig};
 
-use verrou::{Acquisition, Error, LockStore, MemoryStore, OwnerCheck, Retry, Verrou, VerrouConfig};
+mod support;
 
 fn two_stores() -> Verrou {
     Verrou::builder()
@@ -211,28 +212,6 @@ async fn bad_configurations_are_clear_errors() {
         Verrou::from_config(unknown_default).await,
         Err(Error::UnknownStore { name, .. }) if name == "x"
     ));
-}
-
-/// A store whose server is gone: every call fails.
-struct Unreachable;
-
-#[async_trait::async_trait]
-impl LockStore for Unreachable {
-    async fn save(&self, _: &str, _: &str, _: Option<Duration>) -> verrou::Result<Acquisition> {
-        Err(Error::storage("connection refused"))
-    }
-    async fn delete(&self, _: &str, _: &str) -> verrou::Result<OwnerCheck> {
-        Err(Error::storage("connection refused"))
-    }
-    async fn force_delete(&self, _: &str) -> verrou::Result<()> {
-        Err(Error::storage("connection refused"))
-    }
-    async fn exists(&self, _: &str) -> verrou::Result<bool> {
-        Err(Error::storage("connection refused"))
-    }
-    async fn extend(&self, _: &str, _: &str, _: Duration) -> verrou::Result<OwnerCheck> {
-        Err(Error::storage("connection refused"))
-    }
 }
 
 #[tokio::test]
