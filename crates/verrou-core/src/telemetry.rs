@@ -22,6 +22,15 @@ pub(crate) enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in declaration order (the index of each is its discriminant).
+    const ALL: [Operation; 5] = [
+        Operation::Take,
+        Operation::Release,
+        Operation::ForceRelease,
+        Operation::Check,
+        Operation::Extend,
+    ];
+
     /// The operation's name in metrics and errors.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +52,9 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (the index of each is its discriminant).
+    const ALL: [Outcome; 3] = [Outcome::Acquired, Outcome::GaveUp, Outcome::Failed];
+
     pub(crate) fn of(result: &Result<bool>) -> Self {
         match result {
             Ok(true) => Outcome::Acquired,
@@ -60,10 +72,73 @@ impl Outcome {
     }
 }
 
-/// The telemetry of one store: its name, as metrics and errors show it.
+/// The telemetry of one store: its name, as metrics and errors show it, and the keys of its
+/// metrics, built once with the name rather than at every call (each key is a name and a
+/// list of labels, one of them the name: two allocations the hot path does without).
 #[derive(Debug, Clone)]
 pub(crate) struct Telemetry {
     store: Arc<str>,
+    keys: Arc<Keys>,
+}
+
+/// The key (name and labels) of every metric a store records; see the crate docs
+/// (`# Telemetry`) for what each counts.
+#[derive(Debug)]
+struct Keys {
+    /// `verrou_acquisitions_total`, by [`Outcome`].
+    acquisitions: [metric::Key; Outcome::ALL.len()],
+    /// `verrou_acquire_wait_seconds`, by [`Outcome`].
+    acquire_waits: [metric::Key; Outcome::ALL.len()],
+    /// `verrou_failed_takes_total`.
+    failed_takes: metric::Key,
+    /// `verrou_hold_seconds` of holds released, and of holds their release found expired.
+    held_until_released: metric::Key,
+    held_until_expired: metric::Key,
+    /// `verrou_renewals_total` of extensions applied, refused and failed.
+    renewed: metric::Key,
+    renewal_refused: metric::Key,
+    renewal_failed: metric::Key,
+    /// `verrou_locks_lost_total`.
+    locks_lost: metric::Key,
+    /// `verrou_store_errors_total`, by [`Operation`].
+    store_errors: [metric::Key; Operation::ALL.len()],
+    /// `verrou_waiters`.
+    waiters: metric::Key,
+}
+
+impl Keys {
+    /// The keys of the metrics of the store named `store`.
+    fn new(store: &str) -> Self {
+        let key = |name, label| metric::key(name, store, label);
+        Self {
+            acquisitions: Outcome::ALL.map(|outcome| {
+                key(
+                    "verrou_acquisitions_total",
+                    Some(("outcome", outcome.as_str())),
+                )
+            }),
+            acquire_waits: Outcome::ALL.map(|outcome| {
+                key(
+                    "verrou_acquire_wait_seconds",
+                    Some(("outcome", outcome.as_str())),
+                )
+            }),
+            failed_takes: key("verrou_failed_takes_total", None),
+            held_until_released: key("verrou_hold_seconds", Some(("end", "released"))),
+            held_until_expired: key("verrou_hold_seconds", Some(("end", "expired"))),
+            renewed: key("verrou_renewals_total", Some(("outcome", "renewed"))),
+            renewal_refused: key("verrou_renewals_total", Some(("outcome", "refused"))),
+            renewal_failed: key("verrou_renewals_total", Some(("outcome", "failed"))),
+            locks_lost: key("verrou_locks_lost_total", None),
+            store_errors: Operation::ALL.map(|operation| {
+                key(
+                    "verrou_store_errors_total",
+                    Some(("operation", operation.as_str())),
+                )
+            }),
+            waiters: key("verrou_waiters", None),
+        }
+    }
 }
 
 impl Default for Telemetry {
@@ -76,6 +151,7 @@ impl Telemetry {
     pub(crate) fn named(store: &str) -> Self {
         Self {
             store: Arc::from(store),
+            keys: Arc::new(Keys::new(store)),
         }
     }
 
@@ -118,49 +194,48 @@ impl Telemetry {
     /// A store call of `operation` for `key` failed with `error`: counted, and told which
     /// store, operation and key it was about.
     fn failed(&self, operation: Operation, key: &str, error: Error) -> Error {
-        let labels = [("operation", operation.as_str())];
-        metric::counter("verrou_store_errors_total", &self.store, &labels);
+        metric::count(&self.keys.store_errors[operation as usize]);
         error.in_store(&self.store, operation.as_str(), key)
     }
 
     /// A take was answered "busy".
     pub(crate) fn take_refused(&self) {
-        metric::counter("verrou_failed_takes_total", &self.store, &[]);
+        metric::count(&self.keys.failed_takes);
     }
 
     /// A hold that began `since` ended: released, or found expired by its release. (The
     /// clock is read only when metrics are recorded.)
     pub(crate) fn hold_ended(&self, released: bool, since: Instant) {
         if metric::ENABLED {
-            let end = if released { "released" } else { "expired" };
-            let held = since.elapsed();
-            metric::histogram("verrou_hold_seconds", &self.store, &[("end", end)], held);
+            let keys = &self.keys;
+            let end = if released {
+                &keys.held_until_released
+            } else {
+                &keys.held_until_expired
+            };
+            metric::record(end, since.elapsed());
         }
     }
 
     /// An extension ended: applied (`Some(true)`), refused (`Some(false)`) or failed.
     pub(crate) fn renewal(&self, applied: Option<bool>) {
-        let outcome = match applied {
-            Some(true) => "renewed",
-            Some(false) => "refused",
-            None => "failed",
-        };
-        metric::counter(
-            "verrou_renewals_total",
-            &self.store,
-            &[("outcome", outcome)],
-        );
+        let keys = &self.keys;
+        metric::count(match applied {
+            Some(true) => &keys.renewed,
+            Some(false) => &keys.renewal_refused,
+            None => &keys.renewal_failed,
+        });
     }
 
     /// A loss signal fired.
     pub(crate) fn lost(&self) {
-        metric::counter("verrou_locks_lost_total", &self.store, &[]);
+        metric::count(&self.keys.locks_lost);
     }
 
     /// An `acquire` starts; it counts as waiting until the returned value is dropped, and
     /// is timed only when metrics are recorded (no clock read on the hot path otherwise).
     pub(crate) fn waiting(&self) -> Waiting<'_> {
-        metric::gauge("verrou_waiters", &self.store, 1.0);
+        metric::change(&self.keys.waiters, 1.0);
         Waiting {
             telemetry: self,
             started: metric::ENABLED.then(Instant::now),
@@ -177,19 +252,17 @@ pub(crate) struct Waiting<'t> {
 impl Waiting<'_> {
     /// The `acquire` ended with `outcome`.
     pub(crate) fn ended(&self, outcome: Outcome) {
-        let store = &self.telemetry.store;
-        let labels = [("outcome", outcome.as_str())];
-        metric::counter("verrou_acquisitions_total", store, &labels);
+        let keys = &self.telemetry.keys;
+        metric::count(&keys.acquisitions[outcome as usize]);
         if let Some(started) = self.started {
-            let wait = started.elapsed();
-            metric::histogram("verrou_acquire_wait_seconds", store, &labels, wait);
+            metric::record(&keys.acquire_waits[outcome as usize], started.elapsed());
         }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        metric::gauge("verrou_waiters", &self.telemetry.store, -1.0);
+        metric::change(&self.telemetry.keys.waiters, -1.0);
     }
 }
 
@@ -213,64 +286,108 @@ impl Error {
     }
 }
 
-/// The metrics themselves, through the `metrics` facade.
+/// The metrics themselves, through the `metrics` facade, recorded by whichever recorder is
+/// current at each call (a local one, else the global one, else none).
 #[cfg(feature = "metrics")]
 mod metric {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use metrics::Label;
+    use metrics::{Label, Level, Metadata};
 
     /// Whether metrics are recorded at all.
     pub(super) const ENABLED: bool = true;
 
-    fn labels(store: &Arc<str>, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
-        let mut labels = Vec::with_capacity(1 + extra.len());
-        labels.push(Label::new("store", Arc::clone(store)));
-        labels.extend(extra.iter().map(|&(key, value)| Label::new(key, value)));
-        labels
-    }
+    /// A metric's name and labels.
+    pub(super) type Key = metrics::Key;
 
-    pub(super) fn counter(
+    /// What the `metrics` macros would say of these metrics' call site.
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    /// The key of metric `name` of the store named `store`, with one more `label` if given.
+    pub(super) fn key(
         name: &'static str,
-        store: &Arc<str>,
-        extra: &[(&'static str, &'static str)],
-    ) {
-        metrics::counter!(name, labels(store, extra)).increment(1);
+        store: &str,
+        label: Option<(&'static str, &'static str)>,
+    ) -> Key {
+        let store = Label::new("store", store.to_owned());
+        let labels = std::iter::once(store).chain(label.map(|(key, value)| Label::new(key, value)));
+        Key::from_parts(name, labels.collect::<Vec<_>>())
     }
 
-    pub(super) fn histogram(
-        name: &'static str,
-        store: &Arc<str>,
-        extra: &[(&'static str, &'static str)],
-        value: Duration,
-    ) {
-        metrics::histogram!(name, labels(store, extra)).record(value.as_secs_f64());
+    /// Adds one to counter `key`.
+    pub(super) fn count(key: &Key) {
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA).increment(1));
     }
 
-    pub(super) fn gauge(name: &'static str, store: &Arc<str>, change: f64) {
-        metrics::gauge!(name, labels(store, &[])).increment(change);
+    /// Records `value`, in seconds, in histogram `key`.
+    pub(super) fn record(key: &Key, value: Duration) {
+        metrics::with_recorder(|recorder| {
+            recorder
+                .register_histogram(key, &METADATA)
+                .record(value.as_secs_f64());
+        });
+    }
+
+    /// Adds `change` to gauge `key`.
+    pub(super) fn change(key: &Key, change: f64) {
+        metrics::with_recorder(|recorder| {
+            recorder.register_gauge(key, &METADATA).increment(change);
+        });
     }
 }
 
 /// Without the `metrics` feature, nothing is recorded.
 #[cfg(not(feature = "metrics"))]
 mod metric {
-    use std::sync::Arc;
     use std::time::Duration;
 
     /// Whether metrics are recorded at all.
     pub(super) const ENABLED: bool = false;
 
-    pub(super) fn counter(_: &'static str, _: &Arc<str>, _: &[(&'static str, &'static str)]) {}
+    /// Nothing: no metric is recorded.
+    pub(super) type Key = ();
 
-    pub(super) fn histogram(
-        _: &'static str,
-        _: &Arc<str>,
-        _: &[(&'static str, &'static str)],
-        _: Duration,
-    ) {
+    pub(super) fn key(_: &'static str, _: &str, _: Option<(&'static str, &'static str)>) -> Key {}
+
+    pub(super) fn count(_: &Key) {}
+
+    pub(super) fn record(_: &Key, _: Duration) {}
+
+    pub(super) fn change(_: &Key, _: f64) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` lists every variant at the index of its discriminant, which indexes the keys: a
+    /// new variant stops these matches compiling until it is given its index, and then the
+    /// test until `ALL` (and the keys) have room for it.
+    #[test]
+    fn all_lists_every_operation_and_outcome_at_its_index() {
+        let operation_index = |operation| match operation {
+            Operation::Take => 0,
+            Operation::Release => 1,
+            Operation::ForceRelease => 2,
+            Operation::Check => 3,
+            Operation::Extend => 4,
+        };
+        let outcome_index = |outcome| match outcome {
+            Outcome::Acquired => 0,
+            Outcome::GaveUp => 1,
+            Outcome::Failed => 2,
+        };
+        assert_eq!(Operation::ALL.len(), 5);
+        assert_eq!(Outcome::ALL.len(), 3);
+        for (index, operation) in Operation::ALL.into_iter().enumerate() {
+            assert_eq!(
+                (operation as usize, operation_index(operation)),
+                (index, index)
+            );
+        }
+        for (index, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!((outcome as usize, outcome_index(outcome)), (index, index));
+        }
     }
-
-    pub(super) fn gauge(_: &'static str, _: &Arc<str>, _: f64) {}
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshot};
 use metrics_util::CompositeKey;
 use metrics_util::MetricKind;
+use support::Unreachable;
 use verrou::{MemoryStore, Retry, Verrou};
+
+mod support;
 
 /// Every metric recorded, with its value.
 type Metrics = Vec<(CompositeKey, DebugValue)>;
@@ -55,8 +58,8 @@ fn samples(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> usize {
     }
 }
 
-#[test]
-fn a_scripted_scenario_is_counted_exactly() {
+/// What `scenario` records, run with a recorder of its own.
+fn recorded<F: std::future::Future<Output = ()>>(scenario: impl FnOnce() -> F) -> Metrics {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
@@ -66,7 +69,12 @@ fn a_scripted_scenario_is_counted_exactly() {
             .unwrap();
         runtime.block_on(scenario());
     });
-    let metrics = metrics_of(snapshotter.snapshot());
+    metrics_of(snapshotter.snapshot())
+}
+
+#[test]
+fn a_scripted_scenario_is_counted_exactly() {
+    let metrics = recorded(scenario);
     let store = ("store", "vault");
     assert_eq!(
         counter(
@@ -157,4 +165,68 @@ async fn scenario() {
     assert!(guard.extend().await.is_err());
     assert!(guard.loss().is_lost());
     drop(guard);
+}
+
+#[test]
+fn failures_and_expired_holds_are_counted_under_their_own_labels() {
+    let metrics = recorded(failures_and_expiry);
+    let gone = ("store", "gone");
+    for operation in ["take", "release", "force_release", "check", "extend"] {
+        assert_eq!(
+            counter(
+                &metrics,
+                "verrou_store_errors_total",
+                &[gone, ("operation", operation)]
+            ),
+            1,
+            "{operation}"
+        );
+    }
+    let failed = [gone, ("outcome", "failed")];
+    assert_eq!(counter(&metrics, "verrou_acquisitions_total", &failed), 1);
+    assert_eq!(samples(&metrics, "verrou_acquire_wait_seconds", &failed), 1);
+    assert_eq!(counter(&metrics, "verrou_renewals_total", &failed), 1);
+    let vault = ("store", "vault");
+    assert_eq!(
+        samples(
+            &metrics,
+            "verrou_hold_seconds",
+            &[vault, ("end", "expired")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "verrou_acquisitions_total",
+            &[vault, ("outcome", "acquired")]
+        ),
+        1
+    );
+}
+
+/// A hold that expires before its release, and one call of each operation on a store that
+/// fails them all, the take last: a take that failed may have been applied, so the lock
+/// gives the grant back in the background, which would count more failed releases.
+async fn failures_and_expiry() {
+    let verrou = Verrou::builder()
+        .store("vault", MemoryStore::new())
+        .store("gone", Unreachable)
+        .default_store("vault")
+        .build()
+        .unwrap();
+    let brief = verrou
+        .create_lock_with_ttl("card:2", Duration::from_millis(20))
+        .unwrap();
+    assert!(brief.acquire_immediately().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(brief.release().await.is_err(), "expired: not released");
+    let gone = verrou.store("gone").unwrap();
+    let failing = gone.create_lock("card:1").unwrap();
+    assert!(failing.release().await.is_err());
+    assert!(failing.force_release().await.is_err());
+    assert!(failing.is_locked().await.is_err());
+    assert!(failing.extend().await.is_err());
+    let taking = gone.create_lock("card:1").unwrap();
+    assert!(taking.acquire_immediately().await.is_err());
 }
