@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use verrou_core::BoxError;
 
 use crate::hosts::Hosts;
+use crate::sql::SESSION_SETUP;
 use crate::tls::MakeTls;
 
 /// The messages the server sends on its own: notifications and notices. The stream ends
@@ -50,7 +51,8 @@ pub(crate) fn connector(hosts: &Hosts, tls: Arc<MakeTls>) -> Connect {
 
 /// How the pool of [`PostgresStore::connect`](crate::PostgresStore::connect) opens its
 /// connections: to one of the hosts, as [`Hosts::connect`] picks it, with TLS as the URL's
-/// `sslmode` asks. The pool bounds each connection by [`Hosts::budget`].
+/// `sslmode` asks, then set up for the store's statements ([`SESSION_SETUP`]). The pool
+/// bounds each connection by [`Hosts::budget`].
 pub(crate) struct PoolConnect {
     /// Where to connect.
     pub(crate) hosts: Hosts,
@@ -67,6 +69,7 @@ impl deadpool_postgres::Connect for PoolConnect {
                     tracing::warn!(%error, "verrou: pooled PostgreSQL connection failed");
                 }
             });
+            client.batch_execute(SESSION_SETUP).await?;
             Ok((client, task))
         })
     }

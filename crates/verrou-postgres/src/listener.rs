@@ -31,7 +31,7 @@ use verrou_core::{Backoff, Boards, BoxError, Family, ReleaseFeed, WatchedKey, RE
 use crate::channel::{parse_payload, StoreId};
 use crate::connector::{Connect, Messages};
 use crate::family::{family_name, family_of};
-use crate::sql::Statements;
+use crate::sql::{Statements, SESSION_SETUP};
 
 /// The first pause before reconnecting; it doubles after each failure.
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
@@ -267,10 +267,12 @@ impl Session<'_> {
         }
     }
 
-    /// Subscribes to the store's channel; returns the prepared probes.
+    /// Sets the session up as the pool's are ([`SESSION_SETUP`]: its probes find keys
+    /// through the index too) and subscribes to the store's channel; returns the prepared
+    /// probes.
     async fn start(&self) -> Result<Probes, BoxError> {
         let statements = &self.setup.statements;
-        let listen = format!("LISTEN \"{}\"", self.setup.id.channel());
+        let listen = format!("{SESSION_SETUP}; LISTEN \"{}\"", self.setup.id.channel());
         within(self.setup.timeout, self.client.batch_execute(&listen)).await?;
         Ok(Probes {
             locks: within(self.setup.timeout, self.client.prepare(&statements.probe)).await?,

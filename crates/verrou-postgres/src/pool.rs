@@ -157,4 +157,21 @@ mod tests {
             other => panic!("expected InvalidConfig, got {other:?}"),
         }
     }
+
+    #[tokio::test]
+    async fn pooled_connections_open_set_up_for_the_stores_statements() {
+        let config = PostgresConfig::new(verrou_testkit::postgres_url());
+        let (pg_config, mode) = driver_config(&config).expect("a valid url");
+        let hosts = Hosts::new(&pg_config, config.connect_timeout, config.command_timeout);
+        let tls = Arc::new(crate::tls::make_tls(mode, None).expect("no TLS"));
+        let pool = build_pool(&config, pg_config, &hosts, tls).expect("a pool");
+        let connection = pool.get().await.expect("a connection");
+        for (setting, wanted) in [("enable_seqscan", "off"), ("jit", "off")] {
+            let row = connection
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await
+                .expect("the setting");
+            assert_eq!(row.get::<_, &str>(0), wanted, "{setting}");
+        }
+    }
 }

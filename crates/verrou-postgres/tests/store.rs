@@ -398,6 +398,55 @@ async fn expired_rows_nobody_takes_over_are_swept() {
     assert!(store.exists("live").await.expect("exists"));
 }
 
+/// A lock table is small after a vacuum, and grows with the dead rows of its churn until
+/// the next: a plan the planner would cache there reads the whole table for one key. The
+/// store's statements find their rows through the index whatever the table's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_vacuum_no_statement_reads_the_whole_lock_table() {
+    let url = verrou_testkit::postgres_url();
+    let table = unique("vacuumed");
+    let mut config = config(&table);
+    config.sweep_interval = None;
+    let store = PostgresStore::connect(config).await.expect("store");
+    let admin = client(&url).await;
+    assert!(granted(store.save("k0", "me", None).await.expect("save")));
+    store.delete("k0", "me").await.expect("delete");
+    admin
+        .batch_execute(&format!("VACUUM \"{table}\""))
+        .await
+        .expect("vacuum");
+    // Enough calls of each statement on each connection for its plan to be cached.
+    let cycles = 200;
+    for cycle in 0..cycles {
+        let key = format!("k{}", cycle % 8);
+        assert!(granted(store.save(&key, "me", None).await.expect("save")));
+        assert!(store.exists(&key).await.expect("exists"));
+        assert_eq!(
+            store.delete(&key, "me").await.expect("delete"),
+            OwnerCheck::Applied
+        );
+    }
+    // The pool's sessions report their statistics when they end.
+    drop(store);
+    let stats = "SELECT seq_scan, idx_scan, n_tup_del FROM pg_stat_user_tables WHERE relname = $1";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (seq_scans, index_scans) = loop {
+        let row = admin.query_one(stats, &[&table]).await.expect("stats");
+        let (seq_scans, index_scans, deleted): (i64, i64, i64) =
+            (row.get(0), row.get(1), row.get(2));
+        if deleted >= cycles || Instant::now() > deadline {
+            break (seq_scans, index_scans);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(index_scans >= 2 * cycles, "{index_scans} index scans");
+    // One: building the primary key when the store created the table reads it.
+    assert!(
+        seq_scans <= 1,
+        "{seq_scans} statements read the whole table"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_separate_stores_exclude_each_other_with_rising_fencing_tokens() {
     let table = unique("exclusion");
