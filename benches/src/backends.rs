@@ -348,6 +348,9 @@ impl PostgresBaseline {
     async fn connect(url: &str) -> Result<Self, BoxError> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
+        // The planner settings the store's connections open with: without them the
+        // baseline's cached delete reads the whole (just vacuumed, then growing) table.
+        config.options = Some("-c enable_seqscan=off -c jit=off".to_owned());
         config.pool = Some(deadpool_postgres::PoolConfig::new(10));
         let pool = config.create_pool(
             Some(deadpool_postgres::Runtime::Tokio1),
