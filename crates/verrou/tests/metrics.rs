@@ -182,27 +182,24 @@ fn failures_and_expired_holds_are_counted_under_their_own_labels() {
             "{operation}"
         );
     }
-    let failed = [gone, ("outcome", "failed")];
-    assert_eq!(counter(&metrics, "verrou_acquisitions_total", &failed), 1);
-    assert_eq!(samples(&metrics, "verrou_acquire_wait_seconds", &failed), 1);
-    assert_eq!(counter(&metrics, "verrou_renewals_total", &failed), 1);
     let vault = ("store", "vault");
-    assert_eq!(
-        samples(
-            &metrics,
-            "verrou_hold_seconds",
-            &[vault, ("end", "expired")]
-        ),
-        1
-    );
-    assert_eq!(
-        counter(
-            &metrics,
+    let failed = ("outcome", "failed");
+    for (name, labels) in [
+        ("verrou_acquisitions_total", [gone, failed]),
+        ("verrou_renewals_total", [gone, failed]),
+        (
             "verrou_acquisitions_total",
-            &[vault, ("outcome", "acquired")]
+            [vault, ("outcome", "acquired")],
         ),
-        1
-    );
+    ] {
+        assert_eq!(counter(&metrics, name, &labels), 1, "{name} {labels:?}");
+    }
+    for (name, labels) in [
+        ("verrou_acquire_wait_seconds", [gone, failed]),
+        ("verrou_hold_seconds", [vault, ("end", "expired")]),
+    ] {
+        assert_eq!(samples(&metrics, name, &labels), 1, "{name} {labels:?}");
+    }
 }
 
 /// A hold that expires before its release, and one call of each operation on a store that
