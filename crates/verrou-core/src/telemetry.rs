@@ -73,8 +73,8 @@ impl Outcome {
 }
 
 /// The telemetry of one store: its name, as metrics and errors show it, and the keys of its
-/// metrics, built once with the name rather than at every call (each key is a name and a
-/// list of labels, one of them the name: two allocations the hot path does without).
+/// metrics, built once with the name rather than at every call (a key owns its list of
+/// labels, the store's name among them: building it cost each metric call allocations).
 #[derive(Debug, Clone)]
 pub(crate) struct Telemetry {
     store: Arc<str>,
