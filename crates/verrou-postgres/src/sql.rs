@@ -49,8 +49,10 @@ use crate::shares_sql::ShareStatements;
 /// the module docs); and no JIT compilation, which a statement of a few microseconds never
 /// repays, and which the cost a disabled scan is charged (before PostgreSQL 18) would
 /// otherwise set off for every sweep (measured: 100 to 440 ms a sweep statement, against 8
-/// to 31 µs without).
-pub(crate) const SESSION_SETUP: &str = "SET enable_seqscan = off; SET jit = off";
+/// to 31 µs without). JIT is turned off through `pg_settings` because a server before
+/// PostgreSQL 11 has no `jit` setting, and `SET jit` would fail every connection there.
+pub(crate) const SESSION_SETUP: &str = "SET enable_seqscan = off; \
+    SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'jit'";
 
 /// The server's current time in epoch milliseconds (rounded down), the unit of the
 /// `expiration` and `deadline` columns.

@@ -118,10 +118,10 @@ impl PostgresStore {
     /// URL's `sslmode` says, use [`connect`](Self::connect).
     ///
     /// The pool's connections are used as they come. Those of [`connect`](Self::connect)
-    /// run `SET enable_seqscan = off; SET jit = off` when they open, so that after a vacuum
-    /// the statements keep finding their rows through the index instead of reading the
-    /// whole table; give yours the same (deadpool-postgres's `Config::options`, or the
-    /// URL's `options=-c enable_seqscan=off -c jit=off`) for the same speed under churn.
+    /// turn sequential scans and JIT off when they open, so that after a vacuum the
+    /// statements keep finding their rows through the index instead of reading the whole
+    /// table; give yours the same (deadpool-postgres's `Config::options`, or the URL's
+    /// `options=-c enable_seqscan=off -c jit=off`) for the same speed under churn.
     pub async fn from_pool(pool: Pool, options: PostgresOptions) -> Result<Self> {
         options.validate()?;
         let table = TableName::parse(&options.table)?;
